@@ -1,0 +1,49 @@
+"""MBConv, the inverted-residual block of MobileNetV2 with squeeze-excitation (paper section 4, Table 1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import ConvBNAct, DropPath, SqueezeExcite
+
+
+class MBConv(nn.Module):
+    """1x1 expand (only when expand_ratio != 1) -> kxk depthwise -> SE -> 1x1 linear projection.
+
+    Input (N, in_channels, H, W) -> output (N, out_channels, H/stride, W/stride). The identity shortcut
+    and stochastic depth are used only when stride == 1 and in_channels == out_channels.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        expand_ratio: int,
+        se_ratio: float,
+        drop_path_rate: float = 0.0,
+        activation: str = "silu",
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+        tf_padding: bool = False,
+    ) -> None:
+        super().__init__()
+        mid = in_channels * expand_ratio
+        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.expand = (
+            ConvBNAct(in_channels, mid, 1, activation=activation, **bn) if expand_ratio != 1 else nn.Identity()
+        )
+        self.dw = ConvBNAct(mid, mid, kernel_size, stride, groups=mid, activation=activation, tf_padding=tf_padding, **bn)
+        # Official code: num_reduced_filters = max(1, int(input_filters * se_ratio)) -- the block's input.
+        self.se = SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), activation) if se_ratio > 0 else nn.Identity()
+        self.project = ConvBNAct(mid, out_channels, 1, activation=None, **bn)  # linear bottleneck
+        self.has_residual = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path_rate) if self.has_residual else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.dw(self.expand(x))))
+        if self.has_residual:
+            y = self.drop_path(y) + x
+        return y

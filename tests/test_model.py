@@ -1,0 +1,121 @@
+import pytest
+import torch
+
+import effnet
+from effnet.blocks import MBConv
+from effnet.layers import DropPath, SamePad2d
+from effnet.profile import PAPER_TABLE, profile
+
+PARAMS = {
+    "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
+    "efficientnet_b3": 12_233_232, "efficientnet_b4": 19_341_616, "efficientnet_b5": 30_389_784,
+    "efficientnet_b6": 43_040_704, "efficientnet_b7": 66_347_960, "efficientnet_lite0": 4_652_008,
+    "efficientnet_lite1": 5_416_680, "efficientnet_lite2": 6_092_072, "efficientnet_lite3": 8_197_096,
+    "efficientnet_lite4": 13_006_568, "efficientnet_l2": 480_309_308,
+}
+
+
+def test_list_models():
+    names = effnet.list_models()
+    for i in range(8):
+        assert f"efficientnet_b{i}" in names
+    for i in range(5):
+        assert f"efficientnet_lite{i}" in names
+    assert "efficientnet_l2" in names
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_exact_parameter_counts(name):
+    model = effnet.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
+
+
+@pytest.mark.parametrize("name", list(PAPER_TABLE))
+def test_macs_within_5_percent_of_paper(name):
+    p = profile(name)
+    paper_macs = PAPER_TABLE[name][1] * 1e9
+    assert abs(p.macs - paper_macs) / paper_macs < 0.05, (p.macs, paper_macs)
+    assert p.params == PARAMS[name]
+    assert sum(r.params for r in p.rows) == p.params and sum(r.macs for r in p.rows) == p.macs
+
+
+def test_b0_profile_rows_follow_table_1():
+    p = profile("efficientnet_b0")
+    assert [r.resolution[0] for r in p.rows] == [224, 112, 112, 56, 28, 14, 14, 7, 7]
+    assert [r.channels for r in p.rows] == [32, 16, 24, 40, 80, 112, 192, 320, 1280]
+    assert [r.layers for r in p.rows] == [1, 1, 2, 2, 3, 3, 4, 1, 1]
+    assert p.rows[3].operator == "MBConv6, k5x5"
+
+
+def test_forward_shapes_and_new_head():
+    model = effnet.create_model("efficientnet_b0", num_classes=7, in_chans=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 96, 96)).shape == (2, 7)
+    model.freeze_backbone()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["classifier.weight", "classifier.bias"]
+
+
+def test_features_only_strides_and_channels():
+    feats = effnet.create_model("efficientnet_b0", features_only=True).eval()
+    assert [f["reduction"] for f in feats.feature_info] == [2, 4, 8, 16, 32]
+    assert [f["num_chs"] for f in feats.feature_info] == [16, 24, 40, 112, 320]
+    with torch.no_grad():
+        outs = feats(torch.randn(1, 3, 128, 160))
+    assert [tuple(o.shape[1:]) for o in outs] == [(16, 64, 80), (24, 32, 40), (40, 16, 20), (112, 8, 10), (320, 4, 5)]
+
+
+def test_features_only_matches_full_model_trunk():
+    torch.manual_seed(1)
+    full = effnet.create_model("efficientnet_lite0").eval()
+    feats = effnet.create_model("efficientnet_lite0", features_only=True).eval()
+    feats.load_state_dict({k: v for k, v in full.state_dict().items() if k.startswith(("stem", "blocks"))})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(feats(x)[-1], full.blocks(full.stem(x)))
+
+
+def test_residual_only_with_stride_1_and_equal_channels():
+    assert MBConv(16, 16, 3, 1, 6, 0.25).has_residual
+    assert not MBConv(16, 24, 3, 1, 6, 0.25).has_residual
+    assert not MBConv(16, 16, 3, 2, 6, 0.25).has_residual
+    block = MBConv(32, 16, 3, 1, 1, 0.25)  # MBConv1: no expansion conv; SE reduces from input 32 * 0.25
+    assert isinstance(block.expand, torch.nn.Identity)
+    assert block.se.reduce.out_channels == 8
+
+
+def test_drop_path_grows_linearly_to_rate():
+    model = effnet.create_model("efficientnet_b0", drop_path_rate=0.2)
+    blocks = [b for stage in model.blocks for b in stage]
+    for idx, block in enumerate(blocks):  # rate * block_index / total_blocks, only on residual blocks
+        if block.has_residual:
+            assert block.drop_path.rate == pytest.approx(0.2 * idx / len(blocks))
+        else:
+            assert not isinstance(block.drop_path, DropPath)
+    assert len(blocks) == 16
+
+
+def test_drop_path_training_statistics():
+    torch.manual_seed(0)
+    dp = DropPath(0.25).train()
+    y = dp(torch.ones(20000, 1, 1, 1))
+    kept = (y > 0).float().mean().item()
+    assert kept == pytest.approx(0.75, abs=0.02)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.03)  # survivors rescaled by 1/(1-rate)
+    assert torch.equal(dp.eval()(torch.ones(4, 1, 1, 1)), torch.ones(4, 1, 1, 1))
+
+
+@pytest.mark.parametrize("size", [224, 225, 97])
+def test_tf_same_padding_output_and_asymmetry(size):
+    # TF SAME: output = ceil(size / stride); any extra pixel goes bottom/right
+    pad = SamePad2d(3, 2)
+    x = torch.ones(1, 1, size, size)
+    y = pad(x)
+    out = -(-size // 2)
+    total = max((out - 1) * 2 + 3 - size, 0)
+    assert y.shape[-1] == size + total
+    if total == 1:
+        assert y[0, 0, 0, 0] == 1 and y[0, 0, -1, -1] == 0
+    model = effnet.create_model("efficientnet_b0", tf_padding=True).eval()
+    with torch.no_grad():
+        assert model.forward_features(torch.randn(1, 3, size, size)).shape[-1] == -(-size // 32)
