@@ -24,7 +24,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .profile import format_profile, profile
+    from .accounting import format_profile, profile
     from .registry import resolve_config
 
     config = resolve_config(args.model)
@@ -40,7 +40,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_family(args: argparse.Namespace) -> int:
-    from .profile import family_profiles, format_family, plot_family
+    from .accounting import family_profiles, format_family, plot_family
 
     profiles = family_profiles()
     print(format_family(profiles))
@@ -96,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .predict import predict_files
-    from .profile import family_profiles, format_family
+    from .accounting import family_profiles, format_family
     from .registry import create_model
 
     t0 = time.time()

@@ -6,7 +6,7 @@ import pytest
 
 import effnet
 from effnet.config import B0_STAGES, VARIANTS, BlockArgs, ModelConfig, round_filters, round_repeats, scale
-from effnet.profile import profile
+from effnet.accounting import profile
 
 
 def test_round_filters_ten_percent_rule():
