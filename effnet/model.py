@@ -90,11 +90,14 @@ class EfficientNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int, class_names: tuple[str, ...] | None = None) -> None:
-        """New randomly initialised head for ``num_classes`` (transfer learning)."""
+        """New zero-initialised head for ``num_classes`` (transfer learning).
+
+        Zeros rather than the from-scratch init: pretrained features are large, and a random head would start
+        fine-tuning from confidently wrong logits (the first gradients still reach every class).
+        """
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if isinstance(self.classifier, nn.Linear):
-            bound = 1.0 / math.sqrt(num_classes)
-            nn.init.uniform_(self.classifier.weight, -bound, bound)
+            nn.init.zeros_(self.classifier.weight)
             nn.init.zeros_(self.classifier.bias)
         self.config = self.config.replace(num_classes=num_classes, class_names=class_names)
 

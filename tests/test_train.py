@@ -1,0 +1,217 @@
+"""Training: real runs on scikit-learn's digits (real scans) at tiny widths/resolutions."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import effnet
+from effnet.config import ModelConfig
+from tests.conftest import ROOT, run_cli
+
+TINY = ["--resolution", "32", "--batch-size", "16", "--workers", "0", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits")
+    proc = run_cli("data", "digits", str(out))
+    assert "1437 train, 360 val" in proc.stdout
+    assert len(list((out / "train").glob("*/*.png"))) == 1437
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_digits(digits, tmp_path_factory) -> Path:
+    """3 classes x 40 train / 10 val images, for runs that need only seconds."""
+    out = tmp_path_factory.mktemp("small")
+    for split, n in (("train", 40), ("val", 10)):
+        for cls in ("0", "1", "7"):
+            (out / split / cls).mkdir(parents=True)
+            for f in sorted((digits / split / cls).glob("*.png"))[:n]:
+                shutil.copy(f, out / split / cls / f.name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    """A narrow, shallow EfficientNet (B0 table at width 0.25, depth 0.5) as a config file."""
+    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    cfg = ModelConfig(name="tiny", width_mult=0.25, depth_mult=0.5, resolution=32, dropout=0.1, drop_path_rate=0.1)
+    path.write_text(cfg.to_json())
+    return path
+
+
+def _weights(path: Path) -> dict:
+    return load_file(str(path))
+
+
+def test_finetune_pretrained_lite0_on_digits_reaches_97(digits, tmp_path):
+    """The issue's command: real pretrained Lite0, 3 epochs; digits declare 64 px and no flips."""
+    out = tmp_path / "run"
+    run_cli("train", str(digits), "--model", "efficientnet_lite0", "--pretrained", "--epochs", "3",
+            "--out", str(out), "--quiet", timeout=600)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resolution"] == 64
+    assert summary["val_top1"] >= 97.0, summary
+    assert (out / "curves.png").stat().st_size > 5000
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    for col in ("train_loss", "val_top1", "val_top5", "ema_val_top1", "lr", "img_per_s"):
+        assert col in header
+    # the saved model knows its classes: predict prints digit names
+    img = next((digits / "val" / "7").glob("*.png"))
+    pred = json.loads(run_cli("predict", "--weights", str(out / "model.safetensors"), "--json", str(img)).stdout)
+    assert pred[0]["top"][0]["class"] == "7"
+
+
+def test_kill_9_then_resume_is_bit_exact(small_digits, tiny_config, tmp_path):
+    args = ["train", str(small_digits), "--model", str(tiny_config), "--epochs", "3", "--checkpoint-every", "2",
+            "--seed", "3", *TINY, "--batch-size", "8"]
+    straight = tmp_path / "straight"
+    run_cli(*args, "--out", str(straight))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args, "--out", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoint.pt"
+    deadline = time.time() + 120
+    state = None
+    while time.time() < deadline:
+        if ckpt.exists():
+            try:
+                state = torch.load(ckpt, weights_only=True)
+            except Exception:  # being replaced right now
+                state = None
+            if state and state["epoch"] == 1 and state["batch_in_epoch"] > 0:
+                break  # mid-way through the second epoch
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert state is not None and state["epoch"] == 1 and 0 < state["batch_in_epoch"] < 15, "not killed mid-epoch"
+    assert not (killed / "model.safetensors").exists()
+
+    run_cli("train", "--resume", str(killed))
+    a, b = _weights(straight / "model.safetensors"), _weights(killed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ea, eb = _weights(straight / "model_ema.safetensors"), _weights(killed / "model_ema.safetensors")
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    rows_a = (straight / "metrics.csv").read_text().splitlines()
+    rows_b = (killed / "metrics.csv").read_text().splitlines()
+    assert len(rows_a) == len(rows_b) == 4
+
+
+def test_torchrun_two_processes_end_identical(small_digits, tiny_config, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "effnet.cli",
+           "train", str(small_digits), "--model", str(tiny_config), "--epochs", "1", "--out", str(out),
+           "--dump-rank-weights", *TINY, "--batch-size", "8"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = _weights(out / "rank0.safetensors"), _weights(out / "rank1.safetensors")
+    init = effnet.create_model(str(tiny_config), num_classes=3).state_dict()
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert not torch.equal(r0["stem.conv.weight"], init["stem.conv.weight"])  # it did train
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 120 // (8 * 2)  # each rank saw half of the data
+
+
+def _make_messy_folder(small_digits: Path, dest: Path) -> None:
+    shutil.copytree(small_digits, dest)
+    cls = dest / "train" / "1"
+    good = next(cls.glob("*.png"))
+    data = good.read_bytes()
+    (cls / "truncated.png").write_bytes(data[: len(data) // 2])
+    (cls / "zero.png").write_bytes(b"")
+    (cls / "notes.txt").write_text("not an image")
+    rgb = np.asarray(Image.open(good).convert("RGB"))
+    Image.fromarray(rgb).convert("CMYK").save(cls / "cmyk.jpg")
+    Image.fromarray(rgb).convert("RGBA").save(cls / "rgba.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(cls / "sixteen.png")
+
+
+def test_corrupt_files_are_skipped_and_counted(small_digits, tiny_config, tmp_path):
+    data = tmp_path / "messy"
+    _make_messy_folder(small_digits, data)
+    out = tmp_path / "run"
+    proc = run_cli("train", str(data), "--model", str(tiny_config), "--epochs", "1", "--out", str(out),
+                   "--resolution", "32", "--batch-size", "16")
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning: skipping")]
+    assert len(warnings) == 3
+    assert {Path(w.split()[2].rstrip(":")).name for w in warnings} == {"truncated.png", "zero.png", "notes.txt"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_files"] == 3 and summary["images_train"] == 123  # 120 + CMYK, RGBA, 16-bit
+
+
+def test_empty_class_or_empty_dir_is_one_clear_error(small_digits, tiny_config, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_digits, data)
+    (data / "train" / "9").mkdir()
+    proc = run_cli("train", str(data), "--model", str(tiny_config), "--epochs", "1", *TINY, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"effnet: error: {data / 'train' / '9'}: class folder has no readable images"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli("train", str(empty), "--model", str(tiny_config), *TINY, check=False)
+    assert proc.returncode == 2 and "no class folders" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(small_digits, tiny_config, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("train", str(small_digits), "--model", str(tiny_config), "--epochs", "2", "--out", str(out),
+                   "--optimizer", "adamw", "--lr", "1e30", "--warmup-epochs", "0", "--checkpoint-every", "1",
+                   *TINY, "--batch-size", "8", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "diverged" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (out / "model.safetensors").exists()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["global_step"] >= 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_eval_matches_hand_computation(small_digits, tiny_config, tmp_path):
+    from effnet.data import eval_transform, load_image
+
+    out = tmp_path / "run"
+    run_cli("train", str(small_digits), "--model", str(tiny_config), "--epochs", "1", "--out", str(out), *TINY)
+    res = json.loads(run_cli("eval", str(out), str(small_digits), "--json").stdout)
+
+    model = effnet.load(out / "model.safetensors").eval()
+    names = list(model.config.class_names)
+    tf = eval_transform(model.config.replace(crop_pct=0.875), 32)
+    hits1 = hits5 = 0
+    nll = []
+    per_class = {n: [0, 0] for n in names}
+    for cls in names:
+        for f in sorted((small_digits / "val" / cls).glob("*.png")):
+            with torch.no_grad():
+                logits = model(tf(load_image(f))[None])[0].double()
+            label = names.index(cls)
+            probs = torch.softmax(logits, 0)
+            nll.append(-float(torch.log(probs[label])))
+            ranked = sorted(range(len(names)), key=lambda i: -float(logits[i]))
+            hits1 += ranked[0] == label
+            hits5 += label in ranked[:5]
+            per_class[cls][0] += ranked[0] == label
+            per_class[cls][1] += 1
+    n = 30
+    assert res["images"] == n
+    assert res["top1"] == pytest.approx(100 * hits1 / n)
+    assert res["top5"] == pytest.approx(100 * hits5 / n)  # 3 classes: always 100
+    assert res["loss"] == pytest.approx(sum(nll) / n, rel=1e-4)
+    for row in res["per_class"]:
+        assert row["top1"] == pytest.approx(100 * per_class[row["name"]][0] / per_class[row["name"]][1])
+    text = run_cli("eval", str(out), str(small_digits)).stdout
+    assert "top-1" in text and "images/s" in text and len(text.splitlines()) == 2 + 3
