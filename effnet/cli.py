@@ -175,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="family table + real pretrained Lite0 on real photos")
     p.set_defaults(func=cmd_demo)
 
-    from . import train
+    from . import search, train
 
     train.add_commands(sub)
+    search.add_commands(sub)
 
     return parser
 
