@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model = build_model_for_inference(args.model, args.weights, args.pretrained)
     except (ValueError, KeyError, RuntimeError) as exc:
         return _fail(str(exc).strip("'\""))
+    try:
+        model = _with_backend(model, args.backend, args.calibration, args.images)
+    except Exception as exc:  # export/quantization problems: one line, not a traceback
+        return _fail(f"backend {args.backend}: {exc}")
     results, errors = predict_files(model, args.images, topk=args.topk)
     for line in errors:
         print(f"effnet: error: {line}", file=sys.stderr)
@@ -68,6 +73,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for name, prob in r.top:
                 print(f"  {prob:7.2%}  {name}")
     return 1 if errors else 0
+
+
+def _with_backend(model, backend: str, calibration: str | None, images: list[str]):
+    import importlib.util
+
+    if backend == "auto":
+        backend = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
+    if backend == "torch":
+        from .deploy import optimize
+
+        return optimize(model)
+    from .deploy import onnx_predictor
+
+    if backend == "onnx-int8" and calibration is None:
+        import tempfile
+
+        from .data import check_image
+
+        calibration = tempfile.mkdtemp(prefix="effnet-calib-")
+        for i, path in enumerate(p for p in images if check_image(p) is None):
+            os.symlink(os.path.abspath(path), os.path.join(calibration, f"{i:05d}{Path(path).suffix}"))
+    return onnx_predictor(model, int8=backend == "onnx-int8", calibration=calibration)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -159,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pretrained", action="store_true")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"], default="auto",
+                   help="auto: ONNX Runtime when installed (fastest on CPU), else torch")
+    p.add_argument("--calibration", help="images to calibrate onnx-int8 (default: the images being classified)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("convert", help="import timm/torchvision/lukemelas weights into an effnet file")
@@ -175,10 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="family table + real pretrained Lite0 on real photos")
     p.set_defaults(func=cmd_demo)
 
-    from . import search, train
+    from . import deploy, search, train
 
     train.add_commands(sub)
     search.add_commands(sub)
+    deploy.add_commands(sub)
 
     return parser
 

@@ -74,6 +74,49 @@ class ConvBNAct(nn.Sequential):
         super().__init__(OrderedDict(layers))
 
 
+# Lean training (see effnet.deploy.set_memory_efficient): recompute instead of storing.
+
+class _SiLUFn(torch.autograd.Function):
+    """SiLU that stores only its input and recomputes sigmoid in backward (lukemelas' MemoryEfficientSwish)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * (s * (1 + x * (1 - s)))
+
+
+class MemoryEfficientSiLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _SiLUFn.apply(x)
+
+
+class _GateFn(torch.autograd.Function):
+    """SE gating ``x * sigmoid(s)`` that keeps the small logits ``s`` instead of sigmoid(s) and the product."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, s)
+        return x * torch.sigmoid(s)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, s = ctx.saved_tensors
+        sig = torch.sigmoid(s)
+        grad_x = grad * sig
+        grad_s = (grad * x).sum(dim=(2, 3), keepdim=True) * sig * (1 - sig)
+        return grad_x, grad_s
+
+
+def gate_memory_efficient(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return _GateFn.apply(x, s)
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018) as in MBConv: pool -> 1x1 reduce -> act -> 1x1 expand -> sigmoid.
 
@@ -85,10 +128,13 @@ class SqueezeExcite(nn.Module):
         self.reduce = nn.Conv2d(channels, reduced, 1)
         self.act = make_activation(activation)
         self.expand = nn.Conv2d(reduced, channels, 1)
+        self.memory_efficient = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
         s = self.expand(self.act(self.reduce(s)))
+        if self.memory_efficient and torch.is_grad_enabled():
+            return gate_memory_efficient(x, s)
         return x * torch.sigmoid(s)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import MBConv
 from .config import ModelConfig, scale
@@ -13,6 +15,22 @@ from .layers import ConvBNAct
 
 # timm-compatible feature taps: the last stage at each stride 2, 4, 8, 16, 32.
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(module: nn.Module):
+    """During checkpoint recomputation BatchNorm must not update its running statistics a second time:
+    momentum 0 leaves them unchanged (batch statistics are still used for the recomputed forward)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 class EfficientNet(nn.Module):
@@ -24,6 +42,7 @@ class EfficientNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.grad_checkpointing = False  # effnet.deploy.set_grad_checkpointing
         arch = scale(config)
         bn = dict(bn_eps=config.bn_eps, bn_momentum=config.bn_momentum)
         act = config.activation
@@ -81,7 +100,14 @@ class EfficientNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> head activations (N, num_features, H/32, W/32)."""
-        return self.head(self.blocks(self.stem(x)))
+        x = self.stem(x)
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            for stage in self.blocks:  # store only stage inputs; recompute inside in backward
+                x = checkpoint(stage, x, use_reentrant=False,
+                               context_fn=lambda s=stage: (contextlib.nullcontext(), _frozen_bn_stats(s)))
+        else:
+            x = self.blocks(x)
+        return self.head(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))

@@ -92,6 +92,8 @@ class TrainConfig:
     workers: int = 0
     checkpoint_every: int = 0  # steps; 0 = only at epoch ends
     sync_bn: bool = False
+    memory_efficient: bool = False  # SiLU / SE gating that recompute instead of storing
+    grad_checkpoint: bool = False  # per-stage gradient checkpointing
     budget_minutes: float | None = None  # stop training after this long (grid search budgets)
     dump_rank_weights: bool = False  # every rank writes its final weights (tests of DDP sync)
     quiet: bool = False
@@ -332,6 +334,11 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelCo
     crop_pct = cfg.crop_pct or (mcfg.crop_pct if cfg.resolution is None else 0.875)
     if cfg.freeze_backbone:
         model.freeze_backbone()
+    if cfg.memory_efficient or cfg.grad_checkpoint:
+        from .deploy import set_grad_checkpointing, set_memory_efficient
+
+        set_memory_efficient(model, cfg.memory_efficient)
+        set_grad_checkpointing(model, cfg.grad_checkpoint)
     if cfg.sync_bn and distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.channels_last:
@@ -680,12 +687,12 @@ def _run_resolution(source: Path) -> int | None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import write_digits
+    from .data import write_digits, write_photos
 
-    if args.dataset != "digits":
-        from .cli import _fail
-
-        return _fail(f"unknown dataset {args.dataset!r} (available: digits)")
+    if args.dataset == "photos":
+        n = write_photos(args.out_dir, count=args.count, seed=args.seed)
+        print(f"wrote {n} views of scikit-image's bundled photos to {args.out_dir}")
+        return 0
     counts = write_digits(args.out_dir, seed=args.seed)
     print(f"wrote scikit-learn digits to {args.out_dir}: {counts['train']} train, {counts['val']} val, 10 classes")
     return 0
@@ -731,6 +738,9 @@ def add_commands(sub) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
     p.add_argument("--sync-bn", action="store_true", default=None)
+    p.add_argument("--memory-efficient", action="store_true", default=None,
+                   help="SiLU/SE that recompute in backward instead of storing activations")
+    p.add_argument("--grad-checkpoint", action="store_true", default=None, help="per-stage gradient checkpointing")
     p.add_argument("--budget-minutes", type=float)
     p.add_argument("--dump-rank-weights", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", default=None)
@@ -748,8 +758,10 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="write a bundled real dataset as an ImageFolder")
-    p.add_argument("dataset", choices=["digits"])
+    p.add_argument("dataset", choices=["digits", "photos"],
+                   help="digits: scikit-learn's handwritten digits (ImageFolder); photos: skimage.data views (unlabelled)")
     p.add_argument("out_dir")
+    p.add_argument("--count", type=int, default=100, help="photos: how many views")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data)
 

@@ -1,0 +1,178 @@
+"""Inference throughput side by side: effnet vs timm vs torchvision vs ONNX Runtime (on a timm export).
+
+One run of this script measures every engine, interleaving the repetitions (engine A, B, C, A, B, C, ...)
+so that the shared machine's noise hits all alike, and reports medians, ratios and peak RSS.
+
+    python benchmarks/bench_infer.py [--model efficientnet_b0] [--batches 1,16] [--reps 10] [--json out.json]
+
+Peak RSS is measured per engine in a child process (a process's peak only grows), running the same calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_engines(model_name: str, resolution: int, workdir: Path, only: str | None = None) -> dict:
+    """name -> callable(batch tensor). Built lazily so a child process builds just one."""
+    import effnet
+    from effnet.deploy import _ort_run, _ort_session, export_model, optimize
+
+    engines: dict = {}
+
+    def want(name: str) -> bool:
+        return only is None or only == name
+
+    ours = effnet.create_model(model_name).eval()
+    if want("effnet eager (folded, CL)"):
+        m = optimize(ours)
+        engines["effnet eager (folded, CL)"] = lambda x: m(x.contiguous(memory_format=torch.channels_last))
+    if want("effnet bf16 (folded, CL)"):
+        mb = optimize(ours)
+
+        def run_bf16(x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return mb(x.contiguous(memory_format=torch.channels_last))
+
+        engines["effnet bf16 (folded, CL)"] = run_bf16
+    if want("effnet onnxruntime fp32"):
+        path = workdir / "effnet.onnx"
+        if not path.exists():
+            export_model(ours, path, batch="dynamic", log=lambda *a: None)
+        s = _ort_session(str(path))
+        engines["effnet onnxruntime fp32"] = lambda x: _ort_run(s, x, True)
+    if want("effnet onnxruntime int8"):
+        path = workdir / "effnet_int8.onnx"
+        if not path.exists():
+            from effnet.data import write_photos
+
+            photos = workdir / "photos"
+            write_photos(photos, count=64)
+            export_model(ours, path, batch="dynamic", int8=True, calibration=str(photos), log=lambda *a: None)
+        s8 = _ort_session(str(path))
+        engines["effnet onnxruntime int8"] = lambda x: _ort_run(s8, x, True)
+    try:
+        import timm
+    except ImportError:
+        timm = None
+    if timm is not None and model_name.startswith("efficientnet_b"):
+        if want("timm eager"):
+            t = timm.create_model(model_name).eval()
+            engines["timm eager"] = t
+        if want("timm CL + bf16"):
+            tc = timm.create_model(model_name).eval().to(memory_format=torch.channels_last)
+
+            def run_timm_bf16(x):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return tc(x.contiguous(memory_format=torch.channels_last))
+
+            engines["timm CL + bf16"] = run_timm_bf16
+        if want("onnxruntime on timm export"):
+            path = workdir / "timm.onnx"
+            if not path.exists():
+                import warnings
+
+                t = timm.create_model(model_name).eval()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(t, (torch.zeros(1, 3, resolution, resolution),), str(path), dynamo=False,
+                                      opset_version=17, input_names=["input"], output_names=["logits"],
+                                      dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
+            st = _ort_session(str(path))
+            engines["onnxruntime on timm export"] = lambda x: _ort_run(st, x, True)
+    if want("torchvision eager") and model_name in {f"efficientnet_b{i}" for i in range(8)}:
+        import torchvision
+
+        tv = getattr(torchvision.models, model_name)(weights=None).eval()
+        engines["torchvision eager"] = tv
+    return engines
+
+
+def peak_rss_child(model: str, resolution: int, workdir: Path, engine: str, batch: int, calls: int) -> float:
+    """Peak RSS (MiB) of a fresh process that builds one engine and runs it ``calls`` times."""
+    code = (
+        "import sys, resource, torch; sys.path.insert(0, %r); from benchmarks.bench_infer import build_engines;"
+        "from pathlib import Path; torch.set_num_threads(%d);"
+        "e = build_engines(%r, %d, Path(%r), only=%r)[%r]; x = torch.randn(%d, 3, %d, %d)\n"
+        "with torch.inference_mode():\n    [e(x) for _ in range(%d)]\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    ) % (str(ROOT), torch.get_num_threads(), model, resolution, str(workdir), engine, engine, batch, resolution,
+         resolution, calls)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="efficientnet_b0")
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--json", default="bench-out/bench_infer.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import effnet
+
+    resolution = effnet.create_model(args.model).config.resolution
+    workdir = Path(tempfile.mkdtemp(prefix="effnet-bench-"))
+    engines = build_engines(args.model, resolution, workdir)
+    batches = [int(b) for b in args.batches.split(",")]
+    results = []
+    for batch in batches:
+        x = torch.randn(batch, 3, resolution, resolution)
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        with torch.inference_mode():
+            for fn in engines.values():  # warm-up
+                fn(x)
+                fn(x)
+            for _ in range(args.reps):
+                for name, fn in engines.items():
+                    t = time.perf_counter()
+                    fn(x)
+                    times[name].append(time.perf_counter() - t)
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            results.append(dict(engine=name, batch=batch, median_s=med, img_per_s=batch / med))
+    if not args.no_memory:
+        for r in results:
+            if r["batch"] == max(batches):
+                r["peak_rss_mib"] = peak_rss_child(args.model, resolution, workdir, r["engine"], r["batch"], 3)
+    ref_name = "onnxruntime on timm export"
+    print(f"{args.model} @ {resolution}px, {args.threads} threads, medians of {args.reps} interleaved repetitions")
+    print(f"{'engine':<30} {'batch':>5} {'img/s':>8} {'x ORT-timm':>10} {'x timm':>7} {'x timm CL+bf16':>14} {'peak RSS MiB':>12}")
+    for r in results:
+        same = {o["engine"]: o["img_per_s"] for o in results if o["batch"] == r["batch"]}
+
+        def ratio(name: str) -> str:
+            return f"{r['img_per_s'] / same[name]:.2f}" if name in same else "-"
+
+        rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else ""
+        print(f"{r['engine']:<30} {r['batch']:>5} {r['img_per_s']:>8.1f} {ratio(ref_name):>10} {ratio('timm eager'):>7} "
+              f"{ratio('timm CL + bf16'):>14} {rss:>12}")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(model=args.model, resolution=resolution, threads=args.threads, reps=args.reps,
+                                   results=results, peak_rss_parent_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                              indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Training-step throughput and peak memory side by side: effnet vs timm, each config in its own process.
+
+Every configuration runs in a fresh child process (peak RSS is per process), round-robin over
+``--rounds`` rounds so that machine noise is shared; each child does warm-up steps and then ``--steps``
+timed optimizer steps (forward, backward, SGD step) at batch ``--batch`` and the model's resolution.
+
+    python benchmarks/bench_train.py [--model efficientnet_b0] [--batch 16] [--steps 5] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIGS = {
+    "timm eager": dict(lib="timm"),
+    "timm CL + bf16": dict(lib="timm", cl=True, bf16=True),
+    "effnet eager": dict(lib="effnet"),
+    "effnet CL + bf16": dict(lib="effnet", cl=True, bf16=True),
+    "effnet CL + bf16 + mem-eff": dict(lib="effnet", cl=True, bf16=True, memeff=True),
+    "effnet CL + bf16 + ckpt": dict(lib="effnet", cl=True, bf16=True, ckpt=True),
+}
+
+CHILD = r"""
+import json, resource, sys, time, torch
+sys.path.insert(0, {root!r})
+cfg = json.loads({cfg!r}); model_name = {model!r}; batch = {batch}; steps = {steps}
+torch.manual_seed(0)
+if cfg["lib"] == "timm":
+    import timm
+    model = timm.create_model(model_name)
+    res = 224 if model_name.endswith("b0") else model.pretrained_cfg["input_size"][-1]
+else:
+    import effnet
+    from effnet.deploy import set_grad_checkpointing, set_memory_efficient
+    model = effnet.create_model(model_name)
+    res = model.config.resolution
+    set_memory_efficient(model, cfg.get("memeff", False))
+    set_grad_checkpointing(model, cfg.get("ckpt", False))
+model.train()
+if cfg.get("cl"):
+    model = model.to(memory_format=torch.channels_last)
+opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+x = torch.randn(batch, 3, res, res)
+if cfg.get("cl"):
+    x = x.contiguous(memory_format=torch.channels_last)
+y = torch.randint(0, 1000, (batch,))
+loss_fn = torch.nn.CrossEntropyLoss()
+def step():
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.get("bf16"))):
+        loss = loss_fn(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+for _ in range(2):
+    step()
+times = []
+for _ in range(steps):
+    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+print(json.dumps(dict(times=times, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="efficientnet_b0")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--json", default="bench-out/bench_train.json")
+    args = ap.parse_args()
+    names = [n for n in args.configs.split(",") if n in CONFIGS]
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for _ in range(args.rounds):
+        for name in names:
+            code = CHILD.format(root=str(ROOT), cfg=json.dumps(CONFIGS[name]), model=args.model, batch=args.batch,
+                                steps=args.steps)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    rows = []
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        med = statistics.median(t for r in rs for t in r["times"])
+        rows.append(dict(config=name, img_per_s=args.batch / med, median_step_s=med,
+                         peak_rss_mib=max(r["peak_rss_mib"] for r in rs)))
+    by = {r["config"]: r for r in rows}
+    print(f"training {args.model}, batch {args.batch}, medians of {args.steps} x {args.rounds} steps")
+    print(f"{'config':<28} {'img/s':>7} {'peak RSS MiB':>12} {'speed x timm CL+bf16':>20} {'mem x timm CL+bf16':>18} "
+          f"{'speed x timm':>12} {'mem x timm':>10}")
+    for r in rows:
+        def rel(ref: str, key: str) -> str:
+            return f"{r[key] / by[ref][key]:.2f}" if ref in by else "-"
+
+        print(f"{r['config']:<28} {r['img_per_s']:>7.2f} {r['peak_rss_mib']:>12.0f} {rel('timm CL + bf16', 'img_per_s'):>20} "
+              f"{rel('timm CL + bf16', 'peak_rss_mib'):>18} {rel('timm eager', 'img_per_s'):>12} "
+              f"{rel('timm eager', 'peak_rss_mib'):>10}")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(model=args.model, batch=args.batch, rows=rows, raw=runs), indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Deploy path: BN folding, ONNX / TorchScript export verified by ONNX Runtime, int8, lean training."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import effnet
+from effnet.deploy import (
+    ExportError, export_model, optimize, set_grad_checkpointing, set_memory_efficient,
+)
+from tests.conftest import randomize_bn, run_cli
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    from effnet.data import write_photos
+
+    out = tmp_path_factory.mktemp("photos")
+    write_photos(out, count=48)
+    return out
+
+
+@pytest.mark.parametrize("name,tf_padding", [("efficientnet_b0", False), ("efficientnet_b2", True)])
+def test_optimize_folds_bn_and_keeps_logits(name, tf_padding):
+    model = effnet.create_model(name, tf_padding=tf_padding).eval()
+    randomize_bn(model)
+    fast = optimize(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert not any(isinstance(m, torch.nn.Dropout) for m in fast.modules())
+    x = torch.randn(2, 3, 131, 131)
+    with torch.no_grad():
+        ref, out = model(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert ref.abs().max() > 1e-2  # non-trivial logits
+    assert (ref - out).abs().max() <= 1e-4
+
+
+def test_onnx_export_matches_pytorch_and_has_static_pads(tmp_path):
+    model = effnet.create_model("efficientnet_b0", tf_padding=True).eval()
+    randomize_bn(model)
+    report = export_model(model, tmp_path / "b0.onnx", resolution=197)
+    assert report.max_abs_diff_random <= 1e-3 and report.max_abs_diff_real <= 1e-3 and report.real_images >= 4
+    graph = onnx.load(str(tmp_path / "b0.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert "Pad" in ops and "Shape" not in ops  # SAME padding frozen to constants for the fixed size
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_onnx_dynamic_batch_and_torchscript(tmp_path, photos):
+    from effnet.deploy import OnnxPredictor
+
+    model = effnet.create_model("efficientnet_lite0", pretrained=True)
+    export_model(model, tmp_path / "l0.onnx", batch="dynamic")
+    pred = OnnxPredictor(str(tmp_path / "l0.onnx"), model.config)
+    x = torch.randn(3, 3, 224, 224)
+    with torch.no_grad():
+        assert (pred(x) - model.eval()(x)).abs().max() < 1e-3
+    report = export_model(model, tmp_path / "l0.pt", fmt="torchscript")
+    assert report.max_abs_diff_real <= 1e-4
+    loaded = torch.jit.load(str(tmp_path / "l0.pt"))
+    with torch.no_grad():
+        assert (loaded(x[:1]) - model(x[:1])).abs().max() < 1e-4
+
+
+def test_export_refuses_broken_parity_and_leaves_nothing(tmp_path):
+    proc = run_cli("export", "efficientnet_lite0", "--pretrained", "-o", str(tmp_path / "x.onnx"), "--tolerance", "1e-12",
+                   check=False)
+    assert proc.returncode == 2 and "does not match PyTorch" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_export_agrees_with_fp32_on_real_photos(tmp_path, photo_dir):
+    out = tmp_path / "l0_int8.onnx"
+    proc = run_cli("export", "efficientnet_lite0", "--pretrained", "-o", str(out), "--int8", "--calibration",
+                   str(photo_dir), "--json")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["int8"] and report["real_images"] == 48
+    assert report["top1_agreement_confident"] >= 0.9, report
+    assert report["top1_agreement"] >= 0.7, report
+    fp32 = tmp_path / "l0_int8.onnx.fp32.onnx"
+    assert out.stat().st_size < 0.55 * fp32.stat().st_size  # int8 conv weights (classifier stays fp32)
+
+
+def test_lean_training_gradients_match_plain_path():
+    torch.manual_seed(0)
+    plain = effnet.create_model("efficientnet_b0", drop_path_rate=0.0, dropout=0.0, num_classes=10).train()
+    lean = effnet.create_model("efficientnet_b0", drop_path_rate=0.0, dropout=0.0, num_classes=10).train()
+    lean.load_state_dict(plain.state_dict())
+    set_memory_efficient(lean)
+    set_grad_checkpointing(lean)
+    assert any(type(m).__name__ == "MemoryEfficientSiLU" for m in lean.modules())
+    x = torch.randn(4, 3, 64, 64)
+    y = torch.randint(0, 10, (4,))
+    for m in (plain, lean):
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+    for (name, p), (_, q) in zip(plain.named_parameters(), lean.named_parameters()):
+        assert (p.grad - q.grad).norm() <= 1e-4 * p.grad.norm() + 1e-5, name  # 1e-5: float noise on ~0 grads
+    # recomputation in backward must not update BatchNorm statistics twice
+    for (name, a), (_, b) in zip(plain.named_buffers(), lean.named_buffers()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-7), name
+
+
+def test_export_after_memory_efficient_training(tmp_path):
+    model = effnet.create_model("efficientnet_b0", num_classes=5)
+    set_memory_efficient(model)
+    set_grad_checkpointing(model)
+    model.train()
+    torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 64, 64)), torch.tensor([0, 1])).backward()
+    report = export_model(model.eval(), tmp_path / "m.onnx", resolution=64)
+    assert report.max_abs_diff_random <= 1e-3
+    assert any(type(m).__name__ == "MemoryEfficientSiLU" for m in model.modules())  # caller's model untouched
+
+
+def test_predict_backends_agree(photos):
+    outs = {}
+    for backend in ("torch", "onnx"):
+        proc = run_cli("predict", "--model", "efficientnet_lite0", "--pretrained", "--backend", backend, "--json",
+                       str(photos["chelsea"]), str(photos["coffee"]))
+        outs[backend] = json.loads(proc.stdout)
+    for a, b in zip(outs["torch"], outs["onnx"]):
+        assert a["top"][0]["class"] == b["top"][0]["class"]
+        assert a["top"][0]["prob"] == pytest.approx(b["top"][0]["prob"], abs=1e-4)
+    assert outs["onnx"][1]["top"][0]["class"] == "espresso"
