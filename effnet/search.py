@@ -183,14 +183,26 @@ def _open_study(s: SearchSettings, create: bool = True):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     engine_kwargs = {"connect_args": {"timeout": 120}} if s.storage.startswith("sqlite") else {}
-    storage = optuna.storages.RDBStorage(s.storage, engine_kwargs=engine_kwargs, heartbeat_interval=int(max(1, s.heartbeat)),
-                                         grace_period=int(max(2, s.grace)))
-    if create:
-        study = optuna.create_study(study_name=s.study_name(), storage=storage, direction="maximize",
-                                    load_if_exists=True)
-    else:
-        study = optuna.load_study(study_name=s.study_name(), storage=storage)
-    return study, storage
+    for attempt in range(8):
+        try:
+            # RDBStorage creates the schema: workers starting together race there (and on the study row);
+            # the loser gets an integrity/programming error and simply retries
+            storage = optuna.storages.RDBStorage(s.storage, engine_kwargs=engine_kwargs,
+                                                 heartbeat_interval=int(max(1, s.heartbeat)),
+                                                 grace_period=int(max(2, s.grace)))
+            if create:
+                study = optuna.create_study(study_name=s.study_name(), storage=storage, direction="maximize",
+                                            load_if_exists=True)
+            else:
+                study = optuna.load_study(study_name=s.study_name(), storage=storage)
+            return study, storage
+        except (KeyError, ValueError, ImportError):
+            raise  # no such study / bad URL / missing driver: retrying will not help
+        except Exception:
+            if attempt == 7:
+                raise
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class _PickSampler:

@@ -332,6 +332,8 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelCo
     mcfg: ModelConfig = model.config
     resolution = cfg.resolution or mcfg.resolution
     crop_pct = cfg.crop_pct or (mcfg.crop_pct if cfg.resolution is None else 0.875)
+    # the saved model carries the preprocessing it was trained with (predict/eval/export use it)
+    model.config = mcfg = mcfg.replace(resolution=resolution, crop_pct=crop_pct)
     if cfg.freeze_backbone:
         model.freeze_backbone()
     if cfg.memory_efficient or cfg.grad_checkpoint:
@@ -660,7 +662,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         samples, classes, skipped = scan_image_folder(folder, names or None)
         for path, reason in skipped:
             print(f"warning: skipping {path}: {reason}", file=sys.stderr)
-        resolution = args.resolution or _run_resolution(source) or config.resolution
+        resolution = args.resolution or config.resolution
         crop_pct = args.crop_pct or (0.875 if resolution != config.resolution else config.crop_pct)
         loader = eval_loader(samples, config, resolution, crop_pct, args.batch_size, args.workers)
         res = evaluate(model, loader, classes)
@@ -676,14 +678,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for row in res.per_class:
         print(f"{row['name']:<24} {row['images']:>6} {row['top1']:>8.2f}")
     return 0
-
-
-def _run_resolution(source: Path) -> int | None:
-    """The resolution a run trained at (from its args.json), so eval matches training."""
-    args_file = source / "args.json" if source.is_dir() else source.parent / "args.json"
-    if args_file.exists():
-        return json.loads(args_file.read_text()).get("resolution")
-    return None
 
 
 def cmd_data(args: argparse.Namespace) -> int:

@@ -190,7 +190,7 @@ def test_two_workers_share_a_postgres_study(data, base_cfg, tmp_path, postgres_u
     procs = [subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    assert all(p.returncode == 0 for p in procs), [err[-4000:] for _, err in outs]
     keys = _completed_keys(postgres_url, "pg")
     assert keys == sorted({"1,1,1.15", "1,1.1,1.15", "1.2,1,1.15", "1.2,1.1,1.15"})
     workers = {t.user_attrs["worker"] for t in _trials(postgres_url, "pg") if t.state == TrialState.COMPLETE}
