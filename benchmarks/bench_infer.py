@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+
+# Engines run interleaved on the same 2 cores: thread pools must not busy-wait after a call, or the spinning
+# OpenMP / ONNX Runtime workers of the previous engine slow down the next one (set before torch loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import statistics
 import subprocess
 import sys
@@ -24,6 +28,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory (MiB) from VmHWM. Not ru_maxrss: Linux carries that across
+    fork+exec, so every child of a large parent would report the parent's peak."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def build_engines(model_name: str, resolution: int, workdir: Path, only: str | None = None) -> dict:
@@ -48,11 +62,19 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
                 return mb(x.contiguous(memory_format=torch.channels_last))
 
         engines["effnet bf16 (folded, CL)"] = run_bf16
+    if want("effnet compiled fp32"):
+        from effnet.deploy import compile_for_inference
+
+        engines["effnet compiled fp32"] = compile_for_inference(ours)
+    if want("effnet compiled bf16"):
+        from effnet.deploy import compile_for_inference
+
+        engines["effnet compiled bf16"] = compile_for_inference(ours, bf16=True)
     if want("effnet onnxruntime fp32"):
         path = workdir / "effnet.onnx"
         if not path.exists():
             export_model(ours, path, batch="dynamic", log=lambda *a: None)
-        s = _ort_session(str(path))
+        s = _ort_session(str(path), spinning=False)
         engines["effnet onnxruntime fp32"] = lambda x: _ort_run(s, x, True)
     if want("effnet onnxruntime int8"):
         path = workdir / "effnet_int8.onnx"
@@ -62,7 +84,7 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
             photos = workdir / "photos"
             write_photos(photos, count=64)
             export_model(ours, path, batch="dynamic", int8=True, calibration=str(photos), log=lambda *a: None)
-        s8 = _ort_session(str(path))
+        s8 = _ort_session(str(path), spinning=False)
         engines["effnet onnxruntime int8"] = lambda x: _ort_run(s8, x, True)
     try:
         import timm
@@ -91,7 +113,7 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
                     torch.onnx.export(t, (torch.zeros(1, 3, resolution, resolution),), str(path), dynamo=False,
                                       opset_version=17, input_names=["input"], output_names=["logits"],
                                       dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
-            st = _ort_session(str(path))
+            st = _ort_session(str(path), spinning=False)
             engines["onnxruntime on timm export"] = lambda x: _ort_run(st, x, True)
     if want("torchvision eager") and model_name in {f"efficientnet_b{i}" for i in range(8)}:
         import torchvision
@@ -104,11 +126,11 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
 def peak_rss_child(model: str, resolution: int, workdir: Path, engine: str, batch: int, calls: int) -> float:
     """Peak RSS (MiB) of a fresh process that builds one engine and runs it ``calls`` times."""
     code = (
-        "import sys, resource, torch; sys.path.insert(0, %r); from benchmarks.bench_infer import build_engines;"
+        "import sys, torch; sys.path.insert(0, %r); from benchmarks.bench_infer import build_engines, peak_mib;"
         "from pathlib import Path; torch.set_num_threads(%d);"
         "e = build_engines(%r, %d, Path(%r), only=%r)[%r]; x = torch.randn(%d, 3, %d, %d)\n"
         "with torch.inference_mode():\n    [e(x) for _ in range(%d)]\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "print(peak_mib())"
     ) % (str(ROOT), torch.get_num_threads(), model, resolution, str(workdir), engine, engine, batch, resolution,
          resolution, calls)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -169,7 +191,7 @@ def main() -> None:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(model=args.model, resolution=resolution, threads=args.threads, reps=args.reps,
-                                   results=results, peak_rss_parent_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                                   results=results),
                               indent=1))
     print(f"wrote {out}")
 

@@ -25,11 +25,14 @@ CONFIGS = {
     "effnet CL + bf16": dict(lib="effnet", cl=True, bf16=True),
     "effnet CL + bf16 + mem-eff": dict(lib="effnet", cl=True, bf16=True, memeff=True),
     "effnet CL + bf16 + ckpt": dict(lib="effnet", cl=True, bf16=True, ckpt=True),
+    "effnet CL + bf16 + compile": dict(lib="effnet", cl=True, bf16=True, compile=True),
+    "effnet CL + bf16 + compile + ckpt": dict(lib="effnet", cl=True, bf16=True, compile=True, ckpt=True),
 }
 
 CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 sys.path.insert(0, {root!r})
+from benchmarks.bench_infer import peak_mib
 cfg = json.loads({cfg!r}); model_name = {model!r}; batch = {batch}; steps = {steps}
 torch.manual_seed(0)
 if cfg["lib"] == "timm":
@@ -47,6 +50,7 @@ model.train()
 if cfg.get("cl"):
     model = model.to(memory_format=torch.channels_last)
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+fwd = torch.compile(model) if cfg.get("compile") else model
 x = torch.randn(batch, 3, res, res)
 if cfg.get("cl"):
     x = x.contiguous(memory_format=torch.channels_last)
@@ -54,16 +58,16 @@ y = torch.randint(0, 1000, (batch,))
 loss_fn = torch.nn.CrossEntropyLoss()
 def step():
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.get("bf16"))):
-        loss = loss_fn(model(x).float(), y)
+        loss = loss_fn(fwd(x).float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-for _ in range(2):
+for _ in range(3 if cfg.get("compile") else 2):  # compiled: first steps compile forward and backward
     step()
 times = []
 for _ in range(steps):
     t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-print(json.dumps(dict(times=times, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+print(json.dumps(dict(times=times, peak_rss_mib=peak_mib())))
 """
 
 

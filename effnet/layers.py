@@ -131,7 +131,9 @@ class SqueezeExcite(nn.Module):
         self.memory_efficient = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
+        # adaptive_avg_pool2d, not mean(): it exports as ONNX GlobalAveragePool, which ONNX Runtime keeps in
+        # its blocked NCHWc layout (ReduceMean forces layout conversions: ~25% slower B0, measured)
+        s = F.adaptive_avg_pool2d(x, 1)
         s = self.expand(self.act(self.reduce(s)))
         if self.memory_efficient and torch.is_grad_enabled():
             return gate_memory_efficient(x, s)

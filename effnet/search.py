@@ -140,6 +140,7 @@ class SearchSettings:
     seed: int = 0
     batch_size: int = 32
     recipe: str = "finetune"  # AdamW + cosine learns in a short budget; "paper" needs hundreds of epochs
+    precise_bn: int = 20  # recompute BN statistics before evaluating a short-budget candidate
     heartbeat: float = 5.0  # seconds; a trial silent for `grace` is taken as dead and redone
     grace: float = 20.0
     threads: int | None = None
@@ -156,7 +157,7 @@ class SearchSettings:
 def _settings_key(s: SearchSettings) -> dict:
     """The settings a study must keep: re-running with other ones would mix incomparable trials."""
     keep = ("base", "alpha", "beta", "gamma", "flops_ratio", "tolerance", "budget_epochs", "budget_minutes",
-            "base_resolution", "objective", "latency_budget", "seed", "batch_size", "recipe")
+            "base_resolution", "objective", "latency_budget", "seed", "batch_size", "recipe", "precise_bn")
     return {k: getattr(s, k) for k in keep}
 
 
@@ -307,6 +308,7 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
             tcfg = TrainConfig(data_dir=s.data_dir, model=cfg.name, epochs=epochs, batch_size=s.batch_size,
                                resolution=cfg.resolution, out=str(out_dir / "trials" / f"{trial.number:04d}"),
                                seed=s.seed, recipe=s.recipe, budget_minutes=s.budget_minutes, quiet=True,
+                               precise_bn=s.precise_bn, plot=False,
                                ema_decay=0.0)
             summary = train(tcfg, model_config=cfg)
             top1 = float(summary["val_top1"])
@@ -342,7 +344,21 @@ def _params(cfg: ModelConfig) -> int:
 
 
 def _worker_process(settings_dict: dict, worker_id: int) -> int:
+    _die_with_parent()
     return worker(SearchSettings(**settings_dict), worker_id)
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when the `effnet search` process dies (kill -9 included), instead of leaving an
+    orphan training on; its unfinished trial is then redone by the next run."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def run_search(s: SearchSettings, log=print) -> dict:
@@ -542,7 +558,7 @@ def scaling_study(data_dir: str, max_phi: int, alpha: float, beta: float, gamma:
         t0 = time.time()
         tcfg = TrainConfig(data_dir=data_dir, model=cfg.name, epochs=epochs, batch_size=batch_size,
                            resolution=cfg.resolution, out=str(out_dir / "runs" / f"{kind}-phi{phi:g}"), seed=seed,
-                           recipe=recipe, quiet=True, ema_decay=0.0)
+                           recipe=recipe, quiet=True, ema_decay=0.0, precise_bn=20)
         summary = train(tcfg, model_config=cfg)
         row = dict(kind=kind, phi=phi, macs=_macs(cfg), params=_params(cfg), width_mult=cfg.width_mult,
                    depth_mult=cfg.depth_mult, resolution=cfg.resolution, top1=summary["val_top1"],
@@ -629,10 +645,15 @@ def cmd_scale(args: argparse.Namespace) -> int:
         if not rows:
             return _fail(f"study {args.from_search!r} has no completed candidates")
         alpha, beta, gamma = rows[0]["alpha"], rows[0]["beta"], rows[0]["gamma"]
+        saved, _ = _open_study(s, create=False)
+        settings = saved.user_attrs.get("settings", {})
+        # scale the base the search ran on, unless told otherwise
+        args.base = args.base or settings.get("base") or "b0"
         print(f"from search {args.from_search}: alpha={alpha:g} beta={beta:g} gamma={gamma:g} "
               f"(top-1 {rows[0]['top1']:.2f}%)")
     if None in (alpha, beta, gamma):
         return _fail("give --alpha, --beta and --gamma, or --from-search STUDY")
+    args.base = args.base or "b0"
     try:
         family = scale_family(alpha, beta, gamma, parse_phis(args.phi), args.base, args.base_resolution,
                               args.resolution_divisor)
@@ -682,6 +703,7 @@ def add_commands(sub) -> None:
     p.add_argument("--heartbeat", type=float, help=argparse.SUPPRESS)
     p.add_argument("--grace", type=float, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int)
+    p.add_argument("--precise-bn", type=int, help="train batches for BN recalibration before evaluation (default 20)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("scale", help="step 2: compound-scale the base to phi = 0..K and write configs")
@@ -691,8 +713,8 @@ def add_commands(sub) -> None:
     p.add_argument("--phi", default="0..7", help="0..7 or a list 0,0.5,1")
     p.add_argument("--from-search", metavar="STUDY")
     p.add_argument("--storage", default="sqlite:///search.db")
-    p.add_argument("--base", default="b0")
-    p.add_argument("--base-resolution", type=int)
+    p.add_argument("--base", help="base model (default b0, or the base of --from-search)")
+    p.add_argument("--base-resolution", type=int, help="default: the base's native resolution")
     p.add_argument("--resolution-divisor", type=int, default=8, help="round resolutions to this multiple")
     p.add_argument("--out", default="scaled")
     p.set_defaults(func=cmd_scale)

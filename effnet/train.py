@@ -10,7 +10,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import os
 import random
 import sys
@@ -95,6 +94,8 @@ class TrainConfig:
     memory_efficient: bool = False  # SiLU / SE gating that recompute instead of storing
     grad_checkpoint: bool = False  # per-stage gradient checkpointing
     budget_minutes: float | None = None  # stop training after this long (grid search budgets)
+    plot: bool = True  # write curves.png at the end
+    precise_bn: int = 0  # batches to recompute BatchNorm statistics with before the final evaluation
     dump_rank_weights: bool = False  # every rank writes its final weights (tests of DDP sync)
     quiet: bool = False
 
@@ -255,6 +256,29 @@ class EvalResult:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader, batches: int, channels_last: bool = False) -> None:
+    """"Precise BN": replace BatchNorm running statistics by their plain average over ``batches`` training
+    batches. After a short run the exponential running averages still carry early-training statistics, and
+    eval-mode accuracy can sit at chance while train accuracy climbs (as NAS methods do before evaluating)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    was_training = model.training
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, class_names: list[str], amp: bool = False,
              channels_last: bool = False) -> EvalResult:
@@ -411,6 +435,10 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelCo
     def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
         if not is_main:
             return
+        if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
+            # a finite loss can still leave inf/NaN weights behind: never overwrite the last good checkpoint
+            raise TrainingDiverged(f"weights became non-finite at step {global_step}: training diverged (try a "
+                                   f"lower --lr); last good checkpoint kept in {ckpt_path}")
         state = {
             "format": CKPT_FORMAT, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
@@ -480,6 +508,10 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelCo
                 stopped_early = True
                 break
         bar.close()
+        last_epoch = stopped_early or epoch == cfg.epochs - 1
+        if last_epoch and cfg.precise_bn > 0:
+            recalibrate_bn(raw_model, eval_loader(train_samples, mcfg, resolution, crop_pct, cfg.batch_size, cfg.workers),
+                           cfg.precise_bn, cfg.channels_last)
         # evaluation (rank 0 on the full val set), CSV, checkpoint
         row: dict[str, Any] = dict(epoch=epoch + 1, step=global_step,
                                    train_loss=epoch_acc["loss"] / max(1, epoch_acc["seen"]),
@@ -526,10 +558,11 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelCo
                        ema_val_top1=last.get("ema_val_top1"), wall_seconds=time.time() - started,
                        stopped_early=stopped_early)
         atomic_write(run_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
-        try:
-            plot_run(run_dir)
-        except Exception as exc:  # plotting must never lose a finished run
-            log(f"warning: could not plot curves: {exc}")
+        if cfg.plot:
+            try:
+                plot_run(run_dir)
+            except Exception as exc:  # plotting must never lose a finished run
+                log(f"warning: could not plot curves: {exc}")
         log(f"done: {run_dir} (val top-1 {summary['val_top1']:.2f}%"
             + (f", EMA {summary['ema_val_top1']:.2f}%" if ema is not None else "")
             + f"; {len(skipped)} file(s) skipped; {summary['wall_seconds']:.0f} s)")
@@ -736,6 +769,7 @@ def add_commands(sub) -> None:
                    help="SiLU/SE that recompute in backward instead of storing activations")
     p.add_argument("--grad-checkpoint", action="store_true", default=None, help="per-stage gradient checkpointing")
     p.add_argument("--budget-minutes", type=float)
+    p.add_argument("--precise-bn", type=int, help="recompute BN statistics over N train batches before the final eval")
     p.add_argument("--dump-rank-weights", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", default=None)
     p.set_defaults(func=cmd_train)

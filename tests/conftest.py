@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,23 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
                 m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """scikit-learn's digits (real scans) written by the real `effnet data digits` command."""
+    out = tmp_path_factory.mktemp("digits")
+    proc = run_cli("data", "digits", str(out))
+    assert "1437 train, 360 val" in proc.stdout
+    assert len(list((out / "train").glob("*/*.png"))) == 1437
+    return out
+
+
+def digit_subset(digits: Path, out: Path, n_train: int, n_val: int, classes=("0", "1", "7")) -> Path:
+    """A few classes with the first n images each: runs that need only seconds."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        for cls in classes:
+            (out / split / cls).mkdir(parents=True)
+            for f in sorted((digits / split / cls).glob("*.png"))[:n]:
+                shutil.copy(f, out / split / cls / f.name)
+    return out

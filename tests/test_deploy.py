@@ -2,14 +2,13 @@
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 import torch
 
 import effnet
 from effnet.deploy import (
-    ExportError, export_model, optimize, set_grad_checkpointing, set_memory_efficient,
+    export_model, optimize, set_grad_checkpointing, set_memory_efficient,
 )
 from tests.conftest import randomize_bn, run_cli
 

@@ -19,25 +19,15 @@ from optuna.trial import TrialState
 import effnet
 from effnet.config import ModelConfig
 from effnet.search import Candidate, enumerate_grid, parse_range
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, digit_subset, run_cli
 
 FAST = ["--budget-epochs", "1", "--batch-size", "16", "--base-resolution", "32", "--tolerance", "0.5"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(digits, tmp_path_factory) -> Path:
     """3 digit classes x 24 train / 6 val real scans."""
-    from effnet.data import write_digits
-
-    full = tmp_path_factory.mktemp("digits_full")
-    write_digits(full)
-    out = tmp_path_factory.mktemp("search_data")
-    for split, n in (("train", 24), ("val", 6)):
-        for cls in ("0", "1", "7"):
-            (out / split / cls).mkdir(parents=True)
-            for f in sorted((full / split / cls).glob("*.png"))[:n]:
-                shutil.copy(f, out / split / cls / f.name)
-    return out
+    return digit_subset(digits, tmp_path_factory.mktemp("search_data"), 24, 6)
 
 
 @pytest.fixture(scope="module")

@@ -17,30 +17,15 @@ from safetensors.torch import load_file
 
 import effnet
 from effnet.config import ModelConfig
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, digit_subset, run_cli
 
 TINY = ["--resolution", "32", "--batch-size", "16", "--workers", "0", "--quiet"]
 
 
 @pytest.fixture(scope="session")
-def digits(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("digits")
-    proc = run_cli("data", "digits", str(out))
-    assert "1437 train, 360 val" in proc.stdout
-    assert len(list((out / "train").glob("*/*.png"))) == 1437
-    return out
-
-
-@pytest.fixture(scope="session")
 def small_digits(digits, tmp_path_factory) -> Path:
-    """3 classes x 40 train / 10 val images, for runs that need only seconds."""
-    out = tmp_path_factory.mktemp("small")
-    for split, n in (("train", 40), ("val", 10)):
-        for cls in ("0", "1", "7"):
-            (out / split / cls).mkdir(parents=True)
-            for f in sorted((digits / split / cls).glob("*.png"))[:n]:
-                shutil.copy(f, out / split / cls / f.name)
-    return out
+    """3 classes x 40 train / 10 val images."""
+    return digit_subset(digits, tmp_path_factory.mktemp("small"), 40, 10)
 
 
 @pytest.fixture(scope="session")
