@@ -30,6 +30,7 @@ import torch
 from .config import ModelConfig, compound
 
 SEARCH_VERSION = 1
+MAX_FAILURES = 3  # a candidate that failed (or whose worker died) this often is given up and reported
 
 
 # ---------------------------------------------------------------------------------------------- grid
@@ -97,6 +98,15 @@ def candidate_config(base: ModelConfig, c: Candidate, phi: float = 1.0) -> Model
     with warnings.catch_warnings():  # the grid decides which ratios are acceptable, not compound()
         warnings.simplefilter("ignore", UserWarning)
         return compound(phi, c.alpha, c.beta, c.gamma, base=base, resolution_divisor=1)
+
+
+def architecture_key(config: ModelConfig) -> str:
+    """Identity of the network a config builds: rounded stages, stem/head widths and input resolution."""
+    from .config import scale
+
+    arch = scale(config)
+    return json.dumps([arch.stem_channels, arch.head_channels, config.resolution, config.dropout,
+                       [dataclasses.astuple(st) for st in arch.stages]])
 
 
 def measure_latency_ms(config: ModelConfig, repeats: int = 15) -> float:
@@ -256,16 +266,30 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
     base = resolve_base(s.base, base_resolution_for(s))
     base_macs = _macs(base)
     out_dir = s.out_dir()
+    # Candidates whose rounded architecture and resolution coincide (e.g. alpha 1.05 and 1.1 both round the
+    # B0 repeats up to the same depth) are one model: train it once, record its result for each of them.
+    same_model = {k: architecture_key(candidate_config(base, Candidate.from_key(k))) for k in keys}
+    rep_of = {}
+    for k in keys:
+        rep_of[k] = next(r for r in keys if same_model[r] == same_model[k])
     completed = 0
     while True:
         optuna.storages.fail_stale_trials(study)  # trials whose worker died (kill -9) become FAIL
         trials = study.get_trials(deepcopy=False)
+        done = {t.params.get("candidate"): t for t in trials if t.state == TrialState.COMPLETE
+                and not t.user_attrs.get("duplicate")}
         finished = {t.params.get("candidate") for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                     and not t.user_attrs.get("duplicate")}
         running = {t.params.get("candidate") for t in trials if t.state == TrialState.RUNNING}
-        todo = [k for k in keys if k not in finished and k not in running]
+        fails: dict[str, int] = {}
+        for t in trials:
+            if t.state == TrialState.FAIL:
+                fails[t.params.get("candidate")] = fails.get(t.params.get("candidate"), 0) + 1
+        given_up = {k for k, n in fails.items() if n >= MAX_FAILURES and k not in finished}
+        finished |= given_up | {k for k in keys if rep_of[k] in given_up}
+        todo = [k for k in keys if k not in finished and k not in running and (rep_of[k] == k or rep_of[k] in done)]
         if not todo:
-            if running - finished:
+            if running - finished or any(k not in finished for k in keys):
                 time.sleep(max(1.0, s.heartbeat))  # wait: a running trial may still die and need redoing
                 continue
             return completed
@@ -287,6 +311,18 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
         storage.record_heartbeat(trial._trial_id)
         beat.start()
         try:
+            if rep_of[key] != key:  # same model as a finished candidate: reuse its measurements
+                source = done[rep_of[key]]
+                c = Candidate.from_key(key)
+                for k, v in source.user_attrs.items():
+                    if k not in ("alpha", "beta", "gamma", "rule_ratio", "worker"):
+                        trial.set_user_attr(k, v)
+                for k, v in dict(alpha=c.alpha, beta=c.beta, gamma=c.gamma, rule_ratio=c.ratio, same_model_as=source.number,
+                                 worker=f"{os.uname().nodename}:{os.getpid()}").items():
+                    trial.set_user_attr(k, v)
+                study.tell(trial, source.value)
+                log(f"[{worker_id}] {key}: same model as {rep_of[key]} (trial {source.number}): top-1 {source.value:.2f}%")
+                continue
             c = Candidate.from_key(key)
             cfg = candidate_config(base, c)
             macs = _macs(cfg)
