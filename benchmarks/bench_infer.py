@@ -13,18 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
-# Engines run interleaved on the same 2 cores: thread pools must not busy-wait after a call, or the spinning
-# OpenMP / ONNX Runtime workers of the previous engine slow down the next one (set before torch loads).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-import torch
+# Engines run interleaved on the same 2 cores, and a thread pool that busy-waits after its call slows the next
+# engine. ONNX Runtime sessions here never spin; `--passive` also makes PyTorch's OpenMP threads sleep
+# (OMP_WAIT_POLICY=PASSIVE, set before torch loads), which is fairer to ONNX Runtime but costs PyTorch ~30%.
+if "--passive" in sys.argv:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -147,6 +149,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for PyTorch's threads")
     ap.add_argument("--json", default="bench-out/bench_infer.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -177,7 +180,8 @@ def main() -> None:
             if r["batch"] == max(batches):
                 r["peak_rss_mib"] = peak_rss_child(args.model, resolution, workdir, r["engine"], r["batch"], 3)
     ref_name = "onnxruntime on timm export"
-    print(f"{args.model} @ {resolution}px, {args.threads} threads, medians of {args.reps} interleaved repetitions")
+    print(f"{args.model} @ {resolution}px, {args.threads} threads, medians of {args.reps} interleaved repetitions"
+          f"{', OMP passive' if args.passive else ''}")
     print(f"{'engine':<30} {'batch':>5} {'img/s':>8} {'x ORT-timm':>10} {'x timm':>7} {'x timm CL+bf16':>14} {'peak RSS MiB':>12}")
     for r in results:
         same = {o["engine"]: o["img_per_s"] for o in results if o["batch"] == r["batch"]}
@@ -191,6 +195,7 @@ def main() -> None:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(model=args.model, resolution=resolution, threads=args.threads, reps=args.reps,
+                                   omp_passive=args.passive,
                                    results=results),
                               indent=1))
     print(f"wrote {out}")
