@@ -23,10 +23,10 @@ def build_model_for_inference(
 ) -> nn.Module:
     """A model from a name (+ pretrained), an effnet .safetensors file, or a name + foreign weights file."""
     from .registry import create_model
-    from .weights import CONFIG_KEY, load, load_weights
+    from .weights import is_effnet_file, load, load_weights
 
     if weights:
-        if _has_effnet_config(weights, CONFIG_KEY):  # our own file carries its config
+        if is_effnet_file(weights):  # our own file carries its config
             return load(weights).eval()
         if model is None:
             raise ValueError(f"{weights}: a foreign checkpoint needs --model NAME to know the architecture")
@@ -34,16 +34,6 @@ def build_model_for_inference(
     if model is None:
         raise ValueError("give --model NAME (with --pretrained or --weights FILE)")
     return create_model(model, pretrained=pretrained).eval()
-
-
-def _has_effnet_config(path: str, key: str) -> bool:
-    from safetensors.torch import safe_open
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            return key in (f.metadata() or {})
-    except Exception:
-        return False
 
 
 @torch.inference_mode()

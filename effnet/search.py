@@ -29,7 +29,6 @@ import torch
 
 from .config import ModelConfig, compound
 
-SEARCH_VERSION = 1
 MAX_FAILURES = 3  # a candidate that failed (or whose worker died) this often is given up and reported
 
 
@@ -216,27 +215,25 @@ def _open_study(s: SearchSettings, create: bool = True):
     raise AssertionError("unreachable")
 
 
-class _PickSampler:
-    """Optuna sampler that returns the candidate this worker has chosen (the grid is walked by us, so
-    that a claim protocol can keep parallel workers from running the same candidate)."""
+def _pick_sampler():
+    """An Optuna sampler that returns the candidate this worker chose: the grid is walked here, not by
+    Optuna, so that the claim protocol can keep parallel workers from running the same candidate."""
+    import optuna
 
-    def __init__(self) -> None:
-        import optuna
+    class PickSampler(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.next: dict[str, Any] = {}
 
-        class Sampler(optuna.samplers.BaseSampler):
-            def __init__(inner) -> None:
-                inner.next: dict[str, Any] = {}
+        def infer_relative_search_space(self, study, trial):
+            return {}
 
-            def infer_relative_search_space(inner, study, trial):
-                return {}
+        def sample_relative(self, study, trial, search_space):
+            return {}
 
-            def sample_relative(inner, study, trial, search_space):
-                return {}
+        def sample_independent(self, study, trial, name, distribution):
+            return self.next[name]
 
-            def sample_independent(inner, study, trial, name, distribution):
-                return inner.next[name]
-
-        self.sampler = Sampler()
+    return PickSampler()
 
 
 def _heartbeat(storage, trial_id: int, interval: float, stop: threading.Event) -> None:
@@ -258,8 +255,8 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
     if s.threads:
         torch.set_num_threads(s.threads)
     study, storage = _open_study(s)
-    pick = _PickSampler()
-    study.sampler = pick.sampler
+    sampler = _pick_sampler()
+    study.sampler = sampler
     kept, _ = grid_for(s)
     keys = [c.key for c in kept]
     dist = {"candidate": CategoricalDistribution(keys)}
@@ -295,7 +292,7 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
             return completed
         # spread workers over the list so they rarely collide; collisions are resolved below
         key = todo[worker_id % len(todo)]
-        pick.sampler.next = {"candidate": key}
+        sampler.next = {"candidate": key}
         trial = study.ask(dist)
         # claim: if another live or finished trial of this candidate has a lower number, it wins
         rivals = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,

@@ -211,10 +211,10 @@ def _initial_model(cfg: TrainConfig, num_classes: int, class_names: tuple[str, .
     """The model to train: architecture, starting weights, new head for the user's classes."""
     from .model import EfficientNet
     from .registry import create_model
-    from .weights import load, load_weights
+    from .weights import is_effnet_file, load, load_weights
 
     overrides = {k: v for k, v in (("drop_path_rate", cfg.drop_path_rate), ("dropout", cfg.dropout)) if v is not None}
-    if cfg.weights and _is_effnet_file(cfg.weights):  # our file carries its architecture
+    if cfg.weights and is_effnet_file(cfg.weights):  # our file carries its architecture
         source = load(cfg.weights)
         model = EfficientNet(source.config.replace(**overrides))
         model.load_state_dict(source.state_dict())
@@ -228,16 +228,6 @@ def _initial_model(cfg: TrainConfig, num_classes: int, class_names: tuple[str, .
         else:
             model = EfficientNet(model.config.replace(num_classes=num_classes, class_names=class_names))
     return model
-
-
-def _is_effnet_file(path: str) -> bool:
-    from .weights import CheckpointError, read_config
-
-    try:
-        read_config(path)
-        return True
-    except CheckpointError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

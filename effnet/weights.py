@@ -71,6 +71,15 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(f"{path}: stored config is invalid ({exc})") from None
 
 
+def is_effnet_file(path: str | os.PathLike) -> bool:
+    """True for a safetensors file written by :func:`save` (it carries its own config)."""
+    try:
+        read_config(path)
+        return True
+    except CheckpointError:
+        return False
+
+
 def load(path: str | os.PathLike, map_location: str = "cpu") -> EfficientNet:
     """Rebuild a model saved by :func:`save`, without naming it."""
     config = read_config(path)
