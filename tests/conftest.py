@@ -69,3 +69,12 @@ def digit_subset(digits: Path, out: Path, n_train: int, n_val: int, classes=("0"
             for f in sorted((digits / split / cls).glob("*.png"))[:n]:
                 shutil.copy(f, out / split / cls / f.name)
     return out
+
+
+def config_file(folder: Path, name: str, **fields) -> Path:
+    """A small EfficientNet written as a config .json (what `--model` / `--base` accept)."""
+    from effnet.config import ModelConfig
+
+    path = folder / f"{name}.json"
+    path.write_text(ModelConfig(name=name, **fields).to_json())
+    return path

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 import effnet
 from effnet.config import ModelConfig
 from effnet.search import Candidate, enumerate_grid, parse_range
-from tests.conftest import ROOT, digit_subset, run_cli
+from tests.conftest import ROOT, config_file, digit_subset, run_cli
 
 FAST = ["--budget-epochs", "1", "--batch-size", "16", "--base-resolution", "32", "--tolerance", "0.5"]
 
@@ -32,9 +32,7 @@ def data(digits, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_cfg(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("base") / "base.json"
-    path.write_text(ModelConfig(name="base", width_mult=0.25, depth_mult=0.34, resolution=32).to_json())
-    return path
+    return config_file(tmp_path_factory.mktemp("base"), "base", width_mult=0.25, depth_mult=0.34, resolution=32)
 
 
 def _trials(storage: str, study: str):

@@ -16,8 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import effnet
-from effnet.config import ModelConfig
-from tests.conftest import ROOT, digit_subset, run_cli
+from tests.conftest import ROOT, config_file, digit_subset, run_cli
 
 TINY = ["--resolution", "32", "--batch-size", "16", "--workers", "0", "--quiet"]
 
@@ -31,10 +30,8 @@ def small_digits(digits, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory) -> Path:
     """A narrow, shallow EfficientNet (B0 table at width 0.25, depth 0.5) as a config file."""
-    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
-    cfg = ModelConfig(name="tiny", width_mult=0.25, depth_mult=0.5, resolution=32, dropout=0.1, drop_path_rate=0.1)
-    path.write_text(cfg.to_json())
-    return path
+    return config_file(tmp_path_factory.mktemp("cfg"), "tiny", width_mult=0.25, depth_mult=0.5, resolution=32,
+                       dropout=0.1, drop_path_rate=0.1)
 
 
 def _weights(path: Path) -> dict:
