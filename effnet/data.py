@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 from torchvision.transforms import v2
 
 from .config import ModelConfig
@@ -37,7 +37,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image as RGB, or raise :class:`ImageLoadError` naming the file."""
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as img:
             img.load()

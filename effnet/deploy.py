@@ -255,7 +255,9 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
             os.unlink(tmp_path)
     report = ExportReport(path, fmt, diff_random, diff_real, len(real_names))
     if int8:
-        quantize_int8(fp32_path, path, config.replace(resolution=res), calibration)
+        if real is None:
+            raise ExportError(f"{calibration}: no readable calibration images")
+        quantize_int8(fp32_path, path, real)  # the calibration images already decoded for the parity check
         session8 = _ort_session(path)
         fp32_logits = _ort_run(session, real, batch == "dynamic")
         agree = fp32_logits.argmax(1) == _ort_run(session8, real, batch == "dynamic").argmax(1)
@@ -269,16 +271,13 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
     return report
 
 
-def quantize_int8(fp32_path: str, out_path: str, config, calibration: str, max_images: int = 256) -> None:
-    """ONNX Runtime static quantization: QDQ, per-channel int8 weights, uint8 activations (VNNI-friendly)."""
+def quantize_int8(fp32_path: str, out_path: str, batch: torch.Tensor) -> None:
+    """ONNX Runtime static quantization: QDQ, per-channel int8 weights, uint8 activations (VNNI-friendly),
+    calibrated on ``batch`` (N, C, H, W) of preprocessed real images."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .weights import atomic_write
-
-    batch, _ = _real_batch(config, calibration, limit=max_images)
-    if batch is None:
-        raise ExportError(f"{calibration}: no readable calibration images")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
