@@ -45,7 +45,7 @@ def peak_mib() -> float:
 def build_engines(model_name: str, resolution: int, workdir: Path, only: str | None = None) -> dict:
     """name -> callable(batch tensor). Built lazily so a child process builds just one."""
     import effnet
-    from effnet.deploy import _ort_run, _ort_session, export_model, optimize
+    from effnet.deploy import export_model, optimize, ort_run as _ort_run, ort_session as _ort_session
 
     engines: dict = {}
 
@@ -81,7 +81,7 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
     if want("effnet onnxruntime int8"):
         path = workdir / "effnet_int8.onnx"
         if not path.exists():
-            from effnet.data import write_photos
+            from effnet.data.bundled import write_photos
 
             photos = workdir / "photos"
             write_photos(photos, count=64)

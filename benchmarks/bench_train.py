@@ -41,11 +41,10 @@ if cfg["lib"] == "timm":
     res = 224 if model_name.endswith("b0") else model.pretrained_cfg["input_size"][-1]
 else:
     import effnet
-    from effnet.deploy import set_grad_checkpointing, set_memory_efficient
     model = effnet.create_model(model_name)
     res = model.config.resolution
-    set_memory_efficient(model, cfg.get("memeff", False))
-    set_grad_checkpointing(model, cfg.get("ckpt", False))
+    model.set_memory_efficient(cfg.get("memeff", False))
+    model.set_grad_checkpointing(cfg.get("ckpt", False))
 model.train()
 if cfg.get("cl"):
     model = model.to(memory_format=torch.channels_last)

@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from effnet.data import write_digits
+from effnet.data.bundled import write_digits
 from effnet.train import TrainConfig, train
 
 

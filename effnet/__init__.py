@@ -1,19 +1,23 @@
 """effnet: the EfficientNet family (Tan & Le, ICML 2019) with compound scaling as a method."""
 
-from .config import (
+from .models import (
     B0_STAGES,
     VARIANTS,
     BlockArgs,
+    EfficientNet,
+    EfficientNetFeatures,
     ModelConfig,
     compound,
+    create_model,
+    list_models,
+    load,
+    load_weights,
+    profile,
     round_filters,
     round_repeats,
+    save,
     scale,
 )
-from .accounting import profile
-from .model import EfficientNet, EfficientNetFeatures
-from .registry import create_model, list_models
-from .weights import load, load_weights, save
 
 __version__ = "0.1.0"
 

@@ -7,15 +7,13 @@ import pytest
 import torch
 
 import effnet
-from effnet.deploy import (
-    export_model, optimize, set_grad_checkpointing, set_memory_efficient,
-)
+from effnet.deploy import export_model, optimize
 from tests.conftest import randomize_bn, run_cli
 
 
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
-    from effnet.data import write_photos
+    from effnet.data.bundled import write_photos
 
     out = tmp_path_factory.mktemp("photos")
     write_photos(out, count=48)
@@ -87,8 +85,7 @@ def test_lean_training_gradients_match_plain_path():
     plain = effnet.create_model("efficientnet_b0", drop_path_rate=0.0, dropout=0.0, num_classes=10).train()
     lean = effnet.create_model("efficientnet_b0", drop_path_rate=0.0, dropout=0.0, num_classes=10).train()
     lean.load_state_dict(plain.state_dict())
-    set_memory_efficient(lean)
-    set_grad_checkpointing(lean)
+    lean.set_memory_efficient().set_grad_checkpointing()
     assert any(type(m).__name__ == "MemoryEfficientSiLU" for m in lean.modules())
     x = torch.randn(4, 3, 64, 64)
     y = torch.randint(0, 10, (4,))
@@ -103,8 +100,8 @@ def test_lean_training_gradients_match_plain_path():
 
 def test_export_after_memory_efficient_training(tmp_path):
     model = effnet.create_model("efficientnet_b0", num_classes=5)
-    set_memory_efficient(model)
-    set_grad_checkpointing(model)
+    model.set_memory_efficient(True)
+    model.set_grad_checkpointing(True)
     model.train()
     torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 64, 64)), torch.tensor([0, 1])).backward()
     report = export_model(model.eval(), tmp_path / "m.onnx", resolution=64)

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 import effnet
-from effnet.blocks import MBConv
-from effnet.layers import DropPath, SamePad2d
-from effnet.accounting import PAPER_TABLE, profile
+from effnet.models.blocks import MBConv
+from effnet.models.layers import DropPath, SamePad2d
+from effnet.models.accounting import PAPER_TABLE, profile
 
 PARAMS = {
     "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 import effnet
-from effnet.config import ModelConfig
+from effnet.models.config import ModelConfig
 from effnet.search import Candidate, enumerate_grid, parse_range
 from tests.conftest import ROOT, config_file, digit_subset, run_cli
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import effnet
-from effnet.weights import CheckpointError, load, load_weights, save
+from effnet.models.weights import CheckpointError, load, load_weights, save
 from tests.conftest import randomize_bn
 
 timm = pytest.importorskip("timm")
@@ -37,7 +37,7 @@ def test_timm_import_parity(timm_name, ours_name, tf_padding, bn_eps, size):
 
 @pytest.mark.parametrize("name,size", [("efficientnet_b0", 160), ("efficientnet_b2", 130)])
 def test_torchvision_import_parity(name, size, tmp_path):
-    from effnet.weights import torchvision_bn_eps
+    from effnet.models.weights import torchvision_bn_eps
 
     torch.manual_seed(0)
     src = getattr(torchvision.models, name)(weights=None)
@@ -128,5 +128,5 @@ def test_pretrained_with_new_head_keeps_backbone():
     b = effnet.create_model("efficientnet_lite0", pretrained=True, num_classes=10)
     assert b.classifier.out_features == 10 and b.config.num_classes == 10
     assert torch.equal(a.stem.conv.weight, b.stem.conv.weight)
-    with pytest.raises(RuntimeError, match="no locally installed pretrained weights"):
+    with pytest.raises(ValueError, match="no locally installed pretrained weights"):
         effnet.create_model("efficientnet_b7", pretrained=True)

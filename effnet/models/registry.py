@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UnknownModelError, UsageError
 from .config import VARIANTS, ModelConfig, variant_config
-from .model import EfficientNet, EfficientNetFeatures
+from .efficientnet import EfficientNet, EfficientNetFeatures
+from .weights import is_effnet_file, load, load_pretrained, load_weights, read_config
 
 
 def list_models(pattern: str = "") -> list[str]:
@@ -33,12 +35,10 @@ def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConf
             data = json.loads(path.read_text())
             return ModelConfig.from_dict(data.get("model", data))
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: not a valid effnet model config: {exc}") from None
+            raise UsageError(f"{path}: not a valid effnet model config: {exc}") from None
     if path.suffix == ".safetensors" and path.is_file():
-        from .weights import read_config
-
         return read_config(path)
-    raise KeyError(f"unknown model {text!r}: expected one of {', '.join(VARIANTS)}, or a .json config file")
+    raise UnknownModelError(f"unknown model {text!r}: expected one of {', '.join(VARIANTS)}, or a .json config file")
 
 
 def create_model(
@@ -69,8 +69,6 @@ def create_model(
     config = config.replace(**changes)
 
     if pretrained:
-        from .weights import load_pretrained
-
         model = load_pretrained(config.replace(num_classes=1000, in_chans=3))
         if in_chans != 3:
             _adapt_input_conv(model, in_chans)
@@ -99,3 +97,18 @@ def _adapt_input_conv(model: EfficientNet, in_chans: int) -> None:
         new_conv.weight.copy_(new_w)
     model.stem.conv = new_conv
     model.config = model.config.replace(in_chans=in_chans)
+
+
+def build_model_for_inference(
+    model: str | None, weights: str | None = None, pretrained: bool = False, source: str = "auto"
+) -> nn.Module:
+    """A model from a name (+ pretrained), an effnet .safetensors file, or a name + foreign weights file."""
+    if weights:
+        if is_effnet_file(weights):  # our own file carries its config
+            return load(weights).eval()
+        if model is None:
+            raise UsageError(f"{weights}: a foreign checkpoint needs --model NAME to know the architecture")
+        return load_weights(create_model(model), weights, source=source).eval()
+    if model is None:
+        raise UsageError("give --model NAME (with --pretrained or --weights FILE)")
+    return create_model(model, pretrained=pretrained).eval()

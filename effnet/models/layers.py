@@ -74,7 +74,7 @@ class ConvBNAct(nn.Sequential):
         super().__init__(OrderedDict(layers))
 
 
-# Lean training (see effnet.deploy.set_memory_efficient): recompute instead of storing.
+# Lean training (``model.set_memory_efficient()``): recompute instead of storing.
 
 class _SiLUFn(torch.autograd.Function):
     """SiLU that stores only its input and recomputes sigmoid in backward (lukemelas' MemoryEfficientSwish)."""
@@ -157,3 +157,16 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rate={self.rate:.4f}"
+
+
+def set_memory_efficient(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Swap SiLU and SE gating for the custom-autograd versions above (or back to plain ops)."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if enabled and isinstance(child, nn.SiLU):
+                setattr(module, name, MemoryEfficientSiLU())
+            elif not enabled and isinstance(child, MemoryEfficientSiLU):
+                setattr(module, name, nn.SiLU(inplace=True))
+        if isinstance(module, SqueezeExcite):
+            module.memory_efficient = enabled
+    return model

@@ -1,0 +1,128 @@
+"""Labelled image folders (ImageFolder layout): scanning with corrupt-file detection, splits, datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError, ImageLoadError
+from .images import load_image
+
+
+def check_image(path: str | os.PathLike) -> str | None:
+    """None if ``path`` decodes as an image, else the reason (corrupt, truncated, empty, not an image)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        load_image(path)
+        return None
+    except ImageLoadError as exc:
+        return str(exc).split(": ", 1)[-1]
+    except OSError as exc:
+        return str(exc)
+
+
+def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None):
+    """Walk an ImageFolder tree (``root/<class>/<file>``).
+
+    Returns (samples [(path, class_index)], class names, skipped [(path, reason)]). Every file is decoded
+    once, so corrupt, truncated, zero-byte and non-image files are found here, not mid-training.
+    An empty class folder or a folder with no images is a :class:`DataError`.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: not a directory")
+    found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes = classes or found
+    if not classes:
+        raise DataError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    samples, skipped = [], []
+    for idx, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        files = sorted(
+            os.path.join(dp, f) for dp, _, fs in os.walk(folder, followlinks=True) for f in fs
+        ) if os.path.isdir(folder) else []
+        good = 0
+        for path in files:
+            reason = check_image(path)
+            if reason is None:
+                samples.append((path, idx))
+                good += 1
+            else:
+                skipped.append((path, reason))
+        if good == 0:
+            raise DataError(f"{folder}: class folder has no readable images")
+    return samples, list(classes), skipped
+
+
+class ImageSamples(torch.utils.data.Dataset):
+    """(path, label) samples with a transform whose randomness depends only on (seed, epoch, index).
+
+    The sampler encodes the epoch into the index (``epoch * len + i``), so augmentation is reproducible
+    across processes, worker counts and resumed runs.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], transform, seed: int = 0) -> None:
+        self.samples, self.transform, self.seed = samples, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int):
+        epoch, index = divmod(int(key), len(self.samples))
+        path, label = self.samples[index]
+        image = load_image(path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            return self.transform(image), label
+
+
+def split_samples(samples, val_split: float, seed: int):
+    rng = random.Random(seed)
+    order = list(range(len(samples)))
+    rng.shuffle(order)
+    n_val = max(1, int(round(len(samples) * val_split)))
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return [samples[i] for i in train], [samples[i] for i in val]
+
+
+def load_splits(data_dir: str, val_split: float, seed: int, log=print):
+    """(train samples, val samples, class names, skipped files) from DATA_DIR/{train,val} or one folder."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"{data_dir}: not a directory")
+    if (root / "train").is_dir():
+        train, classes, skipped = scan_image_folder(root / "train")
+        if (root / "val").is_dir():
+            val, _, skipped_val = scan_image_folder(root / "val", classes)
+            skipped += skipped_val
+        else:
+            train, val = split_samples(train, val_split, seed)
+    else:
+        samples, classes, skipped = scan_image_folder(root)
+        train, val = split_samples(samples, val_split, seed)
+    for path, reason in skipped:
+        log(f"warning: skipping {path}: {reason}")
+    return train, val, classes, skipped
+
+
+HINTS_FILE = "effnet_dataset.json"
+HINT_FIELDS = ("hflip", "resolution", "rrc_scale_min", "auto_augment")
+
+
+def dataset_hints(data_dir: str) -> dict[str, Any]:
+    """Training defaults a dataset declares in DATA_DIR/effnet_dataset.json (written by `effnet data`)."""
+    path = Path(data_dir) / HINTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{path}: invalid JSON ({exc})") from None
+    return {k: v for k, v in data.get("train_defaults", {}).items() if k in HINT_FIELDS}

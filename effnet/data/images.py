@@ -1,0 +1,76 @@
+"""Images in, tensors out: robust image loading and each model's own preprocessing (eval and training)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from ..errors import ImageLoadError, UsageError
+from ..models.config import ModelConfig
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode (RGBA, LA, P, L, CMYK, I;16, I, F, 1) to 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16/32-bit grayscale: rescale the actual range to 0..255 rather than clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # composite on white
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image as RGB, or raise :class:`ImageLoadError` naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except Exception as exc:  # PIL raises many types for corrupt data
+        reason = str(exc) or type(exc).__name__
+        raise ImageLoadError(f"{path}: cannot read image ({reason})") from None
+
+
+def eval_transform(config: ModelConfig, resolution: int | None = None) -> v2.Compose:
+    """Resize the short side to ``resolution / crop_pct``, center-crop ``resolution``, normalise.
+
+    Takes a PIL RGB image, returns a float tensor (3, resolution, resolution).
+    """
+    res = resolution or config.resolution
+    resize = int(math.floor(res / config.crop_pct))
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(resize, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+        v2.CenterCrop(res),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(config.mean), list(config.std)),
+    ])
+
+
+def train_transform(config: ModelConfig, resolution: int, auto_augment: str = "none", scale_min: float = 0.08,
+                    hflip: float = 0.5) -> v2.Compose:
+    """RandomResizedCrop + flip (+ AutoAugment / RandAugment), as the paper; PIL in, tensor out."""
+    ops: list = [v2.ToImage(), v2.RandomResizedCrop(resolution, scale=(scale_min, 1.0), antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if auto_augment == "autoaugment":
+        ops.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
+    elif auto_augment == "randaugment":
+        ops.append(v2.RandAugment(num_ops=2, magnitude=9))
+    elif auto_augment != "none":
+        raise UsageError(f"unknown auto-augment {auto_augment!r} (none, autoaugment, randaugment)")
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(config.mean), list(config.std))]
+    return v2.Compose(ops)

@@ -1,0 +1,128 @@
+"""``effnet search``, ``effnet scale`` and ``effnet study``: parse flags, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from ..errors import UsageError
+from ..files import atomic_write
+from ..models.accounting import profile
+from .report import collect_results
+from .scaling import parse_phis, scale_family, scaling_study
+from .settings import SearchSettings
+from .study import open_study
+from .worker import run_search
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    fields = {f.name for f in dataclasses.fields(SearchSettings)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    s = SearchSettings(**values)
+    if s.objective == "latency" and s.latency_budget is None:
+        raise UsageError("--objective latency needs --latency-budget MS")
+    report = run_search(s)
+    print(f"{report['completed']} candidates done; results in {s.out_dir()} "
+          f"(results.json, results.txt, top1_vs_macs.png, heatmap.png); "
+          f"{report['wall_seconds_this_run']:.0f} s this run")
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    alpha, beta, gamma = args.alpha, args.beta, args.gamma
+    if args.from_search:
+        try:
+            s = SearchSettings(data_dir=".", storage=args.storage, study=args.from_search)
+            rows = collect_results(s)
+        except Exception as exc:
+            raise UsageError(f"study {args.from_search!r} in {args.storage}: {exc}") from None
+        if not rows:
+            raise UsageError(f"study {args.from_search!r} has no completed candidates")
+        alpha, beta, gamma = rows[0]["alpha"], rows[0]["beta"], rows[0]["gamma"]
+        saved, _ = open_study(s, create=False)
+        settings = saved.user_attrs.get("settings", {})
+        # scale the base the search ran on, unless told otherwise
+        args.base = args.base or settings.get("base") or "b0"
+        print(f"from search {args.from_search}: alpha={alpha:g} beta={beta:g} gamma={gamma:g} "
+              f"(top-1 {rows[0]['top1']:.2f}%)")
+    if None in (alpha, beta, gamma):
+        raise UsageError("give --alpha, --beta and --gamma, or --from-search STUDY")
+    args.base = args.base or "b0"
+    family = scale_family(alpha, beta, gamma, parse_phis(args.phi), args.base, args.base_resolution,
+                          args.resolution_divisor)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"alpha*beta^2*gamma^2 = {alpha * beta**2 * gamma**2:.3f}")
+    print(f"{'phi':>4} {'width':>6} {'depth':>6} {'res':>5} {'params':>12} {'MACs(G)':>8}  config")
+    for phi, cfg in family:
+        p = profile(cfg)
+        path = out / f"{cfg.name}.json"
+        atomic_write(path, lambda tmp, c=cfg: Path(tmp).write_text(json.dumps(c.to_dict(), indent=1)))
+        print(f"{phi:>4g} {cfg.width_mult:>6.3f} {cfg.depth_mult:>6.3f} {cfg.resolution:>5} {p.params:>12,} "
+              f"{p.macs / 1e9:>8.3f}  {path}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    scaling_study(args.data_dir, args.max_phi, args.alpha, args.beta, args.gamma, args.base, args.base_resolution,
+                  args.epochs, args.batch_size, args.out, args.recipe, args.seed)
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("search", help="step 1: grid search of alpha/beta/gamma at phi=1 (Optuna, resumable)")
+    p.add_argument("data_dir")
+    p.add_argument("--base", help="base model name (b0) or config .json")
+    p.add_argument("--alpha", help="depth grid START:STOP:STEP (default 1.0:1.4:0.05)")
+    p.add_argument("--beta", help="width grid")
+    p.add_argument("--gamma", help="resolution grid")
+    p.add_argument("--flops-ratio", type=float)
+    p.add_argument("--tolerance", type=float, help="relative, default 0.05")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--budget-epochs", type=float)
+    g.add_argument("--budget-minutes", type=float)
+    p.add_argument("--base-resolution", type=int, help="default: the dataset's declared resolution, else the base's")
+    p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///search.db; postgresql://... for many machines)")
+    p.add_argument("--study")
+    p.add_argument("--n-jobs", type=int)
+    p.add_argument("--objective", choices=["flops", "latency"])
+    p.add_argument("--latency-budget", type=float, help="ms at batch 1 on this machine")
+    p.add_argument("--out")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--recipe", choices=["paper", "finetune"])
+    p.add_argument("--heartbeat", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--grace", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--precise-bn", type=int, help="train batches for BN recalibration before evaluation (default 20)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("scale", help="step 2: compound-scale the base to phi = 0..K and write configs")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--beta", type=float)
+    p.add_argument("--gamma", type=float)
+    p.add_argument("--phi", default="0..7", help="0..7 or a list 0,0.5,1")
+    p.add_argument("--from-search", metavar="STUDY")
+    p.add_argument("--storage", default="sqlite:///search.db")
+    p.add_argument("--base", help="base model (default b0, or the base of --from-search)")
+    p.add_argument("--base-resolution", type=int, help="default: the base's native resolution")
+    p.add_argument("--resolution-divisor", type=int, default=8, help="round resolutions to this multiple")
+    p.add_argument("--out", default="scaled")
+    p.set_defaults(func=cmd_scale)
+
+    p = sub.add_parser("study", help="width/depth/resolution/compound scaling at matched MACs (Fig. 3)")
+    p.add_argument("data_dir")
+    p.add_argument("--max-phi", type=int, default=2)
+    p.add_argument("--alpha", type=float, default=1.2)
+    p.add_argument("--beta", type=float, default=1.1)
+    p.add_argument("--gamma", type=float, default=1.15)
+    p.add_argument("--base", default="b0")
+    p.add_argument("--base-resolution", type=int)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--recipe", default="finetune", choices=["paper", "finetune"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="scaling-study")
+    p.set_defaults(func=cmd_study)

@@ -1,0 +1,124 @@
+"""Step 2 (``effnet scale``: the chosen coefficients for phi = 0..K) and ``effnet study`` (width-only, depth-only,
+resolution-only and compound scaling at matched MACs, the paper's Fig. 3 on your data)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..data import dataset_hints
+from ..files import atomic_write
+from ..models.config import ModelConfig, compound
+from ..models.registry import resolve_config
+from ..train import TrainConfig, train
+from .grid import macs_of, params_of, resolve_base
+
+
+def parse_phis(text: str) -> list[float]:
+    if ".." in text:
+        lo, hi = text.split("..")
+        return [float(v) for v in range(int(lo), int(hi) + 1)]
+    return [float(v) for v in text.split(",")]
+
+
+def scale_family(alpha: float, beta: float, gamma: float, phis: list[float], base: str = "b0",
+                 base_resolution: int | None = None, resolution_divisor: int = 8) -> list[tuple[float, ModelConfig]]:
+
+    base_cfg = resolve_config(base)
+    if base_resolution:
+        base_cfg = base_cfg.replace(resolution=base_resolution)
+    out = []
+    for phi in phis:
+        cfg = compound(phi, alpha, beta, gamma, base=base_cfg, resolution_divisor=resolution_divisor)
+        out.append((phi, cfg.replace(name=f"effnet_phi{phi:g}_a{alpha:g}_b{beta:g}_g{gamma:g}")))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- study
+
+def matched_config(base: ModelConfig, dimension: str, target_macs: int) -> ModelConfig:
+    """Scale one dimension of ``base`` alone until its MACs reach ``target_macs`` (bisection)."""
+    lo, hi = 1.0, 8.0
+
+    def build(m: float) -> ModelConfig:
+        if dimension == "width":
+            return base.replace(width_mult=base.width_mult * m)
+        if dimension == "depth":
+            return base.replace(depth_mult=base.depth_mult * m)
+        if dimension == "resolution":
+            return base.replace(resolution=max(8, int(round(base.resolution * m))))
+        raise ValueError(dimension)
+
+    for _ in range(25):
+        mid = (lo + hi) / 2
+        if macs_of(build(mid)) < target_macs:
+            lo = mid
+        else:
+            hi = mid
+    best = min((build(lo), build(hi)), key=lambda c: abs(macs_of(c) - target_macs))
+    return best.replace(name=f"{base.name}-{dimension}-x{(lo + hi) / 2:.3f}")
+
+
+def scaling_study(data_dir: str, max_phi: int, alpha: float, beta: float, gamma: float, base: str = "b0",
+                  base_resolution: int | None = None, epochs: int = 3, batch_size: int = 32,
+                  out: str = "scaling-study", recipe: str = "finetune", seed: int = 0, log=print) -> list[dict]:
+    """Train width-only, depth-only, resolution-only and compound models at matched MACs (paper Fig. 3)."""
+
+    base_resolution = base_resolution or dataset_hints(data_dir).get("resolution")
+    base_cfg = resolve_base(base, base_resolution)
+    out_dir = Path(out)
+    rows = []
+
+    def run(kind: str, phi: float, cfg: ModelConfig) -> None:
+        t0 = time.time()
+        tcfg = TrainConfig(data_dir=data_dir, model=cfg.name, epochs=epochs, batch_size=batch_size,
+                           resolution=cfg.resolution, out=str(out_dir / "runs" / f"{kind}-phi{phi:g}"), seed=seed,
+                           recipe=recipe, quiet=True, ema_decay=0.0, precise_bn=20)
+        summary = train(tcfg, model_config=cfg)
+        row = dict(kind=kind, phi=phi, macs=macs_of(cfg), params=params_of(cfg), width_mult=cfg.width_mult,
+                   depth_mult=cfg.depth_mult, resolution=cfg.resolution, top1=summary["val_top1"],
+                   seconds=time.time() - t0)
+        rows.append(row)
+        log(f"{kind:<10} phi={phi:g}: top-1 {row['top1']:.2f}%  MACs {row['macs'] / 1e6:.1f}M  "
+            f"(w {cfg.width_mult:.2f}, d {cfg.depth_mult:.2f}, r {cfg.resolution})  {row['seconds']:.0f} s")
+
+    run("base", 0, base_cfg)
+    for phi in range(1, max_phi + 1):
+        comp = compound(phi, alpha, beta, gamma, base=base_cfg, resolution_divisor=1)
+        target = macs_of(comp)
+        run("compound", phi, comp)
+        for dim in ("width", "depth", "resolution"):
+            run(dim, phi, matched_config(base_cfg, dim, target))
+    atomic_write(out_dir / "study.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+    _plot_study(rows, out_dir / "scaling_study.png")
+    lines = [f"{'kind':<10} {'phi':>3} {'MACs(M)':>8} {'params':>10} {'width':>5} {'depth':>5} {'res':>4} {'top-1 %':>7}"]
+    for r in sorted(rows, key=lambda r: (r["kind"], r["phi"])):
+        lines.append(f"{r['kind']:<10} {r['phi']:>3g} {r['macs'] / 1e6:>8.1f} {r['params']:>10,} {r['width_mult']:>5.2f} "
+                     f"{r['depth_mult']:>5.2f} {r['resolution']:>4} {r['top1']:>7.2f}")
+    table = "\n".join(lines)
+    atomic_write(out_dir / "study.txt", lambda tmp: Path(tmp).write_text(table + "\n"))
+    log(table)
+    return rows
+
+
+def _plot_study(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+
+    base = [r for r in rows if r["kind"] == "base"]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for kind, style in (("width", "s--"), ("depth", "^--"), ("resolution", "v--"), ("compound", "o-")):
+        pts = base + sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["phi"])
+        ax.plot([p["macs"] / 1e6 for p in pts], [p["top1"] for p in pts], style, label=f"scale {kind}")
+    ax.set_xlabel("MACs (M, measured)")
+    ax.set_ylabel("val top-1 %")
+    ax.set_title("Scaling study at matched MACs (paper Fig. 3 / Table 3, on your data)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)

@@ -1,0 +1,70 @@
+"""The Optuna study in an RDB (SQLite, or PostgreSQL for workers on several machines): opening it with
+retries, the sampler that returns the candidate a worker claimed, and trial heartbeats."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from typing import Any
+
+from .settings import SearchSettings
+
+
+def open_study(s: SearchSettings, create: bool = True):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # heartbeats with ask/tell and fail_stale_trials are "experimental" in Optuna; we rely on them knowingly
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    engine_kwargs = {"connect_args": {"timeout": 120}} if s.storage.startswith("sqlite") else {}
+    for attempt in range(8):
+        try:
+            # RDBStorage creates the schema: workers starting together race there (and on the study row);
+            # the loser gets an integrity/programming error and simply retries
+            storage = optuna.storages.RDBStorage(s.storage, engine_kwargs=engine_kwargs,
+                                                 heartbeat_interval=int(max(1, s.heartbeat)),
+                                                 grace_period=int(max(2, s.grace)))
+            if create:
+                study = optuna.create_study(study_name=s.study_name(), storage=storage, direction="maximize",
+                                            load_if_exists=True)
+            else:
+                study = optuna.load_study(study_name=s.study_name(), storage=storage)
+            return study, storage
+        except (KeyError, ValueError, ImportError):
+            raise  # no such study / bad URL / missing driver: retrying will not help
+        except Exception:
+            if attempt == 7:
+                raise
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def pick_sampler():
+    """An Optuna sampler that returns the candidate this worker chose: the grid is walked here, not by
+    Optuna, so that the claim protocol can keep parallel workers from running the same candidate."""
+    import optuna
+
+    class PickSampler(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.next: dict[str, Any] = {}
+
+        def infer_relative_search_space(self, study, trial):
+            return {}
+
+        def sample_relative(self, study, trial, search_space):
+            return {}
+
+        def sample_independent(self, study, trial, name, distribution):
+            return self.next[name]
+
+    return PickSampler()
+
+
+def heartbeat(storage, trial_id: int, interval: float, stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        try:
+            storage.record_heartbeat(trial_id)
+        except Exception:  # a transient DB error must not kill the trial
+            pass

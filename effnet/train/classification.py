@@ -1,0 +1,119 @@
+"""Image classification as a task of the shared training loop: an ImageFolder in, an EfficientNet out.
+
+The loop (``loop.py``) owns optimisation, checkpoints, resume, EMA, DDP and logging; a task owns its data,
+its model, its loss and its metrics. Detection (``effnet.detect``) is the other task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import ImageSamples, load_splits, train_transform
+from ..models.config import ModelConfig
+from ..models.efficientnet import EfficientNet
+from ..models.registry import create_model
+from ..models.weights import is_effnet_file, load, load_weights
+from .config import TrainConfig
+from .evaluate import eval_loader, evaluate
+from .recipes import Recipe
+
+
+def initial_model(cfg: TrainConfig, num_classes: int, class_names: tuple[str, ...]) -> nn.Module:
+    """The model to train: architecture, starting weights, new head for the user's classes."""
+    overrides = {k: v for k, v in (("drop_path_rate", cfg.drop_path_rate), ("dropout", cfg.dropout)) if v is not None}
+    if cfg.weights and is_effnet_file(cfg.weights):  # our file carries its architecture
+        source = load(cfg.weights)
+        model = EfficientNet(source.config.replace(**overrides))
+        model.load_state_dict(source.state_dict())
+    else:
+        model = create_model(cfg.model, pretrained=cfg.pretrained, **overrides)
+        if cfg.weights:
+            load_weights(model, cfg.weights)
+    if model.config.num_classes != num_classes or model.config.class_names != class_names:
+        if cfg.pretrained or cfg.weights:
+            model.reset_classifier(num_classes, class_names)  # transfer learning: new head
+        else:
+            model = EfficientNet(model.config.replace(num_classes=num_classes, class_names=class_names))
+    return model
+
+
+class ClassificationTask:
+    """What the loop asks of a task: ``load_data``, ``build_model``, ``train_dataset``, ``loss``, ``evaluate``,
+    ``bn_loader`` and ``summary``; ``collate_fn`` and ``frozen_children`` are optional."""
+
+    name = "classification"
+    collate_fn = None
+    frozen_children = ("classifier",)  # with --freeze-backbone, these keep training
+
+    def __init__(self, model_config: ModelConfig | None = None) -> None:
+        self.model_config = model_config  # in-process use (the grid search): replaces cfg.model
+
+    def load_data(self, cfg: TrainConfig, log) -> None:
+        self.train_samples, self.val_samples, self.classes, self.skipped = load_splits(
+            cfg.data_dir, cfg.val_split, cfg.seed, log)
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        class_names = tuple(self.classes)
+        if self.model_config is not None:
+            model = EfficientNet(self.model_config.replace(num_classes=len(class_names), class_names=class_names))
+        else:
+            model = initial_model(cfg, len(class_names), class_names)
+        mcfg = model.config
+        self.resolution = cfg.resolution or mcfg.resolution
+        self.crop_pct = cfg.crop_pct or (mcfg.crop_pct if cfg.resolution is None else 0.875)
+        # the saved model carries the preprocessing it was trained with (predict/eval/export use it)
+        model.config = mcfg.replace(resolution=self.resolution, crop_pct=self.crop_pct)
+        self.eval_batch, self.workers = max(cfg.batch_size, 64), cfg.workers
+        return model
+
+    def train_dataset(self, model_config: ModelConfig, recipe: Recipe, seed: int):
+        tf = train_transform(model_config, self.resolution, recipe.auto_augment, recipe.rrc_scale_min, recipe.hflip)
+        return ImageSamples(self.train_samples, tf, seed=seed)
+
+    def criterion(self, recipe: Recipe) -> None:
+        self._loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    def loss(self, model: nn.Module, batch, amp: bool, channels_last: bool):
+        """(loss, images in the batch, statistics to sum over the epoch)."""
+        x, y = batch
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+            loss = self._loss(logits.float(), y)
+        return loss, x.shape[0], {"correct": int((logits.argmax(1) == y).sum())}
+
+    def train_metrics(self, acc: dict) -> dict[str, float]:
+        return {"train_top1": 100.0 * acc.get("correct", 0) / max(1, acc["seen"])}
+
+    def evaluate(self, model: nn.Module, amp: bool, channels_last: bool, prefix: str = "val") -> dict[str, float]:
+        if not hasattr(self, "_val_loader"):
+            self._val_loader = eval_loader(self.val_samples, model.config, self.resolution, self.crop_pct,
+                                           self.eval_batch, self.workers)
+        res = evaluate(model, self._val_loader, self.classes, amp, channels_last)
+        return {f"{prefix}_loss": res.loss, f"{prefix}_top1": res.top1, f"{prefix}_top5": res.top5}
+
+    def bn_loader(self, model: nn.Module, batch_size: int):
+        """Training images without augmentation, for "precise BN"."""
+        return eval_loader(self.train_samples, model.config, self.resolution, self.crop_pct, batch_size, self.workers)
+
+    def describe(self) -> str:
+        return (f"{len(self.train_samples)} images / {len(self.classes)} classes at {self.resolution}px; "
+                f"val {len(self.val_samples)}")
+
+    def log_line(self, row: dict[str, Any], ema: bool) -> str:
+        ema_txt = f", EMA top-1 {row['ema_val_top1']:.2f}%" if ema else ""
+        return (f"train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.1f}%, val loss {row['val_loss']:.4f}, "
+                f"top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%{ema_txt}")
+
+    def summary(self, last: dict[str, Any]) -> dict[str, Any]:
+        return dict(images_train=len(self.train_samples), images_val=len(self.val_samples), classes=len(self.classes),
+                    skipped_files=len(self.skipped), val_top1=last.get("val_top1"), val_top5=last.get("val_top5"),
+                    ema_val_top1=last.get("ema_val_top1"))
+
+    def done_line(self, summary: dict[str, Any], ema: bool) -> str:
+        return (f"val top-1 {summary['val_top1']:.2f}%" + (f", EMA {summary['ema_val_top1']:.2f}%" if ema else "")
+                + f"; {len(self.skipped)} file(s) skipped")

@@ -1,0 +1,299 @@
+"""The training loop shared by every task (classification here, detection in ``effnet.detect``).
+
+One process: ``effnet train DATA --model NAME``. Many processes or machines: the same command under
+``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU); rank 0 logs and writes checkpoints.
+A run is resumable bit for bit: the checkpoint holds the RNG states and the position inside the epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from ..data import HINTS_FILE, dataset_hints
+from ..errors import DataError, TrainingDiverged
+from ..files import atomic_write
+from ..models.config import ModelConfig
+from ..models.weights import save
+from .checkpoint import TrainState, seed_everything
+from .classification import ClassificationTask
+from .config import TrainConfig
+from .distributed import EpochSampler, dist_info, init_distributed, sync_buffers_from_rank0
+from .evaluate import recalibrate_bn
+from .metrics import append_csv, plot_run, read_csv, tensorboard_writer
+from .recipes import (
+    Recipe, bn_momentum_for_run, build_optimizer, build_scheduler, ema_decay_for_run, ema_multi_avg_fn, warmup_steps_for,
+)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between steps."""
+
+    cfg: TrainConfig
+    task: Any
+    recipe: Recipe
+    model: nn.Module  # the raw model (what is saved)
+    train_model: nn.Module  # the model stepped: DDP and/or compiled wrapper around ``model``
+    state: TrainState
+    train_ds: Any
+    sampler: EpochSampler
+    steps_per_epoch: int
+    lr: float
+    bn_momentum: float
+    run_dir: Path
+    rank: int
+    world: int
+    log: Any
+    tb: Any = None
+    started: float = 0.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+
+def _with_dataset_hints(cfg: TrainConfig, log) -> TrainConfig:
+    hints = dataset_hints(cfg.data_dir)
+    if hints:
+        # the dataset's own defaults (e.g. digits are not flip-invariant); explicit settings win
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in hints.items() if getattr(cfg, k) is None})
+        log(f"dataset defaults from {Path(cfg.data_dir) / HINTS_FILE}: {hints}")
+    return cfg
+
+
+def _prepare_model(model: nn.Module, cfg: TrainConfig, distributed: bool) -> nn.Module:
+    if cfg.freeze_backbone:
+        model.freeze_backbone()
+    if cfg.memory_efficient:
+        model.set_memory_efficient(True)
+    if cfg.grad_checkpoint:
+        model.set_grad_checkpointing(True)
+    if cfg.sync_bn and distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _setup(cfg: TrainConfig, task, resume_dir: str | None) -> Run:
+    """Data, model, optimizer, schedule, EMA, run directory; restores the checkpoint when resuming."""
+    rank, world, _ = dist_info()
+    distributed = init_distributed(world)
+    log = (lambda *a: print(*a, flush=True)) if rank == 0 and not cfg.quiet else (lambda *a: None)
+    seed_everything(cfg.seed)
+    cfg = _with_dataset_hints(cfg, log)
+    recipe = cfg.resolved_recipe()
+    task.load_data(cfg, log)
+    model = _prepare_model(task.build_model(cfg), cfg, distributed)
+    train_ds = task.train_dataset(model.config, recipe, cfg.seed)
+    sampler = EpochSampler(len(train_ds), rank, world, cfg.seed)
+    if len(sampler) < cfg.batch_size:
+        raise DataError(f"{cfg.data_dir}: {len(train_ds)} training images are fewer than one batch "
+                        f"({cfg.batch_size} x {world} processes)")
+    steps_per_epoch = len(sampler) // cfg.batch_size
+    total_steps = steps_per_epoch * cfg.epochs
+    bn_momentum = bn_momentum_for_run(model.config.bn_momentum, total_steps)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = bn_momentum
+    lr = cfg.lr if cfg.lr is not None else recipe.lr * cfg.batch_size * world / recipe.ref_batch
+    optimizer = build_optimizer(recipe.optimizer, model, lr, recipe.weight_decay)
+    warmup = warmup_steps_for(recipe.warmup_epochs, cfg.epochs, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, recipe.schedule, total_steps, steps_per_epoch, warmup)
+    task.criterion(recipe)
+    ema = None
+    if recipe.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(ema_decay_for_run(recipe.ema_decay, total_steps)),
+                            use_buffers=True)
+    state = TrainState(model, optimizer, scheduler, ema, model.config.to_json())
+    run_dir = Path(resume_dir or cfg.out or f"runs/{model.config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = Run(cfg, task, recipe, model, model, state, train_ds, sampler, steps_per_epoch, lr, bn_momentum,
+              run_dir, rank, world, log)
+    _open_run_dir(run, resume_dir)
+    if distributed:
+        run.train_model = nn.parallel.DistributedDataParallel(model)
+    if cfg.compile:
+        run.train_model = torch.compile(run.train_model)
+    return run
+
+
+def _open_run_dir(run: Run, resume_dir: str | None) -> None:
+    if run.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        args_json = json.dumps(dataclasses.asdict(run.cfg), indent=1)
+        atomic_write(run.run_dir / "args.json", lambda tmp: Path(tmp).write_text(args_json))
+        run.tb = tensorboard_writer(run.run_dir)
+    if resume_dir and run.ckpt_path.exists():
+        run.state.load(run.ckpt_path)
+        s = run.state
+        run.log(f"resumed {run.run_dir} at epoch {s.epoch}, batch {s.batch_in_epoch} (step {s.global_step})")
+    elif resume_dir:
+        run.log(f"no checkpoint in {run.run_dir}: starting from scratch")
+
+
+def _checkpoint(run: Run, epoch: int, batch_in_epoch: int) -> None:
+    if run.is_main:
+        run.state.save(run.ckpt_path, epoch, batch_in_epoch)
+
+
+def _train_epoch(run: Run, epoch: int, skip: int) -> bool:
+    """Train one epoch from batch ``skip``; True when the time budget stopped it early."""
+    from tqdm import tqdm
+
+    cfg, state = run.cfg, run.state
+    run.sampler.set_epoch(epoch, skip * cfg.batch_size)
+    # own generator: creating a loader iterator must not consume the global RNG (dropout, drop-path),
+    # or a resumed run would draw different masks
+    loader = torch.utils.data.DataLoader(run.train_ds, sampler=run.sampler, batch_size=cfg.batch_size,
+                                         num_workers=cfg.workers, drop_last=True, persistent_workers=False,
+                                         collate_fn=run.task.collate_fn, generator=torch.Generator().manual_seed(epoch))
+    run.train_model.train()
+    if cfg.freeze_backbone:  # frozen backbone: keep its BatchNorm statistics too
+        for name, module in run.model.named_children():
+            if name not in run.task.frozen_children:
+                module.eval()
+    bar = tqdm(loader, total=run.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not run.is_main or cfg.quiet or not sys.stderr.isatty(), leave=False)
+    for batch_idx, batch in enumerate(bar, start=skip):
+        t0 = time.perf_counter()
+        loss_value, n = _step(run, batch, epoch)
+        acc = state.epoch_acc
+        acc["loss"] += loss_value * n
+        acc["seen"] += n
+        acc["seconds"] += time.perf_counter() - t0
+        if run.is_main and not cfg.quiet:
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{n * run.world / (time.perf_counter() - t0):.0f}")
+        if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+            _checkpoint(run, epoch, batch_idx + 1)
+        if cfg.budget_minutes is not None and time.time() - run.started > cfg.budget_minutes * 60:
+            bar.close()
+            return True
+    bar.close()
+    return False
+
+
+def _step(run: Run, batch, epoch: int) -> tuple[float, int]:
+    """One optimisation step; returns (mean loss over all processes, examples in this process's batch)."""
+    state = run.state
+    loss, n, stats = run.task.loss(run.train_model, batch, run.cfg.amp, run.cfg.channels_last)
+    loss_value = loss.detach().clone()
+    if run.world > 1:
+        dist.all_reduce(loss_value)
+        loss_value /= run.world
+    if not torch.isfinite(loss_value):
+        raise TrainingDiverged(f"loss is {loss_value.item()} at epoch {epoch + 1}, step {state.global_step + 1}: "
+                               f"training diverged (try a lower --lr); last good checkpoint kept in {run.ckpt_path}")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update_parameters(run.model)
+    state.global_step += 1
+    for key, value in stats.items():
+        state.epoch_acc[key] = state.epoch_acc.get(key, 0) + value
+    return loss_value.item(), n
+
+
+def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> None:
+    """Precise BN on the last epoch, evaluation (rank 0 on the full val set), metrics.csv, TensorBoard, log."""
+    cfg, state, acc = run.cfg, run.state, run.state.epoch_acc
+    if last and cfg.precise_bn > 0:
+        recalibrate_bn(run.model, run.task.bn_loader(run.model, cfg.batch_size), cfg.precise_bn, cfg.channels_last)
+    row: dict[str, Any] = dict(epoch=epoch + 1, step=state.global_step,
+                               train_loss=acc["loss"] / max(1, acc["seen"]), **run.task.train_metrics(acc),
+                               lr=state.optimizer.param_groups[0]["lr"],
+                               img_per_s=acc["seen"] * run.world / max(1e-9, acc["seconds"]),
+                               epoch_seconds=time.perf_counter() - t_epoch)
+    if not run.is_main:
+        return
+    row.update(run.task.evaluate(run.model, cfg.amp, cfg.channels_last))
+    if state.ema is not None:
+        row.update(run.task.evaluate(state.ema.module, cfg.amp, cfg.channels_last, prefix="ema_val"))
+    append_csv(run.run_dir / "metrics.csv", row)
+    if run.tb is not None:
+        for key, value in row.items():
+            run.tb.add_scalar(key, value, epoch + 1)
+    run.log(f"epoch {epoch + 1}/{cfg.epochs}: {run.task.log_line(row, state.ema is not None)}, "
+            f"{row['img_per_s']:.0f} img/s, {row['epoch_seconds']:.1f} s")
+
+
+def _finish(run: Run, stopped_early: bool) -> dict:
+    """Final weights (+ EMA), summary.json and curves.png on rank 0."""
+    cfg, state = run.cfg, run.state
+    if run.world > 1:
+        sync_buffers_from_rank0(run.model)
+    summary: dict[str, Any] = {}
+    if run.is_main:
+        save(run.model, run.run_dir / "model.safetensors")
+        if state.ema is not None:
+            save(state.ema.module, run.run_dir / "model_ema.safetensors")
+        rows = read_csv(run.run_dir / "metrics.csv")
+        summary = dict(run_dir=str(run.run_dir), model=run.model.config.name, epochs=cfg.epochs,
+                       steps=state.global_step, resolution=run.model.config.resolution, lr=run.lr,
+                       **run.task.summary(rows[-1] if rows else {}),
+                       wall_seconds=time.time() - run.started, stopped_early=stopped_early)
+        atomic_write(run.run_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+        if cfg.plot:
+            try:
+                plot_run(run.run_dir)
+            except Exception as exc:  # plotting must never lose a finished run
+                run.log(f"warning: could not plot curves: {exc}")
+        run.log(f"done: {run.run_dir} ({run.task.done_line(summary, state.ema is not None)}; "
+                f"{summary['wall_seconds']:.0f} s)")
+    if cfg.dump_rank_weights:
+        save(run.model, run.run_dir / f"rank{run.rank}.safetensors")
+    return summary
+
+
+def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelConfig | None = None,
+          task=None) -> dict:
+    """Train (or resume) a run; returns the summary dict (also written to RUN_DIR/summary.json).
+
+    ``task`` defaults to classification; ``model_config`` (in-process use, e.g. the grid search) replaces
+    ``cfg.model`` for it.
+    """
+    run = _setup(cfg, task or ClassificationTask(model_config), resume_dir)
+    cfg, state = run.cfg, run.state
+    run.log(f"training {run.model.config.name} on {run.task.describe()}; recipe {run.recipe}; lr {run.lr:.3g}; "
+            f"{run.steps_per_epoch} steps/epoch x {cfg.epochs}; {run.world} process(es); "
+            f"BN momentum {run.bn_momentum:.3g}")
+    run.started = time.time()
+    stopped_early = False
+    start_epoch, start_batch = state.epoch, state.batch_in_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        skip = start_batch if epoch == start_epoch else 0
+        if skip == 0 or not state.epoch_acc:
+            state.epoch_acc = dict(loss=0.0, seen=0, seconds=0.0)
+        t_epoch = time.perf_counter()
+        stopped_early = _train_epoch(run, epoch, skip)
+        _end_of_epoch(run, epoch, stopped_early or epoch == cfg.epochs - 1, t_epoch)
+        if stopped_early:
+            run.log(f"budget of {cfg.budget_minutes} min reached after {state.global_step} steps")
+            break
+        _checkpoint(run, epoch + 1, 0)
+        if run.world > 1:
+            dist.barrier()
+    summary = _finish(run, stopped_early)
+    if run.tb is not None:
+        run.tb.close()
+    if run.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
