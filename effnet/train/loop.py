@@ -211,7 +211,7 @@ def _step(run: Run, batch, epoch: int) -> tuple[float, int]:
     return loss_value.item(), n
 
 
-def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> None:
+def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> dict | None:
     """Precise BN on the last epoch, evaluation (rank 0 on the full val set), metrics.csv, TensorBoard, log."""
     cfg, state, acc = run.cfg, run.state, run.state.epoch_acc
     if last and cfg.precise_bn > 0:
@@ -222,7 +222,7 @@ def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> None:
                                img_per_s=acc["seen"] * run.world / max(1e-9, acc["seconds"]),
                                epoch_seconds=time.perf_counter() - t_epoch)
     if not run.is_main:
-        return
+        return None
     row.update(run.task.evaluate(run.model, cfg.amp, cfg.channels_last))
     if state.ema is not None:
         row.update(run.task.evaluate(state.ema.module, cfg.amp, cfg.channels_last, prefix="ema_val"))
@@ -232,6 +232,7 @@ def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> None:
             run.tb.add_scalar(key, value, epoch + 1)
     run.log(f"epoch {epoch + 1}/{cfg.epochs}: {run.task.log_line(row, state.ema is not None)}, "
             f"{row['img_per_s']:.0f} img/s, {row['epoch_seconds']:.1f} s")
+    return row
 
 
 def _finish(run: Run, stopped_early: bool) -> dict:
@@ -263,11 +264,12 @@ def _finish(run: Run, stopped_early: bool) -> dict:
 
 
 def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelConfig | None = None,
-          task=None) -> dict:
+          task=None, on_epoch_end=None) -> dict:
     """Train (or resume) a run; returns the summary dict (also written to RUN_DIR/summary.json).
 
     ``task`` defaults to classification; ``model_config`` (in-process use, e.g. the grid search) replaces
-    ``cfg.model`` for it.
+    ``cfg.model`` for it. ``on_epoch_end(epoch, row)`` is called on rank 0 after each epoch's evaluation with
+    the metrics row; returning True stops the run there (e.g. an Optuna pruner's decision).
     """
     run = _setup(cfg, task or ClassificationTask(model_config), resume_dir)
     cfg, state = run.cfg, run.state
@@ -283,9 +285,13 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelCo
             state.epoch_acc = dict(loss=0.0, seen=0, seconds=0.0)
         t_epoch = time.perf_counter()
         stopped_early = _train_epoch(run, epoch, skip)
-        _end_of_epoch(run, epoch, stopped_early or epoch == cfg.epochs - 1, t_epoch)
+        row = _end_of_epoch(run, epoch, stopped_early or epoch == cfg.epochs - 1, t_epoch)
+        if on_epoch_end is not None and row is not None and on_epoch_end(epoch + 1, row):
+            run.log(f"stopped after epoch {epoch + 1} by the caller")
+            stopped_early = True
         if stopped_early:
-            run.log(f"budget of {cfg.budget_minutes} min reached after {state.global_step} steps")
+            if cfg.budget_minutes is not None and time.time() - run.started > cfg.budget_minutes * 60:
+                run.log(f"budget of {cfg.budget_minutes} min reached after {state.global_step} steps")
             break
         _checkpoint(run, epoch + 1, 0)
         if run.world > 1:

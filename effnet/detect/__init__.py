@@ -1,0 +1,1 @@
+"""Object detection: EfficientDet on the effnet backbone (issue 10, in progress)."""
