@@ -133,3 +133,19 @@ def test_each_package_owns_its_commands(pkg):
         pytest.skip(f"{pkg} has no commands")
     assert "def add_commands(" in commands.read_text()
     assert f"{pkg}.commands" in import_graph()["effnet.cli"]
+
+
+def test_files_saved_before_the_reorganisation_still_load():
+    """tests/data holds a small model written by effnet 0.1 (commit e29440f, before the package split) with the
+    logits it gave; today's code must rebuild it from the file alone and give the same logits."""
+    import torch
+    from safetensors.torch import load_file
+
+    import effnet
+
+    data = Path(__file__).parent / "data"
+    model = effnet.load(data / "tiny_saved_by_v0.1.safetensors").eval()
+    expected = load_file(data / "tiny_saved_by_v0.1.expected.safetensors")
+    assert model.config.class_names == ("a", "b", "c") and model.config.tf_padding
+    with torch.no_grad():
+        assert torch.allclose(model(expected["input"]), expected["logits"], atol=1e-5)

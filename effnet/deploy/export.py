@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,45 @@ def real_batch(config, images_dir: str | None, limit: int = 256) -> tuple[torch.
     return (torch.stack(tensors) if tensors else None), names
 
 
+def _write(deploy_model: nn.Module, example: torch.Tensor, tmp_path: str, fmt: str, batch: str, opset: int,
+           int8: bool, calibration: str | None):
+    """Write the file in ``fmt`` and return a function that runs it on a batch (for the parity check)."""
+    with warnings.catch_warnings():  # tracer warnings; TorchScript is deprecated upstream but still deployed
+        warnings.simplefilter("ignore")
+        if fmt == "onnx":
+            if int8 and not calibration:
+                raise ExportError("--int8 needs --calibration DIR (real images representative of your inputs)")
+            torch.onnx.export(
+                deploy_model, (example,), tmp_path, input_names=["input"], output_names=["logits"],
+                opset_version=opset, dynamo=False,
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if batch == "dynamic" else None)
+            session = ort_session(tmp_path)
+            return lambda x: ort_run(session, x, batch == "dynamic")
+        if fmt == "torchscript":
+            if int8:
+                raise ExportError("int8 is available for --format onnx (ONNX Runtime quantization)")
+            with torch.no_grad():
+                traced = torch.jit.trace(deploy_model, example)
+            torch.jit.save(traced, tmp_path)
+            loaded = torch.jit.load(tmp_path)
+            return lambda x: loaded(x).detach().numpy()
+    raise ExportError(f"unknown format {fmt!r} (onnx, torchscript)")
+
+
+def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool) -> None:
+    """int8 next to the verified fp32 file; top-1 agreement with fp32 on the real images into ``report``."""
+    quantize_int8(fp32_path, report.path, real)  # the calibration images already decoded for the parity check
+    fp32_logits = ort_run(ort_session(fp32_path), real, dynamic)
+    agree = fp32_logits.argmax(1) == ort_run(ort_session(report.path), real, dynamic).argmax(1)
+    probs = np.sort(torch.from_numpy(fp32_logits).softmax(1).numpy(), axis=1)
+    confident = probs[:, -1] - probs[:, -2] > 0.1
+    report.int8 = True
+    report.top1_agreement = float(agree.mean())
+    report.confident_images = int(confident.sum())
+    report.top1_agreement_confident = float(agree[confident].mean()) if confident.any() else None
+    report.notes.append(f"fp32 model kept at {fp32_path}")
+
+
 def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", batch: str = "static",
                  resolution: int | None = None, int8: bool = False, calibration: str | None = None,
                  tolerance: float = 1e-3, opset: int = 17, log=print) -> ExportReport:
@@ -84,38 +124,12 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
         ref_random = ref(x_random)
         ref_real = ref(real) if real is not None else None
     path = str(path)
-    example = torch.zeros(1, config.in_chans, res, res)
     # write next to the target, verify, and only then rename: a failed check leaves nothing behind
     fd, tmp_path = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=str(Path(path).parent or "."))
     os.close(fd)
     try:
-        if fmt == "onnx":
-            if int8 and not calibration:
-                raise ExportError("--int8 needs --calibration DIR (real images representative of your inputs)")
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    deploy_model, (example,), tmp_path, input_names=["input"], output_names=["logits"],
-                    opset_version=opset, dynamo=False,
-                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if batch == "dynamic" else None)
-            session = ort_session(tmp_path)
-            run = lambda x: ort_run(session, x, batch == "dynamic")  # noqa: E731
-        elif fmt == "torchscript":
-            if int8:
-                raise ExportError("int8 is available for --format onnx (ONNX Runtime quantization)")
-            import warnings
-
-            with warnings.catch_warnings():  # TorchScript is deprecated upstream but still what many deploy
-                warnings.simplefilter("ignore")
-                with torch.no_grad():
-                    traced = torch.jit.trace(deploy_model, example)
-                torch.jit.save(traced, tmp_path)
-                loaded = torch.jit.load(tmp_path)
-            run = lambda x: loaded(x).detach().numpy()  # noqa: E731
-        else:
-            raise ExportError(f"unknown format {fmt!r} (onnx, torchscript)")
+        run = _write(deploy_model, torch.zeros(1, config.in_chans, res, res), tmp_path, fmt, batch, opset, int8,
+                     calibration)
         diff_random = float(np.abs(run(x_random) - ref_random.numpy()).max())
         diff_real = float(np.abs(run(real) - ref_real.numpy()).max()) if real is not None else None
         worst = max(diff_random, diff_real or 0.0)
@@ -130,15 +144,5 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
     if int8:
         if real is None:
             raise ExportError(f"{calibration}: no readable calibration images")
-        quantize_int8(fp32_path, path, real)  # the calibration images already decoded for the parity check
-        session8 = ort_session(path)
-        fp32_logits = ort_run(session, real, batch == "dynamic")
-        agree = fp32_logits.argmax(1) == ort_run(session8, real, batch == "dynamic").argmax(1)
-        probs = np.sort(torch.from_numpy(fp32_logits).softmax(1).numpy(), axis=1)
-        confident = probs[:, -1] - probs[:, -2] > 0.1
-        report.int8 = True
-        report.top1_agreement = float(agree.mean())
-        report.confident_images = int(confident.sum())
-        report.top1_agreement_confident = float(agree[confident].mean()) if confident.any() else None
-        report.notes.append(f"fp32 model kept at {fp32_path}")
+        _quantize(report, fp32_path, real, batch == "dynamic")
     return report
