@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..data import scan_image_folder
-from ..errors import TrainingDiverged, UsageError
+from ..errors import UsageError
 from ..models.weights import load
 from .config import TrainConfig
 from .evaluate import eval_loader, evaluate
