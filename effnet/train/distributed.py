@@ -16,11 +16,13 @@ def dist_info() -> tuple[int, int, int]:
 
 
 def init_distributed(world: int) -> bool:
-    """Join torchrun's process group (gloo on CPU, nccl on GPU); False for a single process."""
+    """Join torchrun's process group; False for a single process.
+
+    gloo even where CUDA is present: the loop trains on the CPU, and nccl only reduces CUDA tensors."""
     if world <= 1:
         return False
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
     return True
 
 

@@ -1,7 +1,7 @@
 """The training loop shared by every task (classification here, detection in ``effnet.detect``).
 
 One process: ``effnet train DATA --model NAME``. Many processes or machines: the same command under
-``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU); rank 0 logs and writes checkpoints.
+``torchrun`` (DistributedDataParallel over gloo; training runs on the CPU); rank 0 logs and writes checkpoints.
 A run is resumable bit for bit: the checkpoint holds the RNG states and the position inside the epoch.
 """
 
