@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench pg-server
+.PHONY: demo test venv clean bench pg-server chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/effnet demo
 
-test: $(STAMP) pg-server
+test: $(STAMP) pg-server chromium
 	$(BIN)/python -m pytest -q tests
 
 # The shared-study test starts a private PostgreSQL cluster; install Debian's server when missing (root only).
@@ -30,6 +30,17 @@ pg-server:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	      || echo "note: could not install postgresql; its test will be skipped"; \
 	  else echo "note: no PostgreSQL server and not root; its test will be skipped"; fi; \
+	fi
+
+# The serve page test drives Debian's chromium with Playwright (its own browser download is not reachable);
+# install it when missing (root only).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the serve page test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
+	      || echo "note: could not install chromium; the serve page test will be skipped"; \
+	  else echo "note: no chromium and not root; the serve page test will be skipped"; fi; \
 	fi
 
 bench: $(STAMP)

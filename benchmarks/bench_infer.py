@@ -1,9 +1,11 @@
-"""Inference throughput side by side: effnet vs timm vs torchvision vs ONNX Runtime (on a timm export).
+"""Inference throughput side by side: effnet vs timm vs torchvision vs ONNX Runtime (on a timm export) vs OpenVINO
+(fp32, bf16, NNCF int8; on effnet's and on timm's model).
 
 One run of this script measures every engine, interleaving the repetitions (engine A, B, C, A, B, C, ...)
 so that the shared machine's noise hits all alike, and reports medians, ratios and peak RSS.
 
     python benchmarks/bench_infer.py [--model efficientnet_b0] [--batches 1,16] [--reps 10] [--json out.json]
+    python benchmarks/bench_infer.py --quick --profile   # ORT + OpenVINO engines only, 3 reps, per-op profile
 
 Peak RSS is measured per engine in a child process (a process's peak only grows), running the same calls.
 """
@@ -88,6 +90,7 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
             export_model(ours, path, batch="dynamic", int8=True, calibration=str(photos), log=lambda *a: None)
         s8 = _ort_session(str(path), spinning=False)
         engines["effnet onnxruntime int8"] = lambda x: _ort_run(s8, x, True)
+    engines.update(openvino_engines("effnet", ours, resolution, workdir, want))
     try:
         import timm
     except ImportError:
@@ -117,11 +120,64 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
                                       dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
             st = _ort_session(str(path), spinning=False)
             engines["onnxruntime on timm export"] = lambda x: _ort_run(st, x, True)
+        engines.update(openvino_engines("timm", timm.create_model(model_name).eval(), resolution, workdir, want))
     if want("torchvision eager") and model_name in {f"efficientnet_b{i}" for i in range(8)}:
         import torchvision
 
         tv = getattr(torchvision.models, model_name)(weights=None).eval()
         engines["torchvision eager"] = tv
+    return engines
+
+
+def calibration_photos(workdir: Path) -> Path:
+    photos = workdir / "photos"
+    if not photos.exists():
+        from effnet.data.bundled import write_photos
+
+        write_photos(photos, count=64)
+    return photos
+
+
+def openvino_engines(lib: str, model, resolution: int, workdir: Path, want) -> dict:
+    """OpenVINO fp32 / bf16 / int8 (NNCF, 64 calibration photo views) on ``lib``'s model, when installed.
+
+    effnet's go through ``effnet export --format openvino`` (BN folded, verified); timm's model is converted as a
+    user would (``ov.convert_model`` on the eval model) and quantized by the same NNCF call.
+    """
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return {}
+    from effnet.deploy import export_model
+    from effnet.deploy import openvino as ovino
+    from effnet.deploy.export import real_batch
+
+    names = {p: f"{lib} openvino {p}" for p in ("fp32", "bf16", "int8")}
+    if not any(want(n) for n in names.values()):
+        return {}
+    fp32, int8 = workdir / f"{lib}_ov.xml", workdir / f"{lib}_ov_int8.xml"
+    if lib == "effnet":
+        if not fp32.exists():
+            export_model(model, fp32, "openvino", batch="dynamic", log=lambda *a: None)
+        if want(names["int8"]) and not int8.exists():
+            export_model(model, int8, "openvino", batch="dynamic", int8=True,
+                         calibration=str(calibration_photos(workdir)), log=lambda *a: None)
+    else:
+        import effnet
+
+        ov_model = ovino.convert(model.eval(), torch.zeros(1, 3, resolution, resolution))
+        if not fp32.exists():
+            ovino.save_ir(ov_model, fp32)
+        if want(names["int8"]) and not int8.exists():
+            config = effnet.create_model("efficientnet_b0").config.replace(resolution=resolution)
+            real, _ = real_batch(config, str(calibration_photos(workdir)))
+            ovino.save_ir(ovino.quantize_int8(ov_model, real), int8)
+    threads = torch.get_num_threads()
+    engines = {}
+    for precision, path in (("fp32", fp32), ("bf16", fp32), ("int8", int8)):
+        if want(names[precision]):
+            compiled = ovino.compile_ir(path, "bf16" if precision == "bf16" else "fp32", threads)
+            engines[names[precision]] = lambda x, c=compiled: ovino.ov_run(c, x)
     return engines
 
 
@@ -142,6 +198,53 @@ def peak_rss_child(model: str, resolution: int, workdir: Path, engine: str, batc
         return float("nan")
 
 
+def profile_ops(workdir: Path, resolution: int, batch: int, threads: int, top: int = 8) -> None:
+    """Where the time goes: self time per op type, OpenVINO (PERF_COUNT) and ONNX Runtime (its profiler)."""
+    import collections
+
+    import openvino as ov
+    import onnxruntime as ort
+
+    x = torch.randn(batch, 3, resolution, resolution).numpy()
+    for label, xml in (("effnet openvino fp32", "effnet_ov.xml"), ("timm openvino fp32", "timm_ov.xml"),
+                       ("effnet openvino int8", "effnet_ov_int8.xml"), ("timm openvino int8", "timm_ov_int8.xml")):
+        if not (workdir / xml).exists():
+            continue
+        compiled = ov.Core().compile_model(str(workdir / xml), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+            "PERF_COUNT": True})
+        req = compiled.create_infer_request()
+        req.infer({0: x})
+        per = collections.Counter()
+        for _ in range(3):
+            req.infer({0: x})
+            for info in req.profiling_info:
+                per[f"{info.node_type} [{info.exec_type}]"] += info.real_time.total_seconds() * 1e3 / 3
+        _print_profile(label, per, top)
+    for label, onnx_file in (("effnet onnxruntime fp32", "effnet.onnx"), ("onnxruntime on timm export", "timm.onnx")):
+        if not (workdir / onnx_file).exists():
+            continue
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(workdir / "ort_profile")
+        sess = ort.InferenceSession(str(workdir / onnx_file), opts, providers=["CPUExecutionProvider"])
+        for _ in range(4):
+            sess.run(None, {sess.get_inputs()[0].name: x})
+        per = collections.Counter()
+        for event in json.loads(Path(sess.end_profiling()).read_text()):
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                per[event["args"]["op_name"]] += event["dur"] / 1e3 / 4
+        _print_profile(label, per, top)
+
+
+def _print_profile(label: str, per, top: int) -> None:
+    total = sum(per.values())
+    rows = ", ".join(f"{name} {ms / total:.0%}" for name, ms in per.most_common(top))
+    print(f"profile {label}: {total:.0f} ms/call: {rows}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="efficientnet_b0")
@@ -151,13 +254,24 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for PyTorch's threads")
     ap.add_argument("--json", default="bench-out/bench_infer.json")
+    ap.add_argument("--quick", action="store_true", help="3 repetitions, no eager PyTorch engines (minutes, not tens)")
+    ap.add_argument("--engines", help="comma-separated substrings: only engines whose name contains one")
+    ap.add_argument("--profile", action="store_true", help="also print time per op type (OpenVINO, ONNX Runtime)")
     args = ap.parse_args()
+    if args.quick:
+        args.reps = min(args.reps, 3)
     torch.set_num_threads(args.threads)
     import effnet
 
     resolution = effnet.create_model(args.model).config.resolution
     workdir = Path(tempfile.mkdtemp(prefix="effnet-bench-"))
     engines = build_engines(args.model, resolution, workdir)
+    keep = args.engines.split(",") if args.engines else None
+    slow = ("eager", "timm CL + bf16", "effnet bf16 (folded", "compiled")  # PyTorch: measured last round
+    engines = {n: f for n, f in engines.items() if (keep is None or any(k in n for k in keep))
+               and not (args.quick and keep is None and any(k in n for k in slow))}
+    if args.profile:
+        profile_ops(workdir, resolution, max(int(b) for b in args.batches.split(",")), args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     results = []
     for batch in batches:
@@ -182,7 +296,10 @@ def main() -> None:
     ref_name = "onnxruntime on timm export"
     print(f"{args.model} @ {resolution}px, {args.threads} threads, medians of {args.reps} interleaved repetitions"
           f"{', OMP passive' if args.passive else ''}")
-    print(f"{'engine':<30} {'batch':>5} {'img/s':>8} {'x ORT-timm':>10} {'x timm':>7} {'x timm CL+bf16':>14} {'peak RSS MiB':>12}")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    print(f"{'engine':<30} {'batch':>5} {'img/s':>8} {'x ORT-timm':>10} {'x timm OV int8':>14} {'x timm':>7} "
+          f"{'x timm CL+bf16':>14} {'peak RSS MiB':>12}")
     for r in results:
         same = {o["engine"]: o["img_per_s"] for o in results if o["batch"] == r["batch"]}
 
@@ -190,12 +307,13 @@ def main() -> None:
             return f"{r['img_per_s'] / same[name]:.2f}" if name in same else "-"
 
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else ""
-        print(f"{r['engine']:<30} {r['batch']:>5} {r['img_per_s']:>8.1f} {ratio(ref_name):>10} {ratio('timm eager'):>7} "
+        print(f"{r['engine']:<30} {r['batch']:>5} {r['img_per_s']:>8.1f} {ratio(ref_name):>10} "
+              f"{ratio('timm openvino int8'):>14} {ratio('timm eager'):>7} "
               f"{ratio('timm CL + bf16'):>14} {rss:>12}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(model=args.model, resolution=resolution, threads=args.threads, reps=args.reps,
-                                   omp_passive=args.passive,
+                                   omp_passive=args.passive, load_average=load,
                                    results=results),
                               indent=1))
     print(f"wrote {out}")

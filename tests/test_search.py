@@ -1,11 +1,13 @@
 """The grid search and scaling: real Optuna studies in SQLite and PostgreSQL, real kill -9."""
 
+import dataclasses
 import glob
 import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,10 +20,12 @@ from optuna.trial import TrialState
 
 import effnet
 from effnet.models.config import ModelConfig
-from effnet.search import Candidate, enumerate_grid, parse_range
+from effnet.search import PAPER, Candidate, Spread, decide, enumerate_grid, parse_range
+from effnet.search.budget import Plan, choose_plan, plan_seconds
 from tests.conftest import ROOT, config_file, digit_subset, run_cli
 
-FAST = ["--budget-epochs", "1", "--batch-size", "16", "--base-resolution", "32", "--tolerance", "0.5"]
+FAST = ["--budget-epochs", "1", "--batch-size", "16", "--base-resolution", "32", "--tolerance", "0.5", "--threads", "1",
+        "--top", "1", "--repeats", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +41,6 @@ def base_cfg(tmp_path_factory) -> Path:
 
 def _trials(storage: str, study: str):
     return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
-
-
-def _completed_keys(storage: str, study: str) -> list[str]:
-    return sorted(t.params["candidate"] for t in _trials(storage, study) if t.state == TrialState.COMPLETE)
 
 
 def test_parse_range_and_constraint_filtering():
@@ -74,25 +74,112 @@ def test_scale_reproduces_the_official_rule(tmp_path):
     assert "params" in run_cli("info", str(out / "effnet_phi1_a1.2_b1.1_g1.15.json")).stdout
 
 
-def test_search_reports_both_ratios_and_writes_outputs(data, base_cfg, tmp_path):
+def _jobs(trials) -> list[tuple]:
+    """(phase, candidate, seed) of every finished trial that is not a claim duplicate."""
+    return sorted((t.params["phase"], t.params["candidate"], t.params["seed"]) for t in trials
+                  if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not t.user_attrs.get("duplicate"))
+
+
+def test_search_prunes_repeats_seeds_and_gives_a_verdict(data, base_cfg, tmp_path):
     db = f"sqlite:///{tmp_path / 's.db'}"
     out = tmp_path / "out"
-    proc = run_cli("search", str(data), "--base", str(base_cfg), "--alpha", "1.0,1.2", "--beta", "1.1",
-                   "--gamma", "1.15", "--storage", db, "--study", "one", "--out", str(out), *FAST)
-    assert "2 kept" in proc.stdout and "0 dropped" in proc.stdout
+    proc = run_cli("search", str(data), "--base", str(base_cfg), "--alpha", "1.0", "--beta", "1.0,1.1,1.2",
+                   "--gamma", "1.0,1.15", "--storage", db, "--study", "one", "--out", str(out), *FAST,
+                   "--budget-epochs", "3")
+    assert "6 kept" in proc.stdout and "epochs 1 -> 3" in proc.stdout
+    trials = _trials(db, "one")
+    rungs = sorted((t for t in trials if t.params["phase"] == "rungs"), key=lambda t: t.number)
+    assert len(rungs) == 6 and all(t.user_attrs["measured_ratio"] > 0 for t in rungs)
+    # the pruner's decisions are in the study: asynchronous successive halving (eta 3) replayed on the
+    # recorded rung-1 top-1 values gives exactly the recorded states (one worker: trials ran in number order)
+    seen = []
+    for t in rungs:
+        v = t.intermediate_values[1]
+        assert t.system_attrs["completed_rung_0"] == v
+        seen.append(v)
+        promoted = v >= sorted(seen)[-(max(len(seen) // 3 - 1, 0) + 1)]
+        if promoted:
+            assert t.state == TrialState.COMPLETE and set(t.intermediate_values) == {1, 3}
+            assert t.value == t.intermediate_values[3] and t.user_attrs["epochs"] == 3
+        else:
+            assert t.state == TrialState.PRUNED and t.user_attrs["pruned_by"] == "pruner"
+            assert set(t.intermediate_values) == {1} and t.user_attrs["epochs"] == 1
+    assert any(t.state == TrialState.PRUNED for t in rungs) and rungs[0].state == TrialState.COMPLETE
+    # finalists: the best completed candidate and the paper's coefficients (not in this grid: its own seed
+    # too), each trained at 3 epochs with seed 0 and seed 1
+    best = max((t for t in rungs if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.user_attrs["macs"]))
+    repeats = [t for t in trials if t.params["phase"] == "repeat"]
+    assert sorted((t.params["candidate"], t.params["seed"]) for t in repeats) == sorted(
+        [(best.params["candidate"], 1), ("1.2,1.1,1.15", 0), ("1.2,1.1,1.15", 1)])
+    assert all(t.state == TrialState.COMPLETE and t.user_attrs["epochs"] == 3 for t in repeats)
+
     report = json.loads((out / "results.json").read_text())
-    assert report["completed"] == 2 and report["best"]["top1"] == max(r["top1"] for r in report["results"])
-    for row in report["results"]:
-        assert row["rule_ratio"] == pytest.approx(row["alpha"] * row["beta"] ** 2 * row["gamma"] ** 2)
-        assert row["measured_ratio"] > 1 and row["latency_ms"] > 0 and row["params"] > 0
-    # at this tiny depth alpha 1.0 and 1.2 round to the same repeats: one model, trained once, reported twice
-    copies = [r for r in report["results"] if "same_model_as" in r]
-    assert len(copies) == 1 and copies[0]["top1"] == report["results"][0]["top1"] == report["results"][1]["top1"]
-    assert (out / "top1_vs_macs.png").stat().st_size > 5000 and (out / "heatmap.png").stat().st_size > 5000
-    # step 2 from the study
+    assert report["completed"] == 6 and report["pruned"] == sum(t.state == TrialState.PRUNED for t in rungs)
+    rows = {r["candidate"]: r for r in report["results"]}
+    for t in rungs:
+        assert rows[t.params["candidate"]]["epochs"] == t.user_attrs["epochs"]
+        assert rows[t.params["candidate"]]["top1"] == pytest.approx(t.intermediate_values[t.user_attrs["epochs"]])
+    # the spread comes from the real repeated runs in the study
+    runs = {"1.2,1.1,1.15": {t.params["seed"]: t.value for t in repeats if t.params["candidate"] == "1.2,1.1,1.15"},
+            best.params["candidate"]: {0: best.value, 1: next(t.value for t in repeats
+                                                               if t.params["candidate"] == best.params["candidate"])}}
+    for key, by_seed in runs.items():
+        row = rows[key]
+        assert row["seeds"] == {str(k): v for k, v in by_seed.items()} and row["n_seeds"] == 2
+        assert row["mean"] == pytest.approx(statistics.fmean(by_seed.values()))
+        assert row["std"] == pytest.approx(statistics.stdev(by_seed.values()))
+    assert all(r["std"] is None for k, r in rows.items() if k not in runs)
+    winner, paper = report["winner"], report["paper"]
+    assert winner["mean"] == max(r["mean"] for r in rows.values() if r["mean"] is not None)
+    beats = winner["candidate"] != "1.2,1.1,1.15" and winner["mean"] - winner["std"] > paper["mean"] + paper["std"]
+    assert report["verdict_kind"] == ("beats" if beats else "keep-paper")
+    assert report["verdict"].startswith("winner beats") if beats else "keep the paper's coefficients" in report["verdict"]
+    # different seeds really trained different networks
+    from safetensors.torch import load_file
+
+    dirs = sorted((out / "trials").glob("*-repeat-1.2,1.1,1.15-seed*"))
+    assert len(dirs) == 2
+    w0, w1 = (load_file(str(d / "model.safetensors")) for d in dirs)
+    assert any(not (w0[k] == w1[k]).all() for k in w0)
+    assert not list((out / "trials").glob("*/checkpoint.pt"))  # trials are redone, never resumed
+    for png in ("top1_vs_macs.png", "heatmap.png", "halving.png"):
+        assert (out / png).stat().st_size > 5000
+    # step 2 follows the verdict
     text = run_cli("scale", "--from-search", "one", "--storage", db, "--phi", "0..1", "--out", str(tmp_path / "f")).stdout
-    best = report["best"]
-    assert f"alpha={best['alpha']:g} beta={best['beta']:g}" in text
+    c = report["chosen"]
+    assert f"alpha={c['alpha']:g} beta={c['beta']:g} gamma={c['gamma']:g}" in text and "verdict:" in text
+
+
+def test_verdict_needs_a_gap_beyond_the_seed_spread():
+    paper = Spread("1.2,1.1,1.15", (0, 1, 2), (90.0, 91.0, 92.0))
+    close = Spread("1,1.4,1", (0, 1, 2), (91.0, 93.0, 95.0))  # 93 +/- 2 vs 91 +/- 1: intervals touch
+    far = Spread("1,1.4,1", (0, 1, 2), (94.0, 95.0, 96.0))  # 95 +/- 1 vs 91 +/- 1
+    kind, line, chosen = decide([paper, close], 9)
+    assert kind == "keep-paper" and line.startswith("indistinguishable at this budget") and chosen == PAPER.key
+    kind, line, chosen = decide([paper, far], 9)
+    assert kind == "beats" and line.startswith("winner beats") and chosen == "1,1.4,1"
+    assert "95.00 +/- 1.00% (3 seeds)" in line
+    kind, line, _ = decide([Spread(PAPER.key, (0, 1), (97.0, 97.5)), far], 9)
+    assert kind == "keep-paper" and "paper's coefficients are the best" in line
+    kind, _, chosen = decide([Spread(PAPER.key, (0,), (90.0,)), Spread("1,1.4,1", (0,), (99.0,))], 9)
+    assert kind == "no-verdict" and chosen == PAPER.key  # one seed: no spread, no claim
+
+
+def test_plan_spends_the_budget():
+    epoch_s, eval_s = [4.0 + i / 10 for i in range(40)], [1.0] * 40
+    base = Plan(max_epochs=1, min_epochs=1, reduction_factor=3, repeats=2, top=3)
+    for minutes in (5, 10, 30):
+        plan = choose_plan(base, minutes * 60, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
+        used = plan_seconds(plan, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
+        assert used <= minutes * 60 and plan.repeats >= 2
+        longer = dataclasses.replace(plan, max_epochs=plan.max_epochs + 1)
+        assert plan_seconds(longer, epoch_s, eval_s, (5.0, 1.0), 1.0, 2) > minutes * 60 or plan.max_epochs == 81
+    small = choose_plan(base, 10 * 60, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
+    large = choose_plan(base, 30 * 60, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
+    assert large.max_epochs > small.max_epochs >= 2 and large.rungs()[:2] == [1, 3]
+    # a budget too small for one epoch each: the smallest plan, and its estimate says it runs over
+    tiny = choose_plan(base, 30, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
+    assert tiny.max_epochs == 1 and tiny.estimate_minutes > 0.5
 
 
 def test_kill_9_then_rerun_keeps_finished_trials(data, base_cfg, tmp_path):
@@ -113,28 +200,43 @@ def test_kill_9_then_rerun_keeps_finished_trials(data, base_cfg, tmp_path):
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = {t.number: (t.params["candidate"], t.value) for t in _trials(db, "k") if t.state == TrialState.COMPLETE}
-    killed = [t.params["candidate"] for t in _trials(db, "k") if t.state == TrialState.RUNNING]
+    before = {t.number: (t.params["candidate"], t.state, t.value, t.datetime_complete) for t in _trials(db, "k")
+              if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    killed = [(t.params["phase"], t.params["candidate"], t.params["seed"]) for t in _trials(db, "k")
+              if t.state == TrialState.RUNNING]
     assert len(before) >= 1 and len(killed) == 1
 
     run_cli(*args)
     after = _trials(db, "k")
-    done = {t.number: (t.params["candidate"], t.value) for t in after if t.state == TrialState.COMPLETE}
-    assert all(done[n] == v for n, v in before.items())  # finished trials kept as they were
-    assert sorted(c for c, _ in done.values()) == ["1.2,1.1,1", "1.2,1.1,1.15", "1.2,1.1,1.3"]  # once each
-    assert killed[0] in {c for c, _ in done.values()}  # the interrupted one was redone
+    done = {t.number: (t.params["candidate"], t.state, t.value, t.datetime_complete) for t in after
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    assert all(done[n] == v for n, v in before.items())  # finished trials kept as they were, not retrained
+    jobs = _jobs(after)
+    assert len(jobs) == len(set(jobs))  # every job finished exactly once
+    assert [j for j in jobs if j[0] == "rungs"] == [("rungs", k, 0) for k in ("1.2,1.1,1", "1.2,1.1,1.15", "1.2,1.1,1.3")]
+    assert ("repeat", "1.2,1.1,1.15", 1) in jobs
+    assert killed[0] in jobs  # the interrupted one was redone
     assert not [t for t in after if t.state == TrialState.RUNNING]
+    json.loads((tmp_path / "out" / "results.json").read_text())["verdict"]
 
 
 def test_two_parallel_workers_share_sqlite_without_duplicates(data, base_cfg, tmp_path):
     db = f"sqlite:///{tmp_path / 'p.db'}"
-    run_cli("search", str(data), "--base", str(base_cfg), "--alpha", "1.0,1.2", "--beta", "1.0,1.1", "--gamma",
-            "1.15", "--storage", db, "--study", "p", "--n-jobs", "2", "--out", str(tmp_path / "out"), *FAST)
+    run_cli("search", str(data), "--base", str(base_cfg), "--alpha", "1.0,1.2", "--beta", "1.0,1.1,1.2", "--gamma",
+            "1.15", "--storage", db, "--study", "p", "--n-jobs", "2", "--out", str(tmp_path / "out"), *FAST,
+            "--budget-epochs", "2")
     trials = _trials(db, "p")
-    keys = _completed_keys(db, "p")
-    assert keys == sorted({"1,1,1.15", "1,1.1,1.15", "1.2,1,1.15", "1.2,1.1,1.15"})  # each exactly once
-    workers = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
+    jobs = _jobs(trials)
+    assert len(jobs) == len(set(jobs))  # each exactly once
+    assert {j[1] for j in jobs if j[0] == "rungs"} == {f"{a},{b},1.15" for a in ("1", "1.2") for b in ("1", "1.1", "1.2")}
+    workers = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE and "wall_seconds" in t.user_attrs}
     assert len(workers) == 2
+    # at this tiny depth alpha 1.0 and 1.2 round to the same repeats: one model, trained once, reported twice
+    copies = [t for t in trials if "same_model_as" in t.user_attrs]
+    assert len(copies) == 3 and all("wall_seconds" in t.user_attrs for t in copies)  # (copied from the twin)
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    rows = {r["candidate"]: r for r in report["results"]}
+    assert rows["1,1.1,1.15"]["top1"] == rows["1.2,1.1,1.15"]["top1"]
 
 
 def _find_pg_bin() -> Path | None:
@@ -177,12 +279,14 @@ def postgres_url():
 
 def test_two_workers_share_a_postgres_study(data, base_cfg, tmp_path, postgres_url):
     args = ["search", str(data), "--base", str(base_cfg), "--alpha", "1.0,1.2", "--beta", "1.0,1.1", "--gamma", "1.15",
-            "--storage", postgres_url, "--study", "pg", "--out", str(tmp_path / "out"), "--threads", "1", *FAST]
+            "--storage", postgres_url, "--study", "pg", "--out", str(tmp_path / "out"), *FAST]
     procs = [subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-4000:] for _, err in outs]
-    keys = _completed_keys(postgres_url, "pg")
-    assert keys == sorted({"1,1,1.15", "1,1.1,1.15", "1.2,1,1.15", "1.2,1.1,1.15"})
-    workers = {t.user_attrs["worker"] for t in _trials(postgres_url, "pg") if t.state == TrialState.COMPLETE}
+    trials = _trials(postgres_url, "pg")
+    jobs = _jobs(trials)
+    assert len(jobs) == len(set(jobs))
+    assert {j[1] for j in jobs if j[0] == "rungs"} == {"1,1,1.15", "1,1.1,1.15", "1.2,1,1.15", "1.2,1.1,1.15"}
+    workers = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
     assert len(workers) == 2  # both processes did real work

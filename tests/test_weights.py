@@ -128,5 +128,5 @@ def test_pretrained_with_new_head_keeps_backbone():
     b = effnet.create_model("efficientnet_lite0", pretrained=True, num_classes=10)
     assert b.classifier.out_features == 10 and b.config.num_classes == 10
     assert torch.equal(a.stem.conv.weight, b.stem.conv.weight)
-    with pytest.raises(ValueError, match="no locally installed pretrained weights"):
-        effnet.create_model("efficientnet_b7", pretrained=True)
+    with pytest.raises(ValueError, match="no weights tagged 'no_such_tag' for efficientnet_b7"):
+        effnet.create_model("efficientnet_b7", pretrained="no_such_tag")

@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 
 from .bundled import write_digits, write_photos
+from .detect_digits import write_detect_digits
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.dataset == "detect-digits":
+        train = args.count or 400
+        c = write_detect_digits(args.out_dir, train=train, val=max(1, train // 4), seed=args.seed)
+        print(f"wrote detect-digits to {args.out_dir} (COCO layout): {c['train_images']} train images / "
+              f"{c['train_boxes']} boxes, {c['val_images']} val images / {c['val_boxes']} boxes, 10 classes")
+        return 0
     if args.dataset == "photos":
-        n = write_photos(args.out_dir, count=args.count, seed=args.seed)
+        n = write_photos(args.out_dir, count=args.count or 100, seed=args.seed)
         print(f"wrote {n} views of scikit-image's bundled photos to {args.out_dir}")
         return 0
     counts = write_digits(args.out_dir, seed=args.seed)
@@ -19,9 +26,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("data", help="write a bundled real dataset as an ImageFolder")
-    p.add_argument("dataset", choices=["digits", "photos"],
-                   help="digits: scikit-learn's handwritten digits (ImageFolder); photos: skimage.data views (unlabelled)")
+    p.add_argument("dataset", choices=["digits", "photos", "detect-digits"],
+                   help="digits: scikit-learn's handwritten digits (ImageFolder); photos: skimage.data views "
+                        "(unlabelled); detect-digits: digit scans pasted onto photos (COCO detection layout)")
     p.add_argument("out_dir")
-    p.add_argument("--count", type=int, default=100, help="photos: how many views")
+    p.add_argument("--count", type=int, help="photos: how many views (100); detect-digits: train images (400, "
+                                               "val a quarter of that)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data)

@@ -14,12 +14,49 @@ from ..errors import DataError, ImageLoadError
 from .images import load_image
 
 
+_decoded: dict[str, tuple[tuple[int, int], Any]] = {}  # path -> ((mtime_ns, size), decoded RGB image)
+_decoded_budget = [0]  # bytes of pixels still allowed in _decoded; 0 = cache off (the default)
+
+
+def keep_decoded_images(max_bytes: int = 2 << 30) -> None:
+    """Keep the images that scanning and :class:`ImageSamples` decode in memory in this process, up to
+    ``max_bytes`` of pixels (0 turns it off and frees them). For many short runs on one small dataset (the grid
+    search trains dozens of candidates per worker process): each file is decoded once, not once per run and
+    epoch. A file whose size or modification time changed is decoded again."""
+    _decoded.clear()
+    _decoded_budget[0] = max_bytes
+
+
+def decoded_image(path: str | os.PathLike):
+    """:func:`load_image`, through the in-memory cache when :func:`keep_decoded_images` turned it on."""
+    if _decoded_budget[0] <= 0:
+        return load_image(path)
+    key = os.fspath(path)
+    try:
+        st = os.stat(key)
+    except OSError:
+        return load_image(path)  # raises the usual ImageLoadError
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _decoded.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    image = load_image(path)
+    size = image.width * image.height * len(image.getbands())
+    if hit is not None:  # the file changed: its old pixels give their room back
+        _decoded_budget[0] += hit[1].width * hit[1].height * len(hit[1].getbands())
+        del _decoded[key]
+    if size <= _decoded_budget[0]:
+        _decoded[key] = (stamp, image)
+        _decoded_budget[0] -= size
+    return image
+
+
 def check_image(path: str | os.PathLike) -> str | None:
     """None if ``path`` decodes as an image, else the reason (corrupt, truncated, empty, not an image)."""
     try:
         if os.path.getsize(path) == 0:
             return "empty file"
-        load_image(path)
+        decoded_image(path)
         return None
     except ImageLoadError as exc:
         return str(exc).split(": ", 1)[-1]
@@ -76,9 +113,11 @@ class ImageSamples(torch.utils.data.Dataset):
     def __getitem__(self, key: int):
         epoch, index = divmod(int(key), len(self.samples))
         path, label = self.samples[index]
-        image = load_image(path)
+        image = decoded_image(path)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            # the CPU generator only: torch.manual_seed also queues a seed for every accelerator backend,
+            # which costs ~1 ms per call (a stack trace each) -- as much as decoding and augmenting a small image
+            torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
             return self.transform(image), label
 
 

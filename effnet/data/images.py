@@ -53,7 +53,7 @@ def eval_transform(config: ModelConfig, resolution: int | None = None) -> v2.Com
     resize = int(math.floor(res / config.crop_pct))
     return v2.Compose([
         v2.ToImage(),
-        v2.Resize(resize, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+        v2.Resize(resize, interpolation=v2.InterpolationMode(config.interpolation), antialias=True),
         v2.CenterCrop(res),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(config.mean), list(config.std)),

@@ -1,10 +1,11 @@
-"""Export to ONNX / TorchScript, verified against PyTorch on random and real images before the file is kept;
-int8 through ONNX Runtime static quantization."""
+"""Export to ONNX / OpenVINO IR / TorchScript, verified against PyTorch on random and real images before the file
+is kept; int8 through ONNX Runtime static quantization or NNCF (OpenVINO)."""
 
 from __future__ import annotations
 
 import copy
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..data import eval_transform, load_image
 from ..errors import ExportError, ImageLoadError
+from . import openvino as ovino
 from .optimize import freeze_same_padding, optimize, to_plain_ops
 from .ort import ort_run, ort_session, quantize_int8
 
@@ -67,39 +69,70 @@ def real_batch(config, images_dir: str | None, limit: int = 256) -> tuple[torch.
 def _write(deploy_model: nn.Module, example: torch.Tensor, tmp_path: str, fmt: str, batch: str, opset: int,
            int8: bool, calibration: str | None):
     """Write the file in ``fmt`` and return a function that runs it on a batch (for the parity check)."""
+    if int8 and not calibration:
+        raise ExportError("--int8 needs --calibration DIR (real images representative of your inputs)")
     with warnings.catch_warnings():  # tracer warnings; TorchScript is deprecated upstream but still deployed
         warnings.simplefilter("ignore")
         if fmt == "onnx":
-            if int8 and not calibration:
-                raise ExportError("--int8 needs --calibration DIR (real images representative of your inputs)")
             torch.onnx.export(
                 deploy_model, (example,), tmp_path, input_names=["input"], output_names=["logits"],
                 opset_version=opset, dynamo=False,
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if batch == "dynamic" else None)
             session = ort_session(tmp_path)
             return lambda x: ort_run(session, x, batch == "dynamic")
+        if fmt == "openvino":
+            ovino.save_ir(ovino.convert(deploy_model, example, batch == "dynamic"), tmp_path)
+            compiled = ovino.compile_ir(tmp_path, "fp32")  # read back from disk: the check covers the files
+            return lambda x: ovino.ov_run(compiled, x)
         if fmt == "torchscript":
             if int8:
-                raise ExportError("int8 is available for --format onnx (ONNX Runtime quantization)")
+                raise ExportError("int8 is available for --format onnx and openvino")
             with torch.no_grad():
                 traced = torch.jit.trace(deploy_model, example)
             torch.jit.save(traced, tmp_path)
             loaded = torch.jit.load(tmp_path)
             return lambda x: loaded(x).detach().numpy()
-    raise ExportError(f"unknown format {fmt!r} (onnx, torchscript)")
+    raise ExportError(f"unknown format {fmt!r} (onnx, openvino, torchscript)")
 
 
-def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool) -> None:
-    """int8 next to the verified fp32 file; top-1 agreement with fp32 on the real images into ``report``."""
-    quantize_int8(fp32_path, report.path, real)  # the calibration images already decoded for the parity check
-    fp32_logits = ort_run(ort_session(fp32_path), real, dynamic)
-    agree = fp32_logits.argmax(1) == ort_run(ort_session(report.path), real, dynamic).argmax(1)
+def _files(path: str, fmt: str) -> list[str]:
+    """The files making up one model: OpenVINO IR is an .xml (graph) plus a .bin (weights) beside it."""
+    return [str(ovino.bin_path(path)), path] if fmt == "openvino" else [path]
+
+
+def _fp32_path(path: str, fmt: str) -> str:
+    """Where an int8 export keeps its verified fp32 model: m.onnx -> m.onnx.fp32.onnx, m.xml -> m.fp32.xml."""
+    return str(Path(path).with_suffix(".fp32.xml")) if fmt == "openvino" else path + ".fp32.onnx"
+
+
+def _agreement(report: ExportReport, fp32_logits: np.ndarray, int8_logits: np.ndarray) -> None:
+    """Top-1 agreement of int8 with fp32, overall and where fp32's top-1 beats its top-2 by > 0.1 prob."""
+    agree = fp32_logits.argmax(1) == int8_logits.argmax(1)
     probs = np.sort(torch.from_numpy(fp32_logits).softmax(1).numpy(), axis=1)
     confident = probs[:, -1] - probs[:, -2] > 0.1
     report.int8 = True
     report.top1_agreement = float(agree.mean())
     report.confident_images = int(confident.sum())
     report.top1_agreement_confident = float(agree[confident].mean()) if confident.any() else None
+
+
+def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool) -> None:
+    """int8 next to the verified fp32 file; top-1 agreement with fp32 on the real images into ``report``."""
+    if report.format == "openvino":
+        # NNCF on the verified IR; the calibration images are the ones already decoded for the parity check
+        quantized = ovino.quantize_int8(ovino.require_openvino().Core().read_model(fp32_path), real)
+        with tempfile.TemporaryDirectory(dir=str(Path(report.path).parent)) as tmp:
+            tmp_xml = os.path.join(tmp, "int8.xml")
+            ovino.save_ir(quantized, tmp_xml)
+            for src, dst in zip(_files(tmp_xml, "openvino"), _files(report.path, "openvino")):
+                os.replace(src, dst)  # .bin first, then the .xml that refers to it
+        fp32_logits = ovino.ov_run(ovino.compile_ir(fp32_path), real)
+        int8_logits = ovino.ov_run(ovino.compile_ir(report.path), real)
+    else:
+        quantize_int8(fp32_path, report.path, real)
+        fp32_logits = ort_run(ort_session(fp32_path), real, dynamic)
+        int8_logits = ort_run(ort_session(report.path), real, dynamic)
+    _agreement(report, fp32_logits, int8_logits)
     report.notes.append(f"fp32 model kept at {fp32_path}")
 
 
@@ -110,8 +143,9 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
 
     Parity is checked on random inputs and on real images (``calibration`` folder, else scikit-image photos):
     the largest absolute logit difference must stay under ``tolerance`` or :class:`ExportError` is raised.
-    With ``int8``, ONNX Runtime static quantization (QDQ, per-channel weights) calibrated on ``calibration``
-    images; the report gives top-1 agreement with fp32 on those images.
+    ``fmt`` "openvino" writes OpenVINO IR: ``path`` (.xml) and the .bin beside it, checked in fp32.
+    With ``int8``, ONNX Runtime static quantization (QDQ, per-channel weights) or NNCF post-training quantization
+    (OpenVINO) calibrated on ``calibration`` images; the report gives top-1 agreement with fp32 on those images.
     """
     config = model.config
     res = resolution or config.resolution
@@ -125,8 +159,8 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
         ref_real = ref(real) if real is not None else None
     path = str(path)
     # write next to the target, verify, and only then rename: a failed check leaves nothing behind
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=str(Path(path).parent or "."))
-    os.close(fd)
+    tmp_dir = tempfile.mkdtemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=str(Path(path).parent or "."))
+    tmp_path = os.path.join(tmp_dir, "model.xml" if fmt == "openvino" else "model")
     try:
         run = _write(deploy_model, torch.zeros(1, config.in_chans, res, res), tmp_path, fmt, batch, opset, int8,
                      calibration)
@@ -135,11 +169,11 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
         worst = max(diff_random, diff_real or 0.0)
         if not worst <= tolerance:  # also catches NaN
             raise ExportError(f"{path}: export does not match PyTorch: max |logit diff| {worst:.3g} > {tolerance:g}")
-        fp32_path = path + ".fp32.onnx" if int8 else path
-        os.replace(tmp_path, fp32_path)
+        fp32_path = _fp32_path(path, fmt) if int8 else path
+        for src, dst in zip(_files(tmp_path, fmt), _files(fp32_path, fmt)):
+            os.replace(src, dst)
     finally:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     report = ExportReport(path, fmt, diff_random, diff_real, len(real_names))
     if int8:
         if real is None:

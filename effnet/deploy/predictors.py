@@ -1,4 +1,5 @@
-"""Exported models behind the model's own interface (``config`` + ``forward``), for ``predict --backend``."""
+"""Exported models behind the model's own interface (``config`` + ``forward``), for ``predict --backend`` and
+``eval --backend``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from ..data import check_image
 from ..errors import UsageError
 from .export import export_model
 from .optimize import optimize
+from .openvino import compile_ir, ov_run
 from .ort import ort_run, ort_session
+
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
 
 
 class OnnxPredictor(nn.Module):
@@ -31,31 +35,88 @@ class OnnxPredictor(nn.Module):
         return torch.from_numpy(ort_run(self.session, x.float().contiguous(), self.dynamic))
 
 
-def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None) -> OnnxPredictor:
-    """Export ``model`` to a cached ONNX file (keyed by weights and config) and wrap it."""
+def _cache_path(model: nn.Module, kind: str, suffix: str, calibration: str | None, ext: str) -> Path:
+    """A cache file keyed by the weights, the config and (for int8) the calibration images' identity."""
     h = hashlib.sha256(model.config.to_json().encode())
     for v in model.state_dict().values():
         h.update(v.detach().cpu().numpy().tobytes())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effnet" / "onnx"
+    if calibration:  # int8 depends on the images it was calibrated on
+        for p in sorted(Path(calibration).rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effnet" / kind
     cache.mkdir(parents=True, exist_ok=True)
-    suffix = "int8" if int8 else "fp32"
-    path = cache / f"{model.config.name}-{h.hexdigest()[:16]}-{suffix}.onnx"
+    return cache / f"{model.config.name}-{h.hexdigest()[:16]}-{suffix}.{ext}"
+
+
+def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None) -> OnnxPredictor:
+    """Export ``model`` to a cached ONNX file (keyed by weights and config) and wrap it."""
+    path = _cache_path(model, "onnx", "int8" if int8 else "fp32", calibration if int8 else None, "onnx")
     if not path.exists():
         export_model(model, path, "onnx", batch="dynamic", int8=int8, calibration=calibration, log=lambda *a: None)
     return OnnxPredictor(str(path), model.config)
 
 
+class OpenVinoPredictor(nn.Module):
+    """Runs OpenVINO IR (fp32 or int8 weights) on the CPU, in fp32 or bf16 arithmetic, behind the model's own
+    interface (config + forward)."""
+
+    def __init__(self, xml_path: str, config, precision: str = "fp32") -> None:
+        super().__init__()
+        self.config = config
+        self.compiled = compile_ir(xml_path, precision)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(ov_run(self.compiled, x))
+
+
+def openvino_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
+                       precision: str = "fp32") -> OpenVinoPredictor:
+    """Export ``model`` to cached OpenVINO IR (keyed by weights, config and int8 calibration) and wrap it."""
+    path = _cache_path(model, "openvino", "int8" if int8 else "fp32", calibration if int8 else None, "xml")
+    if not path.exists():
+        export_model(model, path, "openvino", batch="dynamic", int8=int8, calibration=calibration,
+                     log=lambda *a: None)
+    return OpenVinoPredictor(str(path), model.config, precision)
+
+
+def auto_backend() -> str:
+    """The fastest installed backend that keeps fp32 results (bf16 and int8 change logits, so they are opt-in).
+
+    Measured (benchmarks/results/2026-11-28.md, B0 224 px, 2 threads, one interleaved run): ONNX Runtime fp32
+    0.99x / 1.28x ORT-on-timm at batch 16 / 1, OpenVINO fp32 0.92x / 0.75x -- OpenVINO fuses SiLU into its
+    convolutions but its 1x1 convolutions are slower here -- so ONNX Runtime first, then OpenVINO, then torch.
+    """
+    for backend, module in (("onnx", "onnxruntime"), ("openvino", "openvino")):
+        if importlib.util.find_spec(module):
+            return backend
+    return "torch"
+
+
+def _calibration_dir(images) -> str:
+    """A temporary folder of links to the readable ``images``, for int8 calibration."""
+    calibration = tempfile.mkdtemp(prefix="effnet-calib-")
+    for i, path in enumerate(p for p in images if check_image(p) is None):
+        os.symlink(os.path.abspath(path), os.path.join(calibration, f"{i:05d}{Path(path).suffix}"))
+    return calibration
+
+
 def with_backend(model: nn.Module, backend: str, calibration: str | None = None, images: list[str] = ()) -> nn.Module:
     """``model`` behind a CPU inference backend: ``torch`` (optimize), ``onnx`` / ``onnx-int8`` (ONNX Runtime),
-    or ``auto`` (ONNX Runtime when installed). ``onnx-int8`` calibrates on ``calibration``, else on ``images``."""
+    ``openvino`` / ``openvino-bf16`` / ``openvino-int8`` (OpenVINO; bf16 arithmetic where the CPU has it, int8 by
+    NNCF), or ``auto`` (the fastest fp32 backend installed). ``-int8`` calibrates on ``calibration``, else on
+    ``images``."""
     if backend == "auto":
-        backend = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
+        backend = auto_backend()
     if backend == "torch":
         return optimize(model)
-    if backend not in ("onnx", "onnx-int8"):
-        raise UsageError(f"unknown backend {backend!r} (auto, torch, onnx, onnx-int8)")
-    if backend == "onnx-int8" and calibration is None:
-        calibration = tempfile.mkdtemp(prefix="effnet-calib-")
-        for i, path in enumerate(p for p in images if check_image(p) is None):
-            os.symlink(os.path.abspath(path), os.path.join(calibration, f"{i:05d}{Path(path).suffix}"))
-    return onnx_predictor(model, int8=backend == "onnx-int8", calibration=calibration)
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r} (auto, {', '.join(BACKENDS)})")
+    int8 = backend.endswith("-int8")
+    if int8 and calibration is None:
+        calibration = _calibration_dir(images)
+    if backend.startswith("openvino"):
+        return openvino_predictor(model, int8=int8, calibration=calibration,
+                                  precision="bf16" if backend == "openvino-bf16" else "fp32")
+    return onnx_predictor(model, int8=int8, calibration=calibration)

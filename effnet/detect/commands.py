@@ -1,5 +1,149 @@
-"""``effnet detect ...`` and ``effnet data detect-digits`` (issue 10, in progress)."""
+"""``effnet detect train|eval|predict``: parse flags, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..data.coco import read_coco_split
+from ..errors import DataError, UsageError
+from ..files import atomic_write
+from ..models.efficientdet import is_detector_name, load_detector
+from ..models.registry import create_model
+from ..models.weights import load_weights
+from ..train.commands import add_train_arguments, config_for
+from ..train.loop import train
+from .evaluate import draw_detections, evaluate_detector, predict_files
+from .export import export_detector
+from .task import DetectionTask
+
+
+def load_for_inference(source: str, ema: bool = False, weights: str | None = None):
+    """A detector from a run directory, an effnet .safetensors file, or a name (+ ``weights``, e.g. effdet's)."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / ("model_ema.safetensors" if ema else "model.safetensors")
+        if not path.is_file():
+            raise UsageError(f"{source}: no {path.name} in this run directory (has training finished?)")
+        return load_detector(path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise UsageError(f"{source}: no such file")
+        return load_detector(path)
+    if not is_detector_name(source):
+        raise UsageError(f"{source}: not a run directory, a detector .safetensors file or a detector name")
+    if not weights:
+        raise UsageError(f"{source}: a detector name needs --weights FILE (no pretrained detectors are installed)")
+    return load_weights(create_model(source), weights)
+
+
+def _val_split(data_dir: str, class_names: tuple[str, ...] | None):
+    root = Path(data_dir)
+    split = read_coco_split(root / "annotations" / "instances_val.json", root / "val",
+                            lambda msg: print(msg, file=sys.stderr))
+    if class_names and split.class_names != tuple(class_names):
+        by_name = {c["name"]: c for c in split.categories}
+        missing = [n for n in class_names if n not in by_name]
+        if missing:
+            raise DataError(f"{data_dir}: categories {missing[:5]} of the model are not in instances_val.json")
+        split = read_coco_split(root / "annotations" / "instances_val.json", root / "val", lambda msg: None,
+                                [by_name[n] for n in class_names])
+    return split
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    train(config_for(args), resume_dir=args.resume, task=DetectionTask())
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model = load_for_inference(args.run_or_model, args.ema)
+    split = _val_split(args.data_dir, model.config.class_names)
+    res = evaluate_detector(model, split, args.resolution or model.config.resolution, args.batch_size)
+    skipped = dict(skipped_annotations=len(split.skipped_annotations), skipped_images=len(split.skipped_images))
+    if args.json:
+        print(json.dumps(dict(model=args.run_or_model, **res, **skipped)))
+        return 0
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+    print(f"{args.run_or_model}: {res['images']} images, " + ", ".join(f"{k} {fmt(res[k])}" for k in
+          ("AP", "AP50", "AP75", "APs", "APm", "APl")) + f", {res['images_per_s']:.1f} images/s"
+          + (f"; skipped {skipped['skipped_annotations']} annotation(s), {skipped['skipped_images']} image(s)"
+             if any(skipped.values()) else ""))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = load_for_inference(args.run_or_model, args.ema, args.weights)
+    preds = predict_files(model, args.images, args.score_threshold, args.resolution)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for pred in preds:
+            drawn = draw_detections(pred["file"], pred)
+            target = out / (Path(pred["file"]).stem + ".png")
+            atomic_write(target, lambda tmp, image=drawn: image.save(tmp, format="PNG"))
+            pred["drawn"] = str(target)
+        text = json.dumps(preds, indent=1)
+        atomic_write(out / "predictions.json", lambda tmp: Path(tmp).write_text(text))
+    if args.json:
+        print(json.dumps(preds))
+        return 0
+    for pred in preds:
+        found = ", ".join(f"{d['class']} {d['score']:.2f} at {[round(v) for v in d['box']]}"
+                          for d in pred["detections"])
+        print(f"{pred['file']}: {len(pred['detections'])} object(s)" + (f": {found}" if found else ""))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    model = load_for_inference(args.run_or_model, args.ema, args.weights)
+    r = export_detector(model, args.output, args.resolution, args.raw, args.images)
+    what = "raw outputs (class/box P3-P7)" if args.raw else "end to end: boxes, scores, classes; decoding + NMS inside"
+    checked = "ONNX Runtime" + (" and OpenVINO" if r.openvino_checked else "")
+    print(f"wrote {r.path} ({what}); {checked} vs PyTorch on {r.images} real images: max box diff "
+          f"{r.max_box_diff:.2e}" + ("" if args.raw else f" px, max score diff {r.max_score_diff:.2e}"))
+    return 0
 
 
 def add_commands(sub) -> None:
-    pass
+    det = sub.add_parser("detect", help="object detection with EfficientDet: train, eval (COCO mAP), predict")
+    dsub = det.add_subparsers(dest="detect_command", required=True)
+
+    p = dsub.add_parser("train", help="train a detector on a COCO-layout dataset (the shared training loop)")
+    p.add_argument("data_dir", nargs="?", help="DATA with annotations/instances_{train,val}.json, train/, val/")
+    add_train_arguments(p)
+    p.add_argument("--pretrained-backbone", dest="pretrained", action="store_true", default=None,
+                   help="start the backbone from the classifier's installed ImageNet weights")
+    p.set_defaults(func=cmd_train, model="efficientdet_lite0", recipe="detect")
+
+    p = dsub.add_parser("eval", help="COCO AP/AP50/AP75/APs/APm/APl of a run on DATA's val split")
+    p.add_argument("run_or_model", help="run directory or detector .safetensors file")
+    p.add_argument("data_dir")
+    p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = dsub.add_parser("predict", help="boxes as JSON, and PNGs with the boxes drawn (--out)")
+    p.add_argument("run_or_model", help="run directory, detector .safetensors, or a detector name + --weights")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", help="write <image>.png with boxes drawn and predictions.json here")
+    p.add_argument("--score-threshold", type=float, default=0.3)
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--weights", help="with a detector name: weights to import (effdet checkpoint, effnet file)")
+    p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = dsub.add_parser("export", help="ONNX with box decoding + NMS in the graph (verified vs PyTorch), or --raw")
+    p.add_argument("run_or_model", help="run directory, detector .safetensors, or a detector name + --weights")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--raw", action="store_true", help="export the raw per-level outputs instead")
+    p.add_argument("--resolution", type=int, help="the graph's fixed input size (default: the model's)")
+    p.add_argument("--images", nargs="+", help="real images to verify on (default: scikit-image photos)")
+    p.add_argument("--weights", help="with a detector name: weights to import (effdet checkpoint, effnet file)")
+    p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
+    p.set_defaults(func=cmd_export)

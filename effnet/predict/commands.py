@@ -63,6 +63,7 @@ Try next:
   effnet info efficientnet_b3            # Table-1 view with params and MACs per stage
   effnet family --chart family.png       # B0-B7 side by side + bubble chart
   effnet predict --model efficientnet_lite0 --pretrained photo.jpg
+  effnet weights                         # published weights (B0-B7, L2, Lite0-4): top-1, resolution, cached?
   effnet convert timm_b0.pth --from timm --model efficientnet_b0 --bn-eps 1e-5 -o b0.safetensors
   python -c "import effnet; print(effnet.compound(2.5))"   # any phi, any alpha/beta/gamma""")
     return 0
@@ -77,9 +78,11 @@ def add_commands(sub) -> None:
     g.add_argument("--pretrained", action="store_true")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"], default="auto",
-                   help="auto: ONNX Runtime when installed (fastest on CPU), else torch")
-    p.add_argument("--calibration", help="images to calibrate onnx-int8 (default: the images being classified)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16",
+                                         "openvino-int8"], default="auto",
+                   help="auto: the fastest fp32 backend installed (ONNX Runtime, else OpenVINO, else torch); "
+                        "-bf16 / -int8 trade exactness for speed")
+    p.add_argument("--calibration", help="images to calibrate an -int8 backend (default: the images being classified)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="family table + real pretrained Lite0 on real photos")

@@ -1,9 +1,11 @@
 """The paper's method (section 3.3): grid-search alpha/beta/gamma at phi=1, then scale up.
 
 Step 1 (``effnet search``): enumerate the alpha/beta/gamma grid, keep candidates with
-alpha * beta^2 * gamma^2 within a tolerance of the FLOPs ratio (2), build each phi=1 model from the base,
-train it on the user's data with a fixed budget (the training code of ``effnet train``), and record
-top-1, params, MACs and CPU latency. Trials live in an Optuna study in an RDB (SQLite by default,
+alpha * beta^2 * gamma^2 within a tolerance of the FLOPs ratio (2), build each phi=1 model from the base and
+train it on the user's data (the training code of ``effnet train``) under successive halving: every candidate
+gets a short run, the best third go on to several times more epochs. The finalists and the paper's
+coefficients are re-trained with other seeds, and the verdict says whether the winner beats the paper's
+coefficients beyond the seed spread. Trials live in an Optuna study in an RDB (SQLite by default,
 PostgreSQL for workers on several machines): a killed search resumes, workers never duplicate a trial.
 
 Step 2 (``effnet scale``): apply the chosen coefficients for phi = 0..K and write the configs.
@@ -12,8 +14,9 @@ Step 2 (``effnet scale``): apply the chosen coefficients for phi = 0..K and writ
 
 from .grid import Candidate, candidate_config, enumerate_grid, parse_range
 from .scaling import scale_family, scaling_study
-from .settings import SearchSettings
+from .settings import PAPER, SearchSettings
+from .verdict import Spread, decide
 from .worker import run_search, worker
 
 __all__ = ["Candidate", "candidate_config", "enumerate_grid", "parse_range", "scale_family", "scaling_study",
-           "SearchSettings", "run_search", "worker"]
+           "SearchSettings", "PAPER", "Spread", "decide", "run_search", "worker"]

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..errors import UsageError
 from ..files import atomic_write
 from ..models.accounting import profile
-from .report import collect_results
+from .grid import Candidate
+from .report import collect
 from .scaling import parse_phis, scale_family, scaling_study
 from .settings import SearchSettings
 from .study import open_study
@@ -23,9 +24,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     s = SearchSettings(**values)
     if s.objective == "latency" and s.latency_budget is None:
         raise UsageError("--objective latency needs --latency-budget MS")
+    if s.min_epochs < 1 or s.reduction_factor < 2 or s.top < 1 or s.repeats < 0 or s.seed < 0:
+        raise UsageError("need --min-epochs >= 1, --reduction-factor >= 2, --top >= 1, --repeats >= 0, --seed >= 0")
+    if (s.budget_minutes is not None and s.budget_minutes <= 0) or (s.budget_epochs is not None and s.budget_epochs <= 0):
+        raise UsageError("--budget-minutes and --budget-epochs must be positive")
     report = run_search(s)
-    print(f"{report['completed']} candidates done; results in {s.out_dir()} "
-          f"(results.json, results.txt, top1_vs_macs.png, heatmap.png); "
+    print(f"{report['completed']} candidates done ({report['pruned']} stopped by the pruner); results in "
+          f"{s.out_dir()} (results.json, results.txt, top1_vs_macs.png, heatmap.png, halving.png); "
           f"{report['wall_seconds_this_run']:.0f} s this run")
     return 0
 
@@ -35,18 +40,19 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if args.from_search:
         try:
             s = SearchSettings(data_dir=".", storage=args.storage, study=args.from_search)
-            rows = collect_results(s)
+            found = collect(s)
         except Exception as exc:
             raise UsageError(f"study {args.from_search!r} in {args.storage}: {exc}") from None
-        if not rows:
-            raise UsageError(f"study {args.from_search!r} has no completed candidates")
-        alpha, beta, gamma = rows[0]["alpha"], rows[0]["beta"], rows[0]["gamma"]
+        if not found["rows"]:
+            raise UsageError(f"study {args.from_search!r} has no finished candidates")
+        chosen = Candidate.from_key(found["chosen"])
+        alpha, beta, gamma = chosen.alpha, chosen.beta, chosen.gamma
         saved, _ = open_study(s, create=False)
         settings = saved.user_attrs.get("settings", {})
         # scale the base the search ran on, unless told otherwise
         args.base = args.base or settings.get("base") or "b0"
-        print(f"from search {args.from_search}: alpha={alpha:g} beta={beta:g} gamma={gamma:g} "
-              f"(top-1 {rows[0]['top1']:.2f}%)")
+        print(f"from search {args.from_search}: alpha={alpha:g} beta={beta:g} gamma={gamma:g}")
+        print(f"verdict: {found['verdict']}")
     if None in (alpha, beta, gamma):
         raise UsageError("give --alpha, --beta and --gamma, or --from-search STUDY")
     args.base = args.base or "b0"
@@ -81,8 +87,13 @@ def add_commands(sub) -> None:
     p.add_argument("--flops-ratio", type=float)
     p.add_argument("--tolerance", type=float, help="relative, default 0.05")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--budget-epochs", type=float)
-    g.add_argument("--budget-minutes", type=float)
+    g.add_argument("--budget-epochs", type=float, help="epochs the finalists reach (default 9)")
+    g.add_argument("--budget-minutes", type=float,
+                   help="time for the whole search: the epochs and seeds are planned (measured here) to fit it")
+    p.add_argument("--min-epochs", type=int, help="first rung: epochs every candidate trains (default 1)")
+    p.add_argument("--reduction-factor", type=int, help="successive halving: the best 1/N of a rung go on (3)")
+    p.add_argument("--top", type=int, help="finalists re-trained with other seeds, besides the paper's (3)")
+    p.add_argument("--repeats", type=int, help="extra seeds per finalist (2; more if --budget-minutes allows)")
     p.add_argument("--base-resolution", type=int, help="default: the dataset's declared resolution, else the base's")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///search.db; postgresql://... for many machines)")
     p.add_argument("--study")
@@ -96,7 +107,7 @@ def add_commands(sub) -> None:
     p.add_argument("--heartbeat", type=float, help=argparse.SUPPRESS)
     p.add_argument("--grace", type=float, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int)
-    p.add_argument("--precise-bn", type=int, help="train batches for BN recalibration before evaluation (default 20)")
+    p.add_argument("--precise-bn", type=int, help="train batches for BN recalibration before each evaluation (default 10)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("scale", help="step 2: compound-scale the base to phi = 0..K and write configs")

@@ -90,6 +90,13 @@ def architecture_key(config: ModelConfig) -> str:
                        [dataclasses.astuple(st) for st in arch.stages]])
 
 
+def same_models(base: ModelConfig, keys: list[str]) -> dict[str, str]:
+    """Candidates whose rounded architecture and resolution coincide (e.g. alpha 1.05 and 1.1 both round the
+    B0 repeats up to the same depth) are one model: map each to the first key of its model."""
+    arch = {k: architecture_key(candidate_config(base, Candidate.from_key(k))) for k in keys}
+    return {k: next(r for r in keys if arch[r] == arch[k]) for k in keys}
+
+
 def measure_latency_ms(config: ModelConfig, repeats: int = 15) -> float:
     """Median batch-1 CPU latency (ms) of the model at its resolution, in eval mode."""
 

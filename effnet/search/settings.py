@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import dataset_hints
 from .grid import Candidate, enumerate_grid, parse_range
+
+PAPER = Candidate(1.2, 1.1, 1.15)  # the paper's coefficients (section 3.3): the reference every winner must beat
+DEFAULT_MAX_EPOCHS = 9  # without --budget-minutes: rungs at 1 and 3 epochs, finalists at 9
 
 
 @dataclass(frozen=True)
@@ -18,8 +22,12 @@ class SearchSettings:
     gamma: str = "1.0:1.4:0.05"
     flops_ratio: float = 2.0
     tolerance: float = 0.05
-    budget_epochs: float = 1.0
-    budget_minutes: float | None = None
+    budget_epochs: float | None = None  # epochs the finalists reach (default 9); or plan it from budget_minutes
+    budget_minutes: float | None = None  # the whole search, rungs and repeats
+    min_epochs: int = 1  # first rung of successive halving: every candidate trains this long
+    reduction_factor: int = 3  # the best 1/eta of each rung trains eta times longer
+    top: int = 3  # finalists re-trained with other seeds, besides the paper's coefficients
+    repeats: int = 2  # extra seeds per finalist (with budget_minutes: at least this many, more if time allows)
     base_resolution: int | None = None
     storage: str = "sqlite:///search.db"
     study: str | None = None
@@ -30,7 +38,7 @@ class SearchSettings:
     seed: int = 0
     batch_size: int = 32
     recipe: str = "finetune"  # AdamW + cosine learns in a short budget; "paper" needs hundreds of epochs
-    precise_bn: int = 20  # recompute BN statistics before evaluating a short-budget candidate
+    precise_bn: int = 10  # batches to recompute BN statistics with before every evaluation (320 images at 32)
     heartbeat: float = 5.0  # seconds; a trial silent for `grace` is taken as dead and redone
     grace: float = 20.0
     threads: int | None = None
@@ -43,17 +51,28 @@ class SearchSettings:
     def out_dir(self) -> Path:
         return Path(self.out or f"search-{self.study_name()}")
 
+    def max_epochs(self) -> int:
+        return max(self.min_epochs, math.ceil(self.budget_epochs or DEFAULT_MAX_EPOCHS))
+
 
 def settings_key(s: SearchSettings) -> dict:
     """The settings a study must keep: re-running with other ones would mix incomparable trials."""
     keep = ("base", "alpha", "beta", "gamma", "flops_ratio", "tolerance", "budget_epochs", "budget_minutes",
-            "base_resolution", "objective", "latency_budget", "seed", "batch_size", "recipe", "precise_bn")
+            "min_epochs", "reduction_factor", "top", "repeats", "base_resolution", "objective", "latency_budget",
+            "seed", "batch_size", "recipe", "precise_bn")
     return {k: getattr(s, k) for k in keep}
 
 
 def grid_for(s: SearchSettings) -> tuple[list[Candidate], list[Candidate]]:
     ratio = s.flops_ratio if s.objective == "flops" else None
     return enumerate_grid(parse_range(s.alpha), parse_range(s.beta), parse_range(s.gamma), ratio, s.tolerance)
+
+
+def candidate_keys(s: SearchSettings) -> list[str]:
+    """Every candidate a trial can be about: the grid, and the paper's coefficients (always re-trained as the
+    reference, in the grid or not)."""
+    keys = [c.key for c in grid_for(s)[0]]
+    return keys if PAPER.key in keys else [*keys, PAPER.key]
 
 
 def base_resolution_for(s: SearchSettings) -> int | None:

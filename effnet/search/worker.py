@@ -1,9 +1,10 @@
-"""Search workers: claim a candidate, train it under the budget, record it; a pool of worker processes."""
+"""Search workers: claim a job, run it (a candidate's successive-halving run under the pruner, or a finalist's
+repeat with another seed), record it in the study; a pool of worker processes; the whole search."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import datetime
 import os
 import threading
 import time
@@ -11,160 +12,182 @@ import time
 import torch
 
 from ..errors import UsageError
-from ..train import TrainConfig, train
-from .grid import Candidate, architecture_key, candidate_config, measure_latency_ms, resolve_base, macs_of, params_of
+from .budget import Plan
+from .grid import Candidate, candidate_config, macs_of, measure_latency_ms, params_of, resolve_base, same_models
+from .planning import load_or_make_plan
 from .report import write_report
-from .settings import SearchSettings, settings_key, base_resolution_for, grid_for
-from .study import heartbeat, open_study, pick_sampler
-
-MAX_FAILURES = 3  # a candidate that failed (or whose worker died) this often is given up and reported
-
-
-def _same_model(base, keys: list[str]) -> dict[str, str]:
-    """Candidates whose rounded architecture and resolution coincide (e.g. alpha 1.05 and 1.1 both round the
-    B0 repeats up to the same depth) are one model: map each to the first key of its model."""
-    arch = {k: architecture_key(candidate_config(base, Candidate.from_key(k))) for k in keys}
-    return {k: next(r for r in keys if arch[r] == arch[k]) for k in keys}
-
-
-def _scan(study, keys: list[str], rep_of: dict[str, str]):
-    """(todo, done, waiting): candidates to start, finished trials by candidate, and whether to wait for
-    running trials (one may still die and need redoing)."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    mine = [t for t in trials if not t.user_attrs.get("duplicate")]
-    done = {t.params.get("candidate"): t for t in mine if t.state == TrialState.COMPLETE}
-    finished = {t.params.get("candidate") for t in mine if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
-    running = {t.params.get("candidate") for t in trials if t.state == TrialState.RUNNING}
-    fails: dict[str, int] = {}
-    for t in trials:
-        if t.state == TrialState.FAIL:
-            fails[t.params.get("candidate")] = fails.get(t.params.get("candidate"), 0) + 1
-    given_up = {k for k, n in fails.items() if n >= MAX_FAILURES and k not in finished}
-    finished |= given_up | {k for k in keys if rep_of[k] in given_up}
-    todo = [k for k in keys if k not in finished and k not in running and (rep_of[k] == k or rep_of[k] in done)]
-    waiting = bool(running - finished) or any(k not in finished for k in keys)
-    return todo, done, waiting
-
-
-def _claim(study, sampler, dist, key: str):
-    """A new trial for ``key``, or None when another live or finished trial with a lower number has it."""
-    from optuna.trial import TrialState
-
-    sampler.next = {"candidate": key}
-    trial = study.ask(dist)
-    rivals = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,
-                                                                   TrialState.PRUNED))
-              if t.params.get("candidate") == key and t.number < trial.number and not t.user_attrs.get("duplicate")]
-    if rivals:
-        trial.set_user_attr("duplicate", True)
-        study.tell(trial, state=TrialState.PRUNED)
-        return None
-    return trial
+from .schedule import Job, distributions, next_jobs, read_progress
+from .settings import SearchSettings, base_resolution_for, candidate_keys, grid_for, settings_key
+from .study import heartbeat, make_pruner, open_study, pick_sampler
+from .trial import reuse_decoded_images, train_run
 
 
 def _worker_name() -> str:
     return f"{os.uname().nodename}:{os.getpid()}"
 
 
-def _reuse(study, trial, key: str, source, log) -> None:
-    """Same model as a finished candidate: record its measurements under this candidate."""
-    c = Candidate.from_key(key)
+def _claim(study, sampler, dists, job: Job):
+    """A new trial for ``job``, or None when another live or finished trial with a lower number has it."""
+    from optuna.trial import TrialState
+
+    sampler.next = job.params()
+    trial = study.ask(dists)
+    states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+    for _ in range(100):  # a rival may be between creating its trial and writing its parameters: wait for them
+        earlier = [t for t in study.get_trials(deepcopy=False, states=states)
+                   if t.number < trial.number and not t.user_attrs.get("duplicate")]
+        if all(Job.of(t) is not None for t in earlier):
+            break
+        time.sleep(0.05)
+    if any(Job.of(t) == job for t in earlier):
+        trial.set_user_attr("duplicate", True)
+        trial.set_user_attr("pruned_by", "duplicate")
+        study.tell(trial, state=TrialState.PRUNED)
+        return None
+    return trial
+
+
+def _fail_unclaimed(study, grace: float) -> None:
+    """A worker killed between creating its trial and its first heartbeat leaves a RUNNING trial that Optuna's
+    ``fail_stale_trials`` never fails (it has no heartbeat): fail it once it is older than the grace period
+    (live workers name themselves in the trial right after the heartbeat)."""
+    from optuna.trial import TrialState
+
+    now = datetime.datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" not in t.user_attrs and t.datetime_start and (now - t.datetime_start).total_seconds() > grace:
+            try:
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except Exception:  # another worker failed it first, or it finished after all
+                pass
+
+
+def _measure(trial, c: Candidate, cfg, base_macs: int) -> None:
+    macs = macs_of(cfg)
+    attrs = dict(alpha=c.alpha, beta=c.beta, gamma=c.gamma, rule_ratio=c.ratio, macs=macs,
+                 measured_ratio=macs / base_macs, params=params_of(cfg), latency_ms=measure_latency_ms(cfg),
+                 resolution=cfg.resolution, width_mult=cfg.width_mult, depth_mult=cfg.depth_mult)
+    for k, v in attrs.items():
+        trial.set_user_attr(k, v)
+
+
+def _copy(study, trial, job: Job, source, log) -> None:
+    """Same model as a finished candidate: record its measurements and outcome under this candidate."""
+    from optuna.trial import TrialState
+
+    c = Candidate.from_key(job.candidate)
     for k, v in source.user_attrs.items():
         if k not in ("alpha", "beta", "gamma", "rule_ratio", "worker"):
             trial.set_user_attr(k, v)
-    for k, v in dict(alpha=c.alpha, beta=c.beta, gamma=c.gamma, rule_ratio=c.ratio, same_model_as=source.number,
-                     worker=_worker_name()).items():
+    for k, v in dict(alpha=c.alpha, beta=c.beta, gamma=c.gamma, rule_ratio=c.ratio,
+                     same_model_as=source.number).items():
         trial.set_user_attr(k, v)
-    study.tell(trial, source.value)
-    log(f"{key}: same model as trial {source.number}: top-1 {source.value:.2f}%")
+    if source.state == TrialState.COMPLETE:
+        study.tell(trial, source.value)
+    else:  # the pruner (or the latency budget) stopped its twin: same decision, no intermediate values that
+        study.tell(trial, state=TrialState.PRUNED)  # would count twice in the rung statistics
+    log(f"{job.candidate}: same model as trial {source.number} ({source.state.name.lower()})")
 
 
-def _train_candidate(s: SearchSettings, study, trial, key: str, base, base_macs: int, log) -> bool:
-    """Measure and train one candidate; False when it was skipped (over the latency budget)."""
+def _run(s: SearchSettings, plan: Plan, study, trial, job: Job, base, base_macs: int, log) -> None:
+    """Train the job's model: a rung run answers to the pruner at every rung, a repeat runs to the end."""
     from optuna.trial import TrialState
 
-    c = Candidate.from_key(key)
+    c = Candidate.from_key(job.candidate)
     cfg = candidate_config(base, c)
-    macs = macs_of(cfg)
-    latency = measure_latency_ms(cfg)
-    attrs = dict(alpha=c.alpha, beta=c.beta, gamma=c.gamma, rule_ratio=c.ratio, macs=macs,
-                 measured_ratio=macs / base_macs, params=params_of(cfg), latency_ms=latency,
-                 resolution=cfg.resolution, width_mult=cfg.width_mult, depth_mult=cfg.depth_mult, worker=_worker_name())
-    for k, v in attrs.items():
-        trial.set_user_attr(k, v)
-    if s.objective == "latency" and s.latency_budget is not None and latency > s.latency_budget:
-        trial.set_user_attr("over_latency_budget", True)
+    _measure(trial, c, cfg, base_macs)
+    if s.objective == "latency" and s.latency_budget is not None and job.phase == "rungs" \
+            and trial.user_attrs["latency_ms"] > s.latency_budget:
+        for k, v in dict(over_latency_budget=True, pruned_by="latency_budget", epochs=0).items():
+            trial.set_user_attr(k, v)
         study.tell(trial, state=TrialState.PRUNED)
-        log(f"{key}: {latency:.1f} ms > budget {s.latency_budget} ms, skipped")
-        return False
+        log(f"{job.candidate}: {trial.user_attrs['latency_ms']:.1f} ms > budget {s.latency_budget} ms, skipped")
+        return
+
+    def at_rung(epoch: int, top1: float) -> bool:
+        trial.report(top1, epoch)
+        return trial.should_prune()
+
     t0 = time.time()
-    # --budget-minutes: as many epochs as fit (train stops at the time limit)
-    epochs = 10_000 if s.budget_minutes else max(1, math.ceil(s.budget_epochs))
-    tcfg = TrainConfig(data_dir=s.data_dir, model=cfg.name, epochs=epochs, batch_size=s.batch_size,
-                       resolution=cfg.resolution, out=str(s.out_dir() / "trials" / f"{trial.number:04d}"),
-                       seed=s.seed, recipe=s.recipe, budget_minutes=s.budget_minutes, quiet=True,
-                       precise_bn=s.precise_bn, plot=False, ema_decay=0.0)
-    summary = train(tcfg, model_config=cfg)
+    rungs = plan.rungs() if job.phase == "rungs" else []
+    out = s.out_dir() / "trials" / f"{trial.number:04d}-{job.phase}-{job.candidate}-seed{job.seed}"
+    summary, reached = train_run(s, cfg, out, job.seed, plan.max_epochs, rungs, at_rung)
     top1 = float(summary["val_top1"])
-    trial.set_user_attr("wall_seconds", time.time() - t0)
-    trial.set_user_attr("steps", summary["steps"])
-    study.tell(trial, top1)
-    log(f"{key}: top-1 {top1:.2f}%  MACs {macs / 1e6:.1f}M (x{macs / base_macs:.2f})  "
-        f"latency {latency:.1f} ms  {time.time() - t0:.0f} s")
-    return True
+    for k, v in dict(epochs=reached, top1=top1, steps=summary["steps"], wall_seconds=time.time() - t0).items():
+        trial.set_user_attr(k, v)
+    if job.phase == "rungs" and reached == plan.max_epochs:
+        trial.report(top1, reached)  # the end of the curve (no rung: nothing to decide there)
+    if reached < plan.max_epochs:
+        trial.set_user_attr("pruned_by", "pruner")
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, top1)
+    log(f"{job.phase} {job.candidate} seed {job.seed}: top-1 {top1:.2f}% after {reached} epoch(s)"
+        f"{' (pruned)' if reached < plan.max_epochs else ''}, {time.time() - t0:.0f} s")
+
+
+def _run_claimed(s, plan, study, storage, trial, job, finished, same, base, base_macs, log) -> bool:
+    """Run a claimed trial under heartbeats; a failure is recorded (and the job redone later). True if trained."""
+    from optuna.trial import TrialState
+
+    stop = threading.Event()
+    storage.record_heartbeat(trial._trial_id)
+    trial.set_user_attr("worker", _worker_name())
+    beat = threading.Thread(target=heartbeat, args=(storage, trial._trial_id, max(0.5, s.heartbeat / 2), stop),
+                            daemon=True)
+    beat.start()
+    try:
+        twin = Job(job.phase, same[job.candidate], job.seed)
+        if job.phase == "rungs" and twin != job:
+            _copy(study, trial, job, finished[twin], log)
+            return False
+        _run(s, plan, study, trial, job, base, base_macs, log)
+        return True
+    except BaseException as exc:
+        try:
+            study.tell(trial, state=TrialState.FAIL)
+        except Exception:
+            pass
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        log(f"{job.phase} {job.candidate} seed {job.seed}: failed: {exc}")
+        return False
+    finally:
+        stop.set()
 
 
 def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
-    """Run candidates until none is left; returns how many this worker completed."""
+    """Run jobs until none is left; returns how many this worker trained."""
     import optuna
-    from optuna.distributions import CategoricalDistribution
-    from optuna.trial import TrialState
 
     if s.threads:
         torch.set_num_threads(s.threads)
+    reuse_decoded_images()
     study, storage = open_study(s)
-    study.sampler = sampler = pick_sampler()
-    keys = [c.key for c in grid_for(s)[0]]
-    dist = {"candidate": CategoricalDistribution(keys)}
+    plan = Plan(**study.user_attrs["plan"])
+    sampler = pick_sampler()
+    study.sampler, study.pruner = sampler, make_pruner(plan)
+    keys, grid = candidate_keys(s), [c.key for c in grid_for(s)[0]]
+    dists = distributions(keys)
     base = resolve_base(s.base, base_resolution_for(s))
     base_macs = macs_of(base)
-    rep_of = _same_model(base, keys)
+    same = same_models(base, keys)
     wlog = lambda msg: log(f"[{worker_id}] {msg}")  # noqa: E731
-    completed = 0
+    trained = 0
     while True:
         optuna.storages.fail_stale_trials(study)  # trials whose worker died (kill -9) become FAIL
-        todo, done, waiting = _scan(study, keys, rep_of)
+        _fail_unclaimed(study, s.grace)
+        prog = read_progress(study.get_trials(deepcopy=False))
+        todo, left = next_jobs(s, plan, prog, grid, same)
         if not todo:
-            if not waiting:
-                return completed
-            time.sleep(max(1.0, s.heartbeat))  # wait: a running trial may still die and need redoing
+            if not left:
+                return trained
+            time.sleep(max(0.5, min(s.heartbeat, 2.0)))  # a running trial may still die and need redoing
             continue
-        key = todo[worker_id % len(todo)]  # spread workers over the list so they rarely collide
-        trial = _claim(study, sampler, dist, key)
-        if trial is None:
-            continue
-        stop = threading.Event()
-        beat = threading.Thread(target=heartbeat, args=(storage, trial._trial_id, max(0.5, s.heartbeat / 2), stop),
-                                daemon=True)
-        storage.record_heartbeat(trial._trial_id)
-        beat.start()
-        try:
-            if rep_of[key] != key:
-                _reuse(study, trial, key, done[rep_of[key]], wlog)
-            elif _train_candidate(s, study, trial, key, base, base_macs, wlog):
-                completed += 1
-        except BaseException as exc:
-            try:
-                study.tell(trial, state=TrialState.FAIL)
-            except Exception:
-                pass
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            wlog(f"{key}: failed: {exc}")
-        finally:
-            stop.set()
+        job = todo[worker_id % len(todo)]  # spread workers over the list so they rarely collide
+        trial = _claim(study, sampler, dists, job)
+        if trial is not None:
+            trained += _run_claimed(s, plan, study, storage, trial, job, prog.finished, same, base, base_macs, wlog)
 
 
 def _worker_process(settings_dict: dict, worker_id: int) -> int:
@@ -185,10 +208,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_search(s: SearchSettings, log=print) -> dict:
-    """Step 1. Workers (``n_jobs`` processes here; more on other machines against the same storage)."""
-    kept, dropped = grid_for(s)
-    study, _ = open_study(s)
+def _check_settings(s: SearchSettings, study) -> None:
     saved = study.user_attrs.get("settings")
     if saved is None:
         study.set_user_attr("settings", settings_key(s))
@@ -196,23 +216,31 @@ def run_search(s: SearchSettings, log=print) -> dict:
         diff = {k: (saved.get(k), v) for k, v in settings_key(s).items() if saved.get(k) != v}
         raise UsageError(f"study {s.study_name()!r} in {s.storage} was started with other settings {diff}; "
                          "use another --study name")
+
+
+def run_search(s: SearchSettings, log=print) -> dict:
+    """The whole search: plan it (once per study), then workers (``n_jobs`` processes here; more on other
+    machines against the same storage), then the report."""
+    kept, dropped = grid_for(s)
+    started = time.time()
+    study, _ = open_study(s)
+    _check_settings(s, study)
     grid_total = len(kept) + len(dropped)
     if s.objective == "flops":
         log(f"grid: {grid_total} candidates, {len(kept)} kept with alpha*beta^2*gamma^2 within "
             f"{s.tolerance:.0%} of {s.flops_ratio:g}, {len(dropped)} dropped")
     else:
         log(f"grid: {grid_total} candidates; latency budget {s.latency_budget} ms replaces the FLOPs constraint")
-    started = time.time()
+    threads = s.threads or max(1, (os.cpu_count() or 2) // max(1, s.n_jobs))
+    plan = load_or_make_plan(s, study, threads, log)
     if s.n_jobs > 1:
         import multiprocessing as mp
 
-        threads = s.threads or max(1, (os.cpu_count() or 2) // s.n_jobs)
         settings = dataclasses.asdict(dataclasses.replace(s, threads=threads))
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(s.n_jobs) as pool:
+        with mp.get_context("spawn").Pool(s.n_jobs) as pool:
             pool.starmap(_worker_process, [(settings, i) for i in range(s.n_jobs)])
     else:
         worker(s, 0, log)
-    report = write_report(s, kept, dropped, log)
+    report = write_report(s, plan, kept, dropped, log)
     report["wall_seconds_this_run"] = time.time() - started
     return report

@@ -1,5 +1,45 @@
-"""``effnet serve`` (issue 12, in progress)."""
+"""``effnet serve``: an HTTP service and a web page for a classifier (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:  # imported here: the rest of effnet works without the serve extra
+        from .app import load_served
+        from .server import serve
+        from .settings import ServeSettings
+    except ImportError as exc:
+        raise ValueError(f"effnet serve needs its extra: pip install 'effnet[serve]' ({exc})") from None
+    settings = ServeSettings(
+        model=args.model, pretrained=args.pretrained, backend=args.backend, calibration=args.calibration,
+        host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels, workers=args.workers,
+        access_log=not args.no_access_log)
+    served = load_served(settings)
+    print(f"effnet serve: {served.name} ({served.kind}, backend {served.backend}) on "
+          f"http://{settings.host}:{settings.port}  page: /  API docs: /docs", flush=True)
+    serve(settings, served)
+    return 0
 
 
 def add_commands(sub) -> None:
-    pass
+    p = sub.add_parser("serve", help="HTTP service + web page: POST /predict, GET /health, GET / (page), /docs")
+    p.add_argument("--model", required=True, help="model name (with --pretrained), config .json, training run "
+                                                   "directory (its model.safetensors) or effnet .safetensors file")
+    p.add_argument("--pretrained", action="store_true", help="real ImageNet weights installed locally")
+    p.add_argument("--backend", default="auto",
+                   help="auto (default: ONNX Runtime when installed), torch, onnx, onnx-int8, or any other "
+                        "backend `effnet predict --backend` takes")
+    p.add_argument("--calibration", help="folder of real images to calibrate an int8 backend")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=16, help="most requests run as one batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill up")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="larger bodies get 413")
+    p.add_argument("--max-megapixels", type=float, default=40.0,
+                   help="images declaring more pixels are refused before decoding (decompression bombs)")
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
+    p.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    p.set_defaults(func=cmd_serve)

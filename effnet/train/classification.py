@@ -97,8 +97,11 @@ class ClassificationTask:
         return {f"{prefix}_loss": res.loss, f"{prefix}_top1": res.top1, f"{prefix}_top5": res.top5}
 
     def bn_loader(self, model: nn.Module, batch_size: int):
-        """Training images without augmentation, for "precise BN"."""
-        return eval_loader(self.train_samples, model.config, self.resolution, self.crop_pct, batch_size, self.workers)
+        """Training images without augmentation, in a fixed random order, for "precise BN": the samples are
+        sorted by class, and statistics from the first few batches would see only the first classes."""
+        order = torch.randperm(len(self.train_samples), generator=torch.Generator().manual_seed(0)).tolist()
+        samples = [self.train_samples[i] for i in order]
+        return eval_loader(samples, model.config, self.resolution, self.crop_pct, batch_size, self.workers)
 
     def describe(self) -> str:
         return (f"{len(self.train_samples)} images / {len(self.classes)} classes at {self.resolution}px; "

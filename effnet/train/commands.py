@@ -12,7 +12,7 @@ from ..data import scan_image_folder
 from ..errors import UsageError
 from ..models.weights import load
 from .config import TrainConfig
-from .evaluate import eval_loader, evaluate
+from .evaluate import eval_loader, evaluate, model_for_backend
 from .loop import train
 from .metrics import plot_run
 
@@ -54,13 +54,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     resolution = args.resolution or config.resolution
     crop_pct = args.crop_pct or (0.875 if resolution != config.resolution else config.crop_pct)
     loader = eval_loader(samples, config, resolution, crop_pct, args.batch_size, args.workers)
-    res = evaluate(model, loader, classes)
+    res = evaluate(model_for_backend(model, args.backend, root, args.calibration, resolution), loader, classes)
     if args.json:
-        print(json.dumps(dict(weights=str(weights), top1=res.top1, top5=res.top5, loss=res.loss, images=res.images,
-                              images_per_s=res.images_per_s, skipped=len(skipped), per_class=res.per_class)))
+        print(json.dumps(dict(weights=str(weights), backend=args.backend, top1=res.top1, top5=res.top5, loss=res.loss,
+                              images=res.images, images_per_s=res.images_per_s, skipped=len(skipped),
+                              per_class=res.per_class)))
         return 0
-    print(f"{weights}: {res.images} images, top-1 {res.top1:.2f}%, top-5 {res.top5:.2f}%, loss {res.loss:.4f}, "
-          f"{res.images_per_s:.1f} images/s" + (f", {len(skipped)} skipped" if skipped else ""))
+    print(f"{weights} ({args.backend}): {res.images} images, top-1 {res.top1:.2f}%, top-5 {res.top5:.2f}%, "
+          f"loss {res.loss:.4f}, {res.images_per_s:.1f} images/s" + (f", {len(skipped)} skipped" if skipped else ""))
     print(f"{'class':<24} {'images':>6} {'top-1 %':>8}")
     for row in res.per_class:
         print(f"{row['name']:<24} {row['images']:>6} {row['top1']:>8.2f}")
@@ -72,9 +73,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
-    p = sub.add_parser("train", help="train / fine-tune on an ImageFolder (torchrun for many processes)")
-    p.add_argument("data_dir", nargs="?", help="ImageFolder with train/ and val/ (or one folder + --val-split)")
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``effnet train`` after DATA_DIR (shared with ``effnet detect train``)."""
     p.add_argument("--model", default=None, help="model name or config .json (default efficientnet_b0)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pretrained", action="store_true", default=None)
@@ -88,7 +88,7 @@ def add_commands(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--val-split", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--recipe", choices=["auto", "paper", "finetune"])
+    p.add_argument("--recipe", choices=["auto", "paper", "finetune", "detect"])
     p.add_argument("--optimizer", choices=["rmsprop", "adamw", "sgd"])
     p.add_argument("--schedule", choices=["exp", "cosine", "constant"])
     p.add_argument("--weight-decay", type=float)
@@ -114,6 +114,12 @@ def add_commands(sub) -> None:
     p.add_argument("--precise-bn", type=int, help="recompute BN statistics over N train batches before the final eval")
     p.add_argument("--dump-rank-weights", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", default=None)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train / fine-tune on an ImageFolder (torchrun for many processes)")
+    p.add_argument("data_dir", nargs="?", help="ImageFolder with train/ and val/ (or one folder + --val-split)")
+    add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="top-1/top-5/loss/per-class accuracy of a run or weights file")
@@ -124,6 +130,9 @@ def add_commands(sub) -> None:
     p.add_argument("--crop-pct", type=float)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8"],
+                   default="torch", help="evaluate an exported copy (-int8: calibrated on DATA/train unless --calibration)")
+    p.add_argument("--calibration", help="folder of images to calibrate an -int8 backend on")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -41,6 +41,7 @@ class TrainConfig:
     compile: bool = False
     workers: int = 0
     checkpoint_every: int = 0  # steps; 0 = only at epoch ends
+    checkpoint: bool = True  # False: no checkpoint.pt (runs redone, not resumed: grid-search trials)
     sync_bn: bool = False
     memory_efficient: bool = False  # SiLU / SE gating that recompute instead of storing
     grad_checkpoint: bool = False  # per-stage gradient checkpointing

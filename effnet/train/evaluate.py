@@ -1,15 +1,21 @@
-"""Classification metrics: top-1/top-5/loss/per-class over a loader, and "precise BN" recalibration."""
+"""Classification metrics: top-1/top-5/loss/per-class over a loader (PyTorch or an exported inference backend),
+and "precise BN" recalibration."""
 
 from __future__ import annotations
 
+import os
+import random
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..data import ImageSamples, eval_transform
+from ..data import ImageSamples, eval_transform, scan_image_folder
+from ..deploy import with_backend
 from ..errors import DataError
 from ..models.config import ModelConfig
 
@@ -89,3 +95,35 @@ def eval_loader(samples, config: ModelConfig, resolution: int, crop_pct: float, 
     ds = ImageSamples(samples, tf)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                                        generator=torch.Generator())
+
+
+def calibration_sample(data_dir: str | Path, count: int = 256, seed: int = 0) -> list[str]:
+    """``count`` images drawn at random (fixed seed) from DATA_DIR/train: int8 calibration must see every class,
+    and a folder scan is sorted by class."""
+    train_dir = Path(data_dir) / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"{data_dir}: no train/ folder to calibrate int8 on; give --calibration DIR")
+    samples, _, _ = scan_image_folder(train_dir)
+    paths = [path for path, _ in samples]
+    random.Random(seed).shuffle(paths)
+    return paths[:count]
+
+
+def model_for_backend(model: nn.Module, backend: str, data_dir: str | Path, calibration: str | None = None,
+                      resolution: int | None = None) -> nn.Module:
+    """``model`` behind an inference ``backend`` (``effnet.deploy.BACKENDS``) for evaluation on DATA_DIR.
+
+    ``torch`` is the model itself. Exported backends run at a fixed ``resolution`` (default the model's); an
+    ``-int8`` backend calibrates on ``calibration`` or else on a random sample of DATA_DIR's training split, so
+    that its accuracy is measured on the validation images it was not calibrated on.
+    """
+    if backend == "torch":
+        return model
+    if resolution and resolution != model.config.resolution:
+        model.config = model.config.replace(resolution=resolution)  # the export's static input size
+    if not backend.endswith("-int8") or calibration is not None:
+        return with_backend(model, backend, calibration)
+    with tempfile.TemporaryDirectory(prefix="effnet-calib-") as tmp:
+        for i, path in enumerate(calibration_sample(data_dir)):
+            os.symlink(os.path.abspath(path), os.path.join(tmp, f"{i:05d}{Path(path).suffix}"))
+        return with_backend(model, backend, tmp)

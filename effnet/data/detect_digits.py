@@ -1,0 +1,110 @@
+"""``detect-digits``: a small real-image detection set in the COCO 2017 layout, built from installed data.
+
+scikit-learn's handwritten digit scans (real 8x8 scans, 10 classes) are printed as paper tiles at several
+sizes onto random crops of scikit-image's bundled photographs. Train and val use disjoint scans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from .bundled import PHOTO_NAMES
+from .images import to_rgb
+
+CLASSES = tuple(str(d) for d in range(10))
+
+
+def _photos() -> list[Image.Image]:
+    import skimage.data
+
+    out = []
+    for name in PHOTO_NAMES:
+        fn = getattr(skimage.data, name, None)
+        try:
+            img = to_rgb(Image.fromarray(np.asarray(fn()))) if fn is not None else None
+        except Exception:  # a data file missing from this scikit-image build
+            img = None
+        if img is not None and min(img.size) >= 256:
+            out.append(img)
+    return out
+
+
+def _tile(scan: np.ndarray, size: int, rng: np.random.Generator) -> tuple[Image.Image, Image.Image]:
+    """The scan as dark ink on light paper, ``size`` px square, and its paste mask (slightly transparent)."""
+    ink = Image.fromarray((scan / 16.0 * 255).astype(np.uint8), "L").resize((size, size), Image.Resampling.BILINEAR)
+    a = np.asarray(ink, dtype=np.float32)[..., None] / 255.0
+    paper = rng.uniform(190, 255, size=3)
+    pen = rng.uniform(0, 70, size=3)
+    rgb = (paper * (1 - a) + pen * a).clip(0, 255).astype(np.uint8)
+    mask = Image.new("L", (size, size), int(rng.uniform(215, 255)))
+    return Image.fromarray(rgb, "RGB"), mask
+
+
+def _place(boxes: list, size: int, w: int, h: int, rng: np.random.Generator) -> tuple[int, int] | None:
+    for _ in range(30):  # non-overlapping placement, a small margin apart
+        x, y = int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
+        if all(x + size + 4 <= bx or bx + bw + 4 <= x or y + size + 4 <= by or by + bh + 4 <= y
+               for bx, by, bw, bh in boxes):
+            return x, y
+    return None
+
+
+def _write_split(out_dir: str, split: str, count: int, scans, targets, photos, rng, min_size, max_size) -> int:
+    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
+    images, anns = [], []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        w, h = min(photo.width, int(rng.integers(224, 321))), min(photo.height, int(rng.integers(224, 321)))
+        x0, y0 = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
+        canvas = photo.crop((x0, y0, x0 + w, y0 + h))
+        boxes: list = []
+        for _ in range(int(rng.integers(1, 5))):
+            size = int(rng.integers(min_size, max_size + 1))
+            spot = _place(boxes, size, w, h, rng)
+            if spot is None:
+                continue
+            k = int(rng.integers(0, len(scans)))
+            tile, mask = _tile(scans[k], size, rng)
+            canvas.paste(tile, spot, mask)
+            boxes.append((*spot, size, size))
+            anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=int(targets[k]) + 1,
+                             bbox=[spot[0], spot[1], size, size], area=size * size, iscrowd=0))
+        name = f"{i:05d}.jpg"
+        canvas.save(os.path.join(out_dir, split, name), quality=90)
+        images.append(dict(id=i + 1, file_name=name, width=w, height=h))
+    cats = [dict(id=d + 1, name=CLASSES[d]) for d in range(10)]
+    with open(os.path.join(out_dir, "annotations", f"instances_{split}.json"), "w") as fh:
+        json.dump(dict(images=images, annotations=anns, categories=cats), fh)
+    return len(anns)
+
+
+def write_detect_digits(out_dir: str | os.PathLike, train: int = 400, val: int = 100, seed: int = 0,
+                        min_size: int = 24, max_size: int = 96) -> dict[str, int]:
+    """Write ``out_dir/{train,val}/*.jpg`` and ``out_dir/annotations/instances_{train,val}.json``.
+
+    Returns the numbers of images and boxes per split.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    idx = np.arange(len(digits.images))
+    tr, va = train_test_split(idx, test_size=0.25, random_state=seed, stratify=digits.target)
+    rng = np.random.default_rng(seed)
+    photos = _photos()
+    out_dir = os.fspath(out_dir)
+    os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
+    counts = {}
+    for split, n, chosen in (("train", train, tr), ("val", val, va)):
+        boxes = _write_split(out_dir, split, n, digits.images[chosen], digits.target[chosen], photos, rng,
+                             min_size, max_size)
+        counts[f"{split}_images"], counts[f"{split}_boxes"] = n, boxes
+    # digits are not mirror-symmetric: no flips; the set is made for 256 px inputs
+    hints = {"name": "detect-digits", "classes": 10, "train_defaults": {"hflip": 0.0, "resolution": 256}}
+    with open(os.path.join(out_dir, "effnet_dataset.json"), "w") as fh:
+        json.dump(hints, fh, indent=1)
+    return counts

@@ -1,0 +1,180 @@
+"""End-to-end ONNX export of a detector: image tensor in; boxes, scores and classes out, with box decoding and
+non-maximum suppression inside the graph (torchvision's ``nms`` exports as ONNX ``NonMaxSuppression``).
+Verified against the PyTorch path on real images before the file is kept. ``raw=True`` exports the raw
+per-level outputs instead (for runtimes that do their own post-processing).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.ops import batched_nms
+
+from ..data import load_image
+from ..data.coco import detection_eval_image
+from ..errors import ExportError
+from ..files import atomic_write
+from .boxes import anchors_for, decode, flatten_outputs
+from .evaluate import detect_batch
+
+
+class EndToEndDetector(nn.Module):
+    """(1, 3, S, S) normalised, letterboxed image -> boxes (K, 4) xyxy input pixels, scores (K,), classes (K,).
+
+    The same steps as :func:`effnet.detect.boxes.postprocess` in graph-friendly form: anchors are a constant
+    for the fixed input size; top-k candidates, score threshold, per-class NMS, at most ``max_detections``.
+    """
+
+    def __init__(self, model: nn.Module, resolution: int, max_candidates: int = 5000, iou_threshold: float = 0.5,
+                 max_detections: int = 100, score_threshold: float = 0.05) -> None:
+        super().__init__()
+        self.model, self.resolution = model.eval(), resolution
+        self.num_classes = model.config.num_classes
+        self.register_buffer("anchors", anchors_for(model.config, resolution, resolution), persistent=False)
+        self.k = min(max_candidates, self.anchors.shape[0] * self.num_classes)
+        self.iou_threshold, self.max_detections, self.score_threshold = iou_threshold, max_detections, score_threshold
+
+    def forward(self, x: torch.Tensor):
+        class_out, box_out = self.model(x)
+        cls, box = flatten_outputs(class_out, box_out, self.num_classes)
+        logits, idx = cls[0].reshape(-1).topk(self.k)
+        anchor_idx, labels = idx // self.num_classes, idx % self.num_classes
+        boxes = decode(box[0][anchor_idx], self.anchors[anchor_idx]).clamp(0, self.resolution)
+        scores = logits.sigmoid()
+        keep = scores > self.score_threshold
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, self.iou_threshold)[: self.max_detections]
+        return boxes[keep], scores[keep], labels[keep]
+
+
+class RawDetector(nn.Module):
+    """The raw outputs as a flat tuple: class P3..P7 then box P3..P7 (ONNX outputs are tensors, not lists)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, x: torch.Tensor):
+        class_out, box_out = self.model(x)
+        return (*class_out, *box_out)
+
+
+@dataclass
+class DetectorExportReport:
+    path: str
+    end_to_end: bool
+    images: int
+    max_box_diff: float  # pixels, end to end; max |output diff| for raw
+    max_score_diff: float
+    same_detections: bool
+    openvino_checked: bool
+
+
+def _real_inputs(config, resolution: int, images: list[str | os.PathLike] | None) -> list[torch.Tensor]:
+    if not images:
+        import skimage.data
+        from PIL import Image
+
+        pils = []
+        for name in ("astronaut", "chelsea", "coffee"):  # square centre crops: no letterbox padding
+            im = Image.fromarray(np.asarray(getattr(skimage.data, name)())).convert("RGB")
+            side = min(im.size)
+            left, top = (im.width - side) // 2, (im.height - side) // 2
+            pils.append(im.crop((left, top, left + side, top + side)))
+    else:
+        pils = [load_image(p) for p in images]
+    return [detection_eval_image(im, config.mean, config.std, resolution)[0][None] for im in pils]
+
+
+def _match(boxes, scores, classes, want, tolerance: float) -> tuple[float, float, bool]:
+    """Pair each runtime detection with a PyTorch one of the same class and score (NMS may order exact ties
+    differently); (max box diff, max score diff, every detection paired)."""
+    wb, ws, wc = want.boxes.numpy(), want.scores.numpy(), want.labels.numpy()
+    if len(scores) != len(ws):
+        return float("inf"), float("inf"), False
+    free = np.ones(len(ws), dtype=bool)
+    box_diff = score_diff = 0.0
+    for b, s, c in zip(boxes, scores, classes):
+        cand = np.flatnonzero(free & (wc == c) & (np.abs(ws - s) <= tolerance))
+        if cand.size == 0:
+            return float("inf"), float("inf"), False
+        j = cand[np.abs(wb[cand] - b).max(axis=1).argmin()]
+        free[j] = False
+        box_diff = max(box_diff, float(np.abs(wb[j] - b).max()))
+        score_diff = max(score_diff, float(abs(ws[j] - s)))
+    return box_diff, score_diff, True
+
+
+def _compare(outputs: list, expected: list, end_to_end: bool, tolerance: float) -> tuple[float, float, bool]:
+    box_diff = score_diff = 0.0
+    for got, want in zip(outputs, expected):
+        if end_to_end:
+            b, s, ok = _match(*got, want, tolerance)
+            if not ok:
+                return b, s, False
+            box_diff, score_diff = max(box_diff, b), max(score_diff, s)
+        else:
+            box_diff = max(box_diff, max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want)))
+    return box_diff, score_diff, True
+
+
+def export_detector(model: nn.Module, path: str | os.PathLike, resolution: int | None = None, raw: bool = False,
+                    images: list[str | os.PathLike] | None = None, tolerance: float = 1e-2,
+                    check_openvino: bool = True) -> DetectorExportReport:
+    """Write ``path`` (ONNX) and check it with ONNX Runtime (and OpenVINO when installed) against PyTorch on
+    real images; raises :class:`ExportError` and keeps nothing when they disagree."""
+    from ..deploy.ort import ort_session
+
+    model = model.eval()
+    res = resolution or model.config.resolution
+    wrapper = (RawDetector(model) if raw else EndToEndDetector(model, res)).eval()
+    inputs = _real_inputs(model.config, res, images)
+    with torch.no_grad():
+        if raw:
+            expected = [[t for t in wrapper(x)] for x in inputs]
+        else:
+            expected = [detect_batch(model, x, [1.0], score_threshold=wrapper.score_threshold)[0] for x in inputs]
+    names = ["boxes", "scores", "classes"] if not raw else (
+        [f"class_p{i}" for i in range(3, 8)] + [f"box_p{i}" for i in range(3, 8)])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp) / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (inputs[0],), str(tmp_path), input_names=["image"], output_names=names,
+                              opset_version=17, dynamo=False)
+        session = ort_session(str(tmp_path))
+        outputs = [session.run(None, {"image": x.numpy()}) for x in inputs]
+        box_diff, score_diff, same = _compare(outputs, expected, not raw, tolerance)
+        if not same or box_diff > tolerance or score_diff > tolerance:
+            raise ExportError(f"ONNX Runtime disagrees with PyTorch on real images (same detections: {same}, max box "
+                              f"diff {box_diff:.3g}, max score diff {score_diff:.3g}); nothing written")
+        ov_checked = _check_openvino(tmp_path, inputs, outputs, tolerance) if check_openvino else False
+        data = tmp_path.read_bytes()
+    atomic_write(path, lambda p: Path(p).write_bytes(data))
+    return DetectorExportReport(str(path), not raw, len(inputs), box_diff, score_diff, same, ov_checked)
+
+
+def _check_openvino(path: Path, inputs, ort_outputs, tolerance: float) -> bool:
+    """Run the same file in OpenVINO (if installed) and compare with ONNX Runtime."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    # f32: OpenVINO's CPU plugin otherwise runs in bf16 where the processor has it, and NMS then keeps other boxes
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for x, want in zip(inputs, ort_outputs):
+        if want[0].size == 0:  # OpenVINO 2026.4 returns one padding row, not an empty tensor, for "no detections"
+            continue
+        got = compiled(x.numpy())
+        got = [got[o] for o in compiled.outputs]
+        for g, w in zip(got, want):
+            if g.shape != w.shape or (g.size and float(np.abs(g.astype(np.float64) - w).max()) > tolerance):
+                raise ExportError(f"OpenVINO disagrees with ONNX Runtime on {path.name}; nothing written")
+    return True

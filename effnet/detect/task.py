@@ -1,0 +1,159 @@
+"""Object detection as a task of the shared training loop (``effnet.train.loop.train``): COCO-layout data in,
+an EfficientDet out. Checkpoints, resume, EMA, bf16, channels_last, DDP and recipes are the loop's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.coco import DetectionSamples, collate_detection, load_coco
+from ..errors import UsageError
+from ..files import atomic_write
+from ..models.efficientdet import (
+    EfficientDet,
+    is_detector_name,
+    load_detector,
+    read_detector_config,
+)
+from ..models.registry import create_model
+from ..models.weights import load_weights
+from ..train.config import TrainConfig
+from ..train.metrics import read_csv
+from ..train.recipes import Recipe
+from .evaluate import eval_loader, evaluate_detector
+from .loss import LossConfig, detection_loss
+
+# Scale jitter of the letterboxed image (official "random scale"; COCO recipes use 0.1-2.0, milder here for
+# small sets trained for a few epochs).
+SCALE_RANGE = (0.5, 1.5)
+
+
+def initial_detector(cfg: TrainConfig, class_names: tuple[str, ...]) -> EfficientDet:
+    """The detector to train: architecture, starting weights (pretrained backbone / a file), head for the classes."""
+    if cfg.weights and str(cfg.weights).endswith(".safetensors") and read_detector_config(cfg.weights) is not None:
+        model = load_detector(cfg.weights)
+    else:
+        if not is_detector_name(cfg.model):
+            raise UsageError(f"--model {cfg.model!r}: expected a detector, efficientdet_d0 ... efficientdet_d7 or "
+                             "efficientdet_lite0 ... efficientdet_lite4")
+        model = create_model(cfg.model, num_classes=len(class_names), pretrained_backbone=cfg.pretrained)
+        if cfg.weights:
+            load_weights(model, cfg.weights)
+    if model.config.num_classes != len(class_names) or model.config.class_names != class_names:
+        model.reset_head(len(class_names), class_names)
+    return model
+
+
+def plot_detection_run(run_dir: str | os.PathLike) -> Path:
+    """RUN_DIR/curves.png: training losses, val AP / AP50 (and EMA's) and the learning rate per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_csv(Path(run_dir) / "metrics.csv")
+    ep = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for key in ("train_loss", "train_cls_loss"):
+        axes[0].plot(ep, [r[key] for r in rows], "o-", label=key)
+    for key in ("val_AP", "val_AP50", "ema_val_AP", "ema_val_AP50"):
+        if rows and rows[0].get(key) is not None:
+            axes[1].plot(ep, [r[key] for r in rows], "o-", label=key)
+    axes[2].plot(ep, [r["lr"] for r in rows], "o-")
+    for ax, title in zip(axes, ("loss", "COCO AP", "learning rate (end of epoch)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    out = Path(run_dir) / "curves.png"
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+    return out
+
+
+class DetectionTask:
+    """The interface of :class:`effnet.train.classification.ClassificationTask`, for detection."""
+
+    name = "detection"
+    frozen_children = ("fpn", "class_net", "box_net")  # with --freeze-backbone, these keep training
+
+    def __init__(self, scale_range: tuple[float, float] = SCALE_RANGE) -> None:
+        self.scale_range = scale_range
+        self.collate_fn = collate_detection
+        self.plot = plot_detection_run  # the loop draws curves.png with this
+
+    def load_data(self, cfg: TrainConfig, log) -> None:
+        self.train_split, self.val_split = load_coco(cfg.data_dir, log)
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        names = self.train_split.class_names
+        model = initial_detector(cfg, names)
+        self.resolution = cfg.resolution or model.config.resolution
+        model.config = model.config.replace(resolution=self.resolution, class_names=names)
+        self.eval_batch, self.workers = max(cfg.batch_size, 16), cfg.workers
+        return model
+
+    def train_dataset(self, model_config, recipe: Recipe, seed: int):
+        return DetectionSamples(self.train_split, model_config.mean, model_config.std, self.resolution, train=True,
+                                hflip=recipe.hflip, seed=seed, scale_range=self.scale_range)
+
+    def criterion(self, recipe: Recipe) -> None:
+        # the recipe's label smoothing is for softmax classifiers; the focal loss keeps hard targets (official)
+        self._loss = LossConfig()
+
+    def loss(self, model: nn.Module, batch, amp: bool, channels_last: bool):
+        """(loss, images in the batch, statistics to sum over the epoch)."""
+        x, targets = batch
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            class_out, box_out = model(x)
+        config = model.module.config if hasattr(model, "module") else model.config
+        total, cls_loss, box_loss = detection_loss(class_out, box_out, targets, config, tuple(x.shape[-2:]),
+                                                   self._loss)
+        cls_loss, box_loss = cls_loss.detach(), box_loss.detach()
+        n = x.shape[0]
+        return total, n, {"cls_loss": cls_loss.item() * n, "box_loss": box_loss.item() * n}
+
+    def train_metrics(self, acc: dict) -> dict[str, float]:
+        seen = max(1, acc["seen"])
+        return {"train_cls_loss": acc.get("cls_loss", 0.0) / seen, "train_box_loss": acc.get("box_loss", 0.0) / seen}
+
+    def evaluate(self, model: nn.Module, amp: bool, channels_last: bool, prefix: str = "val") -> dict[str, float]:
+        res = evaluate_detector(model, self.val_split, self.resolution, self.eval_batch, self.workers, amp,
+                                channels_last)
+        return {f"{prefix}_{k}": (res[k] if res[k] is not None else -1.0) for k in ("AP", "AP50", "AP75")}
+
+    def bn_loader(self, model: nn.Module, batch_size: int):
+        """Training images without augmentation, for "precise BN"."""
+        return eval_loader(self.train_split, model.config, self.resolution, batch_size, self.workers)
+
+    def describe(self) -> str:
+        t, v = self.train_split, self.val_split
+        boxes = sum(len(i.boxes) for i in t.images)
+        return (f"{len(t.images)} images / {boxes} boxes / {len(t.categories)} classes at {self.resolution}px; "
+                f"val {len(v.images)}")
+
+    def log_line(self, row: dict[str, Any], ema: bool) -> str:
+        ema_txt = f", EMA AP {row['ema_val_AP']:.3f} AP50 {row['ema_val_AP50']:.3f}" if ema else ""
+        return (f"train loss {row['train_loss']:.4f} (class {row['train_cls_loss']:.4f}, box "
+                f"{row['train_box_loss']:.5f}), val AP {row['val_AP']:.3f} AP50 {row['val_AP50']:.3f}{ema_txt}")
+
+    def summary(self, last: dict[str, Any]) -> dict[str, Any]:
+        t, v = self.train_split, self.val_split
+        return dict(images_train=len(t.images), images_val=len(v.images), classes=len(t.categories),
+                    skipped_images=len(t.skipped_images) + len(v.skipped_images),
+                    skipped_annotations=len(t.skipped_annotations) + len(v.skipped_annotations),
+                    val_AP=last.get("val_AP"), val_AP50=last.get("val_AP50"), ema_val_AP=last.get("ema_val_AP"),
+                    ema_val_AP50=last.get("ema_val_AP50"))
+
+    def done_line(self, summary: dict[str, Any], ema: bool) -> str:
+        ema_txt = f", EMA AP {summary['ema_val_AP']:.3f} AP50 {summary['ema_val_AP50']:.3f}" if ema else ""
+        return (f"val AP {summary['val_AP']:.3f} AP50 {summary['val_AP50']:.3f}{ema_txt}; "
+                f"{summary['skipped_annotations']} annotation(s) and {summary['skipped_images']} image(s) skipped")

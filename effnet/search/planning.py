@@ -1,0 +1,86 @@
+"""The plan of a study, made once and kept in the study (a rerun after a kill, and every worker, follow the
+same plan): from ``--budget-epochs``, or measured on this machine to fit ``--budget-minutes``."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..data import load_splits, train_transform
+from .budget import Plan, choose_plan, epoch_costs
+from .grid import Candidate, candidate_config, macs_of, measure_latency_ms, resolve_base, same_models
+from .settings import PAPER, SearchSettings, base_resolution_for, candidate_keys, grid_for
+from .trial import reuse_decoded_images
+
+START_UP_S = 15.0  # worker processes importing torch and reading the data, and the final report
+
+
+def _seconds_per_image(s: SearchSettings, samples, config) -> float:
+    """Decoding (cached) + augmenting one training image: the data part of an epoch."""
+    from ..data.folders import decoded_image
+
+    tf = train_transform(config, config.resolution, "none", 0.35, 0.0)
+    images = [decoded_image(p) for p, _ in samples[:64]]
+    t0 = time.perf_counter()
+    for image in images:
+        tf(image)
+    return (time.perf_counter() - t0) / max(1, len(images)) * 1.5  # + collation, the sampler, the RNG fork
+
+
+def measured_plan(s: SearchSettings, base_plan: Plan, threads: int, log) -> Plan:
+    """Time a few candidates' training steps here (with the threads each worker will use) and choose the
+    longest final fidelity, then the most seeds, that fit the budget."""
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        reuse_decoded_images()
+        train, val, classes, _ = load_splits(s.data_dir, 0.1, s.seed, lambda *a: None)
+        base = resolve_base(s.base, base_resolution_for(s))
+        keys = candidate_keys(s)
+        same = same_models(base, keys)
+        grid = [c.key for c in grid_for(s)[0]]
+        distinct = [k for k in dict.fromkeys([*(same[k] for k in grid), same[PAPER.key]])]
+        configs = [candidate_config(base, Candidate.from_key(k)) for k in distinct]
+        macs = [macs_of(c) for c in configs]
+        per_image = _seconds_per_image(s, train, configs[0])
+        epoch_s, eval_s = epoch_costs(configs, macs, s.batch_size, len(classes), len(train), len(val),
+                                      s.precise_bn, per_image)
+        t0 = time.perf_counter()
+        measure_latency_ms(configs[len(configs) // 2])
+        overhead = time.perf_counter() - t0 + 0.5  # + building the model, the loaders, saving the weights
+    finally:
+        torch.set_num_threads(saved_threads)
+    grid_models = [i for i, k in enumerate(distinct) if any(same[g] == k for g in grid)]
+    p = distinct.index(same[PAPER.key])
+    budget_s = s.budget_minutes * 60 - START_UP_S
+    plan = choose_plan(base_plan, budget_s, [epoch_s[i] for i in grid_models], [eval_s[i] for i in grid_models],
+                       (epoch_s[p], eval_s[p]), overhead, s.n_jobs)
+    plan = Plan(**{**plan.to_dict(), "budget_minutes": s.budget_minutes})
+    mean = sum(epoch_s) / len(epoch_s)
+    log(f"measured: {len(grid_models)} distinct models, {mean:.1f} s per epoch on average "
+        f"({min(epoch_s):.1f}-{max(epoch_s):.1f} s, {threads} thread(s) per worker, {s.n_jobs} worker(s))")
+    return plan
+
+
+def load_or_make_plan(s: SearchSettings, study, threads: int, log) -> Plan:
+    """The study's plan; made (and stored) by the first process that finds none."""
+    saved = study.user_attrs.get("plan")
+    if saved is None:
+        base_plan = Plan(max_epochs=s.max_epochs(), min_epochs=s.min_epochs, reduction_factor=s.reduction_factor,
+                         repeats=s.repeats, top=s.top)
+        plan = measured_plan(s, base_plan, threads, log) if s.budget_minutes else base_plan
+        if study.user_attrs.get("plan") is None:  # two first processes: the later write wins, both read it back
+            study.set_user_attr("plan", plan.to_dict())
+            time.sleep(0.5)
+        saved = study.user_attrs["plan"]  # (read from the storage at each access)
+    plan = Plan(**saved)
+    fit = (f"; about {plan.estimate_minutes:g} min of the {plan.budget_minutes:g} min budget"
+           if plan.budget_minutes else "")
+    log(f"plan: epochs {' -> '.join(map(str, plan.levels()))} (the best 1/{plan.reduction_factor} of each rung go "
+        f"on); the top {plan.top} and the paper's coefficients re-trained at {plan.max_epochs} epochs with "
+        f"{plan.repeats} more seed(s){fit}")
+    if plan.budget_minutes and plan.estimate_minutes and plan.estimate_minutes > plan.budget_minutes:
+        log(f"warning: even one epoch per candidate needs about {plan.estimate_minutes:g} min; "
+            f"the search will run over the budget")
+    return plan

@@ -1,0 +1,87 @@
+"""One run of the search: a candidate's phi=1 model trained in the worker process, with the decoded images,
+the splits and the imports of every earlier run reused, evaluated only at the epochs the pruner reads."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..data import load_splits
+from ..data.folders import keep_decoded_images
+from ..models.config import ModelConfig
+from ..train import TrainConfig, train
+from ..train.classification import ClassificationTask
+from ..train.evaluate import eval_loader, recalibrate_bn
+
+_SPLITS: dict[tuple, tuple] = {}  # (data_dir, val_split, seed) -> load_splits(...), once per worker process
+
+
+def reuse_decoded_images() -> None:
+    """Decode every image once per worker process: trials at 32 px otherwise spend as long decoding PNGs as
+    training (a worker holds the whole data set; 2 GiB of pixels at most, the rest is decoded each time)."""
+    keep_decoded_images(2 << 30)
+
+
+class SearchTask(ClassificationTask):
+    """Classification as a search trial runs it. BatchNorm statistics are recomputed before every evaluation
+    ("precise BN": after a few hundred steps the running averages still remember the first batches), from a
+    random sample of the training set (not its first, one-class-sorted batches); epochs the pruner does not
+    read are not evaluated. One instance per run: it counts the epochs by the evaluations the loop asks for."""
+
+    def __init__(self, model_config: ModelConfig, eval_epochs: set[int], precise_bn: int) -> None:
+        super().__init__(model_config)
+        self.eval_epochs, self.precise_bn, self.epoch = eval_epochs, precise_bn, 0
+
+    def build_model(self, cfg: TrainConfig):
+        model = super().build_model(cfg)
+        # a zero head (as for transfer learning): the official U(+-1/sqrt(classes)) dense init is sized for 1000
+        # classes; with 10 it starts at loss ~3.5 (> ln 10, confidently wrong) and a run of a few epochs spends
+        # its first one undoing that (digits, 3 epochs: 15% top-1 with it, 35% without)
+        torch.nn.init.zeros_(model.classifier.weight)
+        return model
+
+    def load_data(self, cfg: TrainConfig, log) -> None:
+        key = (str(Path(cfg.data_dir).resolve()), cfg.val_split, cfg.seed)
+        if key not in _SPLITS:
+            _SPLITS[key] = load_splits(cfg.data_dir, cfg.val_split, cfg.seed, log)
+        self.train_samples, self.val_samples, self.classes, self.skipped = _SPLITS[key]
+        self.batch_size = cfg.batch_size
+
+    def evaluate(self, model, amp: bool, channels_last: bool, prefix: str = "val") -> dict[str, float]:
+        if prefix == "val":
+            self.epoch += 1
+        if self.epoch not in self.eval_epochs:
+            return {f"{prefix}_loss": math.nan, f"{prefix}_top1": math.nan, f"{prefix}_top5": math.nan}
+        if self.precise_bn > 0 and prefix == "val":
+            recalibrate_bn(model, self.bn_loader(model, self.batch_size), self.precise_bn, channels_last)
+        return super().evaluate(model, amp, channels_last, prefix)
+
+    def bn_loader(self, model, batch_size: int):
+        sample = random.Random(0).sample(self.train_samples, min(len(self.train_samples), self.precise_bn * batch_size))
+        return eval_loader(sample, model.config, self.resolution, self.crop_pct, batch_size, self.workers)
+
+
+def train_run(s, cfg: ModelConfig, out: Path, seed: int, epochs: int, rungs: list[int],
+              at_rung: Callable[[int, float], bool] | None = None) -> tuple[dict, int]:
+    """Train ``cfg`` for ``epochs`` (``s``: the search settings). At each rung ``at_rung(epoch, top1)`` is asked
+    whether to stop (the pruner). Returns (the run's summary, the epochs it reached)."""
+    reached = [epochs]
+
+    def on_epoch_end(epoch: int, row: dict) -> bool:
+        if at_rung is not None and epoch in rungs and at_rung(epoch, float(row["val_top1"])):
+            reached[0] = epoch
+            return True
+        return False
+
+    task = SearchTask(cfg, {*rungs, epochs}, s.precise_bn)
+    # channels-last: oneDNN's depthwise convolutions, 1.6x faster per step on this CPU at 32 px;
+    # no checkpoint.pt: a killed trial is redone from its start, never resumed
+    tcfg = TrainConfig(data_dir=s.data_dir, model=cfg.name, epochs=epochs, batch_size=s.batch_size,
+                       resolution=cfg.resolution, out=str(out), seed=seed, recipe=s.recipe, quiet=True,
+                       precise_bn=0, plot=False, ema_decay=0.0, channels_last=True, checkpoint=False)
+    summary = train(tcfg, model_config=cfg, task=task, on_epoch_end=on_epoch_end)
+    return summary, reached[0]

@@ -1,0 +1,87 @@
+"""Anchors, box codes, anchor labelling, loss and post-processing against effdet 0.4.1's implementation."""
+
+import pytest
+import torch
+
+import effnet
+from effnet.detect.boxes import (
+    anchors_for,
+    decode,
+    encode,
+    flatten_outputs,
+    label_anchors,
+    postprocess,
+)
+from effnet.detect.loss import detection_loss
+
+effdet = pytest.importorskip("effdet")
+from effdet.anchors import AnchorLabeler, Anchors
+from effdet.config import get_efficientdet_config
+from effdet.loss import DetectionLoss
+
+
+def effdet_config(name, size, num_classes=4):
+    c = get_efficientdet_config(name)
+    c.image_size, c.num_classes = (size, size), num_classes
+    return c
+
+
+@pytest.mark.parametrize("ours,theirs,size", [("efficientdet_lite0", "tf_efficientdet_lite0", 200),
+                                              ("efficientdet_d7", "tf_efficientdet_d7", 256)])
+def test_anchors_equal_effdet(ours, theirs, size):
+    config = effnet.models.efficientdet.detector_config(ours)
+    a = Anchors.from_config(effdet_config(theirs, size)).boxes  # (y0, x0, y1, x1)
+    assert torch.equal(anchors_for(config, size, size), a[:, [1, 0, 3, 2]])
+
+
+def test_encode_decode_roundtrip():
+    g = torch.Generator().manual_seed(0)
+    anchors = anchors_for(effnet.models.efficientdet.detector_config("efficientdet_lite0"), 128, 128)[:500]
+    xy = torch.rand(500, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 5 + torch.rand(500, 2, generator=g) * 60], 1)
+    assert torch.allclose(decode(encode(boxes, anchors), anchors), boxes, atol=1e-3)
+
+
+def test_every_object_gets_an_anchor_even_below_half_iou():
+    config = effnet.models.efficientdet.detector_config("efficientdet_lite0")
+    anchors = anchors_for(config, 128, 128)
+    gt = torch.tensor([[10.0, 10.0, 40.0, 40.0], [60.0, 70.0, 63.0, 100.0]])  # the second: thin, IoU < 0.5
+    matched, codes = label_anchors(anchors, gt, torch.tensor([0, 1]))
+    assert (matched == 0).sum() >= 1 and (matched == 1).sum() == 1
+    pos = matched >= 0
+    assert torch.allclose(decode(codes[pos], anchors[pos]), gt[matched[pos]], atol=1e-3)
+
+
+def test_loss_equals_effdet_focal_and_huber():
+    size, classes = 128, 4
+    ec = effdet_config("tf_efficientdet_lite0", size, classes)
+    model = effnet.create_model("efficientdet_lite0", num_classes=classes)
+    g = torch.Generator().manual_seed(0)
+    cls_out = [torch.randn(2, 9 * classes, s, s, generator=g) for s in (16, 8, 4, 2, 1)]
+    box_out = [torch.randn(2, 36, s, s, generator=g) * 0.1 for s in (16, 8, 4, 2, 1)]
+    targets = [dict(boxes=torch.tensor([[10.0, 20.0, 50.0, 70.0], [60.0, 60.0, 120.0, 100.0]]),
+                    labels=torch.tensor([1, 3])),
+               dict(boxes=torch.tensor([[5.0, 5.0, 30.0, 30.0]]), labels=torch.tensor([0]))]
+    ours = detection_loss(cls_out, box_out, targets, model.config, (size, size))
+    labeler = AnchorLabeler(Anchors.from_config(ec), classes, match_threshold=0.5)
+    gt_boxes = [t["boxes"][:, [1, 0, 3, 2]] for t in targets]  # effdet: yxyx, classes from 1
+    cls_t, box_t, npos = labeler.batch_label_anchors(gt_boxes, [t["labels"] + 1 for t in targets])
+    theirs = DetectionLoss(ec)(cls_out, box_out, cls_t, box_t, npos)
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (a, b)
+
+
+def test_postprocess_recovers_a_confident_box():
+    config = effnet.models.efficientdet.detector_config("efficientdet_lite0", num_classes=3)
+    anchors = anchors_for(config, 128, 128)
+    gt = torch.tensor([[30.0, 40.0, 70.0, 90.0]])
+    matched, codes = label_anchors(anchors, gt, torch.tensor([2]))
+    cls = torch.full((1, anchors.shape[0], 3), -8.0)
+    cls[0, matched >= 0, 2] = 4.0
+    box = codes[None]
+    det = postprocess(cls, box, anchors, (128, 128), scales=[0.5])[0]
+    assert det.labels[0] == 2 and det.scores[0] > 0.9
+    assert torch.allclose(det.boxes[0], gt[0] / 0.5, atol=1e-2)
+    assert (det.scores > 0.5).sum() == 1  # NMS merged the duplicates
+    flat_cls, flat_box = flatten_outputs([torch.zeros(1, 27, 2, 2)], [torch.zeros(1, 36, 2, 2)], 3)
+    assert flat_cls.shape == (1, 36, 3) and flat_box.shape == (1, 36, 4)

@@ -1,0 +1,84 @@
+"""`effnet detect train|eval|predict` end to end on a tiny detect-digits set (tiny resolution, few steps)."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det")
+    data, run = root / "dd", root / "run"
+    run_cli("data", "detect-digits", str(data), "--count", "8")
+    proc = run_cli("detect", "train", str(data), "--model", "efficientdet_lite0", "--pretrained-backbone",
+                   "--resolution", "64", "--epochs", "1", "--batch-size", "4", "--out", str(run), "--quiet")
+    return data, run, proc
+
+
+def test_train_writes_a_detector_run(tiny_run):
+    data, run, _ = tiny_run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["images_train"] == 8 and summary["classes"] == 10
+    assert 0.0 <= summary["val_AP50"] <= 1.0
+    assert (run / "model.safetensors").is_file() and (run / "checkpoint.pt").is_file()
+    assert (run / "curves.png").stat().st_size > 1000
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert "val_AP50" in rows[0] and "train_box_loss" in rows[0] and len(rows) == 2
+
+
+def test_eval_json_has_coco_metrics(tiny_run):
+    data, run, _ = tiny_run
+    proc = run_cli("detect", "eval", str(run), str(data), "--json")
+    res = json.loads(proc.stdout)
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        assert key in res and (res[key] is None or 0.0 <= res[key] <= 1.0)
+    assert res["images"] == 2 and res["images_per_s"] > 0
+
+
+def test_predict_writes_json_and_drawn_pngs(tiny_run, tmp_path):
+    data, run, _ = tiny_run
+    images = sorted((data / "val").glob("*.jpg"))
+    out = tmp_path / "pred"
+    proc = run_cli("detect", "predict", str(run), *map(str, images), "--out", str(out), "--json",
+                   "--score-threshold", "0.0")
+    preds = json.loads(proc.stdout)
+    assert [p["file"] for p in preds] == list(map(str, images))
+    det = preds[0]["detections"]
+    assert det and set(det[0]) == {"box", "score", "label", "class"} and det[0]["class"] in "0123456789"
+    drawn = Image.open(out / (images[0].stem + ".png"))
+    assert drawn.size == Image.open(images[0]).size
+    assert json.loads((out / "predictions.json").read_text())[0]["file"] == str(images[0])
+
+
+def test_user_mistakes_are_one_line_errors(tiny_run, tmp_path):
+    data, run, _ = tiny_run
+    proc = run_cli("detect", "predict", str(tmp_path / "nope"), str(data / "val" / "00000.jpg"), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("effnet: error:") and "Traceback" not in proc.stderr
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    proc = run_cli("detect", "predict", str(run), str(bad), check=False)
+    assert proc.returncode == 2 and "bad.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("detect", "train", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode == 2 and "instances_train.json" in proc.stderr
+
+
+def test_export_command_writes_a_verified_onnx(tiny_run, tmp_path):
+    data, run, _ = tiny_run
+    images = sorted((data / "val").glob("*.jpg"))
+    proc = run_cli("detect", "export", str(run), "-o", str(tmp_path / "det.onnx"), "--images", *map(str, images))
+    assert "decoding + NMS inside" in proc.stdout and (tmp_path / "det.onnx").stat().st_size > 1_000_000
+
+
+def test_effnet_export_takes_a_detector_run(tiny_run, tmp_path):
+    """`effnet export` (the deploy command) hands detectors to the end-to-end export, checked the same way."""
+    data, run, _ = tiny_run
+    proc = run_cli("export", str(run), "-o", str(tmp_path / "e2e.onnx"), "--calibration", str(data / "val"))
+    assert "decoding + NMS inside" in proc.stdout and (tmp_path / "e2e.onnx").stat().st_size > 1_000_000
+    import onnx
+
+    assert "NonMaxSuppression" in {n.op_type for n in onnx.load(str(tmp_path / "e2e.onnx")).graph.node}
+    proc = run_cli("export", str(run), "--int8", "-o", str(tmp_path / "x.onnx"), check=False)
+    assert proc.returncode == 2 and "detectors export to --format onnx" in proc.stderr

@@ -1,0 +1,219 @@
+"""On-demand weights, offline: a loopback HTTP server serves files this test writes (random weights in
+torchvision and timm naming) and the registry or EFFNET_MIRROR points at it."""
+
+import functools
+import hashlib
+import http.server
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import effnet
+from effnet.data import eval_transform
+from effnet.models import hub
+from effnet.models.pretrained import PretrainedWeights, find_weights, register_weights, unregister_weights
+from tests.conftest import randomize_bn, run_cli
+
+timm = pytest.importorskip("timm")
+torchvision = pytest.importorskip("torchvision")
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files; under /cut/ it promises the whole file but hangs up halfway."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.hits.append(self.path)
+        if self.path.startswith("/cut/"):
+            data = (Path(self.directory) / self.path[len("/cut/"):]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    httpd.hits = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.root, httpd.url = root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    path = tmp_path / "effnet_home"
+    monkeypatch.setenv("EFFNET_HOME", str(path))
+    monkeypatch.delenv("EFFNET_MIRROR", raising=False)
+    return path
+
+
+@pytest.fixture
+def entry_for():
+    added = []
+
+    def make(**fields):
+        entry = PretrainedWeights(**{"top1": 0.0, "params_m": 1.0, **fields})
+        register_weights(entry)
+        added.append(entry.name)
+        return entry
+
+    yield make
+    for name in added:
+        unregister_weights(name)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _photo_batch(config):
+    import skimage.data
+
+    imgs = [Image.fromarray(np.asarray(getattr(skimage.data, n)())).convert("RGB") for n in ("chelsea", "coffee")]
+    return torch.stack([eval_transform(config)(img) for img in imgs])
+
+
+def test_torchvision_file_downloaded_checked_converted_once(server, home, entry_for):
+    src = torchvision.models.efficientnet_b0(weights=None).eval()
+    randomize_bn(src)
+    path = server.root / "tv_b0.pth"
+    torch.save(src.state_dict(), path)
+    entry = entry_for(model="efficientnet_b0", tag="test_tv", origin="test", source="torchvision",
+                      url=f"{server.url}/tv_b0.pth", sha256=_sha256(path), bn_eps=1e-5, tf_padding=False,
+                      resolution=200, crop_pct=200 / 230, interpolation="bilinear")
+    model = effnet.create_model("efficientnet_b0", pretrained="test_tv").eval()
+    assert (model.config.resolution, model.config.interpolation, model.config.bn_eps) == (200, "bilinear", 1e-5)
+    x = _photo_batch(model.config)
+    assert x.shape[-1] == 200
+    with torch.no_grad():
+        assert (model(x) - src(x)).abs().max().item() <= 1e-4
+    cached = hub.cache_path(entry)
+    assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]  # converted file only
+    assert effnet.load(cached).config == model.config  # the preprocessing travels with the file
+    hits = len(server.hits)
+    effnet.create_model("efficientnet_b0", pretrained="test_tv")
+    assert len(server.hits) == hits == 1  # converted once, then read from the cache
+
+
+def test_timm_safetensors_through_mirror(server, home, entry_for, monkeypatch):
+    src = timm.create_model("tf_efficientnet_lite0").eval()
+    randomize_bn(src)
+    path = server.root / "lite0_timm.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    # the published host is never contacted: .invalid names do not resolve
+    entry_for(model="efficientnet_lite0", tag="test_timm", origin="test", source="timm",
+              url="https://weights.invalid/releases/lite0_timm.safetensors", sha256=_sha256(path)[:8],
+              bn_eps=1e-3, tf_padding=True, resolution=225, crop_pct=0.9, mean=(0.5,) * 3, std=(0.5,) * 3)
+    monkeypatch.setenv("EFFNET_MIRROR", server.url + "/")
+    model = effnet.create_model("efficientnet_lite0", pretrained="test_timm").eval()
+    assert server.hits == ["/lite0_timm.safetensors"]
+    x = _photo_batch(model.config)  # odd size: TF's asymmetric SAME padding matters
+    with torch.no_grad():
+        assert (model(x) - src(x)).abs().max().item() <= 1e-4
+
+
+def test_corrupt_download_keeps_nothing(server, home, entry_for):
+    path = server.root / "tv_b0.pth"
+    torch.save(torchvision.models.efficientnet_b0(weights=None).state_dict(), path)
+    entry = entry_for(model="efficientnet_b0", tag="test_bad", origin="test", source="torchvision",
+                      url=f"{server.url}/tv_b0.pth", sha256="0" * 64, bn_eps=1e-5, tf_padding=False,
+                      resolution=224, crop_pct=0.875)
+    with pytest.raises(hub.DownloadError, match="sha256 mismatch"):
+        effnet.create_model("efficientnet_b0", pretrained="test_bad")
+    assert not hub.cache_path(entry).parent.exists() or not any(hub.cache_path(entry).parent.iterdir())
+
+
+def test_convert_a_file_fetched_elsewhere(server, home, tmp_path):
+    """The way out the download error names: effnet convert FILE --model NAME.TAG (sha256 checked)."""
+    entry = find_weights("efficientnet_b0", "tv_in1k")
+    wrong = tmp_path / entry.file_name
+    torch.save(torchvision.models.efficientnet_b0(weights=None).state_dict(), wrong)
+    with pytest.raises(hub.DownloadError, match="sha256 mismatch"):
+        hub.convert_file(entry, wrong, hub.cache_path(entry))
+    assert not hub.cache_path(entry).exists()
+
+
+def _refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: connecting is refused
+
+
+def _write_published_name(server, subdir: str, data: bytes) -> str:
+    name = find_weights("efficientnet_b0", "tv_in1k").file_name
+    (server.root / subdir).mkdir(exist_ok=True)
+    (server.root / subdir / name).write_bytes(data)
+    return name
+
+
+def test_truncated_file_on_server_keeps_nothing(server, home, monkeypatch):
+    real = server.root / "real.pth"
+    torch.save(torchvision.models.efficientnet_b0(weights=None).state_dict(), real)
+    _write_published_name(server, "half", real.read_bytes()[: real.stat().st_size // 2])
+    monkeypatch.setenv("EFFNET_MIRROR", server.url + "/half")
+    with pytest.raises(hub.DownloadError, match="sha256 mismatch .*corrupt or truncated file, nothing was kept"):
+        effnet.create_model("efficientnet_b0", pretrained="tv_in1k")
+    assert not [p for p in home.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("case", ["corrupt", "cut", "404", "refused"])
+def test_cli_download_errors_are_one_line(case, server, home, monkeypatch):
+    real = server.root / "real.pth"
+    torch.save(torchvision.models.efficientnet_b0(weights=None).state_dict(), real)
+    data = real.read_bytes()
+    mirror = {"corrupt": "/corrupt", "cut": "/cut/full", "404": "/empty"}
+    if case == "corrupt":
+        _write_published_name(server, "corrupt", bytes(reversed(data)))
+    elif case == "cut":  # the server promises the whole file and hangs up halfway
+        _write_published_name(server, "full", data)
+    url = f"http://127.0.0.1:{_refused_port()}" if case == "refused" else server.url + mirror[case]
+    monkeypatch.setenv("EFFNET_MIRROR", url)
+    t0 = time.monotonic()
+    proc = run_cli("weights", "download", "efficientnet_b0.tv_in1k", "-q", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    if case in ("corrupt", "cut"):
+        assert "sha256" in lines[0] and "nothing was kept" in lines[0]
+        assert ("cut short" in lines[0]) if case == "cut" else ("mismatch" in lines[0])
+    else:
+        assert url in lines[0] and "effnet convert" in lines[0]
+        assert ("404" in lines[0]) if case == "404" else ("refused" in lines[0].lower())
+        assert time.monotonic() - t0 < 60  # interpreter start included; the connect timeout is 5 s
+    assert not home.exists() or not [p for p in home.rglob("*") if p.is_file()]
+
+
+def test_weights_command_lists_registry_and_cache(home):
+    entry = find_weights("efficientnet_lite3")
+    src = timm.create_model("tf_efficientnet_lite3")
+    hub.cache_path(entry).parent.mkdir(parents=True)
+    state = home / "lite3.pth"
+    torch.save(src.state_dict(), state)
+    hub.convert_file(entry, state, hub.cache_path(entry), check_sha=False)  # as if downloaded earlier
+    state.unlink()
+    out = run_cli("weights").stdout.splitlines()
+    assert out[0].split() == ["model", "tag", "source", "top-1", "res", "size", "cached"]
+    rows = {tuple(line.split()[:2]): line for line in out[1:-1]}
+    assert len(rows) == 57
+    assert rows[("efficientnet_lite3", "tf_in1k")].split()[-1] == "cached"
+    assert rows[("efficientnet_b0", "tv_in1k")].split()[-1] == "-"
+    assert "77.69" in rows[("efficientnet_b0", "tv_in1k")] and " 224 " in rows[("efficientnet_b0", "tv_in1k")]

