@@ -23,8 +23,10 @@ CONFIGS = {
     "timm CL + bf16": dict(lib="timm", cl=True, bf16=True),
     "effnet eager": dict(lib="effnet"),
     "effnet CL + bf16": dict(lib="effnet", cl=True, bf16=True),
+    "effnet CL + bf16 plain dw": dict(lib="effnet", cl=True, bf16=True, plain_dw=True),
     "effnet CL + bf16 + mem-eff": dict(lib="effnet", cl=True, bf16=True, memeff=True),
     "effnet CL + bf16 + ckpt": dict(lib="effnet", cl=True, bf16=True, ckpt=True),
+    "effnet CL + bf16 + mem-eff + ckpt": dict(lib="effnet", cl=True, bf16=True, memeff=True, ckpt=True),
     "effnet CL + bf16 + compile": dict(lib="effnet", cl=True, bf16=True, compile=True),
     "effnet CL + bf16 + compile + ckpt": dict(lib="effnet", cl=True, bf16=True, compile=True, ckpt=True),
 }
@@ -45,6 +47,11 @@ else:
     res = model.config.resolution
     model.set_memory_efficient(cfg.get("memeff", False))
     model.set_grad_checkpointing(cfg.get("ckpt", False))
+    if cfg.get("plain_dw"):  # the depthwise convs as plain nn.Conv2d: bf16 gradients from oneDNN
+        from effnet.models.layers import DepthwiseConv2d
+        for m in model.modules():
+            if isinstance(m, DepthwiseConv2d):
+                m.__class__ = torch.nn.Conv2d
 model.train()
 if cfg.get("cl"):
     model = model.to(memory_format=torch.channels_last)

@@ -119,3 +119,59 @@ def test_tf_same_padding_output_and_asymmetry(size):
     model = effnet.create_model("efficientnet_b0", tf_padding=True).eval()
     with torch.no_grad():
         assert model.forward_features(torch.randn(1, 3, size, size)).shape[-1] == -(-size // 32)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv_bf16_training_gradients_are_float32_exact(stride):
+    """Under bf16 autocast the depthwise conv's forward is bf16 and its gradients are float32 results computed
+    from the same bf16 tensors; without autocast or gradients it is exactly nn.Conv2d."""
+    from effnet.models.layers import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(24, 24, 5, stride, 2, groups=24, bias=False)
+    assert set(conv.state_dict()) == {"weight"}
+    x = torch.randn(2, 24, 17, 17).contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.no_grad():
+        assert torch.equal(conv(x), torch.nn.functional.conv2d(x, conv.weight, None, stride, 2, 1, 24))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16
+    g = torch.randn_like(y)
+    y.backward(g)
+    xb, wb = x.detach().bfloat16().float().requires_grad_(), conv.weight.detach().bfloat16().float().requires_grad_()
+    torch.nn.functional.conv2d(xb, wb, None, stride, 2, 1, 24).backward(g.float())
+    assert conv.weight.grad.dtype == torch.float32
+    assert torch.allclose(conv.weight.grad, wb.grad, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(x.grad, xb.grad, rtol=1e-2, atol=1e-2)  # the input gradient is rounded to bf16
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_lite0"])
+def test_fused_batchnorm_activation_matches_plain_training(name):
+    """set_memory_efficient: BatchNorm + SiLU/ReLU6 store only the conv output; gradients, running statistics
+    and batch counters equal the plain modules' (float32)."""
+    torch.manual_seed(0)
+    plain = effnet.create_model(name, num_classes=10, drop_path_rate=0.0, dropout=0.0).train()
+    lean = effnet.create_model(name, num_classes=10, drop_path_rate=0.0, dropout=0.0).train()
+    lean.load_state_dict(plain.state_dict())
+    lean.set_memory_efficient(True)
+    x, y = torch.randn(4, 3, 64, 64), torch.randint(0, 10, (4,))
+    for model in (plain, lean):
+        for _ in range(2):
+            model.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+    for (n, p), q in zip(plain.named_parameters(), lean.parameters()):
+        assert (p.grad - q.grad).norm() <= 1e-4 * p.grad.norm() + 1e-5, n  # 1e-5: float noise on ~0 grads
+    for (n, a), b in zip(plain.named_buffers(), lean.buffers()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), n
+    saved = {}
+    for key, model in (("plain", plain), ("lean", lean)):
+        stored = {}  # distinct tensors autograd keeps for backward, by storage
+
+        def pack(t, stored=stored):
+            stored[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(x)
+        saved[key] = sum(stored.values())
+    assert saved["lean"] < 0.9 * saved["plain"], saved  # B0 0.82, Lite0 0.77

@@ -46,6 +46,57 @@ class SamePad2d(nn.Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
+class _DepthwiseFn(torch.autograd.Function):
+    """Depthwise convolution: forward in bf16, gradients computed in float32 from the saved bf16 tensors."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple, padding: tuple) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        with torch.autocast("cpu", enabled=False):
+            return F.conv2d(x, weight.to(x.dtype), None, stride, padding, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        conv_args = (None, ctx.stride, ctx.padding, (1, 1), False, (0, 0), x.shape[1])
+        grad_x = grad_w = None
+        if need_x and max(ctx.stride) == 1:  # stride 1: oneDNN's bf16 input gradient is as fast as fp32
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight.to(x.dtype), *conv_args,
+                                                         (True, False, False))[0]
+            need_x = False
+        if need_x or need_w:  # float32, a few samples at a time: the upcast copies stay small
+            w32, gxs, grad_w = weight.float(), [], None
+            for g, xc in zip(grad.split(4), x.split(4)):
+                gx, gw, _ = torch.ops.aten.convolution_backward(g.float(), xc.float(), w32, *conv_args,
+                                                                (need_x, need_w, False))
+                if need_x:
+                    gxs.append(gx.to(x.dtype))
+                if need_w:
+                    grad_w = gw if grad_w is None else grad_w.add_(gw)
+            grad_x = torch.cat(gxs) if need_x else grad_x
+            grad_w = grad_w.to(weight.dtype) if need_w else None
+        return grad_x, grad_w, None, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A k x k depthwise ``nn.Conv2d`` (same parameters, same state dict) that trains faster under bf16 autocast.
+
+    Why: on CPU, oneDNN's bf16 depthwise *weight* gradient is 2-4x slower than its float32 one (5x5 on
+    (16, 240, 28, 28): 160 vs 39 ms) and the stride-2 input gradient 2.5x slower (229 vs 92 ms), while the
+    bf16 forward is fast. So the forward runs in bf16 and the backward upcasts the saved bf16 tensors and
+    computes those gradients in float32 (which is also the more exact result). Without bf16 autocast, or
+    without gradients (eval, export), this is exactly ``nn.Conv2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.is_grad_enabled() and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not torch.jit.is_tracing()):
+            return _DepthwiseFn.apply(x.to(torch.bfloat16), self.weight, self.stride, self.padding)
+        return super().forward(x)
+
+
 class ConvBNAct(nn.Sequential):
     """(SAME pad) -> Conv2d (no bias) -> BatchNorm -> activation (optional)."""
 
@@ -67,11 +118,22 @@ class ConvBNAct(nn.Sequential):
             padding = 0
         else:
             padding = (kernel_size - 1) // 2
-        layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
+        conv = DepthwiseConv2d if groups > 1 and groups == in_channels == out_channels else nn.Conv2d
+        layers["conv"] = conv(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
         layers["bn"] = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
         if activation is not None:
             layers["act"] = make_activation(activation)
         super().__init__(OrderedDict(layers))
+        self.memory_efficient = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = getattr(self, "act", None)
+        if not (self.memory_efficient and self.training and torch.is_grad_enabled() and type(self.bn) is nn.BatchNorm2d
+                and isinstance(act, (nn.SiLU, MemoryEfficientSiLU, nn.ReLU6))):
+            return super().forward(x)
+        if "pad" in self._modules:
+            x = self.pad(x)
+        return batchnorm_act(self.conv(x), self.bn, "relu6" if isinstance(act, nn.ReLU6) else "silu")
 
 
 # Lean training (``model.set_memory_efficient()``): recompute instead of storing.
@@ -89,6 +151,47 @@ class _SiLUFn(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         s = torch.sigmoid(x)
         return grad * (s * (1 + x * (1 - s)))
+
+
+class _BatchNormActFn(torch.autograd.Function):
+    """Training-mode BatchNorm followed by SiLU/ReLU6 that stores only the BatchNorm *input*.
+
+    Plain autograd keeps three tensors of this size per ConvBNAct: the conv output (for BatchNorm's backward),
+    the BatchNorm output (for the activation's) and the activation output (for the next layer). The middle
+    one is cheap to recompute -- one multiply-add per element -- so backward rebuilds it from the conv output
+    and the saved batch statistics. Hand-written because no library fuses BN+activation for CPU training.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float, act: str):
+        with torch.autocast("cpu", enabled=False):
+            y, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.eps, ctx.act = eps, act
+        return F.silu(y, inplace=True) if act == "silu" else F.hardtanh(y, 0.0, 6.0, inplace=True)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        scale = weight * invstd
+        # the BatchNorm output again, in the activations' dtype: one temporary the size of x
+        y = torch.addcmul((bias - mean * scale).view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
+        if ctx.act == "silu":
+            grad_y = torch.ops.aten.silu_backward(grad, y)
+        else:
+            grad_y = torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
+        del y
+        grads = torch.ops.aten.native_batch_norm_backward(
+            grad_y.to(x.dtype), x, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3]))
+        return (*grads, None, None, None, None, None)
+
+
+def batchnorm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: str) -> torch.Tensor:
+    """``act(bn(x))`` in training mode through :class:`_BatchNormActFn` (same running-stat updates as ``bn``)."""
+    bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    return _BatchNormActFn.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps, act)
 
 
 class MemoryEfficientSiLU(nn.Module):
@@ -160,13 +263,14 @@ class DropPath(nn.Module):
 
 
 def set_memory_efficient(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Swap SiLU and SE gating for the custom-autograd versions above (or back to plain ops)."""
+    """Swap SiLU, SE gating and ConvBNAct's BatchNorm + activation for the custom-autograd versions above
+    (or back to plain ops)."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if enabled and isinstance(child, nn.SiLU):
                 setattr(module, name, MemoryEfficientSiLU())
             elif not enabled and isinstance(child, MemoryEfficientSiLU):
                 setattr(module, name, nn.SiLU(inplace=True))
-        if isinstance(module, SqueezeExcite):
+        if isinstance(module, (SqueezeExcite, ConvBNAct)):
             module.memory_efficient = enabled
     return model

@@ -109,7 +109,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-bn", action="store_true", default=None)
     p.add_argument("--memory-efficient", action="store_true", default=None,
                    help="SiLU/SE that recompute in backward instead of storing activations")
-    p.add_argument("--grad-checkpoint", action="store_true", default=None, help="per-stage gradient checkpointing")
+    p.add_argument("--grad-checkpoint", action="store_true", default=None, help="per-block gradient checkpointing")
     p.add_argument("--budget-minutes", type=float)
     p.add_argument("--precise-bn", type=int, help="recompute BN statistics over N train batches before the final eval")
     p.add_argument("--dump-rank-weights", action="store_true", default=None, help=argparse.SUPPRESS)

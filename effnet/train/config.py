@@ -44,7 +44,7 @@ class TrainConfig:
     checkpoint: bool = True  # False: no checkpoint.pt (runs redone, not resumed: grid-search trials)
     sync_bn: bool = False
     memory_efficient: bool = False  # SiLU / SE gating that recompute instead of storing
-    grad_checkpoint: bool = False  # per-stage gradient checkpointing
+    grad_checkpoint: bool = False  # per-block gradient checkpointing
     budget_minutes: float | None = None  # stop training after this long (grid search budgets)
     plot: bool = True  # write curves.png at the end
     precise_bn: int = 0  # batches to recompute BatchNorm statistics with before the final evaluation
