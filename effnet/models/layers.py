@@ -47,7 +47,7 @@ class SamePad2d(nn.Module):
 
 
 class _DepthwiseFn(torch.autograd.Function):
-    """Depthwise convolution: forward in bf16, gradients computed in float32 from the saved bf16 tensors."""
+    """Depthwise convolution: forward in bf16, both gradients computed in float32 from the saved bf16 tensors."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple, padding: tuple) -> torch.Tensor:
@@ -60,39 +60,27 @@ class _DepthwiseFn(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
-        conv_args = (None, ctx.stride, ctx.padding, (1, 1), False, (0, 0), x.shape[1])
-        grad_x = grad_w = None
-        if need_x and max(ctx.stride) == 1:  # stride 1: oneDNN's bf16 input gradient is as fast as fp32
-            grad_x = torch.ops.aten.convolution_backward(grad, x, weight.to(x.dtype), *conv_args,
-                                                         (True, False, False))[0]
-            need_x = False
-        if need_x or need_w:  # float32, a few samples at a time: the upcast copies stay small
-            w32, gxs, grad_w = weight.float(), [], None
-            for g, xc in zip(grad.split(4), x.split(4)):
-                gx, gw, _ = torch.ops.aten.convolution_backward(g.float(), xc.float(), w32, *conv_args,
-                                                                (need_x, need_w, False))
-                if need_x:
-                    gxs.append(gx.to(x.dtype))
-                if need_w:
-                    grad_w = gw if grad_w is None else grad_w.add_(gw)
-            grad_x = torch.cat(gxs) if need_x else grad_x
-            grad_w = grad_w.to(weight.dtype) if need_w else None
-        return grad_x, grad_w, None, None
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad.float(), x.float(), weight.float(), None, ctx.stride, ctx.padding, (1, 1), False, (0, 0),
+            x.shape[1], (need_x, need_w, False))
+        return (grad_x.to(x.dtype) if need_x else None), (grad_w.to(weight.dtype) if need_w else None), None, None
 
 
 class DepthwiseConv2d(nn.Conv2d):
     """A k x k depthwise ``nn.Conv2d`` (same parameters, same state dict) that trains faster under bf16 autocast.
 
-    Why: on CPU, oneDNN's bf16 depthwise *weight* gradient is 2-4x slower than its float32 one (5x5 on
-    (16, 240, 28, 28): 160 vs 39 ms) and the stride-2 input gradient 2.5x slower (229 vs 92 ms), while the
-    bf16 forward is fast. So the forward runs in bf16 and the backward upcasts the saved bf16 tensors and
-    computes those gradients in float32 (which is also the more exact result). Without bf16 autocast, or
-    without gradients (eval, export), this is exactly ``nn.Conv2d``.
+    Why: on CPU, oneDNN's bf16 channels_last depthwise backward is 2-4x slower than its float32 one for 5x5
+    kernels and for stride 2 (B0 at batch 16: (144, 56 px, 5x5, stride 2) 313 vs 91 ms; (672, 14 px, 5x5) 122
+    vs 92 ms), while the bf16 forward is fast. So those layers run forward in bf16 and compute both gradients
+    in float32 from the saved bf16 tensors (also the more exact result). 3x3 stride-1 layers, where oneDNN's
+    bf16 backward is the faster one (62 vs 128 ms), stay plain, as does everything without bf16 autocast or
+    without gradients (eval, export): then this is exactly ``nn.Conv2d``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (torch.is_grad_enabled() and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-                and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not torch.jit.is_tracing()):
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not torch.jit.is_tracing()
+                and (self.kernel_size != (3, 3) or self.stride != (1, 1))):
             return _DepthwiseFn.apply(x.to(torch.bfloat16), self.weight, self.stride, self.padding)
         return super().forward(x)
 
