@@ -57,7 +57,7 @@ def epoch_cost(data: Path, out: Path, trials: int = 3, epochs: int = 3) -> dict:
                 summary = train(tcfg, model_config=cfg)
             else:
                 reuse_decoded_images()
-                summary, _ = train_run(s, cfg, run_dir, 0, epochs, [1])
+                summary = train_run(s, cfg, run_dir, 0, epochs, [1]).summary
             wall = time.time() - t0
             with open(run_dir / "metrics.csv") as fh:
                 epochs = [float(r["epoch_seconds"]) for r in csv.DictReader(fh)]

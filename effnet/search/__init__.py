@@ -5,8 +5,11 @@ alpha * beta^2 * gamma^2 within a tolerance of the FLOPs ratio (2), build each p
 train it on the user's data (the training code of ``effnet train``) under successive halving: every candidate
 gets a short run, the best third go on to several times more epochs. The finalists and the paper's
 coefficients are re-trained with other seeds, and the verdict says whether the winner beats the paper's
-coefficients beyond the seed spread. Trials live in an Optuna study in an RDB (SQLite by default,
-PostgreSQL for workers on several machines): a killed search resumes, workers never duplicate a trial.
+coefficients beyond the seed spread. With ``--budget-minutes`` the whole search (start-up, rungs, repeats,
+report) ends within that wall time: a clock (``clock.py``) re-estimates every job's cost from the finished
+trials and starts only what can end in time; candidates it cannot pay for are cut and listed. Trials live in an
+Optuna study in an RDB (SQLite by default, PostgreSQL for workers on several machines): a killed search
+resumes, workers never duplicate a trial.
 
 Step 2 (``effnet scale``): apply the chosen coefficients for phi = 0..K and write the configs.
 ``effnet study``: width-only / depth-only / resolution-only / compound scaling at matched MACs (Fig. 3).

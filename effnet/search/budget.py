@@ -4,7 +4,8 @@ Successive halving (Jamieson & Talwalkar 2016; asynchronous as ASHA, Li et al. 2
 ``min_epochs`` and lets the best 1/eta of each rung continue, up to ``max_epochs``; the finalists (the top
 candidates and the paper's alpha/beta/gamma) are then re-trained at ``max_epochs`` with other seeds, so that
 their differences can be compared with the seed-to-seed spread. With ``--budget-minutes`` the plan is chosen
-from a measured cost per epoch of every candidate so that the whole search takes about that long.
+from timed training steps so that the whole search takes about that long; the plan is only a first guess:
+``clock.py`` keeps the search inside the budget from the trials' measured times.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..files import atomic_write
 from ..models.accounting import profile
+from .clock import process_started
 from .grid import Candidate
 from .report import collect
 from .scaling import parse_phis, scale_family, scaling_study
@@ -28,8 +29,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError("need --min-epochs >= 1, --reduction-factor >= 2, --top >= 1, --repeats >= 0, --seed >= 0")
     if (s.budget_minutes is not None and s.budget_minutes <= 0) or (s.budget_epochs is not None and s.budget_epochs <= 0):
         raise UsageError("--budget-minutes and --budget-epochs must be positive")
+    if s.budget_minutes:  # the whole command counts: the interpreter's start and the imports too
+        s = dataclasses.replace(s, deadline=process_started() + s.budget_minutes * 60)
     report = run_search(s)
-    print(f"{report['completed']} candidates done ({report['pruned']} stopped by the pruner); results in "
+    cut = f", {len(report['cut_for_time'])} cut for time" if report.get("cut_for_time") else ""
+    print(f"{report['completed']} candidates done ({report['pruned']} stopped by the pruner{cut}); results in "
           f"{s.out_dir()} (results.json, results.txt, top1_vs_macs.png, heatmap.png, halving.png); "
           f"{report['wall_seconds_this_run']:.0f} s this run")
     return 0
@@ -89,7 +93,8 @@ def add_commands(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--budget-epochs", type=float, help="epochs the finalists reach (default 9)")
     g.add_argument("--budget-minutes", type=float,
-                   help="time for the whole search: the epochs and seeds are planned (measured here) to fit it")
+                   help="wall time for the whole search (start-up, rungs, seed repeats, report): jobs start only "
+                        "if they can end in time; candidates that cannot are cut for time and listed")
     p.add_argument("--min-epochs", type=int, help="first rung: epochs every candidate trains (default 1)")
     p.add_argument("--reduction-factor", type=int, help="successive halving: the best 1/N of a rung go on (3)")
     p.add_argument("--top", type=int, help="finalists re-trained with other seeds, besides the paper's (3)")

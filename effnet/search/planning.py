@@ -9,7 +9,7 @@ import torch
 
 from ..data import load_splits, train_transform
 from .budget import Plan, choose_plan, epoch_costs
-from .grid import Candidate, candidate_config, macs_of, measure_latency_ms, resolve_base, same_models
+from .grid import Candidate, candidate_config, measure_latency_ms, resolve_base, same_models, size_of
 from .settings import PAPER, SearchSettings, base_resolution_for, candidate_keys, grid_for
 from .trial import reuse_decoded_images
 
@@ -28,9 +28,11 @@ def _seconds_per_image(s: SearchSettings, samples, config) -> float:
     return (time.perf_counter() - t0) / max(1, len(images)) * 1.5  # + collation, the sampler, the RNG fork
 
 
-def measured_plan(s: SearchSettings, base_plan: Plan, threads: int, log) -> Plan:
+def measured_plan(s: SearchSettings, base_plan: Plan, threads: int, budget_s: float, log) -> tuple[Plan, dict]:
     """Time a few candidates' training steps here (with the threads each worker will use) and choose the
-    longest final fidelity, then the most seeds, that fit the budget."""
+    longest final fidelity, then the most seeds, that fit ``budget_s``. Also returns the predicted costs
+    (seconds per epoch and per evaluation of every distinct model, and per run besides them) that the
+    workers' clock starts from and corrects with the measured trials."""
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -42,35 +44,43 @@ def measured_plan(s: SearchSettings, base_plan: Plan, threads: int, log) -> Plan
         grid = [c.key for c in grid_for(s)[0]]
         distinct = [k for k in dict.fromkeys([*(same[k] for k in grid), same[PAPER.key]])]
         configs = [candidate_config(base, Candidate.from_key(k)) for k in distinct]
-        macs = [macs_of(c) for c in configs]
+        macs = [size_of(c) for c in configs]  # (a proxy: exact MACs would build all of them)
         per_image = _seconds_per_image(s, train, configs[0])
         epoch_s, eval_s = epoch_costs(configs, macs, s.batch_size, len(classes), len(train), len(val),
                                       s.precise_bn, per_image)
         t0 = time.perf_counter()
         measure_latency_ms(configs[len(configs) // 2])
-        overhead = time.perf_counter() - t0 + 0.5  # + building the model, the loaders, saving the weights
+        # + profiling and building the model, the loaders, saving the weights, the study's bookkeeping
+        overhead = 2 * (time.perf_counter() - t0) + 1.0
     finally:
         torch.set_num_threads(saved_threads)
     grid_models = [i for i, k in enumerate(distinct) if any(same[g] == k for g in grid)]
     p = distinct.index(same[PAPER.key])
-    budget_s = s.budget_minutes * 60 - START_UP_S
     plan = choose_plan(base_plan, budget_s, [epoch_s[i] for i in grid_models], [eval_s[i] for i in grid_models],
                        (epoch_s[p], eval_s[p]), overhead, s.n_jobs)
     plan = Plan(**{**plan.to_dict(), "budget_minutes": s.budget_minutes})
     mean = sum(epoch_s) / len(epoch_s)
     log(f"measured: {len(grid_models)} distinct models, {mean:.1f} s per epoch on average "
         f"({min(epoch_s):.1f}-{max(epoch_s):.1f} s, {threads} thread(s) per worker, {s.n_jobs} worker(s))")
-    return plan
+    costs = dict(epoch_s=dict(zip(distinct, epoch_s)), eval_s=dict(zip(distinct, eval_s)),
+                 overhead_s=overhead + sum(eval_s) / len(eval_s))
+    return plan, costs
 
 
 def load_or_make_plan(s: SearchSettings, study, threads: int, log) -> Plan:
-    """The study's plan; made (and stored) by the first process that finds none."""
+    """The study's plan (and with a time budget, the predicted costs); made (and stored) by the first process
+    that finds none."""
     saved = study.user_attrs.get("plan")
     if saved is None:
         base_plan = Plan(max_epochs=s.max_epochs(), min_epochs=s.min_epochs, reduction_factor=s.reduction_factor,
                          repeats=s.repeats, top=s.top)
-        plan = measured_plan(s, base_plan, threads, log) if s.budget_minutes else base_plan
+        plan, costs = base_plan, None
+        if s.budget_minutes:
+            budget_s = (s.deadline or time.time() + s.budget_minutes * 60) - time.time() - START_UP_S
+            plan, costs = measured_plan(s, base_plan, threads, budget_s, log)
         if study.user_attrs.get("plan") is None:  # two first processes: the later write wins, both read it back
+            if costs is not None:
+                study.set_user_attr("costs", costs)
             study.set_user_attr("plan", plan.to_dict())
             time.sleep(0.5)
         saved = study.user_attrs["plan"]  # (read from the storage at each access)
@@ -81,6 +91,8 @@ def load_or_make_plan(s: SearchSettings, study, threads: int, log) -> Plan:
         f"on); the top {plan.top} and the paper's coefficients re-trained at {plan.max_epochs} epochs with "
         f"{plan.repeats} more seed(s){fit}")
     if plan.budget_minutes and plan.estimate_minutes and plan.estimate_minutes > plan.budget_minutes:
-        log(f"warning: even one epoch per candidate needs about {plan.estimate_minutes:g} min; "
-            f"the search will run over the budget")
+        log(f"note: one epoch for every candidate needs about {plan.estimate_minutes:g} min; the candidates that "
+            f"do not fit the budget (after the seed repeats) will be cut for time and listed in the report")
+    if plan.budget_minutes:
+        log("the clock re-estimates every job's cost from the finished trials and starts only what ends in time")
     return plan

@@ -4,12 +4,13 @@ results.json and the plots."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ..files import atomic_write
 from .budget import Plan
 from .grid import Candidate
-from .settings import PAPER, SearchSettings, settings_key
+from .settings import PAPER, SearchSettings, grid_for, settings_key
 from .study import open_study
 from .verdict import Spread, decide
 
@@ -28,6 +29,35 @@ def _row(t, twin=None) -> dict:
                mean=None, std=None, n_seeds=0, seeds={})
     row.update({k: t.user_attrs[k] for k in MEASURES if k in t.user_attrs})
     return row
+
+
+def _latest_runs(trials) -> list:
+    """Each candidate's rung run: the last finished one, a run cut for time only when there is no other (a rerun
+    after a budget ran out redoes what was cut)."""
+    from optuna.trial import TrialState
+
+    best: dict[str, object] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.params["phase"] != "rungs" or t.user_attrs.get("duplicate") or \
+                t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        old = best.get(t.params["candidate"])
+        if old is None or old.user_attrs.get("pruned_by") == "time" or t.user_attrs.get("pruned_by") != "time":
+            best[t.params["candidate"]] = t
+    return list(best.values())
+
+
+def _not_run(s: SearchSettings, study, done: set[str], trials) -> list[dict]:
+    """Rows for the grid candidates with no finished run: cut for time (the budget ran out before they
+    started) or given up after failures."""
+    from optuna.trial import TrialState
+
+    saved = study.user_attrs.get("settings") or {}
+    grid = grid_for(SearchSettings(data_dir=s.data_dir, **{k: v for k, v in saved.items() if v is not None}))[0]
+    failed = {t.params["candidate"] for t in trials if t.state == TrialState.FAIL and t.params["phase"] == "rungs"}
+    return [dict(trial=None, candidate=c.key, status="failed" if c.key in failed else "time", top1=None, curve={},
+                 mean=None, std=None, n_seeds=0, seeds={}, alpha=c.alpha, beta=c.beta, gamma=c.gamma,
+                 rule_ratio=c.ratio, epochs=0) for c in grid if c.key not in done]
 
 
 def _spreads(trials, s: SearchSettings, plan: Plan) -> dict[str, Spread]:
@@ -52,9 +82,9 @@ def collect(s: SearchSettings) -> dict:
     plan = Plan(**study.user_attrs["plan"])
     trials = [t for t in study.get_trials(deepcopy=False) if {"phase", "candidate", "seed"} <= t.params.keys()]
     by_number = {t.number: t for t in trials}
-    runs = [t for t in trials if t.params["phase"] == "rungs" and not t.user_attrs.get("duplicate")
-            and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    runs = _latest_runs(trials)
     rows = [_row(t, by_number.get(t.user_attrs.get("same_model_as"))) for t in runs]
+    rows += _not_run(s, study, {r["candidate"] for r in rows}, trials)
     spreads = _spreads(trials, s, plan)
     if PAPER.key not in {r["candidate"] for r in rows} and PAPER.key in spreads:
         ref = next(t for t in trials if t.params["candidate"] == PAPER.key and t.state == TrialState.COMPLETE)
@@ -77,9 +107,14 @@ def collect_results(s: SearchSettings) -> list[dict]:
     return collect(s)["rows"]
 
 
+STATUS = {"complete": "", "pruner": "pruned", "time": "cut:time", "reference": "ref", "failed": "failed",
+          "latency_budget": "latency"}
+
+
 def _table(rows: list[dict], winner: str | None) -> str:
     header = (f"{'':1} {'alpha':>5} {'beta':>5} {'gamma':>5} {'a*b2*g2':>7} {'MACs x':>6} {'MACs(M)':>8} "
-              f"{'params':>10} {'res':>4} {'lat ms':>7} {'ep':>3} {'top-1 %':>7} {'mean +/- std (n)':>18} {'time s':>6}")
+              f"{'params':>10} {'res':>4} {'lat ms':>7} {'ep':>3} {'top-1 %':>7} {'mean +/- std (n)':>18} {'time s':>6}"
+              f" {'status':<8}")
     lines = [header]
     for r in rows:
         mark = "*" if r["candidate"] == winner else ("p" if r["candidate"] == PAPER.key else " ")
@@ -88,11 +123,25 @@ def _table(rows: list[dict], winner: str | None) -> str:
         lines.append(f"{mark:1} {r['alpha']:>5.2f} {r['beta']:>5.2f} {r['gamma']:>5.2f} {r['rule_ratio']:>7.3f} "
                      f"{r.get('measured_ratio', 0):>6.2f} {r.get('macs', 0) / 1e6:>8.1f} {r.get('params', 0):>10,} "
                      f"{r.get('resolution', 0):>4} {r.get('latency_ms', 0):>7.1f} {r.get('epochs', 0):>3} {top1} "
-                     f"{spread:>18} {r.get('wall_seconds', 0):>6.0f}")
+                     f"{spread:>18} {r.get('wall_seconds', 0):>6.0f} {STATUS.get(r['status'], r['status']):<8}")
     return "\n".join(lines)
 
 
-def write_report(s: SearchSettings, plan: Plan, kept, dropped, log=print) -> dict:
+def _repeats_cut(s: SearchSettings, plan: Plan, rows: list[dict], spreads: dict) -> list[str]:
+    """The finalists' seed runs that the time budget left out: the paper's coefficients and the ``top`` best
+    runs that completed the final fidelity, each short of its planned seeds."""
+    done = [r for r in rows if r["status"] == "complete" and r.get("epochs") == plan.max_epochs
+            and "same_model_as" not in r and r["candidate"] != PAPER.key]
+    done.sort(key=lambda r: (-(r["top1"] or 0), r.get("macs", 0)))
+    seeds = [s.seed + i for i in range(plan.repeats + 1)]
+    finalists = [PAPER.key, *(r["candidate"] for r in done[:plan.top])]
+    have = {k: spreads[k].seeds if k in spreads else () for k in finalists}
+    own = {r["candidate"] for r in done}  # a finalist's own rung run is its first seed
+    return [f"{k} seed {seed}" for k, got in have.items() for seed in seeds
+            if seed not in got and not (seed == s.seed and k in own)]
+
+
+def write_report(s: SearchSettings, plan: Plan, kept, dropped, log=print, started: float | None = None) -> dict:
     res = collect(s)
     rows, chosen = res["rows"], Candidate.from_key(res["chosen"])
     out = s.out_dir()
@@ -100,14 +149,25 @@ def write_report(s: SearchSettings, plan: Plan, kept, dropped, log=print) -> dic
     winner = next((r for r in rows if r["mean"] is not None), None)
     paper = next((r for r in rows if r["candidate"] == PAPER.key), None)
     table = _table(rows, winner["candidate"] if winner else None)
+    cut = [r["candidate"] for r in rows if r["status"] == "time"]
+    repeats_cut = _repeats_cut(s, plan, rows, res["spreads"]) if s.budget_minutes else []
     log(table)
+    if cut or repeats_cut:
+        log(f"cut for time: {len(cut)} of {len(kept)} candidates (status cut:time; a rerun trains them), "
+            f"{len(repeats_cut)} planned seed run(s) of the finalists")
     log(f"verdict: {res['verdict']}")
     log(f"chosen: alpha={chosen.alpha:g} beta={chosen.beta:g} gamma={chosen.gamma:g}; scale it with: effnet scale "
         f"--from-search {s.study_name()} --storage {s.storage} --phi 0..7")
     pruned = sum(1 for r in rows if r["status"] == "pruner")
+    budget = None
+    if s.budget_minutes:
+        budget = dict(minutes=s.budget_minutes, deadline=s.deadline, started=started,
+                      seconds_before_report=None if started is None else time.time() - started)
     report = dict(study=s.study_name(), storage=s.storage, settings=settings_key(s), plan=plan.to_dict(),
-                  grid_kept=len(kept), grid_dropped=len(dropped), completed=sum(r["status"] != "reference" for r in rows),
-                  pruned=pruned, failed=res["failed"], verdict=res["verdict"], verdict_kind=res["verdict_kind"],
+                  grid_kept=len(kept), grid_dropped=len(dropped),
+                  completed=sum(r["status"] not in ("reference", "failed") and r.get("epochs", 0) > 0 for r in rows),
+                  pruned=pruned, cut_for_time=cut, repeats_cut_for_time=repeats_cut, budget=budget,
+                  failed=res["failed"], verdict=res["verdict"], verdict_kind=res["verdict_kind"],
                   chosen=dict(alpha=chosen.alpha, beta=chosen.beta, gamma=chosen.gamma), best=winner, winner=winner,
                   paper=paper, results=rows)
     atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))

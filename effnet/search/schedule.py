@@ -9,6 +9,7 @@ and the ``top`` best candidates that reached the final fidelity (known when ever
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from .budget import Plan
@@ -56,13 +57,20 @@ class Progress:
         return job in self.finished or self.given_up(job)
 
 
-def read_progress(trials) -> Progress:
+def stale_cut(t, session: float | None) -> bool:
+    """A run cut for time by an earlier ``effnet search`` process (an earlier budget): redone, not kept."""
+    return t.user_attrs.get("pruned_by") == "time" and t.user_attrs.get("session") != session
+
+
+def read_progress(trials, session: float | None = None) -> Progress:
+    """Finished, running and failed jobs. ``session``: this process's deadline (runs it cut for time are
+    finished for it; those cut by an earlier process are to do again)."""
     from optuna.trial import TrialState
 
     prog = Progress()
     for t in trials:
         job = Job.of(t)
-        if job is None or t.user_attrs.get("duplicate"):
+        if job is None or t.user_attrs.get("duplicate") or stale_cut(t, session):
             continue
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             prog.finished.setdefault(job, t)
@@ -89,14 +97,24 @@ def repeat_seeds(s: SearchSettings, plan: Plan) -> list[int]:
     return [s.seed + i for i in range(1, plan.repeats + 1)]
 
 
-def paper_repeats(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str]) -> list[Job] | None:
+def visit_order(grid: list[str]) -> list[str]:
+    """The order rung runs start in: the paper's coefficients first (the reference), then the rest in a fixed
+    random order, the same for every search seed: when the time budget cuts the grid short, the candidates that
+    ran are spread over the grid (not all alpha = 1.0), and two searches with other seeds cut the same ones."""
+    rest = [k for k in grid if k != PAPER.key]
+    random.Random(13).shuffle(rest)
+    return [PAPER.key, *rest] if PAPER.key in grid else rest
+
+
+def paper_repeats(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str],
+                  cut: frozenset = frozenset()) -> list[Job] | None:
     """The paper's re-runs; its own seed too unless its rung run completed at the final fidelity. None while
     that is not known yet."""
     from optuna.trial import TrialState
 
     jobs = [Job("repeat", PAPER.key, seed) for seed in repeat_seeds(s, plan)]
     own = Job("rungs", PAPER.key, s.seed)
-    if PAPER.key in grid:
+    if PAPER.key in grid and own not in cut:
         if not prog.settled(own):
             return None
         if own in prog.finished and prog.finished[own].state == TrialState.COMPLETE:
@@ -104,22 +122,69 @@ def paper_repeats(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str]
     return [Job("repeat", PAPER.key, s.seed), *jobs]
 
 
-def next_jobs(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str],
-              same: dict[str, str]) -> tuple[list[Job], bool]:
-    """(jobs to start now, in order; whether anything is left at all). A candidate whose model is the same as
-    another's waits for that one's run and copies it; the finalists' repeats wait for every rung run."""
+@dataclass
+class Next:
+    """What a worker may do now: ``todo`` (in order), whether anything is ``left`` (else the worker exits),
+    the jobs ``cut`` for time, and ``close``: the rung phase must be closed now (its next run does not fit)."""
+
+    todo: list[Job]
+    left: bool
+    cut: list[Job]
+    close: bool = False
+
+
+def repeats_left(s: SearchSettings, plan: Plan, prog: Progress, paper: list[Job] | None,
+                 same: dict[str, str], n_models: int) -> tuple[list[str], list[str]]:
+    """Models of the seed repeats not started yet while the rung runs go on (the finalists are not known
+    yet: stand-ins of average cost, ""): (the paper's and the best finalist's next seed, the other finalists'
+    seeds, one more seed for each finalist at a time)."""
+    seeds = repeat_seeds(s, plan)
+    jobs = paper if paper is not None else [Job("repeat", PAPER.key, seed) for seed in [s.seed, *seeds]]
+    must = [same.get(j.candidate, j.candidate) for j in jobs if not prog.settled(j) and j not in prog.running]
+    more = [""] * (min(plan.top, n_models) * len(seeds))
+    return must + more[:1], more[1:]
+
+
+def next_jobs(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str], same: dict[str, str],
+              clock=None, closed: bool = False) -> Next:
+    """A candidate whose model is the same as another's waits for that one's run and copies it; the finalists'
+    repeats wait for every rung run. With a ``clock`` (a time budget) a job is offered only if it can end in
+    time (``clock.py``); once the rung phase is ``closed`` the candidates not started are cut for time."""
 
     def settled(job: Job) -> bool:  # a copy of a model that was given up is given up too
         twin = Job("rungs", same[job.candidate], job.seed) if job.phase == "rungs" else job
         return prog.settled(job) or prog.given_up(twin)
 
-    rungs = [Job("rungs", k, s.seed) for k in grid]
-    todo = [j for j in rungs if same[j.candidate] == j.candidate or settled(Job("rungs", same[j.candidate], s.seed))]
-    paper = paper_repeats(s, plan, prog, grid)
-    todo += paper or []
-    all_settled = all(settled(j) for j in rungs)
-    if all_settled:
-        todo += [Job("repeat", k, seed) for k in finalists(s, plan, prog, grid, same) for seed in repeat_seeds(s, plan)]
-    todo = [j for j in todo if not settled(j)]
-    left = not all_settled or paper is None or bool(todo)
-    return [j for j in todo if j not in prog.running], left
+    def twin(j: Job) -> Job:
+        return Job("rungs", same[j.candidate], s.seed)
+
+    rungs = [Job("rungs", k, s.seed) for k in visit_order(grid)]
+    pending = [j for j in rungs if not settled(j) and j not in prog.running]
+    copies = [j for j in pending if twin(j) != j and settled(twin(j))]
+    fresh = [j for j in pending if twin(j) == j]
+    paper0 = paper_repeats(s, plan, prog, grid)
+    n_models = len({same[k] for k in grid} - {same[PAPER.key]})
+    close = False
+    if clock is not None and clock.deadline is not None and not closed and fresh:
+        rung_end = clock.rung_end(repeats_left(s, plan, prog, paper0, same, n_models), plan.max_epochs)
+        fresh = [j for j in fresh if clock.fits(clock.seconds(j.candidate, plan.min_epochs), rung_end)]
+        close = closed = not fresh or fresh[0] != [j for j in pending if twin(j) == j][0]
+    cut = [j for j in pending if j not in copies and twin(j) not in prog.running] if closed else []
+    if closed:
+        fresh = []
+    all_settled = all(settled(j) or j in cut for j in rungs)
+    cut_keys = frozenset(cut)
+    paper = paper_repeats(s, plan, prog, grid, cut_keys)
+    fins = finalists(s, plan, prog, grid, same) if all_settled else []
+    order = {k: i for i, k in enumerate([PAPER.key, *fins])}
+    repeats = [j for j in (paper or []) + [Job("repeat", k, seed) for k in fins for seed in repeat_seeds(s, plan)]
+               if not settled(j)]
+    repeats.sort(key=lambda j: (j.seed != s.seed, j.seed, order[j.candidate]))  # seed by seed: two for each first
+    if clock is not None and clock.deadline is not None:
+        fitting = [j for j in repeats if j in prog.running
+                   or clock.fits(clock.seconds(same[j.candidate], plan.max_epochs), clock.end())]
+        cut += [j for j in repeats if j not in fitting]
+        repeats = fitting
+    todo = [j for j in copies + fresh + repeats if j not in prog.running]
+    left = bool(todo) or bool(prog.running) or not all_settled or paper is None
+    return Next(todo, left, cut, close)

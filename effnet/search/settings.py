@@ -42,6 +42,7 @@ class SearchSettings:
     heartbeat: float = 5.0  # seconds; a trial silent for `grace` is taken as dead and redone
     grace: float = 20.0
     threads: int | None = None
+    deadline: float | None = None  # unix time: budget_minutes counted from this process's start (set by run_search)
 
     def study_name(self) -> str:
         if self.study:

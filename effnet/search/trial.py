@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 import random
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..data import load_splits
-from ..data.folders import keep_decoded_images
+from ..data.folders import _decoded_budget, keep_decoded_images
 from ..models.config import ModelConfig
 from ..train import TrainConfig, train
 from ..train.classification import ClassificationTask
@@ -20,10 +22,15 @@ from ..train.evaluate import eval_loader, recalibrate_bn
 _SPLITS: dict[tuple, tuple] = {}  # (data_dir, val_split, seed) -> load_splits(...), once per worker process
 
 
+def decoded_images_kept() -> bool:
+    return _decoded_budget[0] > 0
+
+
 def reuse_decoded_images() -> None:
     """Decode every image once per worker process: trials at 32 px otherwise spend as long decoding PNGs as
     training (a worker holds the whole data set; 2 GiB of pixels at most, the rest is decoded each time)."""
-    keep_decoded_images(2 << 30)
+    if not decoded_images_kept():  # (again: would drop what this process decoded already)
+        keep_decoded_images(2 << 30)
 
 
 class SearchTask(ClassificationTask):
@@ -65,23 +72,45 @@ class SearchTask(ClassificationTask):
         return eval_loader(sample, model.config, self.resolution, self.crop_pct, batch_size, self.workers)
 
 
+@dataclass
+class RunResult:
+    summary: dict  # train()'s summary
+    epochs: int  # whole epochs trained (and evaluated where the pruner reads)
+    stopped_by: str | None  # "pruner", "time" (the budget), or None: ran to the end
+    train_seconds: float  # in training epochs; the rest of the run's wall time is its overhead
+    top1: float | None  # top-1 after ``epochs`` (None when cut for time before a whole evaluated epoch)
+
+
 def train_run(s, cfg: ModelConfig, out: Path, seed: int, epochs: int, rungs: list[int],
-              at_rung: Callable[[int, float], bool] | None = None) -> tuple[dict, int]:
-    """Train ``cfg`` for ``epochs`` (``s``: the search settings). At each rung ``at_rung(epoch, top1)`` is asked
-    whether to stop (the pruner). Returns (the run's summary, the epochs it reached)."""
-    reached = [epochs]
+              at_rung: Callable[[int, float], str | None] | None = None, deadline: float | None = None) -> RunResult:
+    """Train ``cfg`` for ``epochs`` (``s``: the search settings). At each rung ``at_rung(epoch, top1)`` says why
+    to stop there ("pruner", "time") or None to go on. With a ``deadline`` (unix time) training stops there even
+    mid-epoch: the run then counts as cut for time at its last whole epoch."""
+    state = dict(epochs=epochs, stopped_by=None, train_seconds=0.0, top1=None)
+    task = SearchTask(cfg, {*rungs, epochs}, s.precise_bn)
 
     def on_epoch_end(epoch: int, row: dict) -> bool:
-        if at_rung is not None and epoch in rungs and at_rung(epoch, float(row["val_top1"])):
-            reached[0] = epoch
+        if row["step"] < epoch * (len(task.train_samples) // s.batch_size):  # the deadline stopped this epoch
+            state.update(epochs=epoch - 1, stopped_by="time")
+            return True
+        state["train_seconds"] += float(row["epoch_seconds"])
+        if not math.isnan(float(row["val_top1"])):
+            state["top1"] = float(row["val_top1"])
+        why = at_rung(epoch, float(row["val_top1"])) if at_rung is not None and epoch in rungs else None
+        if why:
+            state.update(epochs=epoch, stopped_by=why)
             return True
         return False
 
-    task = SearchTask(cfg, {*rungs, epochs}, s.precise_bn)
+    budget = None if deadline is None else max(0.01, (deadline - time.time()) / 60)
     # channels-last: oneDNN's depthwise convolutions, 1.6x faster per step on this CPU at 32 px;
     # no checkpoint.pt: a killed trial is redone from its start, never resumed
     tcfg = TrainConfig(data_dir=s.data_dir, model=cfg.name, epochs=epochs, batch_size=s.batch_size,
                        resolution=cfg.resolution, out=str(out), seed=seed, recipe=s.recipe, quiet=True,
-                       precise_bn=0, plot=False, ema_decay=0.0, channels_last=True, checkpoint=False)
+                       precise_bn=0, plot=False, ema_decay=0.0, channels_last=True, checkpoint=False,
+                       budget_minutes=budget)
     summary = train(tcfg, model_config=cfg, task=task, on_epoch_end=on_epoch_end)
-    return summary, reached[0]
+    whole = summary["steps"] // max(1, len(task.train_samples) // s.batch_size)
+    if state["stopped_by"] is None and whole < epochs:  # the deadline struck in the last step of an epoch
+        state.update(epochs=whole, stopped_by="time")
+    return RunResult(summary, state["epochs"], state["stopped_by"], state["train_seconds"], state["top1"])

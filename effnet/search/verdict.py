@@ -61,6 +61,9 @@ def decide(spreads: list[Spread], epochs: int) -> tuple[str, str, str]:
         return "no-verdict", ("no verdict: the paper's coefficients or the finalists have no finished run at the "
                               "final fidelity; keep the paper's coefficients"), PAPER.key
     winner = ranked[0]
+    if len(ranked) == 1:
+        return "no-verdict", (f"no verdict: no finalist besides the paper's coefficients ({paper.text()} {at}) has a "
+                              f"run at the final fidelity (all cut for time?); keep the paper's coefficients"), PAPER.key
     if winner.candidate == PAPER.key:
         other = f"{_coefficients(ranked[1].candidate)} {ranked[1].text()}" if len(ranked) > 1 else "none"
         return "keep-paper", (f"the paper's coefficients are the best {at}: {paper.text()} top-1; the best other "

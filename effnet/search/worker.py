@@ -13,10 +13,11 @@ import torch
 
 from ..errors import UsageError
 from .budget import Plan
-from .grid import Candidate, candidate_config, macs_of, measure_latency_ms, params_of, resolve_base, same_models
+from .clock import Clock
+from .grid import Candidate, candidate_config, macs_of, measure_latency_ms, profile_of, resolve_base, same_models
 from .planning import load_or_make_plan
 from .report import write_report
-from .schedule import Job, distributions, next_jobs, read_progress
+from .schedule import Job, distributions, next_jobs, paper_repeats, read_progress, repeats_left, stale_cut
 from .settings import SearchSettings, base_resolution_for, candidate_keys, grid_for, settings_key
 from .study import heartbeat, make_pruner, open_study, pick_sampler
 from .trial import reuse_decoded_images, train_run
@@ -26,7 +27,7 @@ def _worker_name() -> str:
     return f"{os.uname().nodename}:{os.getpid()}"
 
 
-def _claim(study, sampler, dists, job: Job):
+def _claim(study, sampler, dists, job: Job, session: float | None):
     """A new trial for ``job``, or None when another live or finished trial with a lower number has it."""
     from optuna.trial import TrialState
 
@@ -35,7 +36,7 @@ def _claim(study, sampler, dists, job: Job):
     states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
     for _ in range(100):  # a rival may be between creating its trial and writing its parameters: wait for them
         earlier = [t for t in study.get_trials(deepcopy=False, states=states)
-                   if t.number < trial.number and not t.user_attrs.get("duplicate")]
+                   if t.number < trial.number and not t.user_attrs.get("duplicate") and not stale_cut(t, session)]
         if all(Job.of(t) is not None for t in earlier):
             break
         time.sleep(0.05)
@@ -62,10 +63,16 @@ def _fail_unclaimed(study, grace: float) -> None:
                 pass
 
 
+_MEASURED: dict = {}  # model config -> (MACs, params, latency ms): a finalist's repeats measure it once
+
+
 def _measure(trial, c: Candidate, cfg, base_macs: int) -> None:
-    macs = macs_of(cfg)
+    if cfg not in _MEASURED:
+        p = profile_of(cfg)
+        _MEASURED[cfg] = (p.macs, p.params, measure_latency_ms(cfg))
+    macs, params, latency = _MEASURED[cfg]
     attrs = dict(alpha=c.alpha, beta=c.beta, gamma=c.gamma, rule_ratio=c.ratio, macs=macs,
-                 measured_ratio=macs / base_macs, params=params_of(cfg), latency_ms=measure_latency_ms(cfg),
+                 measured_ratio=macs / base_macs, params=params, latency_ms=latency,
                  resolution=cfg.resolution, width_mult=cfg.width_mult, depth_mult=cfg.depth_mult)
     for k, v in attrs.items():
         trial.set_user_attr(k, v)
@@ -89,10 +96,32 @@ def _copy(study, trial, job: Job, source, log) -> None:
     log(f"{job.candidate}: same model as trial {source.number} ({source.state.name.lower()})")
 
 
-def _run(s: SearchSettings, plan: Plan, study, trial, job: Job, base, base_macs: int, log) -> None:
-    """Train the job's model: a rung run answers to the pruner at every rung, a repeat runs to the end."""
+def _promotion_check(s, plan: Plan, study, trial, job: Job, clock: Clock, grid: list[str], same: dict[str, str]):
+    """At a rung: the pruner's decision, then (with a time budget) whether going on to the next rung still
+    ends before the rung deadline. Returns why to stop ("pruner", "time") or None."""
+
+    def at_rung(epoch: int, top1: float) -> str | None:
+        trial.report(top1, epoch)
+        if trial.should_prune():
+            return "pruner"
+        if clock.deadline is None:
+            return None
+        nxt = next(level for level in plan.levels() if level > epoch)
+        prog = read_progress(study.get_trials(deepcopy=False), clock.deadline)
+        paper = paper_repeats(s, plan, prog, grid)
+        rung_end = clock.rung_end(repeats_left(s, plan, prog, paper, same, plan.top), plan.max_epochs)
+        return None if clock.fits(clock.more(same[job.candidate], nxt - epoch), rung_end) else "time"
+
+    return at_rung
+
+
+def _run(s: SearchSettings, plan: Plan, study, trial, job: Job, base, base_macs: int, clock: Clock,
+         grid: list[str], same: dict[str, str], log) -> None:
+    """Train the job's model: a rung run answers to the pruner (and the clock) at every rung, a repeat runs to
+    the end; with a time budget either stops at the deadline."""
     from optuna.trial import TrialState
 
+    t0 = time.time()
     c = Candidate.from_key(job.candidate)
     cfg = candidate_config(base, c)
     _measure(trial, c, cfg, base_macs)
@@ -103,30 +132,30 @@ def _run(s: SearchSettings, plan: Plan, study, trial, job: Job, base, base_macs:
         study.tell(trial, state=TrialState.PRUNED)
         log(f"{job.candidate}: {trial.user_attrs['latency_ms']:.1f} ms > budget {s.latency_budget} ms, skipped")
         return
-
-    def at_rung(epoch: int, top1: float) -> bool:
-        trial.report(top1, epoch)
-        return trial.should_prune()
-
-    t0 = time.time()
     rungs = plan.rungs() if job.phase == "rungs" else []
     out = s.out_dir() / "trials" / f"{trial.number:04d}-{job.phase}-{job.candidate}-seed{job.seed}"
-    summary, reached = train_run(s, cfg, out, job.seed, plan.max_epochs, rungs, at_rung)
-    top1 = float(summary["val_top1"])
-    for k, v in dict(epochs=reached, top1=top1, steps=summary["steps"], wall_seconds=time.time() - t0).items():
+    at_rung = _promotion_check(s, plan, study, trial, job, clock, grid, same)
+    res = train_run(s, cfg, out, job.seed, plan.max_epochs, rungs, at_rung,
+                    None if clock.deadline is None else clock.end())
+    wall = time.time() - t0
+    attrs = dict(epochs=res.epochs, epochs_trained=res.epochs, top1=res.top1, steps=res.summary["steps"],
+                 wall_seconds=wall, train_seconds=res.train_seconds)
+    for k, v in attrs.items():
         trial.set_user_attr(k, v)
-    if job.phase == "rungs" and reached == plan.max_epochs:
-        trial.report(top1, reached)  # the end of the curve (no rung: nothing to decide there)
-    if reached < plan.max_epochs:
-        trial.set_user_attr("pruned_by", "pruner")
+    if job.phase == "rungs" and res.stopped_by is None:
+        trial.report(res.top1, res.epochs)  # the end of the curve (no rung: nothing to decide there)
+    if res.stopped_by is not None:
+        trial.set_user_attr("pruned_by", res.stopped_by)
+        trial.set_user_attr("session", clock.deadline)
         study.tell(trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, top1)
-    log(f"{job.phase} {job.candidate} seed {job.seed}: top-1 {top1:.2f}% after {reached} epoch(s)"
-        f"{' (pruned)' if reached < plan.max_epochs else ''}, {time.time() - t0:.0f} s")
+        study.tell(trial, res.top1)
+    top1 = "-" if res.top1 is None else f"{res.top1:.2f}%"
+    why = {"pruner": " (pruned)", "time": " (cut for time)"}.get(res.stopped_by or "", "")
+    log(f"{job.phase} {job.candidate} seed {job.seed}: top-1 {top1} after {res.epochs} epoch(s){why}, {wall:.0f} s")
 
 
-def _run_claimed(s, plan, study, storage, trial, job, finished, same, base, base_macs, log) -> bool:
+def _run_claimed(s, plan, study, storage, trial, job, finished, same, base, base_macs, clock, grid, log) -> bool:
     """Run a claimed trial under heartbeats; a failure is recorded (and the job redone later). True if trained."""
     from optuna.trial import TrialState
 
@@ -141,7 +170,7 @@ def _run_claimed(s, plan, study, storage, trial, job, finished, same, base, base
         if job.phase == "rungs" and twin != job:
             _copy(study, trial, job, finished[twin], log)
             return False
-        _run(s, plan, study, trial, job, base, base_macs, log)
+        _run(s, plan, study, trial, job, base, base_macs, clock, grid, same, log)
         return True
     except BaseException as exc:
         try:
@@ -156,15 +185,41 @@ def _run_claimed(s, plan, study, storage, trial, job, finished, same, base, base
         stop.set()
 
 
+def _wait_for_plan(study, timeout: float = 1800.0) -> dict:
+    """The study's plan; a worker started alongside the planning process waits for it."""
+    t0 = time.time()
+    while (plan := study.user_attrs.get("plan")) is None:
+        if time.time() - t0 > timeout:
+            raise UsageError(f"study {study.study_name!r} has no plan after {timeout:.0f} s")
+        time.sleep(0.5)
+    return plan
+
+
+def _next(s: SearchSettings, plan: Plan, study, clock: Clock, grid: list[str], same: dict[str, str], log):
+    """Read the study, re-estimate the costs from the finished trials, and decide what can run now."""
+    trials = study.get_trials(deepcopy=False)
+    prog = read_progress(trials, clock.deadline)
+    clock.calibrate(trials, same)
+    closed = clock.deadline is not None and study.user_attrs.get("rungs_closed") == clock.deadline
+    nxt = next_jobs(s, plan, prog, grid, same, clock, closed)
+    if nxt.close:
+        study.set_user_attr("rungs_closed", clock.deadline)
+        cut = sum(j.phase == "rungs" for j in nxt.cut)
+        log(f"time: {clock.left():.0f} s left, the next candidate no longer fits with the seed repeats; "
+            f"{cut} candidate(s) not started are cut for time (epoch cost x{clock.factor:.2f} the estimate, "
+            f"{clock.overhead_s:.1f} s per run besides its epochs)")
+    return prog, nxt
+
+
 def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
-    """Run jobs until none is left; returns how many this worker trained."""
+    """Run jobs until none is left (or none fits the time left); returns how many this worker trained."""
     import optuna
 
     if s.threads:
         torch.set_num_threads(s.threads)
     reuse_decoded_images()
     study, storage = open_study(s)
-    plan = Plan(**study.user_attrs["plan"])
+    plan = Plan(**_wait_for_plan(study))
     sampler = pick_sampler()
     study.sampler, study.pruner = sampler, make_pruner(plan)
     keys, grid = candidate_keys(s), [c.key for c in grid_for(s)[0]]
@@ -172,22 +227,23 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
     base = resolve_base(s.base, base_resolution_for(s))
     base_macs = macs_of(base)
     same = same_models(base, keys)
+    clock = Clock.from_study(study, s.deadline, s.budget_minutes, s.n_jobs)
     wlog = lambda msg: log(f"[{worker_id}] {msg}")  # noqa: E731
     trained = 0
     while True:
         optuna.storages.fail_stale_trials(study)  # trials whose worker died (kill -9) become FAIL
         _fail_unclaimed(study, s.grace)
-        prog = read_progress(study.get_trials(deepcopy=False))
-        todo, left = next_jobs(s, plan, prog, grid, same)
-        if not todo:
-            if not left:
+        prog, nxt = _next(s, plan, study, clock, grid, same, wlog)
+        if not nxt.todo:
+            if not nxt.left:
                 return trained
             time.sleep(max(0.5, min(s.heartbeat, 2.0)))  # a running trial may still die and need redoing
             continue
-        job = todo[worker_id % len(todo)]  # spread workers over the list so they rarely collide
-        trial = _claim(study, sampler, dists, job)
+        job = nxt.todo[worker_id % len(nxt.todo)]  # spread workers over the list so they rarely collide
+        trial = _claim(study, sampler, dists, job, s.deadline)
         if trial is not None:
-            trained += _run_claimed(s, plan, study, storage, trial, job, prog.finished, same, base, base_macs, wlog)
+            trained += _run_claimed(s, plan, study, storage, trial, job, prog.finished, same, base, base_macs, clock,
+                                    grid, wlog)
 
 
 def _worker_process(settings_dict: dict, worker_id: int) -> int:
@@ -219,10 +275,13 @@ def _check_settings(s: SearchSettings, study) -> None:
 
 
 def run_search(s: SearchSettings, log=print) -> dict:
-    """The whole search: plan it (once per study), then workers (``n_jobs`` processes here; more on other
-    machines against the same storage), then the report."""
+    """The whole search: plan it (once per study), then workers (this process and ``n_jobs - 1`` more here;
+    more on other machines against the same storage), then the report. With ``budget_minutes`` the whole of it
+    ends by ``s.deadline`` (default: that long from now; the command line counts from the process's start)."""
     kept, dropped = grid_for(s)
-    started = time.time()
+    if s.budget_minutes and s.deadline is None:
+        s = dataclasses.replace(s, deadline=time.time() + s.budget_minutes * 60)
+    started = s.deadline - s.budget_minutes * 60 if s.budget_minutes else time.time()
     study, _ = open_study(s)
     _check_settings(s, study)
     grid_total = len(kept) + len(dropped)
@@ -232,15 +291,24 @@ def run_search(s: SearchSettings, log=print) -> dict:
     else:
         log(f"grid: {grid_total} candidates; latency budget {s.latency_budget} ms replaces the FLOPs constraint")
     threads = s.threads or max(1, (os.cpu_count() or 2) // max(1, s.n_jobs))
-    plan = load_or_make_plan(s, study, threads, log)
-    if s.n_jobs > 1:
+    saved_threads = torch.get_num_threads()
+    pool = None
+    if s.n_jobs > 1:  # started before planning: their imports overlap it (they wait for the plan)
         import multiprocessing as mp
 
         settings = dataclasses.asdict(dataclasses.replace(s, threads=threads))
-        with mp.get_context("spawn").Pool(s.n_jobs) as pool:
-            pool.starmap(_worker_process, [(settings, i) for i in range(s.n_jobs)])
-    else:
-        worker(s, 0, log)
-    report = write_report(s, plan, kept, dropped, log)
+        pool = mp.get_context("spawn").Pool(s.n_jobs - 1)
+        others = pool.starmap_async(_worker_process, [(settings, i) for i in range(1, s.n_jobs)])
+    try:
+        plan = load_or_make_plan(s, study, threads, log)
+        worker(dataclasses.replace(s, threads=threads) if s.n_jobs > 1 else s, 0, log)
+        if pool is not None:
+            others.get()
+    finally:
+        torch.set_num_threads(saved_threads)
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    report = write_report(s, plan, kept, dropped, log, started)
     report["wall_seconds_this_run"] = time.time() - started
     return report
