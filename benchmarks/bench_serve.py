@@ -1,14 +1,21 @@
 """Load test of `effnet serve`: 32 concurrent clients on loopback, dynamic batching vs `--max-batch 1`.
 
-Starts two real servers (the `effnet serve` command, same model and backend, one with `--max-batch 16`, one
-with `--max-batch 1`), then alternates measuring rounds between them (A, B, A, B, ...) so that the shared
-machine's noise hits both alike. In a round every client sends its requests one after another (closed loop);
-every answer is checked against in-process prediction with the same model and backend (top-5 classes and
-probabilities), so a fast wrong answer cannot count. Prints a table and writes JSON.
+Starts real servers (the `effnet serve` command, same model, backend and engine threads; only `--max-batch`
+differs; `--also-one-engine` adds the previous default's pair, one engine with every core), then alternates measuring rounds between them (A, B, A, B, ...) so that the shared machine's noise
+hits both alike. In a round every client sends its requests one after another (closed loop); every answer is
+checked against in-process prediction with the same model and backend (top-5 classes and probabilities), so a
+fast wrong answer cannot count.
+
+The load generator runs in its own process (a lean keep-alive HTTP/1.1 client on asyncio streams, not httpx:
+httpx cost ~1-2 ms of CPU per request, taken from the 2 cores the server is measured on); its CPU share is
+reported. Besides requests/s and latency, the server's own CPU time per request is read from /proc: on a
+shared machine it is the steadier number (capacity on idle cores = cores / CPU time per request). The model
+alone is timed at batch 1..16 with 1 and 2 threads for torch, ONNX Runtime and OpenVINO: the ceiling for what
+batching can gain before any HTTP work. Prints tables and writes JSON.
 
     python benchmarks/bench_serve.py                # 32 clients x 8 requests x 3 rounds per server
     python benchmarks/bench_serve.py --quick        # 32 clients x 2 requests x 1 round
-    python benchmarks/bench_serve.py --model efficientnet_lite0 --backend onnx --clients 32 --rounds 3
+    python benchmarks/bench_serve.py --backend openvino --also-one-engine
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "immunohistochemistry", "colorwheel")
+BOUNDARY = "effnet-bench-boundary-5e1c"
 
 
 def photo_uploads(folder: Path) -> list[Path]:
@@ -45,58 +53,91 @@ def photo_uploads(folder: Path) -> list[Path]:
     return paths
 
 
-def expected_answers(model_name: str, backend: str, paths: list[Path]) -> tuple[list[dict[str, float]], dict]:
-    """label -> probability (top-5) for each image, computed in this process with the same backend; and the
-    model alone at batch 16 vs batch 1 (img/s): the most that batching can gain before any HTTP work."""
+def expected_answers(model_name: str, backend: str, paths: list[Path]) -> list[dict[str, float]]:
+    """label -> probability (top-5) for each image, computed in this process with the same backend."""
+    from effnet.deploy import with_backend
+    from effnet.models.registry import create_model
+    from effnet.predict.classify import predict_files
+
+    results, errors = predict_files(with_backend(create_model(model_name, pretrained=True), backend), paths, topk=5)
+    assert not errors, errors
+    return [dict(r.top) for r in results]
+
+
+def model_ceiling(model_name: str, backends: list[str], paths: list[Path]) -> list[dict]:
+    """The model alone, images/s at batch 1..16 with 1 and 2 threads per engine backend (interleaved, best of 3,
+    the machine is shared): the most that batching can gain before any HTTP work."""
     import torch
 
     from effnet.data import eval_transform, load_image
     from effnet.deploy import with_backend
     from effnet.models.registry import create_model
-    from effnet.predict.classify import predict_files
 
-    model = with_backend(create_model(model_name, pretrained=True), backend)
-    results, errors = predict_files(model, paths, topk=5)
-    assert not errors, errors
-    transform = eval_transform(model.config)
-    x = torch.stack([transform(load_image(p)) for p in paths] * 2)[:16]
-    speed = {}
+    base = create_model(model_name, pretrained=True)
+    transform = eval_transform(base.config)
+    x = torch.stack([transform(load_image(p)) for p in paths] * 2)
+    engines = {}
+    for backend in backends:
+        for threads in (1, 2):
+            engine = with_backend(base, backend, threads=None if backend == "torch" else threads)
+            engines[(backend, threads)] = engine
+    sizes, speed = (1, 2, 4, 8, 16), {}
     with torch.inference_mode():
-        model(x), model(x[:1])  # warm-up
-        for _ in range(3):  # interleaved, best of 3 (the machine is shared)
-            for batch in (16, 1):
-                start = time.perf_counter()
-                for i in range(0, 32, batch):
-                    model(x[i % 16:i % 16 + batch])
-                speed[batch] = max(speed.get(batch, 0.0), 32 / (time.perf_counter() - start))
-    return [dict(r.top) for r in results], {"batch16_img_per_s": round(speed[16], 1),
-                                            "batch1_img_per_s": round(speed[1], 1)}
+        for _ in range(3):
+            for (backend, threads), engine in engines.items():
+                torch.set_num_threads(threads)
+                for batch in sizes:
+                    engine(x[:batch])  # warm-up / best of 3
+                    start = time.perf_counter()
+                    for i in range(0, 32, batch):
+                        engine(x[i % 16:i % 16 + batch])
+                    key = (backend, threads, batch)
+                    speed[key] = max(speed.get(key, 0.0), 32 / (time.perf_counter() - start))
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = []
+    for backend, threads in engines:
+        img_s = {b: round(speed[(backend, threads, b)], 1) for b in sizes}
+        rows.append(dict(backend=backend, threads=threads, resolution=base.config.resolution, img_per_s=img_s,
+                         best_over_batch1=round(max(img_s.values()) / img_s[1], 2),
+                         batch16_over_batch1=round(img_s[16] / img_s[1], 2)))
+    return rows
 
 
-def start_server(model_name: str, backend: str, max_batch: int, max_wait_ms: float, log: Path):
+def start_server(model_name: str, backend: str, max_batch: int, max_wait_ms: float, log: Path, extra=()):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "effnet.cli", "serve", "--model", model_name, "--pretrained", "--backend",
            backend, "--port", str(port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
-           "--no-access-log"]
+           "--no-access-log", *extra]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, port
 
 
-def wait_ready(proc, base: str, log: Path, timeout: float = 600) -> dict:
-    import httpx
+def get_json(port: int, path: str, timeout: float = 5) -> dict:
+    import urllib.request
 
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_ready(proc, port: int, log: Path, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited {proc.returncode}:\n{log.read_text()}")
         try:
-            return httpx.get(f"{base}/health", timeout=5).raise_for_status().json()
-        except httpx.HTTPError:
+            return get_json(port, "/health")
+        except OSError:
             time.sleep(0.5)
     raise SystemExit(f"server not ready after {timeout} s:\n{log.read_text()}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def check(answer: dict, expected: dict[str, float]) -> bool:
@@ -104,107 +145,190 @@ def check(answer: dict, expected: dict[str, float]) -> bool:
     return set(got) == set(expected) and all(abs(got[k] - v) <= 1e-3 for k, v in expected.items())
 
 
-async def one_round(base: str, uploads: list[bytes], expected: list[dict], clients: int, per_client: int):
-    """Every client sends ``per_client`` requests in turn; returns (latencies s, wall s, wrong answers)."""
-    import httpx
+# ------------------------------------------------------------------ the load generator (its own process)
 
+def request_bytes(name: str, data: bytes) -> bytes:
+    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    return (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def _client(port: int, order: list[int], requests: list[bytes], expected, latencies, wrong) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # one keep-alive connection per client
+    try:
+        for i in order:
+            start = time.perf_counter()
+            writer.write(requests[i])
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            body = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if not head.startswith(b"HTTP/1.1 200") or not check(json.loads(body), expected[i]):
+                status = head.split(b"\r\n")[0].decode()
+                wrong.append(f"{PHOTOS[i]}: {status} {body[:200].decode(errors='replace')}")
+    finally:
+        writer.close()
+
+
+async def _load(port: int, requests, expected, clients: int, per_client: int):
     latencies: list[float] = []
     wrong: list[str] = []
-
-    async def client(c: int, http: httpx.AsyncClient) -> None:
-        for r in range(per_client):
-            i = (c * per_client + r) % len(uploads)
-            start = time.perf_counter()
-            response = await http.post(f"{base}/predict", files={"file": (f"{PHOTOS[i]}.jpg", uploads[i])})
-            latencies.append(time.perf_counter() - start)
-            if response.status_code != 200 or not check(response.json(), expected[i]):
-                wrong.append(f"{PHOTOS[i]}: {response.status_code} {response.text[:200]}")
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
-        start = time.perf_counter()
-        await asyncio.gather(*[client(c, http) for c in range(clients)])
-        return latencies, time.perf_counter() - start, wrong
+    orders = [[(c * per_client + r) % len(requests) for r in range(per_client)] for c in range(clients)]
+    cpu0, start = time.process_time(), time.perf_counter()
+    await asyncio.gather(*[_client(port, o, requests, expected, latencies, wrong) for o in orders])
+    wall = time.perf_counter() - start
+    return dict(latencies=latencies, wall=wall, wrong=wrong, client_cpu=time.process_time() - cpu0)
 
 
-def summarize(name: str, latencies: list[float], wall: float, stats0: dict, stats1: dict) -> dict:
+def load_generator_main(spec_path: str) -> int:
+    """``bench_serve.py --load-generator SPEC.json``: one round against one server, result JSON on stdout."""
+    spec = json.loads(Path(spec_path).read_text())
+    requests = [request_bytes(PHOTOS[i], Path(p).read_bytes()) for i, p in enumerate(spec["uploads"])]
+    result = asyncio.run(_load(spec["port"], requests, spec["expected"], spec["clients"], spec["per_client"]))
+    print(json.dumps(result))
+    return 0
+
+
+def one_round(port: int, pid: int, spec: dict, tmp: Path) -> dict:
+    """A round in a separate load-generator process; adds the server's CPU seconds over the round."""
+    path = tmp / f"spec-{port}.json"
+    path.write_text(json.dumps(dict(spec, port=port)))
+    before = cpu_seconds(pid)
+    out = subprocess.run([sys.executable, __file__, "--load-generator", str(path)], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    result = json.loads(out.stdout)
+    result["server_cpu"] = cpu_seconds(pid) - before  # includes ~0.2 s of the generator's start: negligible
+    return result
+
+
+def summarize(name: str, rounds: list[dict], stats0: dict, stats1: dict, cpus: int) -> dict:
+    latencies = [t for r in rounds for t in r["latencies"]]
+    wall, n = sum(r["wall"] for r in rounds), len(latencies)
+    server_cpu, client_cpu = sum(r["server_cpu"] for r in rounds), sum(r["client_cpu"] for r in rounds)
     ms = np.asarray(latencies) * 1000
     batches = stats1["batches"] - stats0["batches"]
-    return dict(server=name, requests=len(latencies), wall_s=round(wall, 2),
-                req_per_s=round(len(latencies) / wall, 2), p50_ms=round(float(np.percentile(ms, 50)), 1),
+    return dict(server=name, requests=n, wrong_answers=sum(len(r["wrong"]) for r in rounds), wall_s=round(wall, 2),
+                req_per_s=round(n / wall, 2), p50_ms=round(float(np.percentile(ms, 50)), 1),
                 p99_ms=round(float(np.percentile(ms, 99)), 1),
-                mean_batch=round((stats1["requests"] - stats0["requests"]) / max(1, batches), 2))
+                mean_batch=round((stats1["requests"] - stats0["requests"]) / max(1, batches), 2),
+                server_cpu_ms_per_request=round(server_cpu / n * 1000, 2),
+                server_cores_busy=round(server_cpu / wall, 2),
+                capacity_req_per_s_on_idle_cores=round(cpus * n / server_cpu, 1),
+                load_generator_cpu_share=round(client_cpu / wall, 3))
 
 
-def main() -> int:
+def loadavg() -> list[float]:
+    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def measure(args, servers: dict, spec: dict, tmp: Path) -> list[dict]:
+    """Warm-up, then ``args.rounds`` rounds per server, interleaved; one summary row per server."""
+    for proc, port in servers.values():  # first calls allocate and (ONNX / OpenVINO) plan
+        one_round(port, proc.pid, dict(spec, clients=8, per_client=2), tmp)
+    rounds = {name: [] for name in servers}
+    first = {name: get_json(port, "/health")["stats"] for name, (_, port) in servers.items()}
+    for _ in range(args.rounds):
+        for name, (proc, port) in servers.items():
+            rounds[name].append(one_round(port, proc.pid, spec, tmp))
+    rows = []
+    for name, (_, port) in servers.items():
+        rows.append(summarize(name, rounds[name], first[name], get_json(port, "/health")["stats"], os.cpu_count()))
+        for w in [w for r in rounds[name] for w in r["wrong"]][:5]:
+            print(f"WRONG ({name}): {w}", file=sys.stderr)
+    return rows
+
+
+def print_tables(args, backend: str, rows: list[dict], ceiling: list[dict], load: dict, threads) -> None:
+    print(f"effnet serve, {args.model} backend {backend}, {args.clients} concurrent clients x "
+          f"{args.requests_per_client} requests x {args.rounds} rounds, loopback, {os.cpu_count()} CPUs, "
+          f"load average before {load['before'][0]} after {load['after'][0]}")
+    header = (f"{'server':<44} {'wrong':>5} {'req/s':>6} {'p50 ms':>7} {'p99 ms':>7} {'batch':>5} "
+              f"{'CPU ms/req':>10} {'idle-core cap.':>14} {'loadgen CPU':>11}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['server']:<44} {r['wrong_answers']:>5} {r['req_per_s']:>6.1f} {r['p50_ms']:>7.0f} "
+              f"{r['p99_ms']:>7.0f} {r['mean_batch']:>5.1f} {r['server_cpu_ms_per_request']:>10.1f} "
+              f"{r['capacity_req_per_s_on_idle_cores']:>14.0f} {100 * r['load_generator_cpu_share']:>10.1f}%")
+    print(f"engine threads per server: {threads}")
+    print(f"throughput, batched / unbatched (same engine threads): {rows[0]['req_per_s'] / rows[1]['req_per_s']:.2f}x; "
+          f"CPU per request, unbatched / batched: "
+          f"{rows[1]['server_cpu_ms_per_request'] / rows[0]['server_cpu_ms_per_request']:.2f}x (goal >= 1.5x)")
+    print(f"\nthe model alone at {ceiling[0]['resolution']} px, images/s by batch size (best of 3, interleaved):")
+    print(f"{'engine':<16} " + " ".join(f"{'b' + str(b):>7}" for b in (1, 2, 4, 8, 16)) + f" {'best/b1':>8} {'b16/b1':>7}")
+    for c in ceiling:
+        print(f"{c['backend'] + ' ' + str(c['threads']) + ' thr':<16} "
+              + " ".join(f"{v:>7.1f}" for v in c["img_per_s"].values())
+              + f" {c['best_over_batch1']:>7.2f}x {c['batch16_over_batch1']:>6.2f}x")
+
+
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="efficientnet_lite0", help="a model with installed pretrained weights")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests-per-client", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--also-one-engine", action="store_true",
+                    help="two more servers as the previous round's default had it: one inference thread whose "
+                         "engine has every core, --max-batch 16 and 1")
+    ap.add_argument("--ceiling-backends", default="torch,onnx,openvino")
     ap.add_argument("--quick", action="store_true", help="2 requests per client, 1 round")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_serve.json"))
     args = ap.parse_args()
     if args.quick:
         args.requests_per_client, args.rounds = 2, 1
-    import httpx
+    return args
 
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = photo_uploads(Path(tmp))
-        uploads = [p.read_bytes() for p in paths]
-        expected, model_only = expected_answers(args.model, args.backend, paths)
-        configs = {f"batched (--max-batch {args.max_batch})": args.max_batch, "unbatched (--max-batch 1)": 1}
-        servers = {name: start_server(args.model, args.backend, mb, args.max_wait_ms, Path(tmp) / f"{mb}.log")
-                   for name, mb in configs.items()}
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--load-generator":
+        return load_generator_main(sys.argv[2])
+    args = parse_args()
+    load = {"before": loadavg()}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        paths = photo_uploads(tmp)
+        spec = dict(uploads=[str(p) for p in paths], expected=expected_answers(args.model, args.backend, paths),
+                    clients=args.clients, per_client=args.requests_per_client)
+        configs = {f"batched (--max-batch {args.max_batch})": (args.max_batch, ()),
+                   "unbatched (--max-batch 1)": (1, ())}
+        if args.also_one_engine:
+            one = ("--infer-threads", "1", "--threads", str(os.cpu_count() or 1))
+            configs[f"1 engine x {one[-1]} threads, --max-batch 16"] = (16, one)
+            configs[f"1 engine x {one[-1]} threads, --max-batch 1"] = (1, one)
+        servers = {name: start_server(args.model, args.backend, mb, args.max_wait_ms, tmp / f"{i}.log", extra)
+                   for i, (name, (mb, extra)) in enumerate(configs.items())}
         try:
-            health = {name: wait_ready(proc, base, Path(tmp) / f"{configs[name]}.log")
-                      for name, (proc, base) in servers.items()}
-            for _, base in servers.values():  # warm-up: first calls allocate and (ONNX) plan
-                asyncio.run(one_round(base, uploads, expected, 8, 1))
-            pooled = {name: ([], 0.0, [], None) for name in servers}
-            for _ in range(args.rounds):
-                for name, (_, base) in servers.items():
-                    before = httpx.get(f"{base}/health").json()["stats"]
-                    lat, wall, wrong = asyncio.run(one_round(base, uploads, expected, args.clients,
-                                                             args.requests_per_client))
-                    lats, walls, wrongs, first = pooled[name]
-                    pooled[name] = (lats + lat, walls + wall, wrongs + wrong, first or before)
-            rows = []
-            for name, (_, base) in servers.items():
-                lats, wall, wrong, before = pooled[name]
-                row = summarize(name, lats, wall, before, httpx.get(f"{base}/health").json()["stats"])
-                row["wrong_answers"] = len(wrong)
-                rows.append(row)
-                for w in wrong[:5]:
-                    print(f"WRONG ({name}): {w}", file=sys.stderr)
+            health = {name: wait_ready(proc, port, tmp / f"{i}.log")
+                      for i, (name, (proc, port)) in enumerate(servers.items())}
+            rows = measure(args, servers, spec, tmp)
         finally:
             for proc, _ in servers.values():
                 proc.send_signal(signal.SIGTERM)
             for proc, _ in servers.values():
                 proc.wait(timeout=120)
-    speedup = rows[0]["req_per_s"] / rows[1]["req_per_s"]
-    print(f"effnet serve, {args.model} backend {health[rows[0]['server']]['backend']}, {args.clients} concurrent "
-          f"clients x {args.requests_per_client} requests x {args.rounds} rounds, loopback, {os.cpu_count()} CPUs")
-    header = f"{'server':<28} {'requests':>8} {'wrong':>5} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['server']:<28} {r['requests']:>8} {r['wrong_answers']:>5} {r['req_per_s']:>7.1f} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['mean_batch']:>10.2f}")
-    print(f"throughput, batched / unbatched: {speedup:.2f}x (goal >= 1.5x)")
-    print(f"the model alone, in this process: batch 16 {model_only['batch16_img_per_s']} img/s, batch 1 "
-          f"{model_only['batch1_img_per_s']} img/s "
-          f"({model_only['batch16_img_per_s'] / model_only['batch1_img_per_s']:.2f}x: the ceiling for batching)")
+        load["after_serving"] = loadavg()
+        ceiling = model_ceiling(args.model, args.ceiling_backends.split(","), paths)
+    load["after"] = loadavg()
+    backend = health[rows[0]["server"]]["backend"]
+    threads = {name: f"{h['infer_threads']} x {h['threads']}" for name, h in health.items()}
+    print_tables(args, backend, rows, ceiling, load, threads)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(model=args.model, backend=health[rows[0]["server"]]["backend"],
-                                   clients=args.clients, requests_per_client=args.requests_per_client,
-                                   rounds=args.rounds, max_wait_ms=args.max_wait_ms, cpus=os.cpu_count(),
-                                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                   throughput_ratio=round(speedup, 2), model_only=model_only, results=rows), indent=2) + "\n")
+    out.write_text(json.dumps(dict(
+        model=args.model, backend=backend, clients=args.clients, requests_per_client=args.requests_per_client,
+        rounds=args.rounds, max_wait_ms=args.max_wait_ms, cpus=os.cpu_count(), load_average=load,
+        engine_threads=threads,
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        throughput_ratio=round(rows[0]["req_per_s"] / rows[1]["req_per_s"], 2),
+        cpu_per_request_ratio=round(rows[1]["server_cpu_ms_per_request"] / rows[0]["server_cpu_ms_per_request"], 2),
+        results=rows, model_only=ceiling), indent=2) + "\n")
     print(f"wrote {out}")
     return 0 if all(r["wrong_answers"] == 0 for r in rows) else 1
 

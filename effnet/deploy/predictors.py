@@ -25,10 +25,11 @@ BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino
 class OnnxPredictor(nn.Module):
     """Runs an exported ONNX file with ONNX Runtime behind the model's own interface (config + forward)."""
 
-    def __init__(self, path: str, config) -> None:
+    def __init__(self, path: str, config, threads: int | None = None) -> None:
         super().__init__()
         self.config = config
-        self.session = ort_session(path)
+        # a fixed thread count means other engines share the cores (effnet serve): then never busy-wait
+        self.session = ort_session(path, threads, spinning=threads is None)
         self.dynamic = not isinstance(self.session.get_inputs()[0].shape[0], int)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,35 +51,36 @@ def _cache_path(model: nn.Module, kind: str, suffix: str, calibration: str | Non
     return cache / f"{model.config.name}-{h.hexdigest()[:16]}-{suffix}.{ext}"
 
 
-def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None) -> OnnxPredictor:
+def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
+                   threads: int | None = None) -> OnnxPredictor:
     """Export ``model`` to a cached ONNX file (keyed by weights and config) and wrap it."""
     path = _cache_path(model, "onnx", "int8" if int8 else "fp32", calibration if int8 else None, "onnx")
     if not path.exists():
         export_model(model, path, "onnx", batch="dynamic", int8=int8, calibration=calibration, log=lambda *a: None)
-    return OnnxPredictor(str(path), model.config)
+    return OnnxPredictor(str(path), model.config, threads)
 
 
 class OpenVinoPredictor(nn.Module):
     """Runs OpenVINO IR (fp32 or int8 weights) on the CPU, in fp32 or bf16 arithmetic, behind the model's own
     interface (config + forward)."""
 
-    def __init__(self, xml_path: str, config, precision: str = "fp32") -> None:
+    def __init__(self, xml_path: str, config, precision: str = "fp32", threads: int | None = None) -> None:
         super().__init__()
         self.config = config
-        self.compiled = compile_ir(xml_path, precision)
+        self.compiled = compile_ir(xml_path, precision, threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(ov_run(self.compiled, x))
 
 
 def openvino_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
-                       precision: str = "fp32") -> OpenVinoPredictor:
+                       precision: str = "fp32", threads: int | None = None) -> OpenVinoPredictor:
     """Export ``model`` to cached OpenVINO IR (keyed by weights, config and int8 calibration) and wrap it."""
     path = _cache_path(model, "openvino", "int8" if int8 else "fp32", calibration if int8 else None, "xml")
     if not path.exists():
         export_model(model, path, "openvino", batch="dynamic", int8=int8, calibration=calibration,
                      log=lambda *a: None)
-    return OpenVinoPredictor(str(path), model.config, precision)
+    return OpenVinoPredictor(str(path), model.config, precision, threads)
 
 
 def auto_backend() -> str:
@@ -102,11 +104,13 @@ def _calibration_dir(images) -> str:
     return calibration
 
 
-def with_backend(model: nn.Module, backend: str, calibration: str | None = None, images: list[str] = ()) -> nn.Module:
+def with_backend(model: nn.Module, backend: str, calibration: str | None = None, images: list[str] = (),
+                 threads: int | None = None) -> nn.Module:
     """``model`` behind a CPU inference backend: ``torch`` (optimize), ``onnx`` / ``onnx-int8`` (ONNX Runtime),
     ``openvino`` / ``openvino-bf16`` / ``openvino-int8`` (OpenVINO; bf16 arithmetic where the CPU has it, int8 by
     NNCF), or ``auto`` (the fastest fp32 backend installed). ``-int8`` calibrates on ``calibration``, else on
-    ``images``."""
+    ``images``. ``threads``: the ONNX Runtime / OpenVINO engine's thread count (default: every core; torch's
+    is per calling thread, ``torch.set_num_threads``)."""
     if backend == "auto":
         backend = auto_backend()
     if backend == "torch":
@@ -118,5 +122,5 @@ def with_backend(model: nn.Module, backend: str, calibration: str | None = None,
         calibration = _calibration_dir(images)
     if backend.startswith("openvino"):
         return openvino_predictor(model, int8=int8, calibration=calibration,
-                                  precision="bf16" if backend == "openvino-bf16" else "fp32")
-    return onnx_predictor(model, int8=int8, calibration=calibration)
+                                  precision="bf16" if backend == "openvino-bf16" else "fp32", threads=threads)
+    return onnx_predictor(model, int8=int8, calibration=calibration, threads=threads)

@@ -1,9 +1,13 @@
 """Dynamic batching: requests that arrive together run through the model as one batch.
 
-Each request awaits :meth:`DynamicBatcher.submit`; one collector task takes the first waiting item, then
-whatever else arrives within ``max_wait_ms`` up to ``max_batch`` items, and runs the whole batch on a single
-inference thread, so the event loop never waits on the model. While one batch runs, the next requests
-queue up and form the next batch. Hand-written: the serving libraries on PyPI that batch (Ray Serve,
+Each request awaits :meth:`DynamicBatcher.submit`. One collector task waits until an inference worker is free,
+then takes every item already waiting (no timer when a full batch is there), waits at most ``max_wait_ms``
+for more up to ``max_batch``, and hands the batch to that worker's thread, so the event loop never waits on
+the model. While the workers are busy, new requests queue up (already decoded) and form the next batch.
+
+``workers`` inference threads run batches side by side; each thread keeps its own engine (see
+:class:`effnet.serve.models.Engines`) with ``cores / workers`` intra-op threads, so the machine is never
+oversubscribed (workers x threads = cores). Hand-written: the serving libraries on PyPI that batch (Ray Serve,
 BentoML, Triton) each bring a whole runtime; this is one small asyncio loop.
 """
 
@@ -24,46 +28,59 @@ class BatchStats:
 
 
 class DynamicBatcher:
-    """Gathers items for ``run_batch(list) -> list`` (one result per item, same order)."""
+    """Gathers items for ``run_batch(list) -> list`` (one result per item, same order).
+
+    ``initializer(*initargs)`` runs once in each worker thread (e.g. ``torch.set_num_threads``).
+    """
 
     def __init__(self, run_batch: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int = 16,
-                 max_wait_ms: float = 5.0) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
+                 max_wait_ms: float = 5.0, workers: int = 1, initializer: Callable | None = None,
+                 initargs: tuple = ()) -> None:
+        if max_batch < 1 or workers < 1:
+            raise ValueError("max_batch and workers must be >= 1")
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.stats = BatchStats()
-        # one thread: batches run one after another, each using all of the model's own intra-op threads
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="effnet-infer")
+        # one single-thread executor per worker: a worker runs one batch at a time, always on the same thread
+        self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"effnet-infer{i}",
+                                              initializer=initializer, initargs=initargs) for i in range(workers)]
         self._queue: asyncio.Queue | None = None
+        self._free: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._free = asyncio.Queue()
+        for i in range(len(self._executors)):
+            self._free.put_nowait(i)
         self._task = asyncio.get_running_loop().create_task(self._collect_forever())
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        await asyncio.gather(*self._running, return_exceptions=True)  # batches already handed to a worker
+        for executor in self._executors:
+            executor.shutdown(wait=True)
 
     async def submit(self, item: Any) -> Any:
         if self._queue is None:
             raise RuntimeError("DynamicBatcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        self._queue.put_nowait((item, future))
         return await future
 
     async def _gather(self) -> list[tuple[Any, asyncio.Future]]:
         batch = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.max_wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
         while len(batch) < self.max_batch:
             if not self._queue.empty():  # already waiting: take it without a timer
                 batch.append(self._queue.get_nowait())
                 continue
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
@@ -73,21 +90,30 @@ class DynamicBatcher:
         return batch
 
     async def _collect_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
+            worker = await self._free.get()  # gather only once a worker can take the batch: it fills meanwhile
             batch = [(item, fut) for item, fut in await self._gather() if not fut.cancelled()]
             if not batch:
+                self._free.put_nowait(worker)
                 continue
             self.stats.requests += len(batch)
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            try:
-                results = await loop.run_in_executor(self._executor, self.run_batch, [i for i, _ in batch])
-            except Exception as exc:  # the model failed: every waiting request learns it, the loop goes on
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), result in zip(batch, results):
-                if not fut.done():  # the client may have gone away
-                    fut.set_result(result)
+            task = asyncio.get_running_loop().create_task(self._run(worker, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, worker: int, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executors[worker], self.run_batch, [i for i, _ in batch])
+        except Exception as exc:  # the model failed: every waiting request learns it, the loop goes on
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        finally:
+            self._free.put_nowait(worker)
+        for (_, fut), result in zip(batch, results):
+            if not fut.done():  # the client may have gone away
+                fut.set_result(result)

@@ -1,4 +1,4 @@
-"""``effnet serve``: an HTTP service and a web page for a classifier (FastAPI + uvicorn)."""
+"""``effnet serve``: an HTTP service and a web page for a classifier or a detector (FastAPI + uvicorn)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model=args.model, pretrained=args.pretrained, backend=args.backend, calibration=args.calibration,
         host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels, workers=args.workers,
-        access_log=not args.no_access_log)
+        access_log=not args.no_access_log, infer_threads=args.infer_threads, threads=args.threads)
     served = load_served(settings)
     print(f"effnet serve: {served.name} ({served.kind}, backend {served.backend}) on "
           f"http://{settings.host}:{settings.port}  page: /  API docs: /docs", flush=True)
@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("serve", help="HTTP service + web page: POST /predict, GET /health, GET / (page), /docs")
+    p = sub.add_parser("serve", help="HTTP service + web page: POST /predict (classifier) or /detect (detector), GET / (page), /docs")
     p.add_argument("--model", required=True, help="model name (with --pretrained), config .json, training run "
                                                    "directory (its model.safetensors) or effnet .safetensors file")
     p.add_argument("--pretrained", action="store_true", help="real ImageNet weights installed locally")
@@ -35,11 +35,17 @@ def add_commands(sub) -> None:
     p.add_argument("--calibration", help="folder of real images to calibrate an int8 backend")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=16, help="most requests run as one batch")
+    p.add_argument("--max-batch", type=int, default=4, help="most requests run as one batch (default 4)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill up")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="larger bodies get 413")
     p.add_argument("--max-megapixels", type=float, default=40.0,
                    help="images declaring more pixels are refused before decoding (decompression bombs)")
     p.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    p.add_argument("--infer-threads", type=int,
+                   help="inference threads per process, each running its own batch with its own engine "
+                        "(default: one per core)")
+    p.add_argument("--threads", type=int,
+                   help="intra-op threads of each inference thread's engine (default: cores / processes / "
+                        "--infer-threads, i.e. 1)")
     p.set_defaults(func=cmd_serve)

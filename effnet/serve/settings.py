@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -17,18 +18,36 @@ class ServeSettings:
     calibration: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    max_batch: int = 16
+    max_batch: int = 4  # measured: 1-thread engines peak at batch 2-4 here, larger batches spill the caches
     max_wait_ms: float = 5.0
     max_upload_mb: float = 20.0
     max_megapixels: float = 40.0
     workers: int = 1
     access_log: bool = True
+    infer_threads: int | None = None  # inference threads (batches side by side), each with its own engine
+    threads: int | None = None  # intra-op threads per inference thread
 
     def __post_init__(self) -> None:
         for field, low in (("max_batch", 1), ("workers", 1), ("max_wait_ms", 0), ("max_upload_mb", 0.001),
                            ("max_megapixels", 0.001), ("port", 0)):
             if getattr(self, field) < low:
                 raise UsageError(f"--{field.replace('_', '-')} must be >= {low}, got {getattr(self, field)}")
+        for field in ("infer_threads", "threads"):
+            if getattr(self, field) is not None and getattr(self, field) < 1:
+                raise UsageError(f"--{field.replace('_', '-')} must be >= 1, got {getattr(self, field)}")
+
+    @property
+    def inference_threads(self) -> int:
+        """Default: one inference thread per core of this process, each engine single-threaded. Measured on
+        2 shared cores (benchmarks/bench_serve.py): 2 x 1 thread served 1.4x the requests of 1 x 2 threads, and
+        a 1-thread engine is never slowed by a lost core the way a 2-thread one is (its threads wait for each
+        other at every layer)."""
+        return self.infer_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+    @property
+    def engine_threads(self) -> int:
+        """Intra-op threads of each inference thread's engine: the cores are split, never oversubscribed."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.workers // self.inference_threads)
 
     @property
     def max_upload_bytes(self) -> int:

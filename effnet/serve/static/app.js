@@ -1,5 +1,5 @@
 // The page: pick or drop an image, POST it to the model's endpoint, draw the answer.
-// One renderer per model kind (what /health reports); a detector adds its own that draws boxes.
+// One renderer per model kind (what /health reports): bars for a classifier, boxes over the image for a detector.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -37,16 +37,79 @@ function renderClassification(answer) {
   $("top").textContent = best ? best.label : "";
 }
 
-const RENDERERS = { classify: renderClassification };
+const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#000075", "#808000"];
+
+// Boxes come in the uploaded image's pixels: the canvas gets the image's own size and is stretched over the
+// preview by CSS, so a box lands where the object is at any display size.
+function drawBoxes(answer) {
+  const img = $("preview");
+  const canvas = $("boxes");
+  canvas.width = answer.width;
+  canvas.height = answer.height;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const line = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 200));
+  ctx.lineWidth = line;
+  ctx.font = `${6 * line + 4}px system-ui, sans-serif`;
+  ctx.textBaseline = "top";
+  for (const d of answer.detections) {
+    const [x1, y1, x2, y2] = d.box;
+    const color = COLORS[d.label % COLORS.length];
+    ctx.strokeStyle = color;
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const text = `${d.class} ${(100 * d.score).toFixed(0)}%`;
+    const h = 6 * line + 8;
+    const w = ctx.measureText(text).width + 6;
+    const ty = y1 >= h ? y1 - h : y1;
+    ctx.fillStyle = color;
+    ctx.fillRect(x1, ty, w, h);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(text, x1 + 3, ty + 2);
+  }
+  canvas.dataset.boxes = String(answer.detections.length);
+  canvas.hidden = false;
+  img.dataset.drawn = "1";
+}
+
+function renderDetection(answer) {
+  const list = $("bars");
+  list.replaceChildren();
+  for (const d of answer.detections) {
+    const li = document.createElement("li");
+    li.className = "det";
+    const name = document.createElement("div");
+    name.className = "name";
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = d.class;
+    label.style.color = COLORS[d.label % COLORS.length];
+    const score = document.createElement("span");
+    score.textContent = `${(100 * d.score).toFixed(1)} % at [${d.box.map((v) => Math.round(v)).join(", ")}]`;
+    name.append(label, score);
+    li.append(name);
+    list.append(li);
+  }
+  const n = answer.detections.length;
+  $("top").textContent = n === 1 ? "1 object" : `${n} objects`;
+  const img = $("preview");
+  if (img.complete && img.naturalWidth) drawBoxes(answer);
+  else img.onload = () => drawBoxes(answer);
+}
+
+const RENDERERS = { classify: renderClassification, detect: renderDetection };
+const QUERY = { classify: "?topk=5", detect: "?score_threshold=" };
 
 async function send(file) {
   $("error").hidden = true;
+  $("boxes").hidden = true;
+  $("preview").onload = null;
   $("preview").src = URL.createObjectURL(file);
   const form = new FormData();
   form.append("file", file);
   let response;
   try {
-    response = await fetch(endpoint + "?topk=5", { method: "POST", body: form });
+    const query = kind === "detect" ? QUERY.detect + $("threshold").value : QUERY.classify;
+    response = await fetch(endpoint + query, { method: "POST", body: form });
   } catch (err) {
     showError("the server did not answer: " + err);
     return;
@@ -68,6 +131,8 @@ async function loadModel() {
     endpoint = health.endpoint;
     kind = health.kind;
     $("model").textContent = `model ${health.model} (${health.kind}, backend ${health.backend})`;
+    $("api").textContent = `POST ${endpoint}`;
+    $("threshold-box").hidden = kind !== "detect";
   } catch (err) {
     $("model").textContent = "model not reachable: " + err;
   }
