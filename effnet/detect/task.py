@@ -30,6 +30,10 @@ from .loss import LossConfig, detection_loss
 # Scale jitter of the letterboxed image (official "random scale"; COCO recipes use 0.1-2.0, milder here for
 # small sets trained for a few epochs).
 SCALE_RANGE = (0.5, 1.5)
+# Starting from pretrained weights, the stem and the first two backbone stages (strides 2 and 4) stay frozen
+# and the backbone's BatchNorm keeps its ImageNet statistics: ~1.45x the training images/s on a CPU and no
+# loss of accuracy on detect-digits (12 epochs at 256 px: val AP50 0.147, vs 0.141 for the old unfrozen run).
+FREEZE_STAGES = 2
 
 
 def initial_detector(cfg: TrainConfig, class_names: tuple[str, ...]) -> EfficientDet:
@@ -83,8 +87,10 @@ class DetectionTask:
     name = "detection"
     frozen_children = ("fpn", "class_net", "box_net")  # with --freeze-backbone, these keep training
 
-    def __init__(self, scale_range: tuple[float, float] = SCALE_RANGE) -> None:
-        self.scale_range = scale_range
+    def __init__(self, scale_range: tuple[float, float] = SCALE_RANGE, freeze_stages: int | None = FREEZE_STAGES,
+                 frozen_bn: bool = True, loss: LossConfig = LossConfig()) -> None:
+        self.scale_range, self.freeze_stages, self.frozen_bn = scale_range, freeze_stages, frozen_bn
+        self.loss_config = loss
         self.collate_fn = collate_detection
         self.plot = plot_detection_run  # the loop draws curves.png with this
 
@@ -96,6 +102,8 @@ class DetectionTask:
         model = initial_detector(cfg, names)
         self.resolution = cfg.resolution or model.config.resolution
         model.config = model.config.replace(resolution=self.resolution, class_names=names)
+        if (cfg.pretrained or cfg.weights) and self.freeze_stages is not None and not cfg.freeze_backbone:
+            model.freeze_early(self.freeze_stages, self.frozen_bn)
         self.eval_batch, self.workers = max(cfg.batch_size, 16), cfg.workers
         return model
 
@@ -105,7 +113,7 @@ class DetectionTask:
 
     def criterion(self, recipe: Recipe) -> None:
         # the recipe's label smoothing is for softmax classifiers; the focal loss keeps hard targets (official)
-        self._loss = LossConfig()
+        self._loss = self.loss_config
 
     def loss(self, model: nn.Module, batch, amp: bool, channels_last: bool):
         """(loss, images in the batch, statistics to sum over the epoch)."""

@@ -5,7 +5,8 @@ from .accounting import profile
 from .config import B0_STAGES, VARIANTS, BlockArgs, ModelConfig, compound, round_filters, round_repeats, scale
 from .efficientnet import EfficientNet, EfficientNetFeatures
 from .registry import create_model, list_models, resolve_config
-from .weights import load, load_weights, save
+from .registry import load_any as load
+from .weights import load_weights, save
 
 __all__ = [
     "B0_STAGES", "VARIANTS", "BlockArgs", "ModelConfig", "compound", "round_filters", "round_repeats", "scale",

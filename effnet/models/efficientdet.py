@@ -174,6 +174,25 @@ class EfficientDet(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(not freeze)
 
+    def freeze_early(self, stages: int = 2, batchnorm: bool = True) -> None:
+        """Fine-tuning a pretrained backbone as detection recipes do (Detectron2's ``FREEZE_AT`` + frozen BN):
+        the stem and the first ``stages`` backbone stages stop learning (no backward pass through the two
+        highest resolutions), and with ``batchnorm`` every backbone BatchNorm keeps its ImageNet statistics,
+        in eval mode even while training, since statistics of a few images per batch are noisy."""
+        early = [self.backbone.stem, *self.backbone.blocks[:stages]]
+        for p in (q for m in early for q in m.parameters()):
+            p.requires_grad_(False)
+        self.frozen_backbone_bn = batchnorm
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and getattr(self, "frozen_backbone_bn", False):
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
     def set_grad_checkpointing(self, enable: bool = True):
         self.backbone.set_grad_checkpointing(enable)
         return self

@@ -11,15 +11,30 @@ from torch import nn
 
 from ..errors import UnknownModelError, UsageError
 from .config import VARIANTS, ModelConfig, variant_config
-from .efficientdet import create_detector, is_detector_name
+from .efficientdet import DETECTOR_VARIANTS, create_detector, is_detector_name, load_detector, read_detector_config
 from .efficientnet import EfficientNet, EfficientNetFeatures
 from .hub import load_pretrained
-from .weights import is_effnet_file, load, load_weights, read_config
+from .weights import is_effnet_file, load_weights, read_config
+from .weights import load as load_classifier
 
 
 def list_models(pattern: str = "") -> list[str]:
-    """Names accepted by :func:`create_model` (optionally those containing ``pattern``)."""
-    return [n for n in VARIANTS if pattern in n]
+    """Names accepted by :func:`create_model` (optionally those containing ``pattern``): the classifiers,
+    then the EfficientDet detectors."""
+    return [n for n in (*VARIANTS, *DETECTOR_VARIANTS) if pattern in n]
+
+
+def load_any(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
+    """Rebuild a classifier or a detector saved by :func:`effnet.save`, from the file or from a training run
+    directory (its ``model.safetensors``), without naming the architecture (``effnet.load``)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "model.safetensors").is_file():
+            raise UsageError(f"{path}: no model.safetensors in this run directory (has training finished?)")
+        path = path / "model.safetensors"
+    if path.suffix == ".safetensors" and path.is_file() and read_detector_config(path) is not None:
+        return load_detector(path).to(map_location)
+    return load_classifier(path, map_location)
 
 
 def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConfig:
@@ -114,7 +129,7 @@ def build_model_for_inference(
     """A model from a name (+ pretrained), an effnet .safetensors file, or a name + foreign weights file."""
     if weights:
         if is_effnet_file(weights):  # our own file carries its config
-            return load(weights).eval()
+            return load_classifier(weights).eval()
         if model is None:
             raise UsageError(f"{weights}: a foreign checkpoint needs --model NAME to know the architecture")
         return load_weights(create_model(model), weights, source=source).eval()
