@@ -8,6 +8,7 @@ import datetime
 import os
 import threading
 import time
+from typing import Callable
 
 import torch
 
@@ -211,8 +212,9 @@ def _next(s: SearchSettings, plan: Plan, study, clock: Clock, grid: list[str], s
     return prog, nxt
 
 
-def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
-    """Run jobs until none is left (or none fits the time left); returns how many this worker trained."""
+def worker(s: SearchSettings, worker_id: int = 0, log=print, ready: Callable[[], None] | None = None) -> int:
+    """Run jobs until none is left (or none fits the time left); returns how many this worker trained.
+    ``ready`` is called once the worker could claim a job (imports done, study and plan read)."""
     import optuna
 
     if s.threads:
@@ -230,6 +232,8 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
     clock = Clock.from_study(study, s.deadline, s.budget_minutes, s.n_jobs)
     wlog = lambda msg: log(f"[{worker_id}] {msg}")  # noqa: E731
     trained = 0
+    if ready is not None:
+        ready()
     while True:
         optuna.storages.fail_stale_trials(study)  # trials whose worker died (kill -9) become FAIL
         _fail_unclaimed(study, s.grace)
@@ -246,9 +250,30 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print) -> int:
                                     grid, wlog)
 
 
+_READY = None  # in a spawned worker: the count of workers ready to claim jobs, shared with the main process
+
+
+def _init_worker(ready_count) -> None:
+    global _READY
+    _READY = ready_count
+
+
+def _signal_ready() -> None:
+    with _READY.get_lock():
+        _READY.value += 1
+
+
 def _worker_process(settings_dict: dict, worker_id: int) -> int:
     _die_with_parent()
-    return worker(SearchSettings(**settings_dict), worker_id)
+    return worker(SearchSettings(**settings_dict), worker_id, ready=_signal_ready)
+
+
+def _wait_for_workers(ready_count, n: int, others, timeout: float = 120.0) -> None:
+    """Let the spawned workers finish importing before this process claims jobs: on small searches it would
+    otherwise have trained everything by the time they can start (a few seconds), leaving them idle."""
+    t0 = time.time()
+    while ready_count.value < n and not others.ready() and time.time() - t0 < timeout:
+        time.sleep(0.05)
 
 
 def _die_with_parent() -> None:
@@ -297,10 +322,16 @@ def run_search(s: SearchSettings, log=print) -> dict:
         import multiprocessing as mp
 
         settings = dataclasses.asdict(dataclasses.replace(s, threads=threads))
-        pool = mp.get_context("spawn").Pool(s.n_jobs - 1)
+        ctx = mp.get_context("spawn")
+        ready_count = ctx.Value("i", 0)
+        pool = ctx.Pool(s.n_jobs - 1, initializer=_init_worker, initargs=(ready_count,))
         others = pool.starmap_async(_worker_process, [(settings, i) for i in range(1, s.n_jobs)])
     try:
         plan = load_or_make_plan(s, study, threads, log)
+        if pool is not None:
+            _wait_for_workers(ready_count, s.n_jobs - 1, others)
+            if others.ready():  # a worker failed before it was ready: its error, not a silent wait
+                others.get()
         worker(dataclasses.replace(s, threads=threads) if s.n_jobs > 1 else s, 0, log)
         if pool is not None:
             others.get()
