@@ -5,7 +5,7 @@ package), on the same data, resolution, epochs and batch size, and both are scor
 (pycocotools) on the val split (effdet's trained weights are imported with ``load_weights(source="effdet")``,
 whose raw outputs equal effdet's -- tests/test_detect_model.py). The architectures are identical, and so is
 every recipe choice: effnet's ``detect`` recipe (AdamW, warmup + cosine, weight decay not on BN/biases, EMA
-of the weights, short-run BN momentum), the stem and first two backbone stages frozen with the backbone's
+of the weights when the recipe has one -- ``detect`` has none --, short-run BN momentum), the stem and first two backbone stages frozen with the backbone's
 BatchNorm kept at its ImageNet statistics, effnet's augmentation (scale jitter, random crop; no flips for
 digits, from the dataset's hints), bf16 autocast and channels_last. What differs is the model code, the
 loss and the anchor labelling: effnet's own, vs effdet's ``DetBenchTrain`` (its AnchorLabeler + DetectionLoss).
