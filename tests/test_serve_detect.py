@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import run_cli
 from .test_serve import httpx, running_server
-from .test_serve_page import browser  # noqa: F401  (the fixture is shared)
+from .test_serve_page import browser, open_page  # noqa: F401  (the fixture is shared)
 
 THRESHOLD = 0.0  # after two optimizer steps the scores are still low: take every box NMS keeps (at most 100)
 
@@ -87,11 +87,7 @@ def test_detector_refuses_predict_and_bad_inputs_with_4xx_json(detector_server):
 
 def test_page_draws_boxes_for_a_detector(browser, detector_server):  # noqa: F811
     base, proc, log, run, images = detector_server
-    page = browser.new_page(viewport={"width": 1000, "height": 720})
-    outside: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith(base) or r.url.startswith("blob:")
-            else outside.append(r.url))
-    page.goto(f"{base}/")
+    page, outside = open_page(browser, base)
     page.wait_for_function("document.getElementById('model').textContent.includes('detect')")
     assert page.text_content("#api") == "POST /detect"
     page.fill("#threshold", str(THRESHOLD))

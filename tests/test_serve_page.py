@@ -31,13 +31,20 @@ def browser():
         browser.close()
 
 
-def test_page_classifies_chelsea_in_a_real_browser(browser, lite0_server, photos, tmp_path):  # noqa: F811
-    base, _, _ = lite0_server
+def open_page(browser, base: str):
+    """The served page in a new tab, and the list of every request it makes outside the server (must stay empty:
+    the page works offline)."""
     page = browser.new_page(viewport={"width": 1000, "height": 720})
     outside: list[str] = []
     page.on("request", lambda r: None if r.url.startswith(base) or r.url.startswith("blob:")
             else outside.append(r.url))
     page.goto(f"{base}/")
+    return page, outside
+
+
+def test_page_classifies_chelsea_in_a_real_browser(browser, lite0_server, photos, tmp_path):  # noqa: F811
+    base, _, _ = lite0_server
+    page, outside = open_page(browser, base)
     page.wait_for_function("document.getElementById('model').textContent.includes('efficientnet_lite0')")
     page.set_input_files("#file", str(photos["chelsea"]))
     page.wait_for_selector("#result:not([hidden]) #bars li", timeout=60_000)
