@@ -14,7 +14,7 @@ from ..errors import DataError, UsageError
 from ..files import atomic_write
 from ..models.efficientdet import is_detector_name, load_detector
 from ..models.registry import create_model
-from ..models.weights import load_weights
+from ..models.weights import load_weights, run_weights
 from ..train.commands import add_train_arguments, config_for
 from ..train.loop import train
 from .evaluate import draw_detections, evaluate_detector, predict_files
@@ -26,10 +26,7 @@ def load_for_inference(source: str, ema: bool = False, weights: str | None = Non
     """A detector from a run directory, an effnet .safetensors file, or a name (+ ``weights``, e.g. effdet's)."""
     path = Path(source)
     if path.is_dir():
-        path = path / ("model_ema.safetensors" if ema else "model.safetensors")
-        if not path.is_file():
-            raise UsageError(f"{source}: no {path.name} in this run directory (has training finished?)")
-        return load_detector(path)
+        return load_detector(run_weights(path, ema))
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise UsageError(f"{source}: no such file")

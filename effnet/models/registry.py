@@ -14,7 +14,7 @@ from .config import VARIANTS, ModelConfig, variant_config
 from .efficientdet import DETECTOR_VARIANTS, create_detector, is_detector_name, load_detector, read_detector_config
 from .efficientnet import EfficientNet, EfficientNetFeatures
 from .hub import load_pretrained
-from .weights import is_effnet_file, load_weights, read_config
+from .weights import is_effnet_file, load_weights, read_config, run_weights
 from .weights import load as load_classifier
 
 
@@ -29,9 +29,7 @@ def load_any(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
     directory (its ``model.safetensors``), without naming the architecture (``effnet.load``)."""
     path = Path(path)
     if path.is_dir():
-        if not (path / "model.safetensors").is_file():
-            raise UsageError(f"{path}: no model.safetensors in this run directory (has training finished?)")
-        path = path / "model.safetensors"
+        path = run_weights(path)
     if path.suffix == ".safetensors" and path.is_file() and read_detector_config(path) is not None:
         return load_detector(path).to(map_location)
     return load_classifier(path, map_location)

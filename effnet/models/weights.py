@@ -53,6 +53,14 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(f"{path}: stored config is invalid ({exc})") from None
 
 
+def run_weights(run_dir: str | os.PathLike, ema: bool = False) -> Path:
+    """A training run directory's saved model: ``model.safetensors`` (or ``model_ema.safetensors``)."""
+    path = Path(run_dir) / ("model_ema.safetensors" if ema else "model.safetensors")
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: no {path.name} in this run directory (has training finished?)")
+    return path
+
+
 def is_effnet_file(path: str | os.PathLike) -> bool:
     """True for a safetensors file written by :func:`save` (it carries its own config)."""
     try:

@@ -32,7 +32,7 @@ from ..errors import UsageError
 from ..models.efficientdet import is_detector_name, load_detector, read_detector_config
 from ..models.imagenet import class_names_for
 from ..models.registry import build_model_for_inference, create_model
-from ..models.weights import is_effnet_file
+from ..models.weights import is_effnet_file, run_weights
 
 
 class ServedModel(Protocol):
@@ -151,10 +151,7 @@ def resolve_model_file(spec: str) -> str | None:
     """A training run directory to its ``model.safetensors``; a file to itself; a name to None."""
     path = Path(spec)
     if path.is_dir():
-        weights = path / "model.safetensors"
-        if not weights.is_file():
-            raise UsageError(f"{path}: a run directory must hold model.safetensors (is training finished?)")
-        return str(weights)
+        return str(run_weights(path))
     if path.is_file() and path.suffix != ".json":
         if read_detector_config(path) is None and not is_effnet_file(path):
             raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
