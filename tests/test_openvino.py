@@ -62,7 +62,8 @@ def test_fp32_is_fp32_and_bf16_is_reported_apart(photos):
     fp32 = with_backend(model, "openvino")
     bf16 = with_backend(model, "openvino-bf16")
     assert isinstance(fp32, OpenVinoPredictor)
-    assert fp32.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    assert fp32.runner.compiled(1).get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    assert fp32.runner.compiled(2, streamed=True).get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
     from effnet.data import eval_transform, load_image
 
     x = torch.stack([eval_transform(model.config)(load_image(p)) for p in photos.values()])

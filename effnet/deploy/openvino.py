@@ -76,6 +76,75 @@ def ov_run(compiled, x: torch.Tensor) -> np.ndarray:
     return compiled(x.numpy())[0]
 
 
+class Runner:
+    """Runs an IR on the CPU the fast way for its batch size: static shapes, and small chunks across streams.
+
+    Measured (B0 224 px, 2 cores, fp32, one interleaved run, x ONNX Runtime on a timm export): a model compiled
+    for a dynamic batch runs 1.11x at batch 1 and 0.94x at batch 16; compiled for the exact static shape 1.22x
+    and 0.97x; batch 16 cut into chunks of 2 that run on one stream per core (one thread each) 1.20x -- a
+    B0 activation at batch 2 stays in a core's cache, and the two cores never wait for each other inside a
+    layer. Chunks of 1: 1.16x, of 4: 1.08x, of 8: 1.00x. So batch 1 gets a latency-compiled static model and
+    larger batches the chunked one. An int8 model (NNCF's FakeQuantize ops) gains from larger chunks (its int8
+    matrix products fill up): chunks of 4 run 2.11x, of 2 1.97x, of 1 1.80x. Hand-written: OpenVINO compiles one shape per model and leaves the
+    splitting of a batch across streams to the caller (``AsyncInferQueue`` does the scheduling).
+    """
+
+    def __init__(self, model, precision: str = "fp32", threads: int | None = None, chunk: int | None = None) -> None:
+        ov = require_openvino()
+        if precision not in PRECISIONS:
+            raise ExportError(f"unknown OpenVINO precision {precision!r} ({', '.join(PRECISIONS)})")
+        self.core = ov.Core()
+        self.model = self.core.read_model(str(model)) if isinstance(model, (str, os.PathLike)) else model
+        self.precision, self.threads = precision, threads or torch.get_num_threads()
+        int8 = any(op.get_type_name() == "FakeQuantize" for op in self.model.get_ops())
+        self.chunk = chunk or (4 if int8 else 2)
+        self._compiled: dict[tuple[int, bool], object] = {}
+        self._queues: dict[int, object] = {}
+
+    def compiled(self, batch: int, streamed: bool = False):
+        """The model compiled for a static ``batch``: one latency stream, or one stream per thread."""
+        key = (batch, streamed)
+        if key not in self._compiled:
+            model = self.model.clone()
+            shape = model.input(0).get_partial_shape()
+            shape[0] = batch
+            model.reshape({model.input(0): shape})
+            config = {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision], "INFERENCE_NUM_THREADS": self.threads}
+            if streamed:
+                config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.threads)
+            else:
+                config.update(PERFORMANCE_HINT="LATENCY")
+            self._compiled[key] = self.core.compile_model(model, "CPU", config)
+        return self._compiled[key]
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        x = x.float().contiguous().numpy()
+        if x.shape[0] <= 1 or (self.threads == 1 and x.shape[0] <= self.chunk):
+            return self.compiled(x.shape[0])(x)[0]
+        out: list = [None] * -(-x.shape[0] // self.chunk)
+        used = []
+        for i, start in enumerate(range(0, x.shape[0], self.chunk)):
+            part = x[start:start + self.chunk]
+            queue = self._queue(part.shape[0])
+            queue.start_async({0: part}, (out, i))
+            used.append(queue)
+        for queue in set(used):
+            queue.wait_all()
+        return np.concatenate(out)
+
+    def _queue(self, batch: int):
+        if batch not in self._queues:
+            queue = require_openvino().AsyncInferQueue(self.compiled(batch, streamed=True), self.threads)
+
+            def done(request, slot) -> None:
+                results, i = slot
+                results[i] = request.get_output_tensor(0).data.copy()
+
+            queue.set_callback(done)
+            self._queues[batch] = queue
+        return self._queues[batch]
+
+
 def quantize_int8(ov_model, batch: torch.Tensor, ignored_types: tuple[str, ...] = ()):
     """NNCF post-training quantization (int8 weights and activations, the CNN defaults: symmetric, per-channel
     weights, fast bias correction) calibrated on ``batch`` (N, C, H, W) of preprocessed real images.

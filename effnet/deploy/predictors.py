@@ -16,7 +16,7 @@ from ..data import check_image
 from ..errors import UsageError
 from .export import export_model
 from .optimize import optimize
-from .openvino import compile_ir, ov_run
+from .openvino import Runner
 from .ort import ort_run, ort_session
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
@@ -67,10 +67,10 @@ class OpenVinoPredictor(nn.Module):
     def __init__(self, xml_path: str, config, precision: str = "fp32", threads: int | None = None) -> None:
         super().__init__()
         self.config = config
-        self.compiled = compile_ir(xml_path, precision, threads)
+        self.runner = Runner(xml_path, precision, threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(ov_run(self.compiled, x))
+        return torch.from_numpy(self.runner(x))
 
 
 def openvino_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
