@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"  # Debian's libtcmalloc-minimal4
 
 CONFIGS = {
     "timm eager": dict(lib="timm"),
@@ -29,6 +31,13 @@ CONFIGS = {
     "effnet CL + bf16 + mem-eff + ckpt": dict(lib="effnet", cl=True, bf16=True, memeff=True, ckpt=True),
     "effnet CL + bf16 + compile": dict(lib="effnet", cl=True, bf16=True, compile=True),
     "effnet CL + bf16 + compile + ckpt": dict(lib="effnet", cl=True, bf16=True, compile=True, ckpt=True),
+    **{f"effnet CL + bf16 + mem-eff + ckpt {k} stages + tcmalloc": dict(
+        lib="effnet", cl=True, bf16=True, memeff=True, ckpt=True, ckpt_stages=k, malloc="tcmalloc") for k in (2, 3, 4, 5)},
+    "timm CL + bf16 + tcmalloc": dict(lib="timm", cl=True, bf16=True, malloc="tcmalloc"),
+    "effnet CL + bf16 + tcmalloc": dict(lib="effnet", cl=True, bf16=True, malloc="tcmalloc"),
+    "effnet CL + bf16 + mem-eff + tcmalloc": dict(lib="effnet", cl=True, bf16=True, memeff=True, malloc="tcmalloc"),
+    "effnet CL + bf16 + mem-eff + ckpt + tcmalloc": dict(lib="effnet", cl=True, bf16=True, memeff=True, ckpt=True,
+                                                         malloc="tcmalloc"),
 }
 
 CHILD = r"""
@@ -46,7 +55,7 @@ else:
     model = effnet.create_model(model_name)
     res = model.config.resolution
     model.set_memory_efficient(cfg.get("memeff", False))
-    model.set_grad_checkpointing(cfg.get("ckpt", False))
+    model.set_grad_checkpointing(bool(cfg.get("ckpt", False)), cfg.get("ckpt_stages"))
     if cfg.get("plain_dw"):  # the depthwise convs as plain nn.Conv2d: bf16 gradients from oneDNN
         from effnet.models.layers import DepthwiseConv2d
         for m in model.modules():
@@ -92,7 +101,10 @@ def main() -> None:
         for name in names:
             code = CHILD.format(root=str(ROOT), cfg=json.dumps(CONFIGS[name]), model=args.model, batch=args.batch,
                                 steps=args.steps)
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+            env = dict(os.environ)
+            if CONFIGS[name].get("malloc") == "tcmalloc":
+                env["LD_PRELOAD"] = TCMALLOC
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
             if proc.returncode != 0:
                 print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import ConvBNAct, DropPath, SqueezeExcite
+from .layers import ConvBNAct, DropPath, SqueezeExcite, expand_then_depthwise
 
 
 class MBConv(nn.Module):
@@ -43,7 +43,7 @@ class MBConv(nn.Module):
         self.drop_path = DropPath(drop_path_rate) if self.has_residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.se(self.dw(self.expand(x))))
+        y = self.project(self.se(expand_then_depthwise(self.expand, self.dw, x)))
         if self.has_residual:
             y = self.drop_path(y) + x
         return y

@@ -33,16 +33,16 @@ def _frozen_bn_stats(module: nn.Module):
             m.num_batches_tracked.copy_(tracked)
 
 
-def run_stages(stages: nn.Sequential, x: torch.Tensor, checkpointing: bool, taps: set[int] | None = None):
-    """Run the MBConv stages; with ``checkpointing`` (training only) store each block's input alone and
-    recompute the block in backward. Returns the last output, or the outputs of the stages in ``taps``.
+def run_stages(stages: nn.Sequential, x: torch.Tensor, checkpointing: int, taps: set[int] | None = None):
+    """Run the MBConv stages; in the first ``checkpointing`` stages (training only) store each block's input
+    alone and recompute the block in backward. Returns the last output, or the outputs of the stages in ``taps``.
 
     Per block, as timm (``checkpoint_seq(blocks, flatten=True)``): the same one extra forward as per stage,
     but backward then holds one block's activations at a time -- the early 112-px blocks dominate the peak."""
     out = []
-    ckpt = checkpointing and torch.is_grad_enabled() and stages.training
+    ckpt = checkpointing if torch.is_grad_enabled() and stages.training else 0
     for i, stage in enumerate(stages):
-        if ckpt:
+        if i < ckpt:
             for block in stage:
                 x = checkpoint(block, x, use_reentrant=False,
                                context_fn=lambda b=block: (contextlib.nullcontext(), _frozen_bn_stats(b)))
@@ -57,11 +57,19 @@ class LeanTraining:
     """timm's switches for memory-lean training, shared by the classifier and the feature backbone."""
 
     grad_checkpointing = False
+    checkpoint_stages: int | None = None
 
-    def set_grad_checkpointing(self, enable: bool = True):
-        """Per-block gradient checkpointing (torch.utils.checkpoint), as timm's ``set_grad_checkpointing``."""
-        self.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None):
+        """Per-block gradient checkpointing (torch.utils.checkpoint), as timm's ``set_grad_checkpointing``;
+        ``stages``: only the blocks of the first ``stages`` MBConv stages (the high-resolution ones that hold
+        most of the activations), the rest store theirs and are not recomputed."""
+        self.grad_checkpointing, self.checkpoint_stages = enable, stages
         return self
+
+    def _checkpointed_stages(self) -> int:
+        if not self.grad_checkpointing:
+            return 0
+        return len(self.blocks) if self.checkpoint_stages is None else self.checkpoint_stages
 
     def set_memory_efficient(self, enable: bool = True):
         """SiLU / SE gating with custom autograd that recompute in backward instead of storing activations."""
@@ -135,7 +143,7 @@ class EfficientNet(LeanTraining, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> head activations (N, num_features, H/32, W/32)."""
-        x = run_stages(self.blocks, self.stem(x), self.grad_checkpointing)
+        x = run_stages(self.blocks, self.stem(x), self._checkpointed_stages())
         return self.head(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,4 +191,4 @@ class EfficientNetFeatures(LeanTraining, nn.Module):
         self._tap_stages = {info["stage"] for info in self.feature_info}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return run_stages(self.blocks, self.stem(x), self.grad_checkpointing, self._tap_stages)
+        return run_stages(self.blocks, self.stem(x), self._checkpointed_stages(), self._tap_stages)

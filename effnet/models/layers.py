@@ -60,10 +60,21 @@ class _DepthwiseFn(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
-        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad.float(), x.float(), weight.float(), None, ctx.stride, ctx.padding, (1, 1), False, (0, 0),
-            x.shape[1], (need_x, need_w, False))
-        return (grad_x.to(x.dtype) if need_x else None), (grad_w.to(weight.dtype) if need_w else None), None, None
+        w32 = weight.float()
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(w32) if need_w else None
+        # a few images at a time: the float32 copies of x and of its gradient stay ~8 MiB instead of the
+        # batch's (B0's first 112-px block at batch 16: 2 x 77 MB at the training step's memory peak)
+        step = max(1, (8 << 20) // (x[0].numel() * 4))
+        for i in range(0, x.shape[0], step):
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad[i:i + step].float(), x[i:i + step].float(), w32, None, ctx.stride, ctx.padding, (1, 1), False,
+                (0, 0), x.shape[1], (need_x, need_w, False))
+            if need_x:
+                grad_x[i:i + step] = gx
+            if need_w:
+                grad_w += gw
+        return grad_x, (grad_w.to(weight.dtype) if need_w else None), None, None
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -114,14 +125,21 @@ class ConvBNAct(nn.Sequential):
         super().__init__(OrderedDict(layers))
         self.memory_efficient = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def lean(self, x: torch.Tensor) -> bool:
+        """Whether this call runs BatchNorm + activation through the memory-efficient function."""
+        return (self.memory_efficient and self.training and torch.is_grad_enabled()
+                and type(self.bn) is nn.BatchNorm2d and self.act_name() is not None)
+
+    def act_name(self) -> str | None:
         act = getattr(self, "act", None)
-        if not (self.memory_efficient and self.training and torch.is_grad_enabled() and type(self.bn) is nn.BatchNorm2d
-                and isinstance(act, (nn.SiLU, MemoryEfficientSiLU, nn.ReLU6))):
+        return "relu6" if isinstance(act, nn.ReLU6) else "silu" if isinstance(act, (nn.SiLU, MemoryEfficientSiLU)) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.lean(x):
             return super().forward(x)
         if "pad" in self._modules:
             x = self.pad(x)
-        return batchnorm_act(self.conv(x), self.bn, "relu6" if isinstance(act, nn.ReLU6) else "silu")
+        return batchnorm_act(self.conv(x), self.bn, self.act_name())
 
 
 # Lean training (``model.set_memory_efficient()``): recompute instead of storing.
@@ -180,6 +198,96 @@ def batchnorm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: str) -> torch.Tensor
     bn.num_batches_tracked.add_(1)
     momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
     return _BatchNormActFn.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps, act)
+
+
+class _BatchNormActDepthwiseFn(torch.autograd.Function):
+    """Training-mode BatchNorm -> SiLU/ReLU6 -> depthwise conv (MBConv's expansion output into its k x k conv)
+    that stores only the BatchNorm input.
+
+    :class:`_BatchNormActFn` still leaves the activation output behind, saved by the depthwise conv for its
+    weight gradient: an expanded-width tensor per block (B0's first 112-px block at batch 16: 38.5 MB in
+    bf16). Here backward rebuilds it a few images at a time from the conv output and the batch statistics,
+    and runs the depthwise backward on each slice -- in float32 where oneDNN's bf16 depthwise backward is slow
+    (see :class:`DepthwiseConv2d`). Hand-written: no library fuses these three for CPU training.
+    """
+
+    @staticmethod
+    def forward(ctx, z, bn_weight, bn_bias, running_mean, running_var, momentum: float, eps: float, act: str,
+                dw_weight, stride: tuple, padding: tuple):
+        with torch.autocast("cpu", enabled=False):
+            y, mean, invstd = torch.native_batch_norm(z, bn_weight, bn_bias, running_mean, running_var, True,
+                                                      momentum, eps)
+            a = F.silu(y, inplace=True) if act == "silu" else F.hardtanh(y, 0.0, 6.0, inplace=True)
+            out = F.conv2d(a, dw_weight.to(a.dtype), None, stride, padding, 1, a.shape[1])
+        ctx.save_for_backward(z, bn_weight, bn_bias, mean, invstd, dw_weight)
+        ctx.eps, ctx.act, ctx.stride, ctx.padding = eps, act, stride, padding
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        z, gamma, beta, mean, invstd, dw_weight = ctx.saved_tensors
+        slow_bf16 = z.dtype == torch.bfloat16 and (dw_weight.shape[-1] != 3 or ctx.stride != (1, 1))
+        work = torch.float32 if slow_bf16 else z.dtype  # the depthwise backward's dtype; the rest is float32
+        c = (1, -1, 1, 1)
+        scale = gamma.float() * invstd
+        mean_c, beta_c, scale_c, weight = mean.view(c), beta.float().view(c), scale.view(c), dw_weight.to(work)
+        need_w = ctx.needs_input_grad[8]
+        grad_w = torch.zeros_like(dw_weight, dtype=torch.float32)
+        sum_dy, sum_dy_xc = torch.zeros_like(mean), torch.zeros_like(mean)
+        grad_z = torch.empty_like(z)  # holds the BatchNorm output's gradient, then (in place) its input's
+        step = max(1, (8 << 20) // (z[0].numel() * 4))
+        for i in range(0, z.shape[0], step):
+            xc = z[i:i + step].float() - mean_c
+            y = torch.addcmul(beta_c, xc, scale_c)  # the BatchNorm output again
+            a = F.silu(y) if ctx.act == "silu" else F.hardtanh(y, 0.0, 6.0)
+            grad_a, gw, _ = torch.ops.aten.convolution_backward(
+                grad[i:i + step].to(work), a.to(work), weight, None, ctx.stride, ctx.padding, (1, 1), False,
+                (0, 0), z.shape[1], (True, need_w, False))
+            del a
+            if ctx.act == "silu":
+                dy = torch.ops.aten.silu_backward(grad_a.float(), y)
+            else:
+                dy = torch.ops.aten.hardtanh_backward(grad_a.float(), y, 0.0, 6.0)
+            sum_dy += dy.sum((0, 2, 3))
+            sum_dy_xc += (dy * xc).sum((0, 2, 3))
+            grad_z[i:i + step] = dy
+            if need_w:
+                grad_w += gw
+        # BatchNorm's backward (training mode) in place, a slice at a time, with per-channel coefficients:
+        # dz = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), xhat = (z - mean)*invstd, means over N,H,W
+        count = z.numel() // z.shape[1]
+        k_xc = (-scale * invstd * invstd * sum_dy_xc / count).view(c)
+        k_0 = (-scale * sum_dy / count).view(c)
+        for i in range(0, z.shape[0], step):
+            xc = z[i:i + step].float() - mean_c
+            grad_z[i:i + step] = torch.addcmul(torch.addcmul(k_0, xc, k_xc), grad_z[i:i + step].float(), scale_c)
+        need_z, need_gamma, need_beta = ctx.needs_input_grad[:3]
+        return (grad_z if need_z else None, (sum_dy_xc * invstd).to(gamma.dtype) if need_gamma else None,
+                sum_dy.to(beta.dtype) if need_beta else None, None, None, None, None, None,
+                grad_w.to(dw_weight.dtype) if need_w else None, None, None)
+
+
+# The fused path trades ~10 extra passes over its tensor in backward for not storing it: worth it only where the
+# tensor is big enough to set the training step's memory peak (B0 at batch 16: the first 112-px block's 38.5 MB).
+LEAN_FUSE_MIN_BYTES = 16 << 20
+
+
+def expand_then_depthwise(expand: nn.Module, dw: "ConvBNAct", x: torch.Tensor) -> torch.Tensor:
+    """``dw(expand(x))``; in lean training, for a large expansion output, the expansion's BatchNorm +
+    activation and the depthwise conv run through :class:`_BatchNormActDepthwiseFn` (its output is not stored)."""
+    if not (isinstance(expand, ConvBNAct) and expand.lean(x) and dw.lean(x) and x.device.type == "cpu"
+            and "pad" not in dw._modules and "pad" not in expand._modules):
+        return dw(expand(x))
+    z = expand.conv(x)
+    if z.numel() * z.element_size() < LEAN_FUSE_MIN_BYTES:
+        return dw(batchnorm_act(z, expand.bn, expand.act_name()))
+    bn = expand.bn
+    bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    conv = dw.conv
+    h = _BatchNormActDepthwiseFn.apply(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps,
+                                       expand.act_name(), conv.weight, conv.stride, conv.padding)
+    return batchnorm_act(h, dw.bn, dw.act_name())
 
 
 class MemoryEfficientSiLU(nn.Module):
