@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench pg-server chromium
+.PHONY: demo test venv clean bench pg-server chromium tcmalloc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/effnet demo
 
-test: $(STAMP) pg-server chromium
+test: $(STAMP) pg-server chromium tcmalloc
 	$(BIN)/python -m pytest -q tests
 
 # The shared-study test starts a private PostgreSQL cluster; install Debian's server when missing (root only).
@@ -41,6 +41,17 @@ chromium:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
 	      || echo "note: could not install chromium; the serve page test will be skipped"; \
 	  else echo "note: no chromium and not root; the serve page test will be skipped"; fi; \
+	fi
+
+# `effnet train` runs under tcmalloc when installed (effnet/train/allocator.py: faster, leaner steps); install
+# Debian's when missing (root only). Without it training uses the system allocator and its test is skipped.
+tcmalloc:
+	@if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's libtcmalloc-minimal4 for effnet train"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1) \
+	      || echo "note: could not install libtcmalloc-minimal4; training uses the system allocator"; \
+	  else echo "note: no libtcmalloc-minimal4 and not root; training uses the system allocator"; fi; \
 	fi
 
 bench: $(STAMP)

@@ -4,6 +4,9 @@ Every configuration runs in a fresh child process (peak RSS is per process), rou
 ``--rounds`` rounds so that machine noise is shared; each child does warm-up steps and then ``--steps``
 timed optimizer steps (forward, backward, SGD step) at batch ``--batch`` and the model's resolution.
 
+Rows marked ``+ tcmalloc`` run the child under tcmalloc (``LD_PRELOAD``), as ``effnet train`` does by itself
+when Debian's libtcmalloc-minimal4 is installed; timm's model gets the same row for a like-for-like ratio.
+
     python benchmarks/bench_train.py [--model efficientnet_b0] [--batch 16] [--steps 5] [--rounds 2]
 """
 
@@ -18,7 +21,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"  # Debian's libtcmalloc-minimal4
+sys.path.insert(0, str(ROOT))
+from effnet.train.allocator import tcmalloc_library  # noqa: E402
 
 CONFIGS = {
     "timm eager": dict(lib="timm"),
@@ -102,8 +106,11 @@ def main() -> None:
             code = CHILD.format(root=str(ROOT), cfg=json.dumps(CONFIGS[name]), model=args.model, batch=args.batch,
                                 steps=args.steps)
             env = dict(os.environ)
-            if CONFIGS[name].get("malloc") == "tcmalloc":
-                env["LD_PRELOAD"] = TCMALLOC
+            if CONFIGS[name].get("malloc") == "tcmalloc":  # what `effnet train` does (effnet/train/allocator.py)
+                if tcmalloc_library() is None:
+                    print(f"{name}: skipped, libtcmalloc-minimal4 is not installed", file=sys.stderr)
+                    continue
+                env["LD_PRELOAD"] = tcmalloc_library()
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
             if proc.returncode != 0:
                 print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)

@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+# `effnet train` re-executes itself under tcmalloc when installed (effnet/train/allocator.py): ~2 s of start-up
+# per command; tests keep the system allocator except test_train_runs_under_tcmalloc, which asks for it
+os.environ.setdefault("EFFNET_MALLOC", "system")
 
 
 @pytest.fixture(autouse=True)

@@ -112,6 +112,29 @@ def test_torchrun_two_processes_end_identical(small_digits, tiny_config, tmp_pat
     assert summary["steps"] == 120 // (8 * 2)  # each rank saw half of the data
 
 
+def test_train_runs_under_tcmalloc_and_learns_the_same(small_digits, tiny_config, tmp_path):
+    """`effnet train` re-executes itself under tcmalloc when it is installed; the lean flags (memory-efficient
+    layers, checkpointing of the first stages, bf16, channels_last) train to the same weights under either
+    allocator: the allocator changes where memory comes from, not the arithmetic."""
+    from effnet.train.allocator import tcmalloc_library
+
+    if tcmalloc_library() is None:
+        pytest.skip("libtcmalloc-minimal4 is not installed (make test installs it when run as root)")
+    lean = ["--memory-efficient", "--grad-checkpoint", "--checkpoint-stages", "2", "--amp", "--channels-last"]
+    logs = {}
+    for malloc in ("tcmalloc", "system"):
+        out = tmp_path / malloc
+        cmd = [sys.executable, "-m", "effnet.cli", "train", str(small_digits), "--model", str(tiny_config), "--epochs",
+               "1", "--out", str(out), *lean, *TINY[:-1]]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, EFFNET_MALLOC=malloc))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        logs[malloc] = proc.stdout
+    assert "memory allocator tcmalloc" in logs["tcmalloc"] and "memory allocator system" in logs["system"]
+    a, b = _weights(tmp_path / "tcmalloc" / "model.safetensors"), _weights(tmp_path / "system" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _make_messy_folder(small_digits: Path, dest: Path) -> None:
     shutil.copytree(small_digits, dest)
     cls = dest / "train" / "1"

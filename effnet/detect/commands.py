@@ -15,6 +15,7 @@ from ..files import atomic_write
 from ..models.efficientdet import is_detector_name, load_detector
 from ..models.registry import create_model
 from ..models.weights import load_weights, run_weights
+from ..train.allocator import use_tcmalloc
 from ..train.commands import add_train_arguments, config_for
 from ..train.loop import train
 from .evaluate import draw_detections, evaluate_detector, predict_files
@@ -61,6 +62,7 @@ def bf16_native() -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    use_tcmalloc()  # re-executes this command under tcmalloc when installed (EFFNET_MALLOC=system: not)
     train(config_for(args), resume_dir=args.resume, task=DetectionTask())
     return 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..data import scan_image_folder
 from ..errors import UsageError
 from ..models.weights import load
+from .allocator import use_tcmalloc
 from .config import TrainConfig
 from .evaluate import eval_loader, evaluate, model_for_backend
 from .loop import train
@@ -34,6 +35,7 @@ def config_for(args: argparse.Namespace, config_type=TrainConfig):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    use_tcmalloc()  # re-executes this command under tcmalloc when installed (EFFNET_MALLOC=system: not)
     train(config_for(args), resume_dir=args.resume)
     return 0
 
@@ -110,6 +112,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-efficient", action="store_true", default=None,
                    help="SiLU/SE that recompute in backward instead of storing activations")
     p.add_argument("--grad-checkpoint", action="store_true", default=None, help="per-block gradient checkpointing")
+    p.add_argument("--checkpoint-stages", type=int,
+                   help="with --grad-checkpoint: only the blocks of the first N stages (the high-resolution ones)")
     p.add_argument("--budget-minutes", type=float)
     p.add_argument("--precise-bn", type=int, help="recompute BN statistics over N train batches before the final eval")
     p.add_argument("--dump-rank-weights", action="store_true", default=None, help=argparse.SUPPRESS)

@@ -45,6 +45,7 @@ class TrainConfig:
     sync_bn: bool = False
     memory_efficient: bool = False  # SiLU / SE gating that recompute instead of storing
     grad_checkpoint: bool = False  # per-block gradient checkpointing
+    checkpoint_stages: int | None = None  # with grad_checkpoint: only the first N MBConv stages (None: all)
     budget_minutes: float | None = None  # stop training after this long (grid search budgets)
     plot: bool = True  # write curves.png at the end
     precise_bn: int = 0  # batches to recompute BatchNorm statistics with before the final evaluation

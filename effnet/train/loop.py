@@ -25,6 +25,7 @@ from ..errors import DataError, TrainingDiverged
 from ..files import atomic_write
 from ..models.config import ModelConfig
 from ..models.weights import save
+from .allocator import allocator
 from .checkpoint import TrainState, seed_everything
 from .classification import ClassificationTask
 from .config import TrainConfig
@@ -82,7 +83,7 @@ def _prepare_model(model: nn.Module, cfg: TrainConfig, distributed: bool) -> nn.
     if cfg.memory_efficient:
         model.set_memory_efficient(True)
     if cfg.grad_checkpoint:
-        model.set_grad_checkpointing(True)
+        model.set_grad_checkpointing(True, cfg.checkpoint_stages)
     if cfg.sync_bn and distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.channels_last:
@@ -275,7 +276,7 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelCo
     cfg, state = run.cfg, run.state
     run.log(f"training {run.model.config.name} on {run.task.describe()}; recipe {run.recipe}; lr {run.lr:.3g}; "
             f"{run.steps_per_epoch} steps/epoch x {cfg.epochs}; {run.world} process(es); "
-            f"BN momentum {run.bn_momentum:.3g}")
+            f"BN momentum {run.bn_momentum:.3g}; memory allocator {allocator()}")
     run.started = time.time()
     stopped_early = False
     start_epoch, start_batch = state.epoch, state.batch_in_epoch
