@@ -76,7 +76,8 @@ def test_fp32_is_fp32_and_bf16_is_reported_apart(photos):
 
 
 def test_predict_openvino_backends_and_auto(photos):
-    assert auto_backend() == "onnx"  # measured the faster fp32 engine here (benchmarks/results/2026-11-28.md)
+    # measured the faster fp32 engine (benchmarks/results/bench_infer_ort_ov.json); engines sharing cores: ORT
+    assert auto_backend() == "openvino" and auto_backend(threads=1) == "onnx"
     outs = {}
     for backend in ("torch", "openvino", "openvino-int8"):
         proc = run_cli("predict", "--model", "efficientnet_lite0", "--pretrained", "--backend", backend, "--json",

@@ -119,7 +119,7 @@ class Runner:
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         x = x.float().contiguous().numpy()
-        if x.shape[0] <= 1 or (self.threads == 1 and x.shape[0] <= self.chunk):
+        if -(-x.shape[0] // self.chunk) < max(self.threads, 2):  # fewer chunks than streams: one call, all threads
             return self.compiled(x.shape[0])(x)[0]
         out: list = [None] * -(-x.shape[0] // self.chunk)
         used = []

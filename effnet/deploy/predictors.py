@@ -83,14 +83,17 @@ def openvino_predictor(model: nn.Module, int8: bool = False, calibration: str | 
     return OpenVinoPredictor(str(path), model.config, precision, threads)
 
 
-def auto_backend() -> str:
+def auto_backend(threads: int | None = None) -> str:
     """The fastest installed backend that keeps fp32 results (bf16 and int8 change logits, so they are opt-in).
 
-    Measured (benchmarks/results/2026-11-28.md, B0 224 px, 2 threads, one interleaved run): ONNX Runtime fp32
-    0.99x / 1.28x ORT-on-timm at batch 16 / 1, OpenVINO fp32 0.92x / 0.75x -- OpenVINO fuses SiLU into its
-    convolutions but its 1x1 convolutions are slower here -- so ONNX Runtime first, then OpenVINO, then torch.
+    Measured (benchmarks/results/bench_infer_ort_ov.json, B0 224 px, 2 threads, one interleaved run, x ONNX
+    Runtime on a timm export, batch 1 / 16): OpenVINO fp32 through :class:`~effnet.deploy.openvino.Runner`
+    1.23x / 1.20x, ONNX Runtime fp32 0.95x / 1.01x -- so OpenVINO first when an engine has the cores to itself.
+    With a fixed ``threads`` per engine (``effnet serve``: one engine per core, sharing them) ONNX Runtime
+    served more (Lite0: 136 vs 107 requests/s, benchmarks/bench_serve.py), so there ONNX Runtime comes first.
     """
-    for backend, module in (("onnx", "onnxruntime"), ("openvino", "openvino")):
+    order = (("openvino", "openvino"), ("onnx", "onnxruntime"))
+    for backend, module in order if threads is None else order[::-1]:
         if importlib.util.find_spec(module):
             return backend
     return "torch"
@@ -112,7 +115,7 @@ def with_backend(model: nn.Module, backend: str, calibration: str | None = None,
     ``images``. ``threads``: the ONNX Runtime / OpenVINO engine's thread count (default: every core; torch's
     is per calling thread, ``torch.set_num_threads``)."""
     if backend == "auto":
-        backend = auto_backend()
+        backend = auto_backend(threads)
     if backend == "torch":
         return optimize(model)
     if backend not in BACKENDS:

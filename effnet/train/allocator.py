@@ -3,9 +3,9 @@
 Why: a training step frees and re-allocates the same large activation buffers every step. glibc's malloc
 either returns them to the kernel (blocks over its mmap threshold: every step then page-faults them back in,
 zero-filled) or keeps them in a heap that fragments. Measured (benchmarks/results/bench_train.json, B0,
-batch 16, channels_last + bf16, 2 cores): under tcmalloc effnet's step runs 1.15x faster at 0.9x the peak
-memory, and the lean recipe (memory-efficient layers + checkpointing) 1.2x faster at 0.8x. timm's model
-gains no speed from it (its step allocates fewer, larger temporaries).
+batch 16, channels_last + bf16, 2 cores), tcmalloc vs glibc: effnet's step 1.09x faster at 0.89x the peak
+memory, the lean recipe (memory-efficient layers + checkpointing) 1.16x faster at 0.81x, timm's model 1.07x
+at 0.92x.
 
 An allocator has to be in place before the process starts (``LD_PRELOAD``), so ``effnet train`` re-executes
 itself once under Debian's ``libtcmalloc-minimal4`` when that is installed. ``EFFNET_MALLOC=system`` keeps the
