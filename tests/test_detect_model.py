@@ -130,3 +130,11 @@ def test_freeze_early_keeps_backbone_bn_frozen_through_train():
     before = [m.running_mean.clone() for m in bns]
     model(torch.randn(2, 3, 64, 64))
     assert all(torch.equal(a, m.running_mean) for a, m in zip(before, bns))
+    # the lean switches (effnet detect train --memory-efficient --grad-checkpoint --checkpoint-stages 3) keep
+    # frozen BatchNorm frozen too
+    model.set_memory_efficient(True).set_grad_checkpointing(True, 3)
+    assert model.backbone._checkpointed_stages() == 3
+    cls, box = model(torch.randn(2, 3, 64, 64))
+    sum(t.sum() for t in cls + box).backward()
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, bns))
+    assert model.backbone.blocks[3][0].project.conv.weight.grad is not None

@@ -37,6 +37,26 @@ def test_openvino_export_matches_pytorch_and_keeps_only_the_ir(tmp_path):
         assert np.abs(ov_run(compiled, x) - model(x).numpy()).max() <= 1e-4
 
 
+@pytest.mark.parametrize("batch", ["dynamic", 1])
+def test_runner_static_shapes_and_chunks_match_pytorch(tmp_path, batch):
+    """The backend's Runner: batch 1 and 2 in one call, batch 5 as chunks 2 + 2 + 1 across two streams (results
+    in order), an IR exported for a fixed batch run image by image; all equal PyTorch."""
+    from effnet.deploy.openvino import Runner
+
+    model = effnet.create_model(config_file(tmp_path, "small", width_mult=0.5, depth_mult=0.5, resolution=64)).eval()
+    randomize_bn(model)
+    export_model(model, tmp_path / "m.xml", "openvino", batch=batch)
+    runner = Runner(tmp_path / "m.xml", "fp32", threads=2)
+    for n in (1, 2, 5):
+        x = torch.randn(n, 3, 64, 64)
+        with torch.no_grad():
+            assert np.abs(runner(x) - model(x).numpy()).max() <= 1e-4, n
+    if batch == "dynamic":
+        assert {key for key in runner._compiled} == {(1, False), (2, False), (2, True), (1, True)}
+    with pytest.raises(ValueError, match="empty batch"):
+        runner(torch.zeros(0, 3, 64, 64))
+
+
 def test_openvino_export_refuses_broken_parity_and_leaves_nothing(tmp_path):
     proc = run_cli("export", "efficientnet_lite0", "--pretrained", "--format", "openvino", "-o",
                    str(tmp_path / "x.xml"), "--resolution", "96", "--tolerance", "1e-12", check=False)

@@ -101,14 +101,16 @@ class Runner:
         self._compiled: dict[tuple[int, bool], object] = {}
         self._queues: dict[int, object] = {}
 
-    def compiled(self, batch: int, streamed: bool = False):
-        """The model compiled for a static ``batch``: one latency stream, or one stream per thread."""
+    def compiled(self, batch: int | None, streamed: bool = False):
+        """The model compiled for a static ``batch`` (None: the IR's own shape): one latency stream, or one
+        stream per thread."""
         key = (batch, streamed)
         if key not in self._compiled:
             model = self.model.clone()
-            shape = model.input(0).get_partial_shape()
-            shape[0] = batch
-            model.reshape({model.input(0): shape})
+            if batch is not None:
+                shape = model.input(0).get_partial_shape()
+                shape[0] = batch
+                model.reshape({model.input(0): shape})
             config = {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision], "INFERENCE_NUM_THREADS": self.threads}
             if streamed:
                 config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.threads)
@@ -118,18 +120,27 @@ class Runner:
         return self._compiled[key]
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
+        if x.shape[0] == 0:
+            raise ValueError("an empty batch")
+        if self.model.input(0).get_partial_shape()[0].is_static:  # exported for a fixed batch: kept as exported
+            return ov_run(self.compiled(None), x)
         x = x.float().contiguous().numpy()
-        if -(-x.shape[0] // self.chunk) < max(self.threads, 2):  # fewer chunks than streams: one call, all threads
+        chunks = -(-x.shape[0] // self.chunk)
+        if chunks < max(self.threads, 2):  # fewer chunks than streams (or one stream): one call, all threads
             return self.compiled(x.shape[0])(x)[0]
-        out: list = [None] * -(-x.shape[0] // self.chunk)
-        used = []
-        for i, start in enumerate(range(0, x.shape[0], self.chunk)):
-            part = x[start:start + self.chunk]
-            queue = self._queue(part.shape[0])
-            queue.start_async({0: part}, (out, i))
-            used.append(queue)
-        for queue in set(used):
-            queue.wait_all()
+        out: list = [None] * chunks
+        try:
+            used = []
+            for i, start in enumerate(range(0, x.shape[0], self.chunk)):
+                part = x[start:start + self.chunk]
+                queue = self._queue(part.shape[0])
+                queue.start_async({0: part}, (out, i))
+                used.append(queue)
+            for queue in set(used):
+                queue.wait_all()
+        except Exception:
+            self._queues.clear()  # a queue keeps a failed request's error: start afresh next call
+            raise
         return np.concatenate(out)
 
     def _queue(self, batch: int):

@@ -193,8 +193,8 @@ class EfficientDet(nn.Module):
                     m.eval()
         return self
 
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.backbone.set_grad_checkpointing(enable)
+    def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None):
+        self.backbone.set_grad_checkpointing(enable, stages)
         return self
 
     def set_memory_efficient(self, enable: bool = True):

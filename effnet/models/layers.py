@@ -127,7 +127,7 @@ class ConvBNAct(nn.Sequential):
 
     def lean(self, x: torch.Tensor) -> bool:
         """Whether this call runs BatchNorm + activation through the memory-efficient function."""
-        return (self.memory_efficient and self.training and torch.is_grad_enabled()
+        return (self.memory_efficient and self.bn.training and torch.is_grad_enabled()
                 and type(self.bn) is nn.BatchNorm2d and self.act_name() is not None)
 
     def act_name(self) -> str | None:

@@ -40,10 +40,20 @@ def allocator() -> str:
     return "system"
 
 
+def started_as_effnet() -> bool:
+    """Whether this process is the ``effnet`` command (console script, ``python -m effnet[.cli]``, a torchrun
+    worker of it): only then is re-executing it the same as running it. A program that calls the CLI in-process
+    (a notebook, a script, pytest) would be restarted from its own beginning."""
+    path = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    head, name = os.path.split(path)
+    return name == "effnet" or (os.path.basename(head) == "effnet" and name in ("cli.py", "__main__.py"))
+
+
 def use_tcmalloc() -> None:
     """Re-execute this process (same PID, arguments and environment) with tcmalloc preloaded, unless it is
     already in use, not installed, or ``EFFNET_MALLOC=system``. Returns only when nothing is to be done."""
-    if os.environ.get(ENV, "tcmalloc") == "system" or os.environ.get(_GUARD) or allocator() != "system":
+    if (os.environ.get(ENV, "tcmalloc") == "system" or os.environ.get(_GUARD) or allocator() != "system"
+            or not started_as_effnet()):
         return
     library = tcmalloc_library()
     if library is None or not sys.platform.startswith("linux"):
