@@ -125,7 +125,7 @@ class ConvBNAct(nn.Sequential):
         super().__init__(OrderedDict(layers))
         self.memory_efficient = False
 
-    def lean(self, x: torch.Tensor) -> bool:
+    def lean(self) -> bool:
         """Whether this call runs BatchNorm + activation through the memory-efficient function."""
         return (self.memory_efficient and self.bn.training and torch.is_grad_enabled()
                 and type(self.bn) is nn.BatchNorm2d and self.act_name() is not None)
@@ -135,7 +135,7 @@ class ConvBNAct(nn.Sequential):
         return "relu6" if isinstance(act, nn.ReLU6) else "silu" if isinstance(act, (nn.SiLU, MemoryEfficientSiLU)) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.lean(x):
+        if not self.lean():
             return super().forward(x)
         if "pad" in self._modules:
             x = self.pad(x)
@@ -195,9 +195,14 @@ class _BatchNormActFn(torch.autograd.Function):
 
 def batchnorm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: str) -> torch.Tensor:
     """``act(bn(x))`` in training mode through :class:`_BatchNormActFn` (same running-stat updates as ``bn``)."""
+    return _BatchNormActFn.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, _step_momentum(bn), bn.eps,
+                                 act)
+
+
+def _step_momentum(bn: nn.BatchNorm2d) -> float:
+    """Count the batch and return the running-statistics momentum for it, as ``nn.BatchNorm2d`` does."""
     bn.num_batches_tracked.add_(1)
-    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-    return _BatchNormActFn.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps, act)
+    return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
 
 
 class _BatchNormActDepthwiseFn(torch.autograd.Function):
@@ -275,18 +280,15 @@ LEAN_FUSE_MIN_BYTES = 16 << 20
 def expand_then_depthwise(expand: nn.Module, dw: "ConvBNAct", x: torch.Tensor) -> torch.Tensor:
     """``dw(expand(x))``; in lean training, for a large expansion output, the expansion's BatchNorm +
     activation and the depthwise conv run through :class:`_BatchNormActDepthwiseFn` (its output is not stored)."""
-    if not (isinstance(expand, ConvBNAct) and expand.lean(x) and dw.lean(x) and x.device.type == "cpu"
+    if not (isinstance(expand, ConvBNAct) and expand.lean() and dw.lean() and x.device.type == "cpu"
             and "pad" not in dw._modules and "pad" not in expand._modules):
         return dw(expand(x))
     z = expand.conv(x)
     if z.numel() * z.element_size() < LEAN_FUSE_MIN_BYTES:
         return dw(batchnorm_act(z, expand.bn, expand.act_name()))
-    bn = expand.bn
-    bn.num_batches_tracked.add_(1)
-    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-    conv = dw.conv
-    h = _BatchNormActDepthwiseFn.apply(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps,
-                                       expand.act_name(), conv.weight, conv.stride, conv.padding)
+    bn, conv = expand.bn, dw.conv
+    h = _BatchNormActDepthwiseFn.apply(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, _step_momentum(bn),
+                                       bn.eps, expand.act_name(), conv.weight, conv.stride, conv.padding)
     return batchnorm_act(h, dw.bn, dw.act_name())
 
 
