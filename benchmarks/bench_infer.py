@@ -153,13 +153,17 @@ def openvino_engines(lib: str, model, resolution: int, workdir: Path, want) -> d
     from effnet.deploy.export import real_batch
 
     names = {p: f"{lib} openvino {p}" for p in ("fp32", "bf16", "int8")}
-    if not any(want(n) or want(f"{n} +runner") for n in names.values()):
+
+    def wanted(name: str) -> bool:  # the engine, or the same IR through effnet's Runner (timm rows)
+        return want(name) or want(f"{name} +runner")
+
+    if not any(wanted(n) for n in names.values()):
         return {}
     fp32, int8 = workdir / f"{lib}_ov.xml", workdir / f"{lib}_ov_int8.xml"
     if lib == "effnet":
         if not fp32.exists():
             export_model(model, fp32, "openvino", batch="dynamic", log=lambda *a: None)
-        if (want(names["int8"]) or want(names["int8"] + " +runner")) and not int8.exists():
+        if wanted(names["int8"]) and not int8.exists():
             export_model(model, int8, "openvino", batch="dynamic", int8=True,
                          calibration=str(calibration_photos(workdir)), log=lambda *a: None)
     else:
@@ -168,7 +172,7 @@ def openvino_engines(lib: str, model, resolution: int, workdir: Path, want) -> d
         ov_model = ovino.convert(model.eval(), torch.zeros(1, 3, resolution, resolution))
         if not fp32.exists():
             ovino.save_ir(ov_model, fp32)
-        if (want(names["int8"]) or want(names["int8"] + " +runner")) and not int8.exists():
+        if wanted(names["int8"]) and not int8.exists():
             config = effnet.create_model("efficientnet_b0").config.replace(resolution=resolution)
             real, _ = real_batch(config, str(calibration_photos(workdir)))
             ovino.save_ir(ovino.quantize_int8(ov_model, real), int8)

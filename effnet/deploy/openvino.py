@@ -56,15 +56,22 @@ def compile_ir(model, precision: str = "fp32", threads: int | None = None):
 
     One stream with the latency hint: every call uses all ``threads`` for one batch, as the other engines do.
     """
-    ov = require_openvino()
+    core = require_openvino().Core()
+    return core.compile_model(core.read_model(str(model)) if isinstance(model, (str, os.PathLike)) else model, "CPU",
+                              cpu_config(precision, threads))
+
+
+def cpu_config(precision: str, threads: int | None, streams: int | None = None) -> dict:
+    """The CPU plugin's settings: the precision hint (fp32 must be asked for), the thread count, and either one
+    latency stream or ``streams`` throughput streams."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown OpenVINO precision {precision!r} ({', '.join(PRECISIONS)})")
     config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    core = ov.Core()
-    return core.compile_model(core.read_model(str(model)) if isinstance(model, (str, os.PathLike)) else model, "CPU",
-                              config)
+    if streams:
+        config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=streams)
+    return config
 
 
 def ov_run(compiled, x: torch.Tensor) -> np.ndarray:
@@ -85,16 +92,16 @@ class Runner:
     B0 activation at batch 2 stays in a core's cache, and the two cores never wait for each other inside a
     layer. Chunks of 1: 1.16x, of 4: 1.08x, of 8: 1.00x. So batch 1 gets a latency-compiled static model and
     larger batches the chunked one. An int8 model (NNCF's FakeQuantize ops) gains from larger chunks (its int8
-    matrix products fill up): chunks of 4 run 2.11x, of 2 1.97x, of 1 1.80x. Hand-written: OpenVINO compiles one shape per model and leaves the
-    splitting of a batch across streams to the caller (``AsyncInferQueue`` does the scheduling).
+    matrix products fill up): chunks of 4 run 2.11x, of 2 1.97x, of 1 1.80x. Hand-written: OpenVINO compiles
+    one shape per model and leaves the splitting of a batch across streams to the caller (``AsyncInferQueue``
+    does the scheduling). An IR exported for a fixed batch runs as exported, image by image.
     """
 
     def __init__(self, model, precision: str = "fp32", threads: int | None = None, chunk: int | None = None) -> None:
-        ov = require_openvino()
-        if precision not in PRECISIONS:
-            raise ExportError(f"unknown OpenVINO precision {precision!r} ({', '.join(PRECISIONS)})")
-        self.core = ov.Core()
+        cpu_config(precision, threads)  # refuses an unknown precision now, not at the first call
+        self.core = require_openvino().Core()
         self.model = self.core.read_model(str(model)) if isinstance(model, (str, os.PathLike)) else model
+        self.fixed_batch = self.model.input(0).get_partial_shape()[0].is_static
         self.precision, self.threads = precision, threads or torch.get_num_threads()
         int8 = any(op.get_type_name() == "FakeQuantize" for op in self.model.get_ops())
         self.chunk = chunk or (4 if int8 else 2)
@@ -111,18 +118,14 @@ class Runner:
                 shape = model.input(0).get_partial_shape()
                 shape[0] = batch
                 model.reshape({model.input(0): shape})
-            config = {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision], "INFERENCE_NUM_THREADS": self.threads}
-            if streamed:
-                config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.threads)
-            else:
-                config.update(PERFORMANCE_HINT="LATENCY")
+            config = cpu_config(self.precision, self.threads, self.threads if streamed else None)
             self._compiled[key] = self.core.compile_model(model, "CPU", config)
         return self._compiled[key]
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         if x.shape[0] == 0:
             raise ValueError("an empty batch")
-        if self.model.input(0).get_partial_shape()[0].is_static:  # exported for a fixed batch: kept as exported
+        if self.fixed_batch:
             return ov_run(self.compiled(None), x)
         x = x.float().contiguous().numpy()
         chunks = -(-x.shape[0] // self.chunk)

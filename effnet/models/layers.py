@@ -277,7 +277,7 @@ class _BatchNormActDepthwiseFn(torch.autograd.Function):
 LEAN_FUSE_MIN_BYTES = 16 << 20
 
 
-def expand_then_depthwise(expand: nn.Module, dw: "ConvBNAct", x: torch.Tensor) -> torch.Tensor:
+def expand_then_depthwise(expand: nn.Module, dw: ConvBNAct, x: torch.Tensor) -> torch.Tensor:
     """``dw(expand(x))``; in lean training, for a large expansion output, the expansion's BatchNorm +
     activation and the depthwise conv run through :class:`_BatchNormActDepthwiseFn` (its output is not stored)."""
     if not (isinstance(expand, ConvBNAct) and expand.lean() and dw.lean() and x.device.type == "cpu"
