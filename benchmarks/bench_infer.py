@@ -77,7 +77,7 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
     if want("effnet onnxruntime fp32"):
         path = workdir / "effnet.onnx"
         if not path.exists():
-            export_model(ours, path, batch="dynamic", log=lambda *a: None)
+            export_model(ours, path, batch="dynamic")
         s = _ort_session(str(path), spinning=False)
         engines["effnet onnxruntime fp32"] = lambda x: _ort_run(s, x, True)
     if want("effnet onnxruntime int8"):
@@ -87,7 +87,7 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
 
             photos = workdir / "photos"
             write_photos(photos, count=64)
-            export_model(ours, path, batch="dynamic", int8=True, calibration=str(photos), log=lambda *a: None)
+            export_model(ours, path, batch="dynamic", int8=True, calibration=str(photos))
         s8 = _ort_session(str(path), spinning=False)
         engines["effnet onnxruntime int8"] = lambda x: _ort_run(s8, x, True)
     engines.update(openvino_engines("effnet", ours, resolution, workdir, want))
@@ -162,10 +162,10 @@ def openvino_engines(lib: str, model, resolution: int, workdir: Path, want) -> d
     fp32, int8 = workdir / f"{lib}_ov.xml", workdir / f"{lib}_ov_int8.xml"
     if lib == "effnet":
         if not fp32.exists():
-            export_model(model, fp32, "openvino", batch="dynamic", log=lambda *a: None)
+            export_model(model, fp32, "openvino", batch="dynamic")
         if wanted(names["int8"]) and not int8.exists():
             export_model(model, int8, "openvino", batch="dynamic", int8=True,
-                         calibration=str(calibration_photos(workdir)), log=lambda *a: None)
+                         calibration=str(calibration_photos(workdir)))
     else:
         import effnet
 

@@ -57,7 +57,7 @@ def expected_answers(model_name: str, backend: str, paths: list[Path]) -> list[d
     """label -> probability (top-5) for each image, computed in this process with the same backend."""
     from effnet.deploy import with_backend
     from effnet.models.registry import create_model
-    from effnet.predict.classify import predict_files
+    from effnet.classify.predict import predict_files
 
     results, errors = predict_files(with_backend(create_model(model_name, pretrained=True), backend), paths, topk=5)
     assert not errors, errors

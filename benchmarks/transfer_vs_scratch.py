@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from effnet.data.bundled import write_digits
-from effnet.train import TrainConfig, train
+from effnet.classify import train
+from effnet.train import TrainConfig
 
 
 def main() -> None:

@@ -9,18 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .classify import commands as classify_commands
 from .data import commands as data_commands
 from .deploy import commands as deploy_commands
 from .detect import commands as detect_commands
 from .errors import ExportError, TrainingDiverged
 from .models import commands as model_commands
-from .predict import commands as predict_commands
 from .search import commands as search_commands
 from .serve import commands as serve_commands
 from .train import commands as train_commands
 
 # in the order `effnet --help` lists them
-COMMAND_MODULES = (model_commands, predict_commands, train_commands, data_commands, search_commands,
+COMMAND_MODULES = (model_commands, classify_commands, train_commands, data_commands, search_commands,
                    deploy_commands, detect_commands, serve_commands)
 
 

@@ -1,10 +1,20 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Where effnet keeps its files (:func:`cache_root`), and writing them so that a crash never leaves a
+half-written one behind."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """The one folder effnet caches into: downloaded weights (``weights/``) and ONNX / OpenVINO exports for
+    ``--backend`` (``onnx/``, ``openvino/``). ``$EFFNET_HOME``, else ``$XDG_CACHE_HOME/effnet``, else
+    ``~/.cache/effnet``."""
+    if os.environ.get("EFFNET_HOME"):
+        return Path(os.environ["EFFNET_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "effnet"
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

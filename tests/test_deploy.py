@@ -1,6 +1,7 @@
 """Deploy path: BN folding, ONNX / TorchScript export verified by ONNX Runtime, int8, lean training."""
 
 import json
+import tempfile
 
 import onnx
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 import effnet
 from effnet.deploy import export_model, optimize
-from tests.conftest import randomize_bn, run_cli
+from tests.conftest import config_file, randomize_bn, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,47 @@ def test_predict_backends_agree(photos):
         assert a["top"][0]["class"] == b["top"][0]["class"]
         assert a["top"][0]["prob"] == pytest.approx(b["top"][0]["prob"], abs=1e-4)
     assert outs["onnx"][1]["top"][0]["class"] == "espresso"
+
+
+def test_one_cache_root_for_weights_and_exports(tmp_path, monkeypatch):
+    """$EFFNET_HOME, else $XDG_CACHE_HOME/effnet, else ~/.cache/effnet: the weights cache and the backend exports."""
+    from effnet.files import cache_root
+    from effnet.models.hub import effnet_home
+
+    monkeypatch.delenv("EFFNET_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == effnet_home() == tmp_path / "xdg" / "effnet"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_root() == effnet_home() == tmp_path / ".cache" / "effnet"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "home"))
+    assert cache_root() == effnet_home() == tmp_path / "home"
+
+
+def test_backend_exports_live_in_effnet_home_and_int8_calibration_leaves_nothing(tmp_path, monkeypatch, photos):
+    """with_backend keeps its ONNX exports in $EFFNET_HOME/onnx and reuses them; an int8 export calibrated on
+    image files links them from a temporary folder that is gone afterwards."""
+    from effnet.deploy import with_backend
+
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("EFFNET_HOME", str(home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))  # where this process's temporary folders go
+    model = effnet.create_model(config_file(tmp_path, "tiny", width_mult=0.25, depth_mult=0.25, resolution=32),
+                                num_classes=3).eval()
+    randomize_bn(model)
+    x = torch.randn(2, 3, 32, 32)
+    fp32 = with_backend(model, "onnx")
+    (exported,) = (home / "onnx").iterdir()
+    assert exported.name.endswith("-fp32.onnx")
+    with torch.no_grad():
+        ref = model(x)
+        assert (fp32(x) - ref).abs().max() <= 1e-4
+        written = exported.stat().st_mtime_ns
+        assert (with_backend(model, "onnx")(x) - ref).abs().max() <= 1e-4
+        assert exported.stat().st_mtime_ns == written  # the cached file, not a new export
+        int8 = with_backend(model, "onnx-int8", images=[str(p) for p in photos.values()])
+        assert 0 < (int8(x) - fp32(x)).abs().max() < ref.abs().max()  # quantized, still the same model
+    assert len(list((home / "onnx").glob("*-int8.onnx"))) == 1
+    assert not list(tmp.glob("effnet-calib-*"))

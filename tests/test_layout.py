@@ -149,3 +149,83 @@ def test_files_saved_before_the_reorganisation_still_load():
     assert model.config.class_names == ("a", "b", "c") and model.config.tf_padding
     with torch.no_grad():
         assert torch.allclose(model(expected["input"]), expected["logits"], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- the task as the axis
+
+RESOLVER = "effnet.models.registry"  # the one module that decides whether a thing is a classifier or a detector
+DISPATCH = "effnet.tasks"  # the table from its answer to each task's package: it may call task_of, nothing else
+# functions whose answer *is* that decision
+QUESTIONS = {"is_detector_name", "_is_detector_name", "read_detector_config", "task_of", "stored_config"}
+DETECTOR_TYPES = {"EfficientDet", "DetectorConfig", "EfficientNet", "ModelConfig"}
+KIND_WORDS = ("efficientdet", "detect", "classify", "classifier", "detector")
+
+
+def _asks(node: ast.AST) -> str | None:
+    """Why ``node`` asks "is this a detector?" (or None): it calls one of the resolver's questions, checks the
+    type of a model or config, compares with a kind's name, or tests a name's prefix."""
+    if isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Load):
+        name = node.id if isinstance(node, ast.Name) else node.attr
+        if name in QUESTIONS:
+            return f"uses {name}"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("isinstance", "issubclass"):
+        types = node.args[1] if len(node.args) > 1 else None
+        names = {n.id if isinstance(n, ast.Name) else getattr(n, "attr", "") for n in ast.walk(types)} if types else set()
+        if names & DETECTOR_TYPES:
+            return f"isinstance(..., {', '.join(sorted(names & DETECTOR_TYPES))})"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("startswith",
+                                                                                                   "endswith"):
+        for arg in node.args:
+            consts = [c.value for c in ast.walk(arg) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+            if any(c.startswith("efficientdet") for c in consts):
+                return f"{node.func.attr}({consts[0]!r})"
+    if isinstance(node, ast.Compare):
+        for side in (node.left, *node.comparators):
+            if isinstance(side, ast.Constant) and isinstance(side.value, str) and side.value in KIND_WORDS:
+                return f"compares with {side.value!r}"
+            if isinstance(side, ast.Attribute) and side.attr in ("kind", "task"):
+                return f"compares .{side.attr}"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr":
+        if len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and node.args[1].value in (
+                "box_net", "class_net", "classifier", "fpn", "module"):
+            return f"hasattr(..., {node.args[1].value!r})"
+    return None
+
+
+def detector_questions(source: str) -> list[str]:
+    return [f"line {node.lineno}: {why}" for node in ast.walk(ast.parse(source)) if (why := _asks(node))]
+
+
+def test_the_question_finder_finds_questions():
+    assert detector_questions("if is_detector_name(x): pass")
+    assert detector_questions("ok = isinstance(m.config, DetectorConfig)")
+    assert detector_questions("if name.startswith('efficientdet_'): pass")
+    assert detector_questions("if served.kind == 'classify': pass")
+    assert detector_questions("if cfg.task != other.task: pass")
+    assert detector_questions("c = m.module.config if hasattr(m, 'module') else m.config")
+    assert detector_questions("m = name.startswith('efficientdet')")
+    assert not detector_questions("k.startswith('classifier.')\nTASKS[task_name](model)\nrecipe = 'paper'\nif x == 'torch': pass")
+
+
+def test_only_the_resolver_asks_whether_a_model_is_a_detector():
+    """Classifier or detector is decided once (``models/registry.py``: by the name, or the saved config's kind);
+    everything else dispatches on its answer through a table (``effnet/tasks.py``)."""
+    found = {name: detector_questions(path.read_text()) for name, path in all_modules().items() if name != RESOLVER}
+    found[DISPATCH] = [line for line in found[DISPATCH] if not line.endswith("uses task_of")]
+    offenders = {name: lines for name, lines in found.items() if lines}
+    assert not offenders, offenders
+
+
+def test_no_commands_module_imports_another_packages_commands():
+    """Each task package's commands stand alone: flags two commands share live in a library module
+    (``train/arguments.py``, ``deploy/options.py``), never in another package's ``commands``."""
+    offenders = [f"{name} imports {t}" for name, targets in import_graph().items() if name.endswith(".commands")
+                 for t in targets if t.endswith(".commands") and package_of(t) != package_of(name)]
+    assert not offenders, offenders
+
+
+def test_the_two_tasks_are_equal_packages():
+    """Classification and detection each own their task, evaluation, prediction, export and serving modules."""
+    for pkg in ("classify", "detect"):
+        names = {p.stem for p in (PACKAGE_DIR / pkg).glob("*.py")}
+        assert {"task", "evaluate", "export", "served", "commands"} <= names, (pkg, names)

@@ -149,9 +149,9 @@ def test_lean_bf16_training_stores_less_and_keeps_the_gradients(monkeypatch):
     """The lean recipe of benchmarks/bench_train.py (channels_last, bf16 autocast, memory-efficient layers with
     every expansion fused into its depthwise conv, checkpointing of the first 3 stages' blocks): gradients agree
     with plain bf16 training to bf16 accuracy, and autograd keeps under half of the bytes."""
-    from effnet.models import layers
+    from effnet.models import lean as lean_kernels
 
-    monkeypatch.setattr(layers, "LEAN_FUSE_MIN_BYTES", 0)
+    monkeypatch.setattr(lean_kernels, "LEAN_FUSE_MIN_BYTES", 0)
     torch.manual_seed(0)
     models = [effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.0, dropout=0.0).train()
               for _ in range(2)]
@@ -185,9 +185,9 @@ def test_fused_batchnorm_activation_matches_plain_training(name, monkeypatch):
     """set_memory_efficient: BatchNorm + SiLU/ReLU6 store only the conv output, and every expansion's output goes
     into its depthwise conv without being stored (the size threshold set to 0: all are fused here); gradients,
     running statistics and batch counters equal the plain modules' (float32)."""
-    from effnet.models import layers
+    from effnet.models import lean as lean_kernels
 
-    monkeypatch.setattr(layers, "LEAN_FUSE_MIN_BYTES", 0)
+    monkeypatch.setattr(lean_kernels, "LEAN_FUSE_MIN_BYTES", 0)
     torch.manual_seed(0)
     plain = effnet.create_model(name, num_classes=10, drop_path_rate=0.0, dropout=0.0).train()
     lean = effnet.create_model(name, num_classes=10, drop_path_rate=0.0, dropout=0.0).train()

@@ -30,7 +30,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from effnet.models.config import ModelConfig  # noqa: E402
 from effnet.models.efficientnet import EfficientNet  # noqa: E402
 from effnet.models.weights import load, save  # noqa: E402
-from effnet.predict.classify import predict_files  # noqa: E402
+from effnet.classify.predict import predict_files  # noqa: E402
 
 CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
 

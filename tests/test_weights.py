@@ -113,7 +113,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
 
 def test_real_pretrained_lite0_classifies_real_photos(photos):
-    from effnet.predict import predict_files
+    from effnet.classify import predict_files
 
     model = effnet.create_model("efficientnet_lite0", pretrained=True)
     results, errors = predict_files(model, [photos["chelsea"], photos["coffee"]], topk=5)

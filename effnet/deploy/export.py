@@ -138,7 +138,7 @@ def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic:
 
 def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", batch: str = "static",
                  resolution: int | None = None, int8: bool = False, calibration: str | None = None,
-                 tolerance: float = 1e-3, opset: int = 17, log=print) -> ExportReport:
+                 tolerance: float = 1e-3, opset: int = 17) -> ExportReport:
     """Export ``model`` (plain ops, eval, BN folded) and verify the file against PyTorch.
 
     Parity is checked on random inputs and on real images (``calibration`` folder, else scikit-image photos):

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..models.layers import ConvBNAct, DropPath, SamePad2d, set_memory_efficient
+from ..models.layers import ConvBNAct, DropPath, SamePad2d
+from ..models.lean import set_memory_efficient
 
 
 def to_plain_ops(model: nn.Module) -> nn.Module:

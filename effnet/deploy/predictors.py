@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data import check_image
 from ..errors import UsageError
+from ..files import cache_root
 from .export import export_model
 from .optimize import optimize
 from .openvino import Runner
@@ -46,7 +47,7 @@ def _cache_path(model: nn.Module, kind: str, suffix: str, calibration: str | Non
             if p.is_file():
                 st = p.stat()
                 h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effnet" / kind
+    cache = cache_root() / kind
     cache.mkdir(parents=True, exist_ok=True)
     return cache / f"{model.config.name}-{h.hexdigest()[:16]}-{suffix}.{ext}"
 
@@ -56,7 +57,7 @@ def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None
     """Export ``model`` to a cached ONNX file (keyed by weights and config) and wrap it."""
     path = _cache_path(model, "onnx", "int8" if int8 else "fp32", calibration if int8 else None, "onnx")
     if not path.exists():
-        export_model(model, path, "onnx", batch="dynamic", int8=int8, calibration=calibration, log=lambda *a: None)
+        export_model(model, path, "onnx", batch="dynamic", int8=int8, calibration=calibration)
     return OnnxPredictor(str(path), model.config, threads)
 
 
@@ -78,8 +79,7 @@ def openvino_predictor(model: nn.Module, int8: bool = False, calibration: str | 
     """Export ``model`` to cached OpenVINO IR (keyed by weights, config and int8 calibration) and wrap it."""
     path = _cache_path(model, "openvino", "int8" if int8 else "fp32", calibration if int8 else None, "xml")
     if not path.exists():
-        export_model(model, path, "openvino", batch="dynamic", int8=int8, calibration=calibration,
-                     log=lambda *a: None)
+        export_model(model, path, "openvino", batch="dynamic", int8=int8, calibration=calibration)
     return OpenVinoPredictor(str(path), model.config, precision, threads)
 
 
@@ -99,12 +99,10 @@ def auto_backend(threads: int | None = None) -> str:
     return "torch"
 
 
-def _calibration_dir(images) -> str:
-    """A temporary folder of links to the readable ``images``, for int8 calibration."""
-    calibration = tempfile.mkdtemp(prefix="effnet-calib-")
+def _link_images(images, folder: str) -> None:
+    """Links in ``folder`` to the readable ``images``, for int8 calibration."""
     for i, path in enumerate(p for p in images if check_image(p) is None):
-        os.symlink(os.path.abspath(path), os.path.join(calibration, f"{i:05d}{Path(path).suffix}"))
-    return calibration
+        os.symlink(os.path.abspath(path), os.path.join(folder, f"{i:05d}{Path(path).suffix}"))
 
 
 def with_backend(model: nn.Module, backend: str, calibration: str | None = None, images: list[str] = (),
@@ -121,8 +119,16 @@ def with_backend(model: nn.Module, backend: str, calibration: str | None = None,
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} (auto, {', '.join(BACKENDS)})")
     int8 = backend.endswith("-int8")
-    if int8 and calibration is None:
-        calibration = _calibration_dir(images)
+    if int8 and calibration is None:  # calibrate on ``images``, linked from a folder that lives for the export
+        with tempfile.TemporaryDirectory(prefix="effnet-calib-") as folder:
+            _link_images(images, folder)
+            return _predictor(model, backend, folder, threads)
+    return _predictor(model, backend, calibration, threads)
+
+
+def _predictor(model: nn.Module, backend: str, calibration: str | None, threads: int | None) -> nn.Module:
+    """The exported (cached) model for an ONNX Runtime / OpenVINO ``backend``."""
+    int8 = backend.endswith("-int8")
     if backend.startswith("openvino"):
         return openvino_predictor(model, int8=int8, calibration=calibration,
                                   precision="bf16" if backend == "openvino-bf16" else "fp32", threads=threads)

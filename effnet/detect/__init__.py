@@ -1,1 +1,9 @@
-"""Object detection: EfficientDet on the effnet backbone (issue 10, in progress)."""
+"""Object detection, the task: training (``task``: :class:`DetectionTask` for the shared loop; ``loss``: focal +
+Huber), anchors, box coding and NMS (``boxes``), COCO evaluation and prediction on image files (``evaluate``), the
+end-to-end ONNX export (``export``) and serving (``served``: ``POST /detect``); ``commands``: ``effnet detect
+train|eval|predict|export``. The model itself is ``effnet.models.efficientdet`` + ``bifpn`` on the classifier's
+backbone; classification (``effnet.classify``) is the sibling task."""
+
+from .task import DetectionTask
+
+__all__ = ["DetectionTask"]

@@ -10,33 +10,24 @@ from pathlib import Path
 import torch
 
 from ..data.coco import read_coco_split
+from ..deploy.options import add_export_arguments, export_options
 from ..errors import DataError, UsageError
 from ..files import atomic_write
-from ..models.efficientdet import is_detector_name, load_detector
-from ..models.registry import create_model
-from ..models.weights import load_weights, run_weights
+from ..models.registry import load_model
+from ..tasks import export
 from ..train.allocator import use_tcmalloc
-from ..train.commands import add_train_arguments, config_for
+from ..train.arguments import add_train_arguments, config_for
 from ..train.loop import train
 from .evaluate import draw_detections, evaluate_detector, predict_files
-from .export import export_detector
 from .task import DetectionTask
 
 
 def load_for_inference(source: str, ema: bool = False, weights: str | None = None):
-    """A detector from a run directory, an effnet .safetensors file, or a name (+ ``weights``, e.g. effdet's)."""
-    path = Path(source)
-    if path.is_dir():
-        return load_detector(run_weights(path, ema))
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise UsageError(f"{source}: no such file")
-        return load_detector(path)
-    if not is_detector_name(source):
-        raise UsageError(f"{source}: not a run directory, a detector .safetensors file or a detector name")
-    if not weights:
-        raise UsageError(f"{source}: a detector name needs --weights FILE (no pretrained detectors are installed)")
-    return load_weights(create_model(source), weights)
+    """A detector from a run directory, an effnet .safetensors file, or a name + ``weights`` (e.g. effdet's)."""
+    if not weights and not Path(source).exists():
+        raise UsageError(f"{source}: not a run directory or a detector .safetensors file; a detector name needs "
+                         "--weights FILE (no pretrained detectors are installed)")
+    return load_model(source, weights=weights, ema=ema, task="detect")
 
 
 def _val_split(data_dir: str, class_names: tuple[str, ...] | None):
@@ -107,12 +98,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    model = load_for_inference(args.run_or_model, args.ema, args.weights)
-    r = export_detector(model, args.output, args.resolution, args.raw, args.images)
-    what = "raw outputs (class/box P3-P7)" if args.raw else "end to end: boxes, scores, classes; decoding + NMS inside"
-    checked = "ONNX Runtime" + (" and OpenVINO" if r.openvino_checked else "")
-    print(f"wrote {r.path} ({what}); {checked} vs PyTorch on {r.images} real images: max box diff "
-          f"{r.max_box_diff:.2e}" + ("" if args.raw else f" px, max score diff {r.max_score_diff:.2e}"))
+    """``effnet detect export``: ``effnet export`` for detectors only (same flags)."""
+    exported = export(args.model, export_options(args), args.pretrained, args.weights, args.ema, task="detect")
+    print("\n".join(exported.lines))
+    if args.json:
+        print(json.dumps(exported.report))
     return 0
 
 
@@ -150,12 +140,7 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = dsub.add_parser("export", help="ONNX with box decoding + NMS in the graph (verified vs PyTorch), or --raw")
-    p.add_argument("run_or_model", help="run directory, detector .safetensors, or a detector name + --weights")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--raw", action="store_true", help="export the raw per-level outputs instead")
-    p.add_argument("--resolution", type=int, help="the graph's fixed input size (default: the model's)")
-    p.add_argument("--images", nargs="+", help="real images to verify on (default: scikit-image photos)")
-    p.add_argument("--weights", help="with a detector name: weights to import (effdet checkpoint, effnet file)")
-    p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
+    p = dsub.add_parser("export", help="= effnet export, for detectors: ONNX with box decoding + NMS in the graph "
+                                       "(verified vs PyTorch), or --raw")
+    add_export_arguments(p)
     p.set_defaults(func=cmd_export)

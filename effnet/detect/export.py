@@ -19,7 +19,8 @@ from torchvision.ops import batched_nms
 
 from ..data import load_image
 from ..data.coco import detection_eval_image
-from ..errors import ExportError
+from ..deploy.options import Exported, ExportOptions
+from ..errors import ExportError, UsageError
 from ..files import atomic_write
 from .boxes import anchors_for, decode, flatten_outputs
 from .evaluate import detect_batch
@@ -178,3 +179,19 @@ def _check_openvino(path: Path, inputs, ort_outputs, tolerance: float) -> bool:
             if g.shape != w.shape or (g.size and float(np.abs(g.astype(np.float64) - w).max()) > tolerance):
                 raise ExportError(f"OpenVINO disagrees with ONNX Runtime on {path.name}; nothing written")
     return True
+
+
+def export_for_task(model: nn.Module, options: ExportOptions) -> Exported:
+    """``effnet export`` / ``effnet detect export`` for a detector: end to end (boxes, scores, classes with decoding
+    and NMS inside), or ``raw`` per-level outputs; ONNX only (fp32)."""
+    if options.format != "onnx" or options.int8:
+        raise UsageError("detectors export to --format onnx (fp32): boxes, scores and classes with NMS inside, "
+                         "or --raw outputs")
+    images = list(options.images) or (sorted(str(p) for p in Path(options.calibration).rglob("*") if p.is_file())
+                                      if options.calibration else None)
+    r = export_detector(model, options.output, options.resolution, options.raw, images)
+    what = "raw outputs (class/box P3-P7)" if options.raw else "end to end: boxes, scores, classes; decoding + NMS inside"
+    checked = "ONNX Runtime" + (" and OpenVINO" if r.openvino_checked else "")
+    line = (f"wrote {r.path} ({what}); {checked} vs PyTorch on {r.images} real images: max box diff "
+            f"{r.max_box_diff:.2e}" + ("" if options.raw else f" px, max score diff {r.max_score_diff:.2e}"))
+    return Exported([line], dict(r.__dict__))

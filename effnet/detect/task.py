@@ -3,6 +3,7 @@ an EfficientDet out. Checkpoints, resume, EMA, bf16, channels_last, DDP and reci
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,13 @@ import torch
 from torch import nn
 
 from ..data.coco import DetectionSamples, collate_detection, load_coco
-from ..errors import UsageError
-from ..files import atomic_write
-from ..models.efficientdet import (
-    EfficientDet,
-    is_detector_name,
-    load_detector,
-    read_detector_config,
-)
-from ..models.registry import create_model
+from ..models.efficientdet import EfficientDet
+from ..models.registry import create_model, is_model_file, load_model, require_task
 from ..models.weights import load_weights
 from ..train.config import TrainConfig
-from ..train.metrics import read_csv
+from ..train.metrics import plot_curves
 from ..train.recipes import Recipe
+from ..train.task import StepResult
 from .evaluate import eval_loader, evaluate_detector
 from .loss import LossConfig, detection_loss
 
@@ -39,12 +34,10 @@ FREEZE_STAGES = 2
 
 def initial_detector(cfg: TrainConfig, class_names: tuple[str, ...]) -> EfficientDet:
     """The detector to train: architecture, starting weights (pretrained backbone / a file), head for the classes."""
-    if cfg.weights and str(cfg.weights).endswith(".safetensors") and read_detector_config(cfg.weights) is not None:
-        model = load_detector(cfg.weights)
+    if cfg.weights and is_model_file(cfg.weights):  # an effnet file carries its architecture
+        model = load_model(cfg.weights, task="detect").train()
     else:
-        if not is_detector_name(cfg.model):
-            raise UsageError(f"--model {cfg.model!r}: expected a detector, efficientdet_d0 ... efficientdet_d7 or "
-                             "efficientdet_lite0 ... efficientdet_lite4")
+        require_task(cfg.model, "detect")
         model = create_model(cfg.model, num_classes=len(class_names), pretrained_backbone=cfg.pretrained)
         if cfg.weights:
             load_weights(model, cfg.weights)
@@ -53,37 +46,18 @@ def initial_detector(cfg: TrainConfig, class_names: tuple[str, ...]) -> Efficien
     return model
 
 
+# what `effnet plot` draws for a detection run
+PANELS = (("loss", ("train_loss", "train_cls_loss")), ("COCO AP", ("val_AP", "val_AP50", "ema_val_AP", "ema_val_AP50")),
+          ("learning rate (end of epoch)", ("lr",)))
+
+
 def plot_detection_run(run_dir: str | os.PathLike) -> Path:
     """RUN_DIR/curves.png: training losses, val AP / AP50 (and EMA's) and the learning rate per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_csv(Path(run_dir) / "metrics.csv")
-    ep = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for key in ("train_loss", "train_cls_loss"):
-        axes[0].plot(ep, [r[key] for r in rows], "o-", label=key)
-    for key in ("val_AP", "val_AP50", "ema_val_AP", "ema_val_AP50"):
-        if rows and rows[0].get(key) is not None:
-            axes[1].plot(ep, [r[key] for r in rows], "o-", label=key)
-    axes[2].plot(ep, [r["lr"] for r in rows], "o-")
-    for ax, title in zip(axes, ("loss", "COCO AP", "learning rate (end of epoch)")):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
-    axes[0].legend()
-    axes[1].legend()
-    fig.tight_layout()
-    out = Path(run_dir) / "curves.png"
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
-    return out
+    return plot_curves(run_dir, PANELS)
 
 
 class DetectionTask:
-    """The interface of :class:`effnet.train.classification.ClassificationTask`, for detection."""
+    """Detection for the loop (:class:`effnet.train.task.Task`: its docstrings say what each member does)."""
 
     name = "detection"
     frozen_children = ("fpn", "class_net", "box_net")  # with --freeze-backbone, these keep training
@@ -93,7 +67,6 @@ class DetectionTask:
         self.scale_range, self.freeze_stages, self.frozen_bn = scale_range, freeze_stages, frozen_bn
         self.loss_config = loss
         self.collate_fn = collate_detection
-        self.plot = plot_detection_run  # the loop draws curves.png with this
 
     def load_data(self, cfg: TrainConfig, log) -> None:
         self.train_split, self.val_split = load_coco(cfg.data_dir, log)
@@ -103,6 +76,7 @@ class DetectionTask:
         model = initial_detector(cfg, names)
         self.resolution = cfg.resolution or model.config.resolution
         model.config = model.config.replace(resolution=self.resolution, class_names=names)
+        self.config = model.config  # what the loss needs (anchors, classes), without unwrapping DDP
         if (cfg.pretrained or cfg.weights) and self.freeze_stages is not None and not cfg.freeze_backbone:
             model.freeze_early(self.freeze_stages, self.frozen_bn)
         self.eval_batch, self.workers = max(cfg.batch_size, 16), cfg.workers
@@ -112,29 +86,26 @@ class DetectionTask:
         return DetectionSamples(self.train_split, model_config.mean, model_config.std, self.resolution, train=True,
                                 hflip=recipe.hflip, seed=seed, scale_range=self.scale_range)
 
-    def criterion(self, recipe: Recipe) -> None:
+    def criterion(self, recipe: Recipe):
         # the recipe's label smoothing is for softmax classifiers; the focal loss keeps hard targets (official)
-        self._loss = self.loss_config
+        return functools.partial(detection_loss, config=self.config, loss=self.loss_config)
 
-    def loss(self, model: nn.Module, batch, amp: bool, channels_last: bool):
-        """(loss, images in the batch, statistics to sum over the epoch)."""
+    def loss(self, model: nn.Module, batch, criterion, amp: bool, channels_last: bool) -> StepResult:
         x, targets = batch
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             class_out, box_out = model(x)
-        config = model.module.config if hasattr(model, "module") else model.config
-        total, cls_loss, box_loss = detection_loss(class_out, box_out, targets, config, tuple(x.shape[-2:]),
-                                                   self._loss)
-        cls_loss, box_loss = cls_loss.detach(), box_loss.detach()
+        total, cls_loss, box_loss = criterion(class_out, box_out, targets, image_size=tuple(x.shape[-2:]))
         n = x.shape[0]
-        return total, n, {"cls_loss": cls_loss.item() * n, "box_loss": box_loss.item() * n}
+        return StepResult(total, n, {"cls_loss": cls_loss.detach().item() * n, "box_loss": box_loss.detach().item() * n})
 
     def train_metrics(self, acc: dict) -> dict[str, float]:
         seen = max(1, acc["seen"])
         return {"train_cls_loss": acc.get("cls_loss", 0.0) / seen, "train_box_loss": acc.get("box_loss", 0.0) / seen}
 
-    def evaluate(self, model: nn.Module, amp: bool, channels_last: bool, prefix: str = "val") -> dict[str, float]:
+    def evaluate(self, model: nn.Module, amp: bool, channels_last: bool, prefix: str = "val",
+                 epoch: int | None = None) -> dict[str, float]:
         res = evaluate_detector(model, self.val_split, self.resolution, self.eval_batch, self.workers, amp,
                                 channels_last)
         return {f"{prefix}_{k}": (res[k] if res[k] is not None else -1.0) for k in ("AP", "AP50", "AP75")}
@@ -166,3 +137,6 @@ class DetectionTask:
         ema_txt = f", EMA AP {summary['ema_val_AP']:.3f} AP50 {summary['ema_val_AP50']:.3f}" if ema else ""
         return (f"val AP {summary['val_AP']:.3f} AP50 {summary['val_AP50']:.3f}{ema_txt}; "
                 f"{summary['skipped_annotations']} annotation(s) and {summary['skipped_images']} image(s) skipped")
+
+    def plot(self, run_dir: Path) -> Path:
+        return plot_detection_run(run_dir)

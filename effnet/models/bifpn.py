@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBNAct, make_activation, same_pad_amount
+from .layers import BNSettings, ConvBNAct, make_activation, same_pad_amount
 
 
 def bifpn_nodes(min_level: int = 3, max_level: int = 7) -> list[tuple[int, tuple[int, ...]]]:
@@ -58,11 +58,12 @@ class MaxPoolDown(nn.Module):
 class SeparableConv(nn.Module):
     """Depthwise 3x3 -> pointwise 1x1 (-> BatchNorm) (-> activation): every BiFPN and head conv."""
 
-    def __init__(self, in_ch: int, out_ch: int, bias: bool, bn: dict | None, activation: str | None = None) -> None:
+    def __init__(self, in_ch: int, out_ch: int, bias: bool, bn: BNSettings | None,
+                 activation: str | None = None) -> None:
         super().__init__()
         self.dw = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch, bias=False)
         self.pw = nn.Conv2d(in_ch, out_ch, 1, bias=bias)
-        self.bn = nn.BatchNorm2d(out_ch, eps=bn["bn_eps"], momentum=bn["bn_momentum"]) if bn else nn.Identity()
+        self.bn = bn.batchnorm(out_ch) if bn else nn.Identity()
         self.act = make_activation(activation) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,11 +74,11 @@ class Resample(nn.Module):
     """Bring one input to a node's level: 1x1 conv + BN when its width differs, then max-pool down or
     nearest-neighbour up (to the exact size of the node's level, so odd sizes work)."""
 
-    def __init__(self, in_ch: int, out_ch: int, direction: int, tf_padding: bool, bias: bool, bn: dict) -> None:
+    def __init__(self, in_ch: int, out_ch: int, direction: int, tf_padding: bool, bias: bool, bn: BNSettings) -> None:
         super().__init__()
         self.conv = None
         if in_ch != out_ch:
-            self.conv = ConvBNAct(in_ch, out_ch, 1, activation=None, **bn)
+            self.conv = ConvBNAct(in_ch, out_ch, 1, activation=None, **bn.kwargs())
             if bias:  # the official models keep the conv bias in front of BN ("redundant bias")
                 self.conv.conv.bias = nn.Parameter(torch.zeros(out_ch))
         self.direction = direction  # -1 down (finer input), +1 up (coarser input), 0 same level
@@ -101,7 +102,7 @@ class FusionNode(nn.Module):
     """
 
     def __init__(self, level: int, inputs: tuple[int, ...], in_info: list[tuple[int, int]], channels: int,
-                 fusion: str, activation: str, tf_padding: bool, bias: bool, bn: dict) -> None:
+                 fusion: str, activation: str, tf_padding: bool, bias: bool, bn: BNSettings) -> None:
         super().__init__()
         self.level, self.inputs, self.fusion = level, inputs, fusion
         self.resample = nn.ModuleList(
@@ -127,7 +128,8 @@ class BiFPN(nn.Module):
     """Extra levels P6, P7 from the backbone's last map, then ``repeats`` BiFPN cells (paper section 3.3)."""
 
     def __init__(self, in_channels: list[int], channels: int, repeats: int, fusion: str, activation: str,
-                 tf_padding: bool, redundant_bias: bool, bn: dict, min_level: int = 3, max_level: int = 7) -> None:
+                 tf_padding: bool, redundant_bias: bool, bn: BNSettings, min_level: int = 3,
+                 max_level: int = 7) -> None:
         super().__init__()
         self.num_levels = max_level - min_level + 1
         self.extra = nn.ModuleList()
@@ -164,12 +166,11 @@ class HeadNet(nn.Module):
     BatchNorm *per level* and the activation, then a shared separable conv to anchors x outputs (paper 3.3)."""
 
     def __init__(self, channels: int, repeats: int, num_levels: int, num_outputs: int, num_anchors: int,
-                 activation: str, redundant_bias: bool, bn: dict) -> None:
+                 activation: str, redundant_bias: bool, bn: BNSettings) -> None:
         super().__init__()
         self.convs = nn.ModuleList(SeparableConv(channels, channels, redundant_bias, None) for _ in range(repeats))
         self.bns = nn.ModuleList(
-            nn.ModuleList(nn.BatchNorm2d(channels, eps=bn["bn_eps"], momentum=bn["bn_momentum"])
-                          for _ in range(repeats))
+            nn.ModuleList(bn.batchnorm(channels) for _ in range(repeats))
             for _ in range(num_levels))
         self.act = make_activation(activation)
         self.predict = SeparableConv(channels, num_outputs * num_anchors, True, None)

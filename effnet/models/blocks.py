@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import ConvBNAct, DropPath, SqueezeExcite, expand_then_depthwise
+from .layers import ConvBNAct, DropPath, SqueezeExcite
+from .lean import fused_expand_depthwise
 
 
 class MBConv(nn.Module):
@@ -43,7 +44,17 @@ class MBConv(nn.Module):
         self.drop_path = DropPath(drop_path_rate) if self.has_residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.se(expand_then_depthwise(self.expand, self.dw, x)))
+        if self.fuses_lean(x):  # the same values; the expansion's output is not stored (lean.py)
+            h = fused_expand_depthwise(self.expand, self.dw, x)
+        else:
+            h = self.dw(self.expand(x))  # 1x1 expansion -> k x k depthwise
+        y = self.project(self.se(h))  # squeeze-excitation -> 1x1 linear projection
         if self.has_residual:
-            y = self.drop_path(y) + x
+            y = self.drop_path(y) + x  # stochastic depth on the residual branch
         return y
+
+    def fuses_lean(self, x: torch.Tensor) -> bool:
+        """Lean training on CPU (``set_memory_efficient``): the expansion's BatchNorm + activation and the
+        depthwise conv may run as one kernel (:func:`~effnet.models.lean.fused_expand_depthwise`)."""
+        return (isinstance(self.expand, ConvBNAct) and self.expand.lean() and self.dw.lean()
+                and x.device.type == "cpu" and "pad" not in self.dw._modules)

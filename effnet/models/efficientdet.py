@@ -14,24 +14,24 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import safe_open
 from torch import nn
 
 from ..errors import CheckpointError, UnknownModelError, UsageError
 from .bifpn import BiFPN, HeadNet, init_detector_weights
 from .config import ModelConfig, variant_config
 from .efficientnet import EfficientNetFeatures
-from .layers import set_memory_efficient
+from .layers import BNSettings
+from .lean import set_memory_efficient
 from .weights import (
     CONFIG_KEY,
-    _check_and_load,
     _from_timm,
+    check_and_load,
+    read_metadata,
     read_state_dict,
     register_importer,
 )
@@ -114,7 +114,7 @@ class DetectorConfig:
     def from_dict(data: dict[str, Any]) -> DetectorConfig:
         known = {f.name for f in dataclasses.fields(DetectorConfig)}
         unknown = sorted(set(data) - known)
-        if unknown or data.get("kind", "efficientdet") != "efficientdet":
+        if unknown:  # a classifier's config has fields a detector's lacks
             raise UsageError(f"not an EfficientDet config (unknown fields: {', '.join(unknown) or '-'})")
         data = dict(data)
         data["backbone"] = ModelConfig.from_dict(data["backbone"])
@@ -122,10 +122,6 @@ class DetectorConfig:
         if data.get("class_names") is not None:
             data["class_names"] = tuple(data["class_names"])
         return DetectorConfig(**data)
-
-
-def is_detector_name(name: Any) -> bool:
-    return isinstance(name, DetectorConfig) or (isinstance(name, str) and name.startswith("efficientdet_"))
 
 
 def detector_config(name: str, num_classes: int = 90, tf_padding: bool = False) -> DetectorConfig:
@@ -147,7 +143,7 @@ class EfficientDet(nn.Module):
         self.config = config
         self.backbone = backbone if backbone is not None else EfficientNetFeatures(config.backbone)
         in_ch = [info["num_chs"] for info in self.backbone.feature_info[2:]]  # strides 8, 16, 32
-        bn = dict(bn_eps=config.bn_eps, bn_momentum=config.bn_momentum)
+        bn = BNSettings.of(config)
         levels = config.max_level - config.min_level + 1
         self.fpn = BiFPN(in_ch, config.fpn_channels, config.fpn_repeats, config.fusion, config.activation,
                          config.tf_padding, config.redundant_bias, bn, config.min_level, config.max_level)
@@ -164,7 +160,7 @@ class EfficientDet(nn.Module):
     def reset_head(self, num_classes: int, class_names: tuple[str, ...] | None = None) -> None:
         """A new, freshly initialised class net for ``num_classes`` (transfer learning)."""
         c = self.config
-        bn = dict(bn_eps=c.bn_eps, bn_momentum=c.bn_momentum)
+        bn = BNSettings.of(c)
         self.class_net = HeadNet(c.fpn_channels, c.head_repeats, c.max_level - c.min_level + 1, num_classes,
                                  c.num_anchors, c.activation, c.redundant_bias, bn)
         init_detector_weights(nn.Identity(), [self.class_net], self.class_net)
@@ -202,56 +198,19 @@ class EfficientDet(nn.Module):
         return self
 
 
-def create_detector(name_or_config: str | DetectorConfig, num_classes: int = 90, pretrained: bool = False,
-                    pretrained_backbone: bool = False, tf_padding: bool = False,
-                    backbone_factory: Callable[..., nn.Module] | None = None,
-                    class_names: tuple[str, ...] | None = None) -> EfficientDet:
-    """Build a detector. ``pretrained_backbone`` starts the backbone from the classifier's locally installed
-    ImageNet weights via ``backbone_factory`` (``effnet.create_model``: it owns pretrained handling, padding
-    included). No pretrained *detector* weights ship; import effdet's with ``load_weights(source="effdet")``."""
-    if pretrained:
-        raise UsageError("no pretrained EfficientDet weights are installed; use pretrained_backbone=True, or "
-                         "import effdet weights with effnet.load_weights(model, state_dict, source='effdet')")
-    if isinstance(name_or_config, DetectorConfig):
-        config = name_or_config.replace(num_classes=num_classes, class_names=class_names)
-    else:
-        config = detector_config(name_or_config, num_classes, tf_padding).replace(class_names=class_names)
-    backbone = None
-    if pretrained_backbone:
-        if backbone_factory is None:
-            raise UsageError("pretrained_backbone needs a backbone factory (use effnet.create_model)")
-        bb = config.backbone
-        backbone = backbone_factory(bb.name, pretrained=True, features_only=True, drop_path_rate=bb.drop_path_rate)
-        # the pretrained weights decide the backbone's padding and normalisation: record what was built
-        config = config.replace(backbone=backbone.config.replace(num_classes=0))
-    return EfficientDet(config, backbone)
-
-
 # ---------------------------------------------------------------------------------------------- files
 
-def read_detector_config(path: str | os.PathLike) -> DetectorConfig | None:
-    """The detector config stored in an effnet ``.safetensors`` file, or None if the file holds a classifier."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    text = meta.get(CONFIG_KEY)
-    if text is None or '"kind": "efficientdet"' not in text:
-        return None
-    try:
-        return DetectorConfig.from_dict(json.loads(text))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: stored detector config is invalid ({exc})") from None
-
-
 def load_detector(path: str | os.PathLike) -> EfficientDet:
-    """Rebuild a detector saved with :func:`effnet.models.weights.save`."""
-    config = read_detector_config(path)
+    """Rebuild a detector saved with :func:`effnet.models.weights.save` (``effnet.load`` takes either kind)."""
+    text = read_metadata(path).get(CONFIG_KEY)
+    try:
+        config = DetectorConfig.from_dict(json.loads(text)) if text else None
+    except (ValueError, TypeError, KeyError, UsageError):
+        config = None
     if config is None:
         raise CheckpointError(f"{path}: not an effnet detector file (no EfficientDet config in its metadata)")
     model = EfficientDet(config)
-    _check_and_load(model, read_state_dict(path), path)
+    check_and_load(model, read_state_dict(path), path)
     return model
 
 

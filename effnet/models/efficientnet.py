@@ -11,7 +11,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .blocks import MBConv
 from .config import ModelConfig, scale
-from .layers import ConvBNAct, set_memory_efficient
+from .layers import BNSettings, ConvBNAct
+from .lean import set_memory_efficient
 
 # timm-compatible feature taps: the last stage at each stride 2, 4, 8, 16, 32.
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
@@ -87,7 +88,7 @@ class EfficientNet(LeanTraining, nn.Module):
         super().__init__()
         self.config = config
         arch = scale(config)
-        bn = dict(bn_eps=config.bn_eps, bn_momentum=config.bn_momentum)
+        bn = BNSettings.of(config).kwargs()
         act = config.activation
         self.stem = ConvBNAct(config.in_chans, arch.stem_channels, 3, 2, activation=act, tf_padding=config.tf_padding, **bn)
 

@@ -1,6 +1,7 @@
 """Published weights on demand: download once, check the sha256, convert to an effnet file, cache.
 
-The cache is ``$EFFNET_HOME/weights`` (default ``~/.cache/effnet``). Each file there is an effnet
+The cache is ``weights/`` in :func:`effnet.files.cache_root` (``$EFFNET_HOME``, else ``$XDG_CACHE_HOME/effnet``,
+else ``~/.cache/effnet``). Each file there is an effnet
 ``.safetensors`` whose config carries the padding, BatchNorm eps and preprocessing of its weights, so it is
 converted once and loads without naming anything. ``EFFNET_MIRROR=URL`` fetches ``URL/<file name>``
 instead of the published host (a company mirror, or a test server).
@@ -21,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import CheckpointError, UsageError
+from ..files import cache_root
 from .efficientnet import EfficientNet
 from .pretrained import PretrainedWeights, find_weights
 from .weights import load_weights, read_config, save
@@ -35,7 +37,8 @@ class DownloadError(UsageError):
 
 
 def effnet_home() -> Path:
-    return Path(os.environ.get("EFFNET_HOME") or Path.home() / ".cache" / "effnet").expanduser()
+    """effnet's cache folder: :func:`effnet.files.cache_root`."""
+    return cache_root()
 
 
 def cache_path(entry: PretrainedWeights) -> Path:

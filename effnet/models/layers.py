@@ -1,12 +1,47 @@
-"""Building blocks: conv+BN+activation, TF "SAME" padding, squeeze-excitation, stochastic depth."""
+"""Building blocks: conv+BN+activation, TF "SAME" padding, squeeze-excitation, stochastic depth.
+
+These are the paper's layers as plain PyTorch ops. Lean CPU training (``set_memory_efficient``, bf16 autocast)
+swaps some of their training steps for the hand-written kernels of :mod:`effnet.models.lean`: each layer with
+such a path names it in one call.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .lean import (
+    HasLeanPath,
+    MemoryEfficientSiLU,
+    batchnorm_act,
+    depthwise_fp32_backward,
+    gate_memory_efficient,
+)
+
+
+@dataclass(frozen=True)
+class BNSettings:
+    """A model's BatchNorm epsilon and momentum (its config's ``bn_eps`` / ``bn_momentum``), in one place."""
+
+    eps: float
+    momentum: float
+
+    @classmethod
+    def of(cls, config: Any) -> BNSettings:
+        """From a config with ``bn_eps`` and ``bn_momentum`` (ModelConfig, DetectorConfig)."""
+        return cls(config.bn_eps, config.bn_momentum)
+
+    def kwargs(self) -> dict[str, float]:
+        """As the keyword arguments of :class:`ConvBNAct` and ``MBConv``."""
+        return dict(bn_eps=self.eps, bn_momentum=self.momentum)
+
+    def batchnorm(self, channels: int) -> nn.BatchNorm2d:
+        return nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum)
 
 
 def make_activation(name: str) -> nn.Module:
@@ -46,37 +81,6 @@ class SamePad2d(nn.Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
-class _DepthwiseFn(torch.autograd.Function):
-    """Depthwise convolution: forward in bf16, both gradients computed in float32 from the saved bf16 tensors."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple, padding: tuple) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding = stride, padding
-        with torch.autocast("cpu", enabled=False):
-            return F.conv2d(x, weight.to(x.dtype), None, stride, padding, 1, x.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        need_x, need_w = ctx.needs_input_grad[:2]
-        w32 = weight.float()
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.zeros_like(w32) if need_w else None
-        # a few images at a time: the float32 copies of x and of its gradient stay ~8 MiB instead of the
-        # batch's (B0's first 112-px block at batch 16: 2 x 77 MB at the training step's memory peak)
-        step = max(1, (8 << 20) // (x[0].numel() * 4))
-        for i in range(0, x.shape[0], step):
-            gx, gw, _ = torch.ops.aten.convolution_backward(
-                grad[i:i + step].float(), x[i:i + step].float(), w32, None, ctx.stride, ctx.padding, (1, 1), False,
-                (0, 0), x.shape[1], (need_x, need_w, False))
-            if need_x:
-                grad_x[i:i + step] = gx
-            if need_w:
-                grad_w += gw
-        return grad_x, (grad_w.to(weight.dtype) if need_w else None), None, None
-
-
 class DepthwiseConv2d(nn.Conv2d):
     """A k x k depthwise ``nn.Conv2d`` (same parameters, same state dict) that trains faster under bf16 autocast.
 
@@ -92,12 +96,15 @@ class DepthwiseConv2d(nn.Conv2d):
         if (torch.is_grad_enabled() and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
                 and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not torch.jit.is_tracing()
                 and (self.kernel_size != (3, 3) or self.stride != (1, 1))):
-            return _DepthwiseFn.apply(x.to(torch.bfloat16), self.weight, self.stride, self.padding)
+            return depthwise_fp32_backward(x, self.weight, self.stride, self.padding)
         return super().forward(x)
 
 
-class ConvBNAct(nn.Sequential):
-    """(SAME pad) -> Conv2d (no bias) -> BatchNorm -> activation (optional)."""
+class ConvBNAct(nn.Sequential, HasLeanPath):
+    """(SAME pad) -> Conv2d (no bias) -> BatchNorm -> activation (optional).
+
+    Lean training (:meth:`lean`) runs BatchNorm + activation as one kernel that stores only the conv output.
+    """
 
     def __init__(
         self,
@@ -126,13 +133,15 @@ class ConvBNAct(nn.Sequential):
         self.memory_efficient = False
 
     def lean(self) -> bool:
-        """Whether this call runs BatchNorm + activation through the memory-efficient function."""
+        """Whether this call runs BatchNorm + activation through :func:`~effnet.models.lean.batchnorm_act`."""
         return (self.memory_efficient and self.bn.training and torch.is_grad_enabled()
                 and type(self.bn) is nn.BatchNorm2d and self.act_name() is not None)
 
     def act_name(self) -> str | None:
         act = getattr(self, "act", None)
-        return "relu6" if isinstance(act, nn.ReLU6) else "silu" if isinstance(act, (nn.SiLU, MemoryEfficientSiLU)) else None
+        if isinstance(act, nn.ReLU6):
+            return "relu6"
+        return "silu" if isinstance(act, (nn.SiLU, MemoryEfficientSiLU)) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.lean():
@@ -142,183 +151,7 @@ class ConvBNAct(nn.Sequential):
         return batchnorm_act(self.conv(x), self.bn, self.act_name())
 
 
-# Lean training (``model.set_memory_efficient()``): recompute instead of storing.
-
-class _SiLUFn(torch.autograd.Function):
-    """SiLU that stores only its input and recomputes sigmoid in backward (lukemelas' MemoryEfficientSwish)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x * torch.sigmoid(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return grad * (s * (1 + x * (1 - s)))
-
-
-class _BatchNormActFn(torch.autograd.Function):
-    """Training-mode BatchNorm followed by SiLU/ReLU6 that stores only the BatchNorm *input*.
-
-    Plain autograd keeps three tensors of this size per ConvBNAct: the conv output (for BatchNorm's backward),
-    the BatchNorm output (for the activation's) and the activation output (for the next layer). The middle
-    one is cheap to recompute -- one multiply-add per element -- so backward rebuilds it from the conv output
-    and the saved batch statistics. Hand-written because no library fuses BN+activation for CPU training.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float, act: str):
-        with torch.autocast("cpu", enabled=False):
-            y, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
-        ctx.save_for_backward(x, weight, bias, mean, invstd)
-        ctx.eps, ctx.act = eps, act
-        return F.silu(y, inplace=True) if act == "silu" else F.hardtanh(y, 0.0, 6.0, inplace=True)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight, bias, mean, invstd = ctx.saved_tensors
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        scale = weight * invstd
-        # the BatchNorm output again, in the activations' dtype: one temporary the size of x
-        y = torch.addcmul((bias - mean * scale).view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
-        if ctx.act == "silu":
-            grad_y = torch.ops.aten.silu_backward(grad, y)
-        else:
-            grad_y = torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
-        del y
-        grads = torch.ops.aten.native_batch_norm_backward(
-            grad_y.to(x.dtype), x, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3]))
-        return (*grads, None, None, None, None, None)
-
-
-def batchnorm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: str) -> torch.Tensor:
-    """``act(bn(x))`` in training mode through :class:`_BatchNormActFn` (same running-stat updates as ``bn``)."""
-    return _BatchNormActFn.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, _step_momentum(bn), bn.eps,
-                                 act)
-
-
-def _step_momentum(bn: nn.BatchNorm2d) -> float:
-    """Count the batch and return the running-statistics momentum for it, as ``nn.BatchNorm2d`` does."""
-    bn.num_batches_tracked.add_(1)
-    return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-
-
-class _BatchNormActDepthwiseFn(torch.autograd.Function):
-    """Training-mode BatchNorm -> SiLU/ReLU6 -> depthwise conv (MBConv's expansion output into its k x k conv)
-    that stores only the BatchNorm input.
-
-    :class:`_BatchNormActFn` still leaves the activation output behind, saved by the depthwise conv for its
-    weight gradient: an expanded-width tensor per block (B0's first 112-px block at batch 16: 38.5 MB in
-    bf16). Here backward rebuilds it a few images at a time from the conv output and the batch statistics,
-    and runs the depthwise backward on each slice -- in float32 where oneDNN's bf16 depthwise backward is slow
-    (see :class:`DepthwiseConv2d`). Hand-written: no library fuses these three for CPU training.
-    """
-
-    @staticmethod
-    def forward(ctx, z, bn_weight, bn_bias, running_mean, running_var, momentum: float, eps: float, act: str,
-                dw_weight, stride: tuple, padding: tuple):
-        with torch.autocast("cpu", enabled=False):
-            y, mean, invstd = torch.native_batch_norm(z, bn_weight, bn_bias, running_mean, running_var, True,
-                                                      momentum, eps)
-            a = F.silu(y, inplace=True) if act == "silu" else F.hardtanh(y, 0.0, 6.0, inplace=True)
-            out = F.conv2d(a, dw_weight.to(a.dtype), None, stride, padding, 1, a.shape[1])
-        ctx.save_for_backward(z, bn_weight, bn_bias, mean, invstd, dw_weight)
-        ctx.eps, ctx.act, ctx.stride, ctx.padding = eps, act, stride, padding
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        z, gamma, beta, mean, invstd, dw_weight = ctx.saved_tensors
-        slow_bf16 = z.dtype == torch.bfloat16 and (dw_weight.shape[-1] != 3 or ctx.stride != (1, 1))
-        work = torch.float32 if slow_bf16 else z.dtype  # the depthwise backward's dtype; the rest is float32
-        c = (1, -1, 1, 1)
-        scale = gamma.float() * invstd
-        mean_c, beta_c, scale_c, weight = mean.view(c), beta.float().view(c), scale.view(c), dw_weight.to(work)
-        need_w = ctx.needs_input_grad[8]
-        grad_w = torch.zeros_like(dw_weight, dtype=torch.float32)
-        sum_dy, sum_dy_xc = torch.zeros_like(mean), torch.zeros_like(mean)
-        grad_z = torch.empty_like(z)  # holds the BatchNorm output's gradient, then (in place) its input's
-        step = max(1, (8 << 20) // (z[0].numel() * 4))
-        for i in range(0, z.shape[0], step):
-            xc = z[i:i + step].float() - mean_c
-            y = torch.addcmul(beta_c, xc, scale_c)  # the BatchNorm output again
-            a = F.silu(y) if ctx.act == "silu" else F.hardtanh(y, 0.0, 6.0)
-            grad_a, gw, _ = torch.ops.aten.convolution_backward(
-                grad[i:i + step].to(work), a.to(work), weight, None, ctx.stride, ctx.padding, (1, 1), False,
-                (0, 0), z.shape[1], (True, need_w, False))
-            del a
-            if ctx.act == "silu":
-                dy = torch.ops.aten.silu_backward(grad_a.float(), y)
-            else:
-                dy = torch.ops.aten.hardtanh_backward(grad_a.float(), y, 0.0, 6.0)
-            sum_dy += dy.sum((0, 2, 3))
-            sum_dy_xc += (dy * xc).sum((0, 2, 3))
-            grad_z[i:i + step] = dy
-            if need_w:
-                grad_w += gw
-        # BatchNorm's backward (training mode) in place, a slice at a time, with per-channel coefficients:
-        # dz = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), xhat = (z - mean)*invstd, means over N,H,W
-        count = z.numel() // z.shape[1]
-        k_xc = (-scale * invstd * invstd * sum_dy_xc / count).view(c)
-        k_0 = (-scale * sum_dy / count).view(c)
-        for i in range(0, z.shape[0], step):
-            xc = z[i:i + step].float() - mean_c
-            grad_z[i:i + step] = torch.addcmul(torch.addcmul(k_0, xc, k_xc), grad_z[i:i + step].float(), scale_c)
-        need_z, need_gamma, need_beta = ctx.needs_input_grad[:3]
-        return (grad_z if need_z else None, (sum_dy_xc * invstd).to(gamma.dtype) if need_gamma else None,
-                sum_dy.to(beta.dtype) if need_beta else None, None, None, None, None, None,
-                grad_w.to(dw_weight.dtype) if need_w else None, None, None)
-
-
-# The fused path trades ~10 extra passes over its tensor in backward for not storing it: worth it only where the
-# tensor is big enough to set the training step's memory peak (B0 at batch 16: the first 112-px block's 38.5 MB).
-LEAN_FUSE_MIN_BYTES = 16 << 20
-
-
-def expand_then_depthwise(expand: nn.Module, dw: ConvBNAct, x: torch.Tensor) -> torch.Tensor:
-    """``dw(expand(x))``; in lean training, for a large expansion output, the expansion's BatchNorm +
-    activation and the depthwise conv run through :class:`_BatchNormActDepthwiseFn` (its output is not stored)."""
-    if not (isinstance(expand, ConvBNAct) and expand.lean() and dw.lean() and x.device.type == "cpu"
-            and "pad" not in dw._modules and "pad" not in expand._modules):
-        return dw(expand(x))
-    z = expand.conv(x)
-    if z.numel() * z.element_size() < LEAN_FUSE_MIN_BYTES:
-        return dw(batchnorm_act(z, expand.bn, expand.act_name()))
-    bn, conv = expand.bn, dw.conv
-    h = _BatchNormActDepthwiseFn.apply(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, _step_momentum(bn),
-                                       bn.eps, expand.act_name(), conv.weight, conv.stride, conv.padding)
-    return batchnorm_act(h, dw.bn, dw.act_name())
-
-
-class MemoryEfficientSiLU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _SiLUFn.apply(x)
-
-
-class _GateFn(torch.autograd.Function):
-    """SE gating ``x * sigmoid(s)`` that keeps the small logits ``s`` instead of sigmoid(s) and the product."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, s)
-        return x * torch.sigmoid(s)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, s = ctx.saved_tensors
-        sig = torch.sigmoid(s)
-        grad_x = grad * sig
-        grad_s = (grad * x).sum(dim=(2, 3), keepdim=True) * sig * (1 - sig)
-        return grad_x, grad_s
-
-
-def gate_memory_efficient(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    return _GateFn.apply(x, s)
-
-
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(nn.Module, HasLeanPath):
     """Squeeze-and-excitation (Hu et al. 2018) as in MBConv: pool -> 1x1 reduce -> act -> 1x1 expand -> sigmoid.
 
     ``channels`` is the expanded width it gates; ``reduced`` comes from the block's *input* width x se_ratio.
@@ -358,17 +191,3 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rate={self.rate:.4f}"
-
-
-def set_memory_efficient(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Swap SiLU, SE gating and ConvBNAct's BatchNorm + activation for the custom-autograd versions above
-    (or back to plain ops)."""
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if enabled and isinstance(child, nn.SiLU):
-                setattr(module, name, MemoryEfficientSiLU())
-            elif not enabled and isinstance(child, MemoryEfficientSiLU):
-                setattr(module, name, nn.SiLU(inplace=True))
-        if isinstance(module, (SqueezeExcite, ConvBNAct)):
-            module.memory_efficient = enabled
-    return model

@@ -1,21 +1,30 @@
-"""Model registry: ``list_models`` and ``create_model``."""
+"""The one resolver: names, config files, saved models and training runs in; models out.
+
+``create_model`` builds by name (classifier or EfficientDet), ``load_model`` turns whatever a user names -- a
+registered name (+ ``pretrained`` or ``weights``), a config ``.json``, an effnet ``.safetensors`` or a training run
+directory -- into a model. Whether a thing is a classifier or a detector is decided here and nowhere else: by the
+name for a name, by the saved config's ``kind`` for a file. Everything above (the task packages, serve, export)
+asks :func:`task_of` / :func:`load_model` and dispatches on the answer's task (``"classify"`` or ``"detect"``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import UnknownModelError, UsageError
+from ..errors import CheckpointError, UnknownModelError, UsageError
 from .config import VARIANTS, ModelConfig, variant_config
-from .efficientdet import DETECTOR_VARIANTS, create_detector, is_detector_name, load_detector, read_detector_config
+from .efficientdet import DETECTOR_VARIANTS, DetectorConfig, EfficientDet, detector_config
 from .efficientnet import EfficientNet, EfficientNetFeatures
 from .hub import load_pretrained
-from .weights import is_effnet_file, load_weights, read_config, run_weights
-from .weights import load as load_classifier
+from .weights import CONFIG_KEY, check_and_load, load_weights, read_metadata, read_state_dict, run_weights
+
+TASKS = ("classify", "detect")  # what a model is for; each has its package (effnet.classify, effnet.detect)
 
 
 def list_models(pattern: str = "") -> list[str]:
@@ -24,16 +33,115 @@ def list_models(pattern: str = "") -> list[str]:
     return [n for n in (*VARIANTS, *DETECTOR_VARIANTS) if pattern in n]
 
 
+# ---------------------------------------------------------------------------------------------- the question
+
+def _is_detector_name(name: Any) -> bool:
+    return isinstance(name, DetectorConfig) or (isinstance(name, str) and name.startswith("efficientdet_"))
+
+
+def task_of(thing: nn.Module | ModelConfig | DetectorConfig | str | os.PathLike) -> str:
+    """``"detect"`` for an EfficientDet (model, config, name, saved file or run), ``"classify"`` otherwise."""
+    config = getattr(thing, "config", thing)
+    if isinstance(config, (ModelConfig, DetectorConfig)):
+        return "detect" if isinstance(config, DetectorConfig) else "classify"
+    return task_of(config_of(thing))
+
+
+def stored_config(path: str | os.PathLike) -> ModelConfig | DetectorConfig:
+    """The config an effnet ``.safetensors`` file carries: its ``kind`` says classifier or detector."""
+    meta = read_metadata(path)
+    if CONFIG_KEY not in meta:
+        raise CheckpointError(
+            f"{path}: no effnet config in this file; it is a foreign checkpoint -- use "
+            "effnet.load_weights(model, path) or 'effnet convert'")
+    try:
+        data = json.loads(meta[CONFIG_KEY])
+        if data.get("kind") == "efficientdet":
+            return DetectorConfig.from_dict(data)
+        return ModelConfig.from_dict(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: stored config is invalid ({exc})") from None
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    """True for an effnet ``.safetensors`` (classifier or detector: it carries its own config)."""
+    try:
+        stored_config(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def config_of(spec: str | os.PathLike) -> ModelConfig | DetectorConfig:
+    """The config behind a name, a ``.json`` config, a saved ``.safetensors`` or a run directory (its saved model,
+    or, while it is still training, the ``--model`` its ``args.json`` names)."""
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "model.safetensors").is_file():
+            return stored_config(path / "model.safetensors")
+        args = path / "args.json"
+        if args.is_file():
+            return config_of(json.loads(args.read_text()).get("model") or "efficientnet_b0")
+        raise UsageError(f"{spec}: not a training run directory (no model.safetensors, no args.json)")
+    if _is_detector_name(str(spec)):
+        return detector_config(str(spec))
+    return resolve_config(spec)
+
+
+def _file_model(path: str | os.PathLike) -> nn.Module:
+    config = stored_config(path)
+    model = EfficientDet(config) if isinstance(config, DetectorConfig) else EfficientNet(config)
+    check_and_load(model, read_state_dict(path), path)
+    return model
+
+
 def load_any(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
     """Rebuild a classifier or a detector saved by :func:`effnet.save`, from the file or from a training run
     directory (its ``model.safetensors``), without naming the architecture (``effnet.load``)."""
     path = Path(path)
     if path.is_dir():
         path = run_weights(path)
-    if path.suffix == ".safetensors" and path.is_file() and read_detector_config(path) is not None:
-        return load_detector(path).to(map_location)
-    return load_classifier(path, map_location)
+    return _file_model(path).to(map_location)
 
+
+def load_model(spec: str | os.PathLike, pretrained: bool | str = False, weights: str | os.PathLike | None = None,
+               ema: bool = False, task: str | None = None) -> nn.Module:
+    """The model a user names, in eval mode: a run directory (``ema``: its EMA weights), an effnet
+    ``.safetensors`` file, or a registered name / config ``.json`` (``pretrained``: its published weights;
+    ``weights``: an effnet file or a foreign checkpoint -- timm, torchvision, lukemelas, effdet -- to load into
+    it). ``task`` (``"classify"`` / ``"detect"``) refuses a model of the other kind with one line."""
+    path = Path(spec)
+    if path.is_dir():
+        model = _file_model(run_weights(path, ema))
+    elif path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json"):
+        if not path.is_file():
+            raise UsageError(f"{spec}: no such file")
+        if weights or pretrained:
+            raise UsageError(f"{spec}: a saved model carries its weights; --pretrained / --weights go with a name")
+        if not is_model_file(path):
+            raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
+                             "`effnet convert` first, or give --model NAME --weights FILE)")
+        model = _file_model(path)
+    elif weights:
+        model = _file_model(weights) if is_model_file(weights) else load_weights(create_model(spec), weights)
+    else:
+        model = create_model(spec, pretrained=pretrained)
+    if task is not None:
+        require_task(model, task, spec)
+    return model.eval()
+
+
+_WHAT = {"classify": "a classifier", "detect": "a detector (EfficientDet)"}
+
+
+def require_task(thing, task: str, label: str | os.PathLike | None = None) -> None:
+    """One error line unless ``thing`` (a model, config, name, file or run) is for ``task``."""
+    found = task_of(thing)
+    if found != task:
+        raise UsageError(f"{label if label is not None else thing}: {_WHAT[found]}, not {_WHAT[task]}")
+
+
+# ---------------------------------------------------------------------------------------------- building
 
 def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConfig:
     """A registered name, a ``ModelConfig``, a JSON config file, or a saved ``.safetensors`` model."""
@@ -52,7 +160,7 @@ def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConf
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{path}: not a valid effnet model config: {exc}") from None
     if path.suffix == ".safetensors" and path.is_file():
-        return read_config(path)
+        return stored_config(path)
     raise UnknownModelError(f"unknown model {text!r}: expected one of {', '.join(VARIANTS)}, or a .json config file")
 
 
@@ -75,9 +183,9 @@ def create_model(
     ignored then). With ``num_classes != 1000`` the pretrained head is replaced by a new one (transfer
     learning). ``features_only`` returns the multi-scale backbone.
     """
-    if is_detector_name(name_or_config):  # EfficientDet (issue 10); num_classes 1000 (the default) means COCO's 90
+    if _is_detector_name(name_or_config):  # num_classes 1000 (the default) means COCO's 90
         return create_detector(name_or_config, 90 if num_classes == 1000 else num_classes, pretrained,
-                               pretrained_backbone, tf_padding, backbone_factory=create_model)
+                               pretrained_backbone, tf_padding)
     config = resolve_config(name_or_config)
     changes: dict = {"tf_padding": tf_padding or config.tf_padding}
     if drop_path_rate is not None:
@@ -121,16 +229,23 @@ def _adapt_input_conv(model: EfficientNet, in_chans: int) -> None:
     model.config = model.config.replace(in_chans=in_chans)
 
 
-def build_model_for_inference(
-    model: str | None, weights: str | None = None, pretrained: bool = False, source: str = "auto"
-) -> nn.Module:
-    """A model from a name (+ pretrained), an effnet .safetensors file, or a name + foreign weights file."""
-    if weights:
-        if is_effnet_file(weights):  # our own file carries its config
-            return load_classifier(weights).eval()
-        if model is None:
-            raise UsageError(f"{weights}: a foreign checkpoint needs --model NAME to know the architecture")
-        return load_weights(create_model(model), weights, source=source).eval()
-    if model is None:
-        raise UsageError("give --model NAME (with --pretrained or --weights FILE)")
-    return create_model(model, pretrained=pretrained).eval()
+def create_detector(name_or_config: str | DetectorConfig, num_classes: int = 90, pretrained: bool = False,
+                    pretrained_backbone: bool = False, tf_padding: bool = False,
+                    class_names: tuple[str, ...] | None = None) -> EfficientDet:
+    """Build an EfficientDet. ``pretrained_backbone`` starts the backbone from the classifier's published
+    ImageNet weights (:func:`create_model` with ``features_only``: the weights decide its padding and
+    normalisation). No pretrained *detector* weights ship; import effdet's with ``load_weights(source="effdet")``."""
+    if pretrained:
+        raise UsageError("no pretrained EfficientDet weights are installed; use pretrained_backbone=True, or "
+                         "import effdet weights with effnet.load_weights(model, state_dict, source='effdet')")
+    if isinstance(name_or_config, DetectorConfig):
+        config = name_or_config.replace(num_classes=num_classes, class_names=class_names)
+    else:
+        config = detector_config(name_or_config, num_classes, tf_padding).replace(class_names=class_names)
+    backbone = None
+    if pretrained_backbone:
+        bb = config.backbone
+        backbone = create_model(bb.name, pretrained=True, features_only=True, drop_path_rate=bb.drop_path_rate)
+        # the pretrained weights decide the backbone's padding and normalisation: record what was built
+        config = config.replace(backbone=backbone.config.replace(num_classes=0))
+    return EfficientDet(config, backbone)

@@ -35,13 +35,18 @@ def save(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[str, st
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def read_config(path: str | os.PathLike) -> ModelConfig:
-    """The config stored in an effnet ``.safetensors`` file."""
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata header of a ``.safetensors`` file (where effnet keeps the model's config)."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """The classifier config stored in an effnet ``.safetensors`` file."""
+    meta = read_metadata(path)
     if CONFIG_KEY not in meta:
         raise CheckpointError(
             f"{path}: no effnet config in this file; it is a foreign checkpoint -- use "
@@ -75,7 +80,7 @@ def load(path: str | os.PathLike, map_location: str = "cpu") -> EfficientNet:
     config = read_config(path)
     model = EfficientNet(config)
     state = read_state_dict(path)
-    _check_and_load(model, state, path)
+    check_and_load(model, state, path)
     return model.to(map_location)
 
 
@@ -231,7 +236,7 @@ def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet,
     return dict(state) if source == "effnet" else _IMPORTERS[source](state, model)
 
 
-def _check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], path) -> None:
+def check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], path) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -278,7 +283,7 @@ def load_weights(
         translated = translate_state_dict(state, model, source)
     except CheckpointError as exc:
         raise CheckpointError(f"{label}: {exc}") from None
-    _check_and_load(model, translated, label)
+    check_and_load(model, translated, label)
     if bn_eps is not None:
         set_bn_eps(model, bn_eps)
     return model

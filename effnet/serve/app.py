@@ -136,19 +136,27 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    if served.kind == "classify":
-        @app.post("/predict", response_model=PredictResponse, responses=ERRORS,
-                  summary="top-k classes of an uploaded image (multipart field `file`)")
-        async def predict(file: UploadFile = FILE, topk: int = Query(5, ge=1, le=1000)) -> JSONResponse:
-            return await run(file, topk=topk)
-    else:
-        @app.post("/detect", response_model=DetectResponse, responses=ERRORS,
-                  summary="boxes (x1, y1, x2, y2 in the image's pixels), scores and classes of the objects in an "
-                          "uploaded image (multipart field `file`)")
-        async def detect(file: UploadFile = FILE, score_threshold: float = Query(0.3, ge=0.0, le=1.0)) -> JSONResponse:
-            return await run(file, score_threshold=score_threshold)
+    ROUTES[served.kind](app, run)
     _add_wrong_kind_routes(app, served)
     return app
+
+
+def _predict_route(app: FastAPI, run) -> None:
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS,
+              summary="top-k classes of an uploaded image (multipart field `file`)")
+    async def predict(file: UploadFile = FILE, topk: int = Query(5, ge=1, le=1000)) -> JSONResponse:
+        return await run(file, topk=topk)
+
+
+def _detect_route(app: FastAPI, run) -> None:
+    @app.post("/detect", response_model=DetectResponse, responses=ERRORS,
+              summary="boxes (x1, y1, x2, y2 in the image's pixels), scores and classes of the objects in an "
+                      "uploaded image (multipart field `file`)")
+    async def detect(file: UploadFile = FILE, score_threshold: float = Query(0.3, ge=0.0, le=1.0)) -> JSONResponse:
+        return await run(file, score_threshold=score_threshold)
+
+
+ROUTES = {"classify": _predict_route, "detect": _detect_route}  # each task's endpoint (keys: ENDPOINTS')
 
 
 def _add_wrong_kind_routes(app: FastAPI, served: ServedModel) -> None:
@@ -162,9 +170,10 @@ def _add_wrong_kind_routes(app: FastAPI, served: ServedModel) -> None:
             return JSONResponse({"detail": detail}, status_code=404)
         return wrong_kind
 
-    for kind, path in ENDPOINTS.items():
-        if kind != served.kind:
-            app.add_api_route(path, route(kind, path), methods=["POST"], include_in_schema=False)
+    others = dict(ENDPOINTS)
+    del others[served.kind]
+    for kind, path in others.items():
+        app.add_api_route(path, route(kind, path), methods=["POST"], include_in_schema=False)
 
 
 def load_served(settings: ServeSettings) -> ServedModel:

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,15 +24,14 @@ from torch.optim.swa_utils import AveragedModel
 from ..data import HINTS_FILE, dataset_hints
 from ..errors import DataError, TrainingDiverged
 from ..files import atomic_write
-from ..models.config import ModelConfig
 from ..models.weights import save
 from .allocator import allocator
 from .checkpoint import TrainState, seed_everything
-from .classification import ClassificationTask
 from .config import TrainConfig
 from .distributed import EpochSampler, dist_info, init_distributed, sync_buffers_from_rank0
-from .evaluate import recalibrate_bn
-from .metrics import append_csv, plot_run, read_csv, tensorboard_writer
+from .metrics import append_csv, read_csv, tensorboard_writer
+from .precise_bn import recalibrate_bn
+from .task import EpochEnd, Task, check_task
 from .recipes import (
     Recipe, bn_momentum_for_run, build_optimizer, build_scheduler, ema_decay_for_run, ema_multi_avg_fn, warmup_steps_for,
 )
@@ -42,8 +42,9 @@ class Run:
     """Everything one training run holds between steps."""
 
     cfg: TrainConfig
-    task: Any
+    task: Task
     recipe: Recipe
+    criterion: Callable  # the task's loss function for this recipe
     model: nn.Module  # the raw model (what is saved)
     train_model: nn.Module  # the model stepped: DDP and/or compiled wrapper around ``model``
     state: TrainState
@@ -91,7 +92,7 @@ def _prepare_model(model: nn.Module, cfg: TrainConfig, distributed: bool) -> nn.
     return model
 
 
-def _setup(cfg: TrainConfig, task, resume_dir: str | None) -> Run:
+def _setup(cfg: TrainConfig, task: Task, resume_dir: str | None) -> Run:
     """Data, model, optimizer, schedule, EMA, run directory; restores the checkpoint when resuming."""
     rank, world, _ = dist_info()
     distributed = init_distributed(world)
@@ -116,14 +117,14 @@ def _setup(cfg: TrainConfig, task, resume_dir: str | None) -> Run:
     optimizer = build_optimizer(recipe.optimizer, model, lr, recipe.weight_decay)
     warmup = warmup_steps_for(recipe.warmup_epochs, cfg.epochs, steps_per_epoch)
     scheduler = build_scheduler(optimizer, recipe.schedule, total_steps, steps_per_epoch, warmup)
-    task.criterion(recipe)
+    criterion = task.criterion(recipe)
     ema = None
     if recipe.ema_decay > 0:
         ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(ema_decay_for_run(recipe.ema_decay, total_steps)),
                             use_buffers=True)
     state = TrainState(model, optimizer, scheduler, ema, model.config.to_json())
     run_dir = Path(resume_dir or cfg.out or f"runs/{model.config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run = Run(cfg, task, recipe, model, model, state, train_ds, sampler, steps_per_epoch, lr, bn_momentum,
+    run = Run(cfg, task, recipe, criterion, model, model, state, train_ds, sampler, steps_per_epoch, lr, bn_momentum,
               run_dir, rank, world, log)
     _open_run_dir(run, resume_dir)
     if distributed:
@@ -192,7 +193,8 @@ def _train_epoch(run: Run, epoch: int, skip: int) -> bool:
 def _step(run: Run, batch, epoch: int) -> tuple[float, int]:
     """One optimisation step; returns (mean loss over all processes, examples in this process's batch)."""
     state = run.state
-    loss, n, stats = run.task.loss(run.train_model, batch, run.cfg.amp, run.cfg.channels_last)
+    result = run.task.loss(run.train_model, batch, run.criterion, run.cfg.amp, run.cfg.channels_last)
+    loss, n = result.loss, result.examples
     loss_value = loss.detach().clone()
     if run.world > 1:
         dist.all_reduce(loss_value)
@@ -207,7 +209,7 @@ def _step(run: Run, batch, epoch: int) -> tuple[float, int]:
     if state.ema is not None:
         state.ema.update_parameters(run.model)
     state.global_step += 1
-    for key, value in stats.items():
+    for key, value in result.stats.items():
         state.epoch_acc[key] = state.epoch_acc.get(key, 0) + value
     return loss_value.item(), n
 
@@ -224,9 +226,9 @@ def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> dict | No
                                epoch_seconds=time.perf_counter() - t_epoch)
     if not run.is_main:
         return None
-    row.update(run.task.evaluate(run.model, cfg.amp, cfg.channels_last))
+    row.update(run.task.evaluate(run.model, cfg.amp, cfg.channels_last, epoch=epoch + 1))
     if state.ema is not None:
-        row.update(run.task.evaluate(state.ema.module, cfg.amp, cfg.channels_last, prefix="ema_val"))
+        row.update(run.task.evaluate(state.ema.module, cfg.amp, cfg.channels_last, prefix="ema_val", epoch=epoch + 1))
     append_csv(run.run_dir / "metrics.csv", row)
     if run.tb is not None:
         for key, value in row.items():
@@ -236,7 +238,7 @@ def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> dict | No
     return row
 
 
-def _finish(run: Run, stopped_early: bool) -> dict:
+def _finish(run: Run, stop: Stop) -> dict:
     """Final weights (+ EMA), summary.json and curves.png on rank 0."""
     cfg, state = run.cfg, run.state
     if run.world > 1:
@@ -250,11 +252,12 @@ def _finish(run: Run, stopped_early: bool) -> dict:
         summary = dict(run_dir=str(run.run_dir), model=run.model.config.name, epochs=cfg.epochs,
                        steps=state.global_step, resolution=run.model.config.resolution, lr=run.lr,
                        **run.task.summary(rows[-1] if rows else {}),
-                       wall_seconds=time.time() - run.started, stopped_early=stopped_early)
+                       wall_seconds=time.time() - run.started, stopped_early=stop.reason != "completed",
+                       stop_reason=stop.reason, epochs_run=stop.epochs_run)
         atomic_write(run.run_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
         if cfg.plot:
             try:
-                getattr(run.task, "plot", plot_run)(run.run_dir)  # a task may draw its own metrics
+                run.task.plot(run.run_dir)
             except Exception as exc:  # plotting must never lose a finished run
                 run.log(f"warning: could not plot curves: {exc}")
         run.log(f"done: {run.run_dir} ({run.task.done_line(summary, state.ema is not None)}; "
@@ -264,40 +267,59 @@ def _finish(run: Run, stopped_early: bool) -> dict:
     return summary
 
 
-def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelConfig | None = None,
-          task=None, on_epoch_end=None) -> dict:
-    """Train (or resume) a run; returns the summary dict (also written to RUN_DIR/summary.json).
+@dataclass
+class Stop:
+    """Why the run ended: ``completed`` (all epochs), ``budget`` (--budget-minutes) or ``caller`` (on_epoch_end), and
+    how many whole epochs it trained."""
 
-    ``task`` defaults to classification; ``model_config`` (in-process use, e.g. the grid search) replaces
-    ``cfg.model`` for it. ``on_epoch_end(epoch, row)`` is called on rank 0 after each epoch's evaluation with
-    the metrics row; returning True stops the run there (e.g. an Optuna pruner's decision).
-    """
-    run = _setup(cfg, task or ClassificationTask(model_config), resume_dir)
+    reason: str = "completed"
+    epochs_run: int = 0
+
+
+def _run_epochs(run: Run, on_epoch_end: Callable[[EpochEnd], bool] | None) -> Stop:
     cfg, state = run.cfg, run.state
-    run.log(f"training {run.model.config.name} on {run.task.describe()}; recipe {run.recipe}; lr {run.lr:.3g}; "
-            f"{run.steps_per_epoch} steps/epoch x {cfg.epochs}; {run.world} process(es); "
-            f"BN momentum {run.bn_momentum:.3g}; memory allocator {allocator()}")
-    run.started = time.time()
-    stopped_early = False
     start_epoch, start_batch = state.epoch, state.batch_in_epoch
+    stop = Stop(epochs_run=start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         skip = start_batch if epoch == start_epoch else 0
         if skip == 0 or not state.epoch_acc:
             state.epoch_acc = dict(loss=0.0, seen=0, seconds=0.0)
         t_epoch = time.perf_counter()
-        stopped_early = _train_epoch(run, epoch, skip)
-        row = _end_of_epoch(run, epoch, stopped_early or epoch == cfg.epochs - 1, t_epoch)
-        if on_epoch_end is not None and row is not None and on_epoch_end(epoch + 1, row):
+        cut = _train_epoch(run, epoch, skip)
+        row = _end_of_epoch(run, epoch, cut or epoch == cfg.epochs - 1, t_epoch)
+        complete = state.global_step >= (epoch + 1) * run.steps_per_epoch  # the budget may strike in its last step
+        if complete:
+            stop.epochs_run = epoch + 1
+        report = EpochEnd(epoch + 1, cfg.epochs, complete, state.global_step, run.steps_per_epoch, row or {})
+        if cut:
+            run.log(f"budget of {cfg.budget_minutes} min reached after {state.global_step} steps")
+            stop.reason = "budget"
+        if on_epoch_end is not None and row is not None and on_epoch_end(report) and not cut:
             run.log(f"stopped after epoch {epoch + 1} by the caller")
-            stopped_early = True
-        if stopped_early:
-            if cfg.budget_minutes is not None and time.time() - run.started > cfg.budget_minutes * 60:
-                run.log(f"budget of {cfg.budget_minutes} min reached after {state.global_step} steps")
+            stop.reason = "caller"
+        if stop.reason != "completed":
             break
         _checkpoint(run, epoch + 1, 0)
         if run.world > 1:
             dist.barrier()
-    summary = _finish(run, stopped_early)
+    return stop
+
+
+def train(cfg: TrainConfig, resume_dir: str | None = None, task: Task | None = None,
+          on_epoch_end: Callable[[EpochEnd], bool] | None = None) -> dict:
+    """Train (or resume) a run of ``task``; returns the summary dict (also written to RUN_DIR/summary.json), whose
+    ``stop_reason`` says why it ended (``completed``, ``budget``, ``caller``) and ``epochs_run`` how many whole
+    epochs it trained.
+
+    ``on_epoch_end(EpochEnd)`` is called on rank 0 after each epoch's evaluation; returning True stops the run
+    there (e.g. an Optuna pruner's decision). ``effnet.classify.train`` is this loop with classification.
+    """
+    run = _setup(cfg, check_task(task), resume_dir)
+    run.log(f"training {run.model.config.name} on {run.task.describe()}; recipe {run.recipe}; lr {run.lr:.3g}; "
+            f"{run.steps_per_epoch} steps/epoch x {run.cfg.epochs}; {run.world} process(es); "
+            f"BN momentum {run.bn_momentum:.3g}; memory allocator {allocator()}")
+    run.started = time.time()
+    summary = _finish(run, _run_epochs(run, on_epoch_end))
     if run.tb is not None:
         run.tb.close()
     if run.world > 1:

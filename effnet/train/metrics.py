@@ -49,8 +49,9 @@ def _number(text: str | None) -> int | float | None:
         return float(text)
 
 
-def plot_run(run_dir: str | os.PathLike) -> Path:
-    """Write RUN_DIR/curves.png: loss, top-1 and learning rate per epoch."""
+def plot_curves(run_dir: str | os.PathLike, panels: tuple[tuple[str, tuple[str, ...]], ...]) -> Path:
+    """Write RUN_DIR/curves.png from metrics.csv: one panel per ``(title, metric keys)``, by epoch; a key the run
+    did not record (no EMA, say) is left out. Each task says which panels it draws (``Task.plot``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,22 +62,15 @@ def plot_run(run_dir: str | os.PathLike) -> Path:
     if not rows:
         raise DataError(f"{run_dir}: no metrics.csv to plot")
     ep = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    axes[0].plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
-    axes[0].plot(ep, [r["val_loss"] for r in rows], "o-", label="val")
-    axes[0].set_title("loss")
-    axes[1].plot(ep, [r["train_top1"] for r in rows], "o-", label="train")
-    axes[1].plot(ep, [r["val_top1"] for r in rows], "o-", label="val")
-    if rows[0].get("ema_val_top1") is not None:
-        axes[1].plot(ep, [r["ema_val_top1"] for r in rows], "o-", label="val (EMA)")
-    axes[1].set_title("top-1 %")
-    axes[2].plot(ep, [r["lr"] for r in rows], "o-")
-    axes[2].set_title("learning rate (end of epoch)")
-    for ax in axes:
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8))
+    for ax, (title, keys) in zip(axes, panels):
+        for key in (k for k in keys if rows[0].get(k) is not None):
+            ax.plot(ep, [r[key] for r in rows], "o-", label=key)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-    axes[0].legend()
-    axes[1].legend()
+        if len(keys) > 1:
+            ax.legend()
     fig.tight_layout()
     out = run_dir / "curves.png"
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=90))

@@ -1,5 +1,5 @@
-"""Classification metrics: top-1/top-5/loss/per-class over a loader (PyTorch or an exported inference backend),
-and "precise BN" recalibration."""
+"""Evaluating a classifier: top-1/top-5/loss/per-class over a loader, with PyTorch or behind an exported inference
+backend (``model_for_backend``: ONNX Runtime, OpenVINO, int8 calibrated on the training split)."""
 
 from __future__ import annotations
 
@@ -32,29 +32,6 @@ class EvalResult:
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader, batches: int, channels_last: bool = False) -> None:
-    """"Precise BN": replace BatchNorm running statistics by their plain average over ``batches`` training
-    batches. After a short run the exponential running averages still carry early-training statistics, and
-    eval-mode accuracy can sit at chance while train accuracy climbs (as NAS methods do before evaluating)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    was_training = model.training
-    model.train()
-    for i, (x, _) in enumerate(loader):
-        if i >= batches:
-            break
-        model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
-    for m, momentum in zip(bns, saved):
-        m.momentum = momentum
-    model.train(was_training)
 
 
 @torch.inference_mode()

@@ -1,11 +1,12 @@
-"""Image classification as a task of the shared training loop: an ImageFolder in, an EfficientNet out.
-
-The loop (``loop.py``) owns optimisation, checkpoints, resume, EMA, DDP and logging; a task owns its data,
-its model, its loss and its metrics. Detection (``effnet.detect``) is the other task.
+"""Image classification as a task of the shared training loop (:class:`effnet.train.task.Task`): an ImageFolder in,
+an EfficientNet out. The loop owns optimisation, checkpoints, resume, EMA, DDP and logging; this task owns its data,
+its model, its loss and its metrics. Detection (``effnet.detect.task``) is the other task.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,17 +15,29 @@ from torch import nn
 from ..data import ImageSamples, load_splits, train_transform
 from ..models.config import ModelConfig
 from ..models.efficientnet import EfficientNet
-from ..models.registry import create_model
-from ..models.weights import is_effnet_file, load, load_weights
-from .config import TrainConfig
+from ..models.registry import create_model, is_model_file
+from ..models.weights import load, load_weights
+from ..train import loop
+from ..train.config import TrainConfig
+from ..train.metrics import plot_curves
+from ..train.recipes import Recipe
+from ..train.task import StepResult
 from .evaluate import eval_loader, evaluate
-from .recipes import Recipe
+
+# what `effnet plot` draws for a classification run
+PANELS = (("loss", ("train_loss", "val_loss")), ("top-1 %", ("train_top1", "val_top1", "ema_val_top1")),
+          ("learning rate (end of epoch)", ("lr",)))
+
+
+def plot_run(run_dir: str | os.PathLike) -> Path:
+    """Write RUN_DIR/curves.png: loss, top-1 and learning rate per epoch."""
+    return plot_curves(run_dir, PANELS)
 
 
 def initial_model(cfg: TrainConfig, num_classes: int, class_names: tuple[str, ...]) -> nn.Module:
     """The model to train: architecture, starting weights, new head for the user's classes."""
     overrides = {k: v for k, v in (("drop_path_rate", cfg.drop_path_rate), ("dropout", cfg.dropout)) if v is not None}
-    if cfg.weights and is_effnet_file(cfg.weights):  # our file carries its architecture
+    if cfg.weights and is_model_file(cfg.weights):  # our file carries its architecture
         source = load(cfg.weights)
         model = EfficientNet(source.config.replace(**overrides))
         model.load_state_dict(source.state_dict())
@@ -41,8 +54,7 @@ def initial_model(cfg: TrainConfig, num_classes: int, class_names: tuple[str, ..
 
 
 class ClassificationTask:
-    """What the loop asks of a task: ``load_data``, ``build_model``, ``train_dataset``, ``loss``, ``evaluate``,
-    ``bn_loader`` and ``summary``; ``collate_fn`` and ``frozen_children`` are optional."""
+    """Classification for the loop (:class:`effnet.train.task.Task`: its docstrings say what each member does)."""
 
     name = "classification"
     collate_fn = None
@@ -73,23 +85,23 @@ class ClassificationTask:
         tf = train_transform(model_config, self.resolution, recipe.auto_augment, recipe.rrc_scale_min, recipe.hflip)
         return ImageSamples(self.train_samples, tf, seed=seed)
 
-    def criterion(self, recipe: Recipe) -> None:
-        self._loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    def criterion(self, recipe: Recipe) -> nn.Module:
+        return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
-    def loss(self, model: nn.Module, batch, amp: bool, channels_last: bool):
-        """(loss, images in the batch, statistics to sum over the epoch)."""
+    def loss(self, model: nn.Module, batch, criterion, amp: bool, channels_last: bool) -> StepResult:
         x, y = batch
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
-            loss = self._loss(logits.float(), y)
-        return loss, x.shape[0], {"correct": int((logits.argmax(1) == y).sum())}
+            loss = criterion(logits.float(), y)
+        return StepResult(loss, x.shape[0], {"correct": int((logits.argmax(1) == y).sum())})
 
     def train_metrics(self, acc: dict) -> dict[str, float]:
         return {"train_top1": 100.0 * acc.get("correct", 0) / max(1, acc["seen"])}
 
-    def evaluate(self, model: nn.Module, amp: bool, channels_last: bool, prefix: str = "val") -> dict[str, float]:
+    def evaluate(self, model: nn.Module, amp: bool, channels_last: bool, prefix: str = "val",
+                 epoch: int | None = None) -> dict[str, float]:
         if not hasattr(self, "_val_loader"):
             self._val_loader = eval_loader(self.val_samples, model.config, self.resolution, self.crop_pct,
                                            self.eval_batch, self.workers)
@@ -120,3 +132,13 @@ class ClassificationTask:
     def done_line(self, summary: dict[str, Any], ema: bool) -> str:
         return (f"val top-1 {summary['val_top1']:.2f}%" + (f", EMA {summary['ema_val_top1']:.2f}%" if ema else "")
                 + f"; {len(self.skipped)} file(s) skipped")
+
+    def plot(self, run_dir: Path) -> Path:
+        return plot_run(run_dir)
+
+
+def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelConfig | None = None,
+          on_epoch_end=None) -> dict:
+    """The shared loop with classification (``effnet train``); ``model_config`` (in-process use, e.g. the grid
+    search) replaces ``cfg.model``. See :func:`effnet.train.loop.train`."""
+    return loop.train(cfg, resume_dir, ClassificationTask(model_config), on_epoch_end)

@@ -1,0 +1,70 @@
+"""Inference engines for serving: one per inference thread (:class:`Engines`), and the :class:`ServedModel`
+interface each task implements (``effnet.classify.served``, ``effnet.detect.served``) so that ``effnet serve`` runs
+either kind the same way.
+
+A served model says its ``kind`` (the service maps a kind to its endpoint), turns one decoded image into a model
+input (``preprocess``, on a decoding thread), runs a batch of inputs (``run_batch``, on an inference thread) and turns
+one result into the JSON answer (``answer``, on the event loop, so it must be cheap).
+
+Each inference thread gets an engine of its own: an ONNX Runtime session or OpenVINO compiled model is built once per
+thread with ``threads`` intra-op threads, so that several batches can run side by side without the engines fighting
+over the cores. A PyTorch module is shared (its forward is thread-safe; the thread count is set per thread by the
+batcher).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Protocol
+
+from PIL import Image
+from torch import nn
+
+from ..errors import UsageError
+from .predictors import OnnxPredictor, OpenVinoPredictor, with_backend
+
+
+class ServedModel(Protocol):
+    name: str
+    kind: str
+    backend: str
+
+    def preprocess(self, image: Image.Image, **options: Any) -> Any: ...
+
+    def run_batch(self, inputs: list[Any]) -> list[Any]: ...
+
+    def answer(self, output: Any, **options: Any) -> dict: ...
+
+
+class Engines:
+    """One engine per inference thread: the first call from a thread claims one of the engines for good."""
+
+    def __init__(self, engines: list[nn.Module]) -> None:
+        self.first = engines[0]
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for engine in engines:
+            self._free.put(engine)
+        self._local = threading.local()
+
+    def get(self) -> nn.Module:
+        engine = getattr(self._local, "engine", None)
+        if engine is None:
+            try:
+                engine = self._local.engine = self._free.get_nowait()
+            except queue.Empty:
+                raise RuntimeError("more inference threads than engines") from None
+        return engine
+
+
+def build_engines(model: nn.Module, backend: str, calibration: str | None, copies: int, threads: int | None) -> list:
+    """``copies`` engines for ``model`` (the same module for torch; one runtime session each otherwise)."""
+    try:
+        first = with_backend(model, backend, calibration, threads=threads)
+        if not isinstance(first, (OnnxPredictor, OpenVinoPredictor)):
+            return [first] * copies  # a PyTorch module: shared
+        return [first] + [with_backend(model, backend, calibration, threads=threads) for _ in range(copies - 1)]
+    except UsageError:
+        raise
+    except Exception as exc:  # export / quantization problems: one line, not a traceback
+        raise UsageError(f"backend {backend}: {exc}") from None

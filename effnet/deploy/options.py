@@ -1,0 +1,55 @@
+"""What ``effnet export`` asks of a task's exporter, and what it gets back: one options object for both kinds, so that
+one command (and ``effnet detect export``, its alias) exports a classifier or a detector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    output: str
+    format: str = "onnx"  # onnx, openvino, torchscript (detectors: onnx)
+    batch: str = "static"  # static or dynamic batch axis (classifiers)
+    resolution: int | None = None  # the graph's input size (default: the model's)
+    int8: bool = False  # post-training quantization (classifiers), calibrated on ``calibration``
+    calibration: str | None = None  # a folder of real images: int8 calibration and parity checks
+    images: tuple[str, ...] = ()  # real image files for parity checks (default: scikit-image's photos)
+    tolerance: float = 1e-3  # max |logit diff| vs PyTorch (classifiers)
+    raw: bool = False  # detectors: the raw per-level outputs instead of boxes with NMS inside
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A verified export: the lines the command prints and the report ``--json`` writes."""
+
+    lines: list[str]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def add_export_arguments(p) -> None:
+    """The flags of ``effnet export`` (and of its alias ``effnet detect export``), for either kind of model."""
+    p.add_argument("model", metavar="MODEL", help="model name, config .json, effnet .safetensors or run directory; "
+                                                  "a classifier or a detector")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=["onnx", "openvino", "torchscript"], default="onnx",
+                   help="openvino: IR, OUTPUT.xml + OUTPUT.bin (classifiers; detectors export ONNX)")
+    p.add_argument("--batch", choices=["static", "dynamic"], default="static")
+    p.add_argument("--resolution", type=int, help="the graph's fixed input size (default: the model's)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--pretrained", action="store_true", help="with a name: its published weights")
+    g.add_argument("--weights", help="with a name: weights to import (effnet file, timm/torchvision/effdet checkpoint)")
+    p.add_argument("--ema", action="store_true", help="with a run directory: its EMA weights")
+    p.add_argument("--int8", action="store_true",
+                   help="ONNX Runtime (onnx) / NNCF (openvino) post-training quantization, needs --calibration")
+    p.add_argument("--calibration", help="folder of real images for int8 calibration and parity checks")
+    p.add_argument("--images", nargs="+", default=(), help="real images to verify on (default: scikit-image photos)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit diff| allowed vs PyTorch (classifiers)")
+    p.add_argument("--raw", action="store_true", help="detectors: the raw per-level outputs instead of boxes")
+    p.add_argument("--json", action="store_true", help="also print the report as JSON")
+
+
+def export_options(args) -> ExportOptions:
+    return ExportOptions(args.output, args.format, args.batch, args.resolution, args.int8, args.calibration,
+                         tuple(args.images or ()), args.tolerance, args.raw)
