@@ -229,3 +229,27 @@ def test_the_two_tasks_are_equal_packages():
     for pkg in ("classify", "detect"):
         names = {p.stem for p in (PACKAGE_DIR / pkg).glob("*.py")}
         assert {"task", "evaluate", "export", "served", "commands"} <= names, (pkg, names)
+
+
+def test_detector_saved_before_the_task_packages_still_loads():
+    """tests/data holds a small EfficientDet written by commit d77e2bf (before effnet/classify and the one resolver)
+    with its raw outputs; effnet.load, the resolver and the detector loader rebuild it and give the same outputs."""
+    import torch
+    from safetensors.torch import load_file
+
+    import effnet
+    from effnet.models.efficientdet import load_detector
+    from effnet.models.registry import load_model, task_of
+
+    data = Path(__file__).parent / "data"
+    path = data / "tiny_detector_saved_by_d77e2bf.safetensors"
+    expected = load_file(data / "tiny_detector_saved_by_d77e2bf.expected.safetensors")
+    for model in (effnet.load(path).eval(), load_model(str(path), task="detect"), load_detector(path).eval()):
+        assert task_of(model) == "detect" and model.config.class_names == ("a", "b", "c")
+        with torch.no_grad():
+            class_out, box_out = model(expected["input"])
+        for level, (c, b) in enumerate(zip(class_out, box_out), start=3):
+            assert torch.allclose(c, expected[f"class_p{level}"], atol=1e-5)
+            assert torch.allclose(b, expected[f"box_p{level}"], atol=1e-5)
+    with pytest.raises(Exception, match="a detector"):
+        load_model(str(path), task="classify")
