@@ -39,7 +39,8 @@ from effnet import create_model, load_weights
 from effnet.data import dataset_hints
 from effnet.data.coco import DetectionSamples, collate_detection, load_coco
 from effnet.data.detect_digits import write_detect_digits
-from effnet.detect.evaluate import draw_detections, evaluate_detector, predict_files
+from effnet.detect.evaluate import evaluate_detector
+from effnet.detect.predict import draw_detections, predict_files
 from effnet.detect.task import FREEZE_STAGES, SCALE_RANGE, DetectionTask
 from effnet.models.efficientdet import load_detector
 from effnet.models.weights import _from_timm

@@ -228,7 +228,7 @@ def test_the_two_tasks_are_equal_packages():
     """Classification and detection each own their task, evaluation, prediction, export and serving modules."""
     for pkg in ("classify", "detect"):
         names = {p.stem for p in (PACKAGE_DIR / pkg).glob("*.py")}
-        assert {"task", "evaluate", "export", "served", "commands"} <= names, (pkg, names)
+        assert {"task", "evaluate", "predict", "export", "served", "commands"} <= names, (pkg, names)
 
 
 def test_detector_saved_before_the_task_packages_still_loads():

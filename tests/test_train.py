@@ -222,3 +222,45 @@ def test_eval_matches_hand_computation(small_digits, tiny_config, tmp_path):
         assert row["top1"] == pytest.approx(100 * per_class[row["name"]][0] / per_class[row["name"]][1])
     text = run_cli("eval", str(out), str(small_digits)).stdout
     assert "top-1" in text and "images/s" in text and len(text.splitlines()) == 2 + 3
+
+
+def test_loop_tells_the_epoch_and_why_it_stopped(small_digits, tiny_config, tmp_path):
+    """The loop hands each epoch's end to the caller (epoch, steps, the metrics row) and the task's evaluate gets
+    the epoch; the summary says why the run ended and how many whole epochs it trained."""
+    from effnet.classify import ClassificationTask
+    from effnet.train import EpochEnd, Task, TrainConfig, train
+
+    class Recording(ClassificationTask):
+        evaluated: list = []
+
+        def evaluate(self, model, amp, channels_last, prefix="val", epoch=None):
+            self.evaluated.append((prefix, epoch))
+            return super().evaluate(model, amp, channels_last, prefix, epoch)
+
+    ends: list[EpochEnd] = []
+    cfg = TrainConfig(data_dir=str(small_digits), model=str(tiny_config), epochs=4, batch_size=16, resolution=32,
+                      out=str(tmp_path / "run"), quiet=True, plot=False, ema_decay=0.0)
+    task = Recording()
+    assert isinstance(task, Task)
+    summary = train(cfg, task=task, on_epoch_end=lambda end: ends.append(end) or end.epoch == 2)
+    assert [(e.epoch, e.epochs, e.complete) for e in ends] == [(1, 4, True), (2, 4, True)]
+    assert ends[1].steps_per_epoch == 120 // 16 and ends[1].global_step == 2 * (120 // 16)
+    assert ends[1].row["val_top1"] == pytest.approx(summary["val_top1"])
+    assert task.evaluated == [("val", 1), ("val", 2)]
+    assert summary["stop_reason"] == "caller" and summary["epochs_run"] == 2 and summary["stopped_early"]
+
+
+def test_loop_refuses_what_is_not_a_task(small_digits):
+    from effnet.errors import UsageError
+    from effnet.train import TrainConfig, train
+
+    class Half:
+        name = "half"
+
+        def load_data(self, cfg, log):
+            raise AssertionError("the loop must check the task before using it")
+
+    with pytest.raises(UsageError, match="lacks collate_fn, frozen_children, build_model"):
+        train(TrainConfig(data_dir=str(small_digits)), task=Half())
+    with pytest.raises(UsageError, match="needs a task"):
+        train(TrainConfig(data_dir=str(small_digits)))

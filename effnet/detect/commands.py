@@ -18,7 +18,8 @@ from ..tasks import export
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
 from ..train.loop import train
-from .evaluate import draw_detections, evaluate_detector, predict_files
+from .evaluate import evaluate_detector
+from .predict import draw_detections, predict_files
 from .task import DetectionTask
 
 

@@ -30,7 +30,7 @@ class DetectInput:
 @dataclass
 class Detector:
     """An EfficientDet: letterbox preprocessing, forward as one batch, decoding + per-class NMS per image,
-    exactly as ``effnet detect predict`` (:func:`effnet.detect.evaluate.predict_files`) does it."""
+    exactly as ``effnet detect predict`` (:func:`effnet.detect.predict.predict_files`) does it."""
 
     engines: Engines
     name: str

@@ -99,7 +99,8 @@ VARIANTS: dict[str, tuple[float, float, int, float]] = {
     "efficientnet_lite4": (1.4, 1.8, 300, 0.3),
 }
 
-# Paper's compound-scaling coefficients (section 3.3, found by grid search at phi=1).
+# Paper's compound-scaling coefficients (section 3.3, found by grid search at phi=1): their one home. compound()'s
+# defaults, the search's reference (effnet.search.PAPER), its verdict and `effnet study`'s defaults derive from these.
 PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA = 1.2, 1.1, 1.15
 
 

@@ -66,15 +66,6 @@ def run_weights(run_dir: str | os.PathLike, ema: bool = False) -> Path:
     return path
 
 
-def is_effnet_file(path: str | os.PathLike) -> bool:
-    """True for a safetensors file written by :func:`save` (it carries its own config)."""
-    try:
-        read_config(path)
-        return True
-    except CheckpointError:
-        return False
-
-
 def load(path: str | os.PathLike, map_location: str = "cpu") -> EfficientNet:
     """Rebuild a model saved by :func:`save`, without naming it."""
     config = read_config(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..deploy.predictors import BACKENDS
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:  # imported here: the rest of effnet works without the serve extra
@@ -29,9 +31,9 @@ def add_commands(sub) -> None:
     p.add_argument("--model", required=True, help="model name (with --pretrained), config .json, training run "
                                                    "directory (its model.safetensors) or effnet .safetensors file")
     p.add_argument("--pretrained", action="store_true", help="real ImageNet weights installed locally")
-    p.add_argument("--backend", default="auto",
-                   help="auto (default: ONNX Runtime when installed), torch, onnx, onnx-int8, or any other "
-                        "backend `effnet predict --backend` takes")
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                   help="auto (default: ONNX Runtime when installed, one engine per core), or any backend "
+                        "`effnet predict --backend` takes; detectors are served with torch")
     p.add_argument("--calibration", help="folder of real images to calibrate an int8 backend")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -1,0 +1,51 @@
+"""Detecting objects in image files with a detector and its own preprocessing (``effnet detect predict``), and
+drawing what was found."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ..data import load_image
+from ..data.coco import detection_eval_image
+from .evaluate import detect_batch
+
+
+@torch.inference_mode()
+def predict_files(model: nn.Module, paths: list[str | os.PathLike], score_threshold: float = 0.3,
+                  resolution: int | None = None) -> list[dict]:
+    """Detections for each image file: ``{"file", "width", "height", "detections": [{"box" (x0, y0, x1, y1
+    pixels), "score", "label", "class"}]}``. An unreadable file raises :class:`effnet.errors.ImageLoadError`."""
+    model.eval()
+    config = model.config
+    res = resolution or config.resolution
+    names = config.class_names or tuple(str(i) for i in range(config.num_classes))
+    out = []
+    for path in paths:
+        image = load_image(path)
+        x, scale = detection_eval_image(image, config.mean, config.std, res)
+        det = detect_batch(model, x[None], [scale], score_threshold=score_threshold)[0]
+        boxes = [[round(v, 2) for v in b] for b in det.boxes.tolist()]
+        out.append(dict(file=str(path), width=image.width, height=image.height, detections=[
+            dict(box=b, score=round(s, 4), label=int(lab), **{"class": names[lab]})
+            for b, s, lab in zip(boxes, det.scores.tolist(), det.labels.tolist())]))
+    return out
+
+
+def draw_detections(path: str | os.PathLike, prediction: dict):
+    """The image with its boxes and "class score" labels drawn (torchvision ``draw_bounding_boxes``), as PIL."""
+    from torchvision.transforms.v2 import functional as TF
+    from torchvision.utils import draw_bounding_boxes
+
+    image = TF.to_image(load_image(path))
+    dets = prediction["detections"]
+    if not dets:
+        return TF.to_pil_image(image)
+    boxes = torch.tensor([d["box"] for d in dets], dtype=torch.float32)
+    labels = [f"{d['class']} {d['score']:.2f}" for d in dets]
+    palette = ["red", "lime", "blue", "yellow", "magenta", "cyan", "orange", "white", "purple", "pink"]
+    colors = [palette[d["label"] % len(palette)] for d in dets]
+    drawn = draw_bounding_boxes(image, boxes, labels, colors=colors, width=2)
+    return TF.to_pil_image(drawn)
