@@ -12,7 +12,7 @@ Why 32 px: the digits are 8x8 scans, so 32 px loses nothing, and a 32 px B0 trai
 --epoch-cost trains the same candidates (3 epochs, one thread, one process, as a search worker) two ways,
 alternating so that both see the same machine load: "before" = a trial as the search ran it before issue 13
 (plain `train()`: images decoded at every access, contiguous tensors, checkpoint.pt every epoch, an
-evaluation every epoch, precise BN from the first 20 training batches) and "after" = `effnet.search.trial`
+evaluation every epoch, precise BN from the first 20 training batches) and "after" = `effnet.search.runner.trial`
 (decoded images kept in the worker, channels-last, no checkpoint, evaluation with precise BN on 10 random
 batches only at the epochs the pruner reads; here 1 and the last). Also "start-up": a trial's wall time minus its
 epochs. (One fix helps both: seeding the CPU generator alone per image, not every accelerator backend.)
@@ -35,8 +35,9 @@ def epoch_cost(data: Path, out: Path, trials: int = 3, epochs: int = 3) -> dict:
     torch.set_num_threads(1)
     from effnet.search import SearchSettings
     from effnet.search.grid import Candidate, candidate_config, resolve_base
-    from effnet.search.trial import reuse_decoded_images, train_run
-    from effnet.train import TrainConfig, train
+    from effnet.search.runner.trial import RunSpec, reuse_decoded_images, train_run
+    from effnet.classify import train
+    from effnet.train import TrainConfig
 
     base = resolve_base("b0", 32)
     s = SearchSettings(data_dir=str(data), out=str(out))
@@ -57,7 +58,7 @@ def epoch_cost(data: Path, out: Path, trials: int = 3, epochs: int = 3) -> dict:
                 summary = train(tcfg, model_config=cfg)
             else:
                 reuse_decoded_images()
-                summary = train_run(s, cfg, run_dir, 0, epochs, [1]).summary
+                summary = train_run(s, RunSpec(cfg, run_dir, seed=0, epochs=epochs, rungs=[1])).summary
             wall = time.time() - t0
             with open(run_dir / "metrics.csv") as fh:
                 epochs = [float(r["epoch_seconds"]) for r in csv.DictReader(fh)]

@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 import effnet
 from effnet.models.config import ModelConfig
 from effnet.search import PAPER, Candidate, Spread, decide, enumerate_grid, parse_range
-from effnet.search.budget import Plan, choose_plan, plan_seconds
+from effnet.search.plan import Plan
+from effnet.search.runner.budget import Costs, choose_plan, plan_seconds
 from tests.conftest import ROOT, config_file, digit_subset, run_cli
 
 FAST = ["--budget-epochs", "1", "--batch-size", "16", "--base-resolution", "32", "--tolerance", "0.5", "--threads", "1",
@@ -166,19 +167,20 @@ def test_verdict_needs_a_gap_beyond_the_seed_spread():
 
 
 def test_plan_spends_the_budget():
-    epoch_s, eval_s = [4.0 + i / 10 for i in range(40)], [1.0] * 40
+    costs = Costs(epoch_s=[4.0 + i / 10 for i in range(40)], eval_s=[1.0] * 40, paper=(5.0, 1.0), overhead_s=1.0,
+                  workers=2)
     base = Plan(max_epochs=1, min_epochs=1, reduction_factor=3, repeats=2, top=3)
     for minutes in (5, 10, 30):
-        plan = choose_plan(base, minutes * 60, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
-        used = plan_seconds(plan, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
+        plan = choose_plan(base, minutes * 60, costs)
+        used = plan_seconds(plan, costs)
         assert used <= minutes * 60 and plan.repeats >= 2
         longer = dataclasses.replace(plan, max_epochs=plan.max_epochs + 1)
-        assert plan_seconds(longer, epoch_s, eval_s, (5.0, 1.0), 1.0, 2) > minutes * 60 or plan.max_epochs == 81
-    small = choose_plan(base, 10 * 60, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
-    large = choose_plan(base, 30 * 60, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
+        assert plan_seconds(longer, costs) > minutes * 60 or plan.max_epochs == 81
+    small = choose_plan(base, 10 * 60, costs)
+    large = choose_plan(base, 30 * 60, costs)
     assert large.max_epochs > small.max_epochs >= 2 and large.rungs()[:2] == [1, 3]
     # a budget too small for one epoch each: the smallest plan, and its estimate says it runs over
-    tiny = choose_plan(base, 30, epoch_s, eval_s, (5.0, 1.0), 1.0, 2)
+    tiny = choose_plan(base, 30, costs)
     assert tiny.max_epochs == 1 and tiny.estimate_minutes > 0.5
 
 

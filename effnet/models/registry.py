@@ -111,13 +111,14 @@ def load_model(spec: str | os.PathLike, pretrained: bool | str = False, weights:
     ``weights``: an effnet file or a foreign checkpoint -- timm, torchvision, lukemelas, effdet -- to load into
     it). ``task`` (``"classify"`` / ``"detect"``) refuses a model of the other kind with one line."""
     path = Path(spec)
+    saved = path.is_dir() or path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json")
+    if saved and (weights or pretrained):
+        raise UsageError(f"{spec}: a saved model or run carries its weights; --pretrained / --weights go with a name")
     if path.is_dir():
         model = _file_model(run_weights(path, ema))
-    elif path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json"):
+    elif saved:
         if not path.is_file():
             raise UsageError(f"{spec}: no such file")
-        if weights or pretrained:
-            raise UsageError(f"{spec}: a saved model carries its weights; --pretrained / --weights go with a name")
         if not is_model_file(path):
             raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
                              "`effnet convert` first, or give --model NAME --weights FILE)")

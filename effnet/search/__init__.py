@@ -6,20 +6,28 @@ train it on the user's data (the training code of ``effnet train``) under succes
 gets a short run, the best third go on to several times more epochs. The finalists and the paper's
 coefficients are re-trained with other seeds, and the verdict says whether the winner beats the paper's
 coefficients beyond the seed spread. With ``--budget-minutes`` the whole search (start-up, rungs, repeats,
-report) ends within that wall time: a clock (``clock.py``) re-estimates every job's cost from the finished
+report) ends within that wall time: a clock (``runner/clock.py``) re-estimates every job's cost from the finished
 trials and starts only what can end in time; candidates it cannot pay for are cut and listed. Trials live in an
 Optuna study in an RDB (SQLite by default, PostgreSQL for workers on several machines): a killed search
 resumes, workers never duplicate a trial.
 
 Step 2 (``effnet scale``): apply the chosen coefficients for phi = 0..K and write the configs.
 ``effnet study``: width-only / depth-only / resolution-only / compound scaling at matched MACs (Fig. 3).
+
+The method lives here: the grid (``grid``), the settings and the paper's coefficients (``settings``), the plan of
+successive halving (``plan``), the verdict, the report, the plots and step 2 (``scaling``). The job runner on
+Optuna that trains the grid (workers, schedule, clock, budget, planning, study, trial, with one context object)
+is ``runner/``; it imports the method, never the other way round.
 """
 
 from .grid import Candidate, candidate_config, enumerate_grid, parse_range
-from .scaling import scale_family, scaling_study
+from .plan import Plan
+from .runner import SearchContext, run_search
+from .runner.worker import worker
+from .scaling import StudySettings, scale_family, scaling_study
 from .settings import PAPER, SearchSettings
 from .verdict import Spread, decide
-from .worker import run_search, worker
 
 __all__ = ["Candidate", "candidate_config", "enumerate_grid", "parse_range", "scale_family", "scaling_study",
-           "SearchSettings", "PAPER", "Spread", "decide", "run_search", "worker"]
+           "StudySettings", "SearchSettings", "PAPER", "Plan", "Spread", "decide", "run_search", "worker",
+           "SearchContext"]

@@ -10,13 +10,13 @@ from pathlib import Path
 from ..errors import UsageError
 from ..files import atomic_write
 from ..models.accounting import profile
-from .clock import process_started
 from .grid import Candidate
 from .report import collect
-from .scaling import parse_phis, scale_family, scaling_study
-from .settings import SearchSettings
-from .study import open_study
-from .worker import run_search
+from .runner.clock import process_started
+from .runner.study import open_study
+from .runner.worker import run_search
+from .scaling import StudySettings, parse_phis, scale_family, scaling_study
+from .settings import PAPER, SearchSettings
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -44,14 +44,14 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if args.from_search:
         try:
             s = SearchSettings(data_dir=".", storage=args.storage, study=args.from_search)
-            found = collect(s)
+            saved, _ = open_study(s, create=False)
+            found = collect(saved, s)
         except Exception as exc:
             raise UsageError(f"study {args.from_search!r} in {args.storage}: {exc}") from None
         if not found["rows"]:
             raise UsageError(f"study {args.from_search!r} has no finished candidates")
         chosen = Candidate.from_key(found["chosen"])
         alpha, beta, gamma = chosen.alpha, chosen.beta, chosen.gamma
-        saved, _ = open_study(s, create=False)
         settings = saved.user_attrs.get("settings", {})
         # scale the base the search ran on, unless told otherwise
         args.base = args.base or settings.get("base") or "b0"
@@ -60,7 +60,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if None in (alpha, beta, gamma):
         raise UsageError("give --alpha, --beta and --gamma, or --from-search STUDY")
     args.base = args.base or "b0"
-    family = scale_family(alpha, beta, gamma, parse_phis(args.phi), args.base, args.base_resolution,
+    family = scale_family(Candidate(alpha, beta, gamma), parse_phis(args.phi), args.base, args.base_resolution,
                           args.resolution_divisor)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,8 +76,10 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    scaling_study(args.data_dir, args.max_phi, args.alpha, args.beta, args.gamma, args.base, args.base_resolution,
-                  args.epochs, args.batch_size, args.out, args.recipe, args.seed)
+    study = StudySettings(data_dir=args.data_dir, max_phi=args.max_phi, base=args.base,
+                          base_resolution=args.base_resolution, epochs=args.epochs, batch_size=args.batch_size,
+                          out=args.out, recipe=args.recipe, seed=args.seed)
+    scaling_study(study, Candidate(args.alpha, args.beta, args.gamma))
     return 0
 
 
@@ -131,9 +133,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("study", help="width/depth/resolution/compound scaling at matched MACs (Fig. 3)")
     p.add_argument("data_dir")
     p.add_argument("--max-phi", type=int, default=2)
-    p.add_argument("--alpha", type=float, default=1.2)
-    p.add_argument("--beta", type=float, default=1.1)
-    p.add_argument("--gamma", type=float, default=1.15)
+    p.add_argument("--alpha", type=float, default=PAPER.alpha)
+    p.add_argument("--beta", type=float, default=PAPER.beta)
+    p.add_argument("--gamma", type=float, default=PAPER.gamma)
     p.add_argument("--base", default="b0")
     p.add_argument("--base-resolution", type=int)
     p.add_argument("--epochs", type=int, default=3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import atomic_write
-from .budget import Plan
+from .plan import Plan
 from .settings import PAPER, SearchSettings
 
 

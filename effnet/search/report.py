@@ -1,5 +1,5 @@
-"""The search's results, read from the study: the table (fidelity reached, seed spread), the verdict,
-results.json and the plots."""
+"""The search's results, read from its Optuna study (opened by the caller: the runner, or ``effnet scale
+--from-search``): the table (fidelity reached, seed spread), the verdict, results.json and the plots."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 from ..files import atomic_write
-from .budget import Plan
 from .grid import Candidate
+from .plan import Plan
 from .settings import PAPER, SearchSettings, grid_for, settings_key
-from .study import open_study
 from .verdict import Spread, decide
 
 MEASURES = ("alpha", "beta", "gamma", "rule_ratio", "macs", "measured_ratio", "params", "latency_ms", "resolution",
@@ -74,11 +73,11 @@ def _spreads(trials, s: SearchSettings, plan: Plan) -> dict[str, Spread]:
     return {k: Spread(k, tuple(sorted(v)), tuple(v[x] for x in sorted(v))) for k, v in values.items()}
 
 
-def collect(s: SearchSettings) -> dict:
-    """Rows (one per grid candidate, finalists first by mean top-1), spreads, verdict, the chosen coefficients."""
+def collect(study, s: SearchSettings) -> dict:
+    """Rows (one per grid candidate, finalists first by mean top-1), spreads, verdict, the chosen coefficients, from
+    the search's ``study``."""
     from optuna.trial import TrialState
 
-    study, _ = open_study(s, create=False)
     plan = Plan(**study.user_attrs["plan"])
     trials = [t for t in study.get_trials(deepcopy=False) if {"phase", "candidate", "seed"} <= t.params.keys()]
     by_number = {t.number: t for t in trials}
@@ -101,10 +100,6 @@ def collect(s: SearchSettings) -> dict:
                   if t.state == TrialState.FAIL})
     return dict(plan=plan, rows=rows, spreads=spreads, verdict=line, verdict_kind=kind, chosen=chosen,
                 failed=failed)
-
-
-def collect_results(s: SearchSettings) -> list[dict]:
-    return collect(s)["rows"]
 
 
 STATUS = {"complete": "", "pruner": "pruned", "time": "cut:time", "reference": "ref", "failed": "failed",
@@ -141,9 +136,11 @@ def _repeats_cut(s: SearchSettings, plan: Plan, rows: list[dict], spreads: dict)
             if seed not in got and not (seed == s.seed and k in own)]
 
 
-def write_report(s: SearchSettings, plan: Plan, kept, dropped, log=print, started: float | None = None) -> dict:
-    res = collect(s)
-    rows, chosen = res["rows"], Candidate.from_key(res["chosen"])
+def write_report(study, s: SearchSettings, log=print, started: float | None = None) -> dict:
+    """The table, the verdict, results.json, results.txt and the plots of the search ``s`` in ``study``."""
+    kept, dropped = grid_for(s)
+    res = collect(study, s)
+    rows, chosen, plan = res["rows"], Candidate.from_key(res["chosen"]), res["plan"]
     out = s.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     winner = next((r for r in rows if r["mean"] is not None), None)

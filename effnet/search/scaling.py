@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..classify import train
 from ..data import dataset_hints
 from ..files import atomic_write
 from ..models.config import ModelConfig, compound
-from ..models.registry import resolve_config
-from ..train import TrainConfig, train
-from .grid import macs_of, params_of, resolve_base
+from ..train import TrainConfig
+from .grid import Candidate, macs_of, params_of, resolve_base
+from .settings import PAPER
 
 
 def parse_phis(text: str) -> list[float]:
@@ -22,16 +24,16 @@ def parse_phis(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def scale_family(alpha: float, beta: float, gamma: float, phis: list[float], base: str = "b0",
-                 base_resolution: int | None = None, resolution_divisor: int = 8) -> list[tuple[float, ModelConfig]]:
-
-    base_cfg = resolve_config(base)
-    if base_resolution:
-        base_cfg = base_cfg.replace(resolution=base_resolution)
+def scale_family(coefficients: Candidate, phis: list[float], base: str = "b0", base_resolution: int | None = None,
+                 resolution_divisor: int = 8) -> list[tuple[float, ModelConfig]]:
+    """The base compound-scaled by ``coefficients`` (alpha, beta, gamma) to every phi, each config named after
+    them."""
+    c = coefficients
+    base_cfg = resolve_base(base, base_resolution)
     out = []
     for phi in phis:
-        cfg = compound(phi, alpha, beta, gamma, base=base_cfg, resolution_divisor=resolution_divisor)
-        out.append((phi, cfg.replace(name=f"effnet_phi{phi:g}_a{alpha:g}_b{beta:g}_g{gamma:g}")))
+        cfg = compound(phi, c.alpha, c.beta, c.gamma, base=base_cfg, resolution_divisor=resolution_divisor)
+        out.append((phi, cfg.replace(name=f"effnet_phi{phi:g}_a{c.alpha:g}_b{c.beta:g}_g{c.gamma:g}")))
     return out
 
 
@@ -60,21 +62,35 @@ def matched_config(base: ModelConfig, dimension: str, target_macs: int) -> Model
     return best.replace(name=f"{base.name}-{dimension}-x{(lo + hi) / 2:.3f}")
 
 
-def scaling_study(data_dir: str, max_phi: int, alpha: float, beta: float, gamma: float, base: str = "b0",
-                  base_resolution: int | None = None, epochs: int = 3, batch_size: int = 32,
-                  out: str = "scaling-study", recipe: str = "finetune", seed: int = 0, log=print) -> list[dict]:
-    """Train width-only, depth-only, resolution-only and compound models at matched MACs (paper Fig. 3)."""
+@dataclass(frozen=True)
+class StudySettings:
+    """What ``effnet study`` trains: the data, how far to scale, the base, and every run's training settings."""
 
-    base_resolution = base_resolution or dataset_hints(data_dir).get("resolution")
-    base_cfg = resolve_base(base, base_resolution)
-    out_dir = Path(out)
+    data_dir: str
+    max_phi: int = 2
+    base: str = "b0"
+    base_resolution: int | None = None  # default: the dataset's declared resolution, else the base's
+    epochs: int = 3
+    batch_size: int = 32
+    out: str = "scaling-study"
+    recipe: str = "finetune"
+    seed: int = 0
+
+
+def scaling_study(study: StudySettings, coefficients: Candidate = PAPER, log=print) -> list[dict]:
+    """Train width-only, depth-only, resolution-only and compound models at matched MACs (paper Fig. 3); the
+    compound models scale by ``coefficients`` (default the paper's). Trains every model (the classification
+    training of ``effnet train``)."""
+    c = coefficients
+    base_cfg = resolve_base(study.base, study.base_resolution or dataset_hints(study.data_dir).get("resolution"))
+    out_dir = Path(study.out)
     rows = []
 
     def run(kind: str, phi: float, cfg: ModelConfig) -> None:
         t0 = time.time()
-        tcfg = TrainConfig(data_dir=data_dir, model=cfg.name, epochs=epochs, batch_size=batch_size,
-                           resolution=cfg.resolution, out=str(out_dir / "runs" / f"{kind}-phi{phi:g}"), seed=seed,
-                           recipe=recipe, quiet=True, ema_decay=0.0, precise_bn=20)
+        tcfg = TrainConfig(data_dir=study.data_dir, model=cfg.name, epochs=study.epochs, batch_size=study.batch_size,
+                           resolution=cfg.resolution, out=str(out_dir / "runs" / f"{kind}-phi{phi:g}"),
+                           seed=study.seed, recipe=study.recipe, quiet=True, ema_decay=0.0, precise_bn=20)
         summary = train(tcfg, model_config=cfg)
         row = dict(kind=kind, phi=phi, macs=macs_of(cfg), params=params_of(cfg), width_mult=cfg.width_mult,
                    depth_mult=cfg.depth_mult, resolution=cfg.resolution, top1=summary["val_top1"],
@@ -84,8 +100,8 @@ def scaling_study(data_dir: str, max_phi: int, alpha: float, beta: float, gamma:
             f"(w {cfg.width_mult:.2f}, d {cfg.depth_mult:.2f}, r {cfg.resolution})  {row['seconds']:.0f} s")
 
     run("base", 0, base_cfg)
-    for phi in range(1, max_phi + 1):
-        comp = compound(phi, alpha, beta, gamma, base=base_cfg, resolution_divisor=1)
+    for phi in range(1, study.max_phi + 1):
+        comp = compound(phi, c.alpha, c.beta, c.gamma, base=base_cfg, resolution_divisor=1)
         target = macs_of(comp)
         run("compound", phi, comp)
         for dim in ("width", "depth", "resolution"):

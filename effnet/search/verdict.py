@@ -46,6 +46,11 @@ def _coefficients(key: str) -> str:
     return f"alpha={c.alpha:g} beta={c.beta:g} gamma={c.gamma:g}"
 
 
+def _paper() -> str:
+    """The paper's coefficients as the verdict names them: ``(1.2, 1.1, 1.15)``."""
+    return f"({PAPER.alpha:g}, {PAPER.beta:g}, {PAPER.gamma:g})"
+
+
 def beats(winner: Spread, paper: Spread) -> bool:
     return winner.n >= 2 and paper.n >= 2 and winner.mean - winner.std > paper.mean + paper.std
 
@@ -73,9 +78,9 @@ def decide(spreads: list[Spread], epochs: int) -> tuple[str, str, str]:
                               f"{_coefficients(winner.candidate)} {winner.text()} vs the paper's {paper.text()}"), PAPER.key
     if beats(winner, paper):
         return "beats", (f"winner beats the paper's coefficients beyond the seed spread {at}: "
-                         f"{_coefficients(winner.candidate)} {winner.text()} vs the paper's (1.2, 1.1, 1.15) "
+                         f"{_coefficients(winner.candidate)} {winner.text()} vs the paper's {_paper()} "
                          f"{paper.text()} top-1"), winner.candidate
     return "keep-paper", (f"indistinguishable at this budget -- keep the paper's coefficients or give more time: "
-                          f"best {_coefficients(winner.candidate)} {winner.text()} vs the paper's (1.2, 1.1, 1.15) "
+                          f"best {_coefficients(winner.candidate)} {winner.text()} vs the paper's {_paper()} "
                           f"{paper.text()} top-1 {at}"), PAPER.key
 

@@ -1,11 +1,10 @@
-"""The search's plan: how many epochs a candidate may reach and how many seeds re-train the finalists.
+"""What a search costs, predicted from timed training steps: the plan (``..plan``) that fits a time budget.
 
-Successive halving (Jamieson & Talwalkar 2016; asynchronous as ASHA, Li et al. 2020) gives every candidate
-``min_epochs`` and lets the best 1/eta of each rung continue, up to ``max_epochs``; the finalists (the top
-candidates and the paper's alpha/beta/gamma) are then re-trained at ``max_epochs`` with other seeds, so that
-their differences can be compared with the seed-to-seed spread. With ``--budget-minutes`` the plan is chosen
-from timed training steps so that the whole search takes about that long; the plan is only a first guess:
-``clock.py`` keeps the search inside the budget from the trials' measured times.
+Successive halving gives every candidate ``min_epochs`` and lets the best 1/eta of each rung continue, up to
+``max_epochs``; the finalists (the top candidates and the paper's alpha/beta/gamma) are then re-trained at
+``max_epochs`` with other seeds, so that their differences can be compared with the seed-to-seed spread. With
+``--budget-minutes`` the plan is chosen from timed training steps so that the whole search takes about that long;
+the plan is only a first guess: ``clock.py`` keeps the search inside the budget from the trials' measured times.
 """
 
 from __future__ import annotations
@@ -17,36 +16,36 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.config import ModelConfig
-from ..models.efficientnet import EfficientNet
+from ...models.config import ModelConfig
+from ...models.efficientnet import EfficientNet
+from ..plan import Plan
 
 MAX_REPEATS = 4  # seeds beyond this tighten the spread estimate little; longer runs are worth more
 EFFICIENCY = 0.85  # share of worker time spent training: the rest is start-up, waiting for the last trial, report
 
 
 @dataclass(frozen=True)
-class Plan:
-    max_epochs: int  # the fidelity of the finalists
-    min_epochs: int = 1  # first rung: every candidate trains this long
-    reduction_factor: int = 3  # eta: the best 1/eta of a rung goes on
-    repeats: int = 2  # extra seeds per finalist at max_epochs
-    top: int = 3  # finalists besides the paper's coefficients
-    estimate_minutes: float | None = None  # predicted wall time (with --budget-minutes)
-    budget_minutes: float | None = None
+class Costs:
+    """Predicted seconds of the grid's distinct models: per training epoch and per evaluation, the paper's model's
+    (epoch, evaluation), the overhead of a run besides them, and the workers that share the runs."""
 
-    def rungs(self) -> list[int]:
-        """Epochs at which the pruner decides (the last epoch is not a rung: the run is over there)."""
-        out, r = [], self.min_epochs
-        while r < self.max_epochs:
-            out.append(r)
-            r *= self.reduction_factor
-        return out
+    epoch_s: list[float]
+    eval_s: list[float]
+    paper: tuple[float, float]
+    overhead_s: float
+    workers: int
 
-    def levels(self) -> list[int]:
-        return [*self.rungs(), self.max_epochs]
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+@dataclass(frozen=True)
+class Workload:
+    """What an epoch of a search trial is made of: the data's sizes and the batches it runs."""
+
+    batch_size: int
+    num_classes: int
+    n_train: int
+    n_val: int
+    precise_bn: int  # batches of BatchNorm recalibration before every evaluation
+    seconds_per_image: float  # decoding (cached) and augmenting one training image
 
 
 def reaching(plan: Plan, n: int) -> list[float]:
@@ -60,27 +59,25 @@ def expected_epochs(plan: Plan, n: int) -> float:
     return sum(r * (level - prev) for r, level, prev in zip(reaching(plan, n), levels, [0, *levels]))
 
 
-def plan_seconds(plan: Plan, epoch_s: list[float], eval_s: list[float], paper: tuple[float, float],
-                 overhead_s: float, workers: int) -> float:
+def plan_seconds(plan: Plan, costs: Costs) -> float:
     """Predicted wall seconds of a search: the rungs over every distinct model, then the finalists' repeats
-    (the paper's coefficients: ``paper`` = (epoch, evaluation) seconds, its own seed included in case it was
-    pruned)."""
-    n = len(epoch_s)
-    epoch, evaluation = sum(epoch_s) / max(1, n), sum(eval_s) / max(1, n)
+    (the paper's coefficients: ``costs.paper`` = (epoch, evaluation) seconds, its own seed included in case it
+    was pruned)."""
+    n = len(costs.epoch_s)
+    epoch, evaluation = sum(costs.epoch_s) / max(1, n), sum(costs.eval_s) / max(1, n)
     rungs = epoch * expected_epochs(plan, n) + evaluation * sum(reaching(plan, n))
     finalists = plan.top * plan.repeats * (epoch * plan.max_epochs + evaluation)
-    reference = (plan.repeats + 1) * (paper[0] * plan.max_epochs + paper[1])
+    reference = (plan.repeats + 1) * (costs.paper[0] * plan.max_epochs + costs.paper[1])
     runs = n + (plan.top + 1) * plan.repeats + 1
-    return (rungs + finalists + reference + runs * overhead_s) / (workers * EFFICIENCY)
+    return (rungs + finalists + reference + runs * costs.overhead_s) / (costs.workers * EFFICIENCY)
 
 
-def choose_plan(base: Plan, budget_s: float, epoch_s: list[float], eval_s: list[float], paper: tuple[float, float],
-                overhead_s: float, workers: int) -> Plan:
+def choose_plan(base: Plan, budget_s: float, costs: Costs) -> Plan:
     """The longest final fidelity that fits ``budget_s`` with ``base.repeats`` seeds, then more seeds while they
     fit. When not even one rung fits, the smallest plan (the report says it ran over)."""
 
     def cost(p: Plan) -> float:
-        return plan_seconds(p, epoch_s, eval_s, paper, overhead_s, workers)
+        return plan_seconds(p, costs)
 
     best = dataclasses.replace(base, max_epochs=base.min_epochs)
     limit = base.min_epochs * base.reduction_factor**4
@@ -116,14 +113,13 @@ def time_training_step(config: ModelConfig, batch_size: int, num_classes: int, r
     return min(steps), min(forwards)
 
 
-def epoch_costs(configs: list[ModelConfig], macs: list[int], batch_size: int, num_classes: int, n_train: int,
-                n_val: int, precise_bn: int, seconds_per_image: float) -> tuple[list[float], list[float]]:
+def epoch_costs(configs: list[ModelConfig], macs: list[float], work: Workload) -> tuple[list[float], list[float]]:
     """(seconds per training epoch, seconds per evaluation) of each config: three models (smallest, median and
     largest MACs) are timed, the rest interpolated linearly in MACs (at 32 px the cost is not proportional to
     MACs: every layer has a fixed cost too)."""
     order = sorted(range(len(configs)), key=lambda i: macs[i])
     probes = sorted({order[0], order[len(order) // 2], order[-1]})
-    timed = {i: time_training_step(configs[i], batch_size, num_classes) for i in probes}
+    timed = {i: time_training_step(configs[i], work.batch_size, work.num_classes) for i in probes}
     xs = [float(macs[i]) for i in probes]
 
     def fit(values: list[float]):
@@ -135,8 +131,8 @@ def epoch_costs(configs: list[ModelConfig], macs: list[int], batch_size: int, nu
 
     step = fit([timed[i][0] for i in probes])
     forward = fit([timed[i][1] for i in probes])
-    steps = n_train // batch_size
-    epoch = [steps * (step(m) + batch_size * seconds_per_image) for m in macs]
-    evaluation = [(precise_bn + math.ceil(n_val / batch_size)) * forward(m) + n_val * seconds_per_image
-                  for m in macs]
+    steps = work.n_train // work.batch_size
+    epoch = [steps * (step(m) + work.batch_size * work.seconds_per_image) for m in macs]
+    evaluation = [(work.precise_bn + math.ceil(work.n_val / work.batch_size)) * forward(m)
+                  + work.n_val * work.seconds_per_image for m in macs]
     return epoch, evaluation

@@ -24,6 +24,8 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from ..settings import SearchSettings
+
 REPORT_S = 8.0  # the final report and plots, and the workers' exit, after the last job
 RESERVE_SHARE = 0.35  # of a budget kept for the finalists' seed repeats beyond the two runs a verdict needs
 
@@ -55,10 +57,11 @@ class Clock:
     measured: int = 0  # trials the estimate is calibrated on
 
     @classmethod
-    def from_study(cls, study, deadline: float | None, budget_minutes: float | None, workers: int) -> "Clock":
+    def from_study(cls, study, s: SearchSettings) -> "Clock":
+        """The clock of search ``s`` (its deadline, its workers) from the costs its study's plan predicted."""
         costs = study.user_attrs.get("costs") or {}
-        start = deadline - 60 * budget_minutes if deadline is not None and budget_minutes else 0.0
-        return cls(deadline, start, max(1, workers), dict(costs.get("epoch_s", {})), dict(costs.get("eval_s", {})),
+        start = s.deadline - 60 * s.budget_minutes if s.deadline is not None and s.budget_minutes else 0.0
+        return cls(s.deadline, start, max(1, s.n_jobs), dict(costs.get("epoch_s", {})), dict(costs.get("eval_s", {})),
                    float(costs.get("overhead_s", 2.0)))
 
     def calibrate(self, trials, same: dict[str, str]) -> None:

@@ -7,10 +7,11 @@ import time
 
 import torch
 
-from ..data import load_splits, train_transform
-from .budget import Plan, choose_plan, epoch_costs
-from .grid import Candidate, candidate_config, measure_latency_ms, resolve_base, same_models, size_of
-from .settings import PAPER, SearchSettings, base_resolution_for, candidate_keys, grid_for
+from ...data import load_splits, train_transform
+from ..grid import Candidate, candidate_config, measure_latency_ms, resolve_base, same_models, size_of
+from ..plan import Plan
+from ..settings import PAPER, SearchSettings, base_resolution_for, candidate_keys, grid_for
+from .budget import Costs, Workload, choose_plan, epoch_costs
 from .trial import reuse_decoded_images
 
 START_UP_S = 15.0  # worker processes importing torch and reading the data, and the final report
@@ -18,7 +19,7 @@ START_UP_S = 15.0  # worker processes importing torch and reading the data, and 
 
 def _seconds_per_image(s: SearchSettings, samples, config) -> float:
     """Decoding (cached) + augmenting one training image: the data part of an epoch."""
-    from ..data.folders import decoded_image
+    from ...data.folders import decoded_image
 
     tf = train_transform(config, config.resolution, "none", 0.35, 0.0)
     images = [decoded_image(p) for p, _ in samples[:64]]
@@ -46,8 +47,8 @@ def measured_plan(s: SearchSettings, base_plan: Plan, threads: int, budget_s: fl
         configs = [candidate_config(base, Candidate.from_key(k)) for k in distinct]
         macs = [size_of(c) for c in configs]  # (a proxy: exact MACs would build all of them)
         per_image = _seconds_per_image(s, train, configs[0])
-        epoch_s, eval_s = epoch_costs(configs, macs, s.batch_size, len(classes), len(train), len(val),
-                                      s.precise_bn, per_image)
+        work = Workload(s.batch_size, len(classes), len(train), len(val), s.precise_bn, per_image)
+        epoch_s, eval_s = epoch_costs(configs, macs, work)
         t0 = time.perf_counter()
         measure_latency_ms(configs[len(configs) // 2])
         # + profiling and building the model, the loaders, saving the weights, the study's bookkeeping
@@ -56,8 +57,9 @@ def measured_plan(s: SearchSettings, base_plan: Plan, threads: int, budget_s: fl
         torch.set_num_threads(saved_threads)
     grid_models = [i for i, k in enumerate(distinct) if any(same[g] == k for g in grid)]
     p = distinct.index(same[PAPER.key])
-    plan = choose_plan(base_plan, budget_s, [epoch_s[i] for i in grid_models], [eval_s[i] for i in grid_models],
-                       (epoch_s[p], eval_s[p]), overhead, s.n_jobs)
+    predicted = Costs([epoch_s[i] for i in grid_models], [eval_s[i] for i in grid_models], (epoch_s[p], eval_s[p]),
+                      overhead, s.n_jobs)
+    plan = choose_plan(base_plan, budget_s, predicted)
     plan = Plan(**{**plan.to_dict(), "budget_minutes": s.budget_minutes})
     mean = sum(epoch_s) / len(epoch_s)
     log(f"measured: {len(grid_models)} distinct models, {mean:.1f} s per epoch on average "

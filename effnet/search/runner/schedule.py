@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .budget import Plan
-from .settings import PAPER, SearchSettings
+from ..settings import PAPER
+from .context import SearchContext
 
 PHASES = ("rungs", "repeat")
 MAX_FAILURES = 3  # a job that failed (or whose worker died) this often is given up and reported
@@ -81,20 +81,21 @@ def read_progress(trials, session: float | None = None) -> Progress:
     return prog
 
 
-def finalists(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str], same: dict[str, str]) -> list[str]:
+def finalists(ctx: SearchContext, prog: Progress) -> list[str]:
     """The ``top`` distinct models that completed their rung run at the final fidelity, best first (fewer MACs
     first among equals), leaving out the paper's model: it is the reference, re-trained anyway."""
     from optuna.trial import TrialState
 
-    done = [prog.finished[j] for k in grid if (j := Job("rungs", k, s.seed)) in prog.finished]
+    same = ctx.same
+    done = [prog.finished[j] for k in ctx.grid if (j := Job("rungs", k, ctx.settings.seed)) in prog.finished]
     done = [t for t in done if t.state == TrialState.COMPLETE and "same_model_as" not in t.user_attrs
             and same[t.params["candidate"]] != same[PAPER.key]]
     done.sort(key=lambda t: (-t.value, t.user_attrs.get("macs", 0), t.params["candidate"]))
-    return [t.params["candidate"] for t in done[:plan.top]]
+    return [t.params["candidate"] for t in done[:ctx.plan.top]]
 
 
-def repeat_seeds(s: SearchSettings, plan: Plan) -> list[int]:
-    return [s.seed + i for i in range(1, plan.repeats + 1)]
+def repeat_seeds(ctx: SearchContext) -> list[int]:
+    return [ctx.settings.seed + i for i in range(1, ctx.plan.repeats + 1)]
 
 
 def visit_order(grid: list[str]) -> list[str]:
@@ -106,20 +107,20 @@ def visit_order(grid: list[str]) -> list[str]:
     return [PAPER.key, *rest] if PAPER.key in grid else rest
 
 
-def paper_repeats(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str],
-                  cut: frozenset = frozenset()) -> list[Job] | None:
+def paper_repeats(ctx: SearchContext, prog: Progress, cut: frozenset = frozenset()) -> list[Job] | None:
     """The paper's re-runs; its own seed too unless its rung run completed at the final fidelity. None while
     that is not known yet."""
     from optuna.trial import TrialState
 
-    jobs = [Job("repeat", PAPER.key, seed) for seed in repeat_seeds(s, plan)]
-    own = Job("rungs", PAPER.key, s.seed)
-    if PAPER.key in grid and own not in cut:
+    seed = ctx.settings.seed
+    jobs = [Job("repeat", PAPER.key, other) for other in repeat_seeds(ctx)]
+    own = Job("rungs", PAPER.key, seed)
+    if PAPER.key in ctx.grid and own not in cut:
         if not prog.settled(own):
             return None
         if own in prog.finished and prog.finished[own].state == TrialState.COMPLETE:
             return jobs
-    return [Job("repeat", PAPER.key, s.seed), *jobs]
+    return [Job("repeat", PAPER.key, seed), *jobs]
 
 
 @dataclass
@@ -133,23 +134,23 @@ class Next:
     close: bool = False
 
 
-def repeats_left(s: SearchSettings, plan: Plan, prog: Progress, paper: list[Job] | None,
-                 same: dict[str, str], n_models: int) -> tuple[list[str], list[str]]:
+def repeats_left(ctx: SearchContext, prog: Progress, paper: list[Job] | None,
+                 n_models: int) -> tuple[list[str], list[str]]:
     """Models of the seed repeats not started yet while the rung runs go on (the finalists are not known
     yet: stand-ins of average cost, ""): (the paper's and the best finalist's next seed, the other finalists'
     seeds, one more seed for each finalist at a time)."""
-    seeds = repeat_seeds(s, plan)
-    jobs = paper if paper is not None else [Job("repeat", PAPER.key, seed) for seed in [s.seed, *seeds]]
-    must = [same.get(j.candidate, j.candidate) for j in jobs if not prog.settled(j) and j not in prog.running]
-    more = [""] * (min(plan.top, n_models) * len(seeds))
+    seeds = repeat_seeds(ctx)
+    jobs = paper if paper is not None else [Job("repeat", PAPER.key, seed) for seed in [ctx.settings.seed, *seeds]]
+    must = [ctx.same.get(j.candidate, j.candidate) for j in jobs if not prog.settled(j) and j not in prog.running]
+    more = [""] * (min(ctx.plan.top, n_models) * len(seeds))
     return must + more[:1], more[1:]
 
 
-def next_jobs(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str], same: dict[str, str],
-              clock=None, closed: bool = False) -> Next:
+def next_jobs(ctx: SearchContext, prog: Progress, closed: bool = False) -> Next:
     """A candidate whose model is the same as another's waits for that one's run and copies it; the finalists'
-    repeats wait for every rung run. With a ``clock`` (a time budget) a job is offered only if it can end in
+    repeats wait for every rung run. With a time budget (``ctx.clock``) a job is offered only if it can end in
     time (``clock.py``); once the rung phase is ``closed`` the candidates not started are cut for time."""
+    s, plan, grid, same, clock = ctx.settings, ctx.plan, ctx.grid, ctx.same, ctx.clock
 
     def settled(job: Job) -> bool:  # a copy of a model that was given up is given up too
         twin = Job("rungs", same[job.candidate], job.seed) if job.phase == "rungs" else job
@@ -162,11 +163,11 @@ def next_jobs(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str], sa
     pending = [j for j in rungs if not settled(j) and j not in prog.running]
     copies = [j for j in pending if twin(j) != j and settled(twin(j))]
     fresh = [j for j in pending if twin(j) == j]
-    paper0 = paper_repeats(s, plan, prog, grid)
+    paper0 = paper_repeats(ctx, prog)
     n_models = len({same[k] for k in grid} - {same[PAPER.key]})
     close = False
-    if clock is not None and clock.deadline is not None and not closed and fresh:
-        rung_end = clock.rung_end(repeats_left(s, plan, prog, paper0, same, n_models), plan.max_epochs)
+    if clock.deadline is not None and not closed and fresh:
+        rung_end = clock.rung_end(repeats_left(ctx, prog, paper0, n_models), plan.max_epochs)
         fresh = [j for j in fresh if clock.fits(clock.seconds(j.candidate, plan.min_epochs), rung_end)]
         close = closed = not fresh or fresh[0] != [j for j in pending if twin(j) == j][0]
     cut = [j for j in pending if j not in copies and twin(j) not in prog.running] if closed else []
@@ -174,13 +175,13 @@ def next_jobs(s: SearchSettings, plan: Plan, prog: Progress, grid: list[str], sa
         fresh = []
     all_settled = all(settled(j) or j in cut for j in rungs)
     cut_keys = frozenset(cut)
-    paper = paper_repeats(s, plan, prog, grid, cut_keys)
-    fins = finalists(s, plan, prog, grid, same) if all_settled else []
+    paper = paper_repeats(ctx, prog, cut_keys)
+    fins = finalists(ctx, prog) if all_settled else []
     order = {k: i for i, k in enumerate([PAPER.key, *fins])}
-    repeats = [j for j in (paper or []) + [Job("repeat", k, seed) for k in fins for seed in repeat_seeds(s, plan)]
+    repeats = [j for j in (paper or []) + [Job("repeat", k, seed) for k in fins for seed in repeat_seeds(ctx)]
                if not settled(j)]
     repeats.sort(key=lambda j: (j.seed != s.seed, j.seed, order[j.candidate]))  # seed by seed: two for each first
-    if clock is not None and clock.deadline is not None:
+    if clock.deadline is not None:
         fitting = [j for j in repeats if j in prog.running
                    or clock.fits(clock.seconds(same[j.candidate], plan.max_epochs), clock.end())]
         cut += [j for j in repeats if j not in fitting]

@@ -1,5 +1,7 @@
 """The Optuna study in an RDB (SQLite, or PostgreSQL for workers on several machines): opening it with
-retries, the sampler that returns the candidate a worker claimed, and trial heartbeats."""
+retries (on an ``RDBStorage`` built here and returned with the study: the runner asks it, through its public
+methods, for trial ids, heartbeats and failing dead trials), the sampler that returns the candidate a worker
+claimed, and trial heartbeats."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import time
 import warnings
 from typing import Any
 
-from .settings import SearchSettings
+from ..settings import SearchSettings
 
 
 def open_study(s: SearchSettings, create: bool = True):
+    """(study, storage): the search's study, opened on the ``RDBStorage`` returned with it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,23 +1,25 @@
 """One run of the search: a candidate's phi=1 model trained in the worker process, with the decoded images,
-the splits and the imports of every earlier run reused, evaluated only at the epochs the pruner reads."""
+the splits and the imports of every earlier run reused, evaluated only at the epochs the pruner reads. The
+training loop says which epoch ends, whether the deadline cut it, why the run stopped and how many whole
+epochs it trained: nothing here counts or recomputes them."""
 
 from __future__ import annotations
 
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..data import load_splits
-from ..data.folders import _decoded_budget, keep_decoded_images
-from ..models.config import ModelConfig
-from ..train import TrainConfig, train
-from ..train.classification import ClassificationTask
-from ..train.evaluate import eval_loader, recalibrate_bn
+from ...classify.evaluate import eval_loader
+from ...classify.task import ClassificationTask
+from ...data import load_splits
+from ...data.folders import _decoded_budget, keep_decoded_images
+from ...models.config import ModelConfig
+from ...train import EpochEnd, TrainConfig, recalibrate_bn, train
 
 _SPLITS: dict[tuple, tuple] = {}  # (data_dir, val_split, seed) -> load_splits(...), once per worker process
 
@@ -37,11 +39,11 @@ class SearchTask(ClassificationTask):
     """Classification as a search trial runs it. BatchNorm statistics are recomputed before every evaluation
     ("precise BN": after a few hundred steps the running averages still remember the first batches), from a
     random sample of the training set (not its first, one-class-sorted batches); epochs the pruner does not
-    read are not evaluated. One instance per run: it counts the epochs by the evaluations the loop asks for."""
+    read are not evaluated (the loop says which epoch it evaluates)."""
 
     def __init__(self, model_config: ModelConfig, eval_epochs: set[int], precise_bn: int) -> None:
         super().__init__(model_config)
-        self.eval_epochs, self.precise_bn, self.epoch = eval_epochs, precise_bn, 0
+        self.eval_epochs, self.precise_bn = eval_epochs, precise_bn
 
     def build_model(self, cfg: TrainConfig):
         model = super().build_model(cfg)
@@ -58,18 +60,30 @@ class SearchTask(ClassificationTask):
         self.train_samples, self.val_samples, self.classes, self.skipped = _SPLITS[key]
         self.batch_size = cfg.batch_size
 
-    def evaluate(self, model, amp: bool, channels_last: bool, prefix: str = "val") -> dict[str, float]:
-        if prefix == "val":
-            self.epoch += 1
-        if self.epoch not in self.eval_epochs:
+    def evaluate(self, model, amp: bool, channels_last: bool, prefix: str = "val",
+                 epoch: int | None = None) -> dict[str, float]:
+        if epoch not in self.eval_epochs:
             return {f"{prefix}_loss": math.nan, f"{prefix}_top1": math.nan, f"{prefix}_top5": math.nan}
         if self.precise_bn > 0 and prefix == "val":
             recalibrate_bn(model, self.bn_loader(model, self.batch_size), self.precise_bn, channels_last)
-        return super().evaluate(model, amp, channels_last, prefix)
+        return super().evaluate(model, amp, channels_last, prefix, epoch)
 
     def bn_loader(self, model, batch_size: int):
         sample = random.Random(0).sample(self.train_samples, min(len(self.train_samples), self.precise_bn * batch_size))
         return eval_loader(sample, model.config, self.resolution, self.crop_pct, batch_size, self.workers)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run trains: the model, where its files go, its seed, its epochs, the rungs at which it is asked
+    whether to go on, and the unix time at which it must stop (None: no time budget)."""
+
+    config: ModelConfig
+    out: Path
+    seed: int
+    epochs: int
+    rungs: list[int] = field(default_factory=list)
+    deadline: float | None = None
 
 
 @dataclass
@@ -81,36 +95,37 @@ class RunResult:
     top1: float | None  # top-1 after ``epochs`` (None when cut for time before a whole evaluated epoch)
 
 
-def train_run(s, cfg: ModelConfig, out: Path, seed: int, epochs: int, rungs: list[int],
-              at_rung: Callable[[int, float], str | None] | None = None, deadline: float | None = None) -> RunResult:
-    """Train ``cfg`` for ``epochs`` (``s``: the search settings). At each rung ``at_rung(epoch, top1)`` says why
-    to stop there ("pruner", "time") or None to go on. With a ``deadline`` (unix time) training stops there even
-    mid-epoch: the run then counts as cut for time at its last whole epoch."""
-    state = dict(epochs=epochs, stopped_by=None, train_seconds=0.0, top1=None)
-    task = SearchTask(cfg, {*rungs, epochs}, s.precise_bn)
+def train_run(s, spec: RunSpec, at_rung: Callable[[int, float], str | None] | None = None) -> RunResult:
+    """Train ``spec.config`` for ``spec.epochs`` (``s``: the search settings). At each rung ``at_rung(epoch, top1)``
+    says why to stop there ("pruner", "time") or None to go on. With a ``spec.deadline`` (unix time) the loop
+    stops there even mid-epoch: the run then counts as cut for time at its last whole epoch."""
+    state = dict(stopped_by=None, train_seconds=0.0, top1=None)
+    cfg = spec.config
 
-    def on_epoch_end(epoch: int, row: dict) -> bool:
-        if row["step"] < epoch * (len(task.train_samples) // s.batch_size):  # the deadline stopped this epoch
-            state.update(epochs=epoch - 1, stopped_by="time")
+    def on_epoch_end(end: EpochEnd) -> bool:
+        if not end.complete:  # the deadline cut this epoch short: the summary says so
             return True
-        state["train_seconds"] += float(row["epoch_seconds"])
-        if not math.isnan(float(row["val_top1"])):
-            state["top1"] = float(row["val_top1"])
-        why = at_rung(epoch, float(row["val_top1"])) if at_rung is not None and epoch in rungs else None
+        state["train_seconds"] += float(end.row["epoch_seconds"])
+        top1 = float(end.row["val_top1"])
+        if not math.isnan(top1):
+            state["top1"] = top1
+        why = at_rung(end.epoch, top1) if at_rung is not None and end.epoch in spec.rungs else None
         if why:
-            state.update(epochs=epoch, stopped_by=why)
+            state["stopped_by"] = why
             return True
         return False
 
-    budget = None if deadline is None else max(0.01, (deadline - time.time()) / 60)
+    budget = None if spec.deadline is None else max(0.01, (spec.deadline - time.time()) / 60)
     # channels-last: oneDNN's depthwise convolutions, 1.6x faster per step on this CPU at 32 px;
     # no checkpoint.pt: a killed trial is redone from its start, never resumed
-    tcfg = TrainConfig(data_dir=s.data_dir, model=cfg.name, epochs=epochs, batch_size=s.batch_size,
-                       resolution=cfg.resolution, out=str(out), seed=seed, recipe=s.recipe, quiet=True,
+    tcfg = TrainConfig(data_dir=s.data_dir, model=cfg.name, epochs=spec.epochs, batch_size=s.batch_size,
+                       resolution=cfg.resolution, out=str(spec.out), seed=spec.seed, recipe=s.recipe, quiet=True,
                        precise_bn=0, plot=False, ema_decay=0.0, channels_last=True, checkpoint=False,
                        budget_minutes=budget)
-    summary = train(tcfg, model_config=cfg, task=task, on_epoch_end=on_epoch_end)
-    whole = summary["steps"] // max(1, len(task.train_samples) // s.batch_size)
-    if state["stopped_by"] is None and whole < epochs:  # the deadline struck in the last step of an epoch
-        state.update(epochs=whole, stopped_by="time")
-    return RunResult(summary, state["epochs"], state["stopped_by"], state["train_seconds"], state["top1"])
+    task = SearchTask(cfg, {*spec.rungs, spec.epochs}, s.precise_bn)
+    summary = train(tcfg, task=task, on_epoch_end=on_epoch_end)
+    epochs = int(summary["epochs_run"])
+    stopped_by = state["stopped_by"]
+    if stopped_by is None and summary["stop_reason"] == "budget" and epochs < spec.epochs:
+        stopped_by = "time"  # the deadline struck, mid-epoch or in an epoch's last step
+    return RunResult(summary, epochs, stopped_by, state["train_seconds"], state["top1"])

@@ -1,5 +1,6 @@
 """Search workers: claim a job, run it (a candidate's successive-halving run under the pruner, or a finalist's
-repeat with another seed), record it in the study; a pool of worker processes; the whole search."""
+repeat with another seed), record it in the study; a pool of worker processes; the whole search. Every step
+reads what it needs from the worker's :class:`SearchContext`."""
 
 from __future__ import annotations
 
@@ -12,28 +13,28 @@ from typing import Callable
 
 import torch
 
-from ..errors import UsageError
-from .budget import Plan
-from .clock import Clock
-from .grid import Candidate, candidate_config, macs_of, measure_latency_ms, profile_of, resolve_base, same_models
+from ...errors import UsageError
+from ..grid import Candidate, candidate_config, measure_latency_ms, profile_of
+from ..report import write_report
+from ..settings import SearchSettings, grid_for, settings_key
+from .context import SearchContext
 from .planning import load_or_make_plan
-from .report import write_report
 from .schedule import Job, distributions, next_jobs, paper_repeats, read_progress, repeats_left, stale_cut
-from .settings import SearchSettings, base_resolution_for, candidate_keys, grid_for, settings_key
-from .study import heartbeat, make_pruner, open_study, pick_sampler
-from .trial import reuse_decoded_images, train_run
+from .study import heartbeat, open_study
+from .trial import RunSpec, reuse_decoded_images, train_run
 
 
 def _worker_name() -> str:
     return f"{os.uname().nodename}:{os.getpid()}"
 
 
-def _claim(study, sampler, dists, job: Job, session: float | None):
+def _claim(ctx: SearchContext, job: Job):
     """A new trial for ``job``, or None when another live or finished trial with a lower number has it."""
     from optuna.trial import TrialState
 
-    sampler.next = job.params()
-    trial = study.ask(dists)
+    study, session = ctx.study, ctx.settings.deadline
+    ctx.sampler.next = job.params()
+    trial = study.ask(distributions(ctx.keys))
     states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
     for _ in range(100):  # a rival may be between creating its trial and writing its parameters: wait for them
         earlier = [t for t in study.get_trials(deepcopy=False, states=states)
@@ -49,17 +50,18 @@ def _claim(study, sampler, dists, job: Job, session: float | None):
     return trial
 
 
-def _fail_unclaimed(study, grace: float) -> None:
+def _fail_unclaimed(ctx: SearchContext) -> None:
     """A worker killed between creating its trial and its first heartbeat leaves a RUNNING trial that Optuna's
     ``fail_stale_trials`` never fails (it has no heartbeat): fail it once it is older than the grace period
     (live workers name themselves in the trial right after the heartbeat)."""
     from optuna.trial import TrialState
 
     now = datetime.datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if "worker" not in t.user_attrs and t.datetime_start and (now - t.datetime_start).total_seconds() > grace:
+    for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" not in t.user_attrs and t.datetime_start and \
+                (now - t.datetime_start).total_seconds() > ctx.settings.grace:
             try:
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                ctx.storage.set_trial_state_values(ctx.trial_id(t.number), TrialState.FAIL)
             except Exception:  # another worker failed it first, or it finished after all
                 pass
 
@@ -67,19 +69,19 @@ def _fail_unclaimed(study, grace: float) -> None:
 _MEASURED: dict = {}  # model config -> (MACs, params, latency ms): a finalist's repeats measure it once
 
 
-def _measure(trial, c: Candidate, cfg, base_macs: int) -> None:
+def _measure(ctx: SearchContext, trial, c: Candidate, cfg) -> None:
     if cfg not in _MEASURED:
         p = profile_of(cfg)
         _MEASURED[cfg] = (p.macs, p.params, measure_latency_ms(cfg))
     macs, params, latency = _MEASURED[cfg]
     attrs = dict(alpha=c.alpha, beta=c.beta, gamma=c.gamma, rule_ratio=c.ratio, macs=macs,
-                 measured_ratio=macs / base_macs, params=params, latency_ms=latency,
+                 measured_ratio=macs / ctx.base_macs, params=params, latency_ms=latency,
                  resolution=cfg.resolution, width_mult=cfg.width_mult, depth_mult=cfg.depth_mult)
     for k, v in attrs.items():
         trial.set_user_attr(k, v)
 
 
-def _copy(study, trial, job: Job, source, log) -> None:
+def _copy(ctx: SearchContext, trial, job: Job, source) -> None:
     """Same model as a finished candidate: record its measurements and outcome under this candidate."""
     from optuna.trial import TrialState
 
@@ -91,15 +93,16 @@ def _copy(study, trial, job: Job, source, log) -> None:
                      same_model_as=source.number).items():
         trial.set_user_attr(k, v)
     if source.state == TrialState.COMPLETE:
-        study.tell(trial, source.value)
+        ctx.study.tell(trial, source.value)
     else:  # the pruner (or the latency budget) stopped its twin: same decision, no intermediate values that
-        study.tell(trial, state=TrialState.PRUNED)  # would count twice in the rung statistics
-    log(f"{job.candidate}: same model as trial {source.number} ({source.state.name.lower()})")
+        ctx.study.tell(trial, state=TrialState.PRUNED)  # would count twice in the rung statistics
+    ctx.log(f"{job.candidate}: same model as trial {source.number} ({source.state.name.lower()})")
 
 
-def _promotion_check(s, plan: Plan, study, trial, job: Job, clock: Clock, grid: list[str], same: dict[str, str]):
+def _promotion_check(ctx: SearchContext, trial, job: Job):
     """At a rung: the pruner's decision, then (with a time budget) whether going on to the next rung still
     ends before the rung deadline. Returns why to stop ("pruner", "time") or None."""
+    clock, plan = ctx.clock, ctx.plan
 
     def at_rung(epoch: int, top1: float) -> str | None:
         trial.report(top1, epoch)
@@ -108,24 +111,24 @@ def _promotion_check(s, plan: Plan, study, trial, job: Job, clock: Clock, grid: 
         if clock.deadline is None:
             return None
         nxt = next(level for level in plan.levels() if level > epoch)
-        prog = read_progress(study.get_trials(deepcopy=False), clock.deadline)
-        paper = paper_repeats(s, plan, prog, grid)
-        rung_end = clock.rung_end(repeats_left(s, plan, prog, paper, same, plan.top), plan.max_epochs)
-        return None if clock.fits(clock.more(same[job.candidate], nxt - epoch), rung_end) else "time"
+        prog = read_progress(ctx.study.get_trials(deepcopy=False), clock.deadline)
+        paper = paper_repeats(ctx, prog)
+        rung_end = clock.rung_end(repeats_left(ctx, prog, paper, plan.top), plan.max_epochs)
+        return None if clock.fits(clock.more(ctx.same[job.candidate], nxt - epoch), rung_end) else "time"
 
     return at_rung
 
 
-def _run(s: SearchSettings, plan: Plan, study, trial, job: Job, base, base_macs: int, clock: Clock,
-         grid: list[str], same: dict[str, str], log) -> None:
+def _run(ctx: SearchContext, trial, job: Job) -> None:
     """Train the job's model: a rung run answers to the pruner (and the clock) at every rung, a repeat runs to
     the end; with a time budget either stops at the deadline."""
     from optuna.trial import TrialState
 
+    s, study, clock, log = ctx.settings, ctx.study, ctx.clock, ctx.log
     t0 = time.time()
     c = Candidate.from_key(job.candidate)
-    cfg = candidate_config(base, c)
-    _measure(trial, c, cfg, base_macs)
+    cfg = candidate_config(ctx.base, c)
+    _measure(ctx, trial, c, cfg)
     if s.objective == "latency" and s.latency_budget is not None and job.phase == "rungs" \
             and trial.user_attrs["latency_ms"] > s.latency_budget:
         for k, v in dict(over_latency_budget=True, pruned_by="latency_budget", epochs=0).items():
@@ -133,11 +136,10 @@ def _run(s: SearchSettings, plan: Plan, study, trial, job: Job, base, base_macs:
         study.tell(trial, state=TrialState.PRUNED)
         log(f"{job.candidate}: {trial.user_attrs['latency_ms']:.1f} ms > budget {s.latency_budget} ms, skipped")
         return
-    rungs = plan.rungs() if job.phase == "rungs" else []
     out = s.out_dir() / "trials" / f"{trial.number:04d}-{job.phase}-{job.candidate}-seed{job.seed}"
-    at_rung = _promotion_check(s, plan, study, trial, job, clock, grid, same)
-    res = train_run(s, cfg, out, job.seed, plan.max_epochs, rungs, at_rung,
-                    None if clock.deadline is None else clock.end())
+    spec = RunSpec(cfg, out, job.seed, ctx.plan.max_epochs, ctx.plan.rungs() if job.phase == "rungs" else [],
+                   None if clock.deadline is None else clock.end())
+    res = train_run(s, spec, _promotion_check(ctx, trial, job))
     wall = time.time() - t0
     attrs = dict(epochs=res.epochs, epochs_trained=res.epochs, top1=res.top1, steps=res.summary["steps"],
                  wall_seconds=wall, train_seconds=res.train_seconds)
@@ -156,59 +158,52 @@ def _run(s: SearchSettings, plan: Plan, study, trial, job: Job, base, base_macs:
     log(f"{job.phase} {job.candidate} seed {job.seed}: top-1 {top1} after {res.epochs} epoch(s){why}, {wall:.0f} s")
 
 
-def _run_claimed(s, plan, study, storage, trial, job, finished, same, base, base_macs, clock, grid, log) -> bool:
-    """Run a claimed trial under heartbeats; a failure is recorded (and the job redone later). True if trained."""
+def _run_claimed(ctx: SearchContext, trial, job: Job, finished: dict) -> bool:
+    """Run a claimed trial under heartbeats; a failure is recorded (and the job redone later). True if trained.
+    ``finished``: the finished trial of every finished job (a copy takes its twin's)."""
     from optuna.trial import TrialState
 
     stop = threading.Event()
-    storage.record_heartbeat(trial._trial_id)
+    trial_id = ctx.trial_id(trial.number)
+    ctx.storage.record_heartbeat(trial_id)
     trial.set_user_attr("worker", _worker_name())
-    beat = threading.Thread(target=heartbeat, args=(storage, trial._trial_id, max(0.5, s.heartbeat / 2), stop),
+    beat = threading.Thread(target=heartbeat, args=(ctx.storage, trial_id, max(0.5, ctx.settings.heartbeat / 2), stop),
                             daemon=True)
     beat.start()
     try:
-        twin = Job(job.phase, same[job.candidate], job.seed)
+        twin = Job(job.phase, ctx.same[job.candidate], job.seed)
         if job.phase == "rungs" and twin != job:
-            _copy(study, trial, job, finished[twin], log)
+            _copy(ctx, trial, job, finished[twin])
             return False
-        _run(s, plan, study, trial, job, base, base_macs, clock, grid, same, log)
+        _run(ctx, trial, job)
         return True
     except BaseException as exc:
         try:
-            study.tell(trial, state=TrialState.FAIL)
+            ctx.study.tell(trial, state=TrialState.FAIL)
         except Exception:
             pass
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        log(f"{job.phase} {job.candidate} seed {job.seed}: failed: {exc}")
+        ctx.log(f"{job.phase} {job.candidate} seed {job.seed}: failed: {exc}")
         return False
     finally:
         stop.set()
 
 
-def _wait_for_plan(study, timeout: float = 1800.0) -> dict:
-    """The study's plan; a worker started alongside the planning process waits for it."""
-    t0 = time.time()
-    while (plan := study.user_attrs.get("plan")) is None:
-        if time.time() - t0 > timeout:
-            raise UsageError(f"study {study.study_name!r} has no plan after {timeout:.0f} s")
-        time.sleep(0.5)
-    return plan
-
-
-def _next(s: SearchSettings, plan: Plan, study, clock: Clock, grid: list[str], same: dict[str, str], log):
+def _next(ctx: SearchContext):
     """Read the study, re-estimate the costs from the finished trials, and decide what can run now."""
+    study, clock = ctx.study, ctx.clock
     trials = study.get_trials(deepcopy=False)
     prog = read_progress(trials, clock.deadline)
-    clock.calibrate(trials, same)
+    clock.calibrate(trials, ctx.same)
     closed = clock.deadline is not None and study.user_attrs.get("rungs_closed") == clock.deadline
-    nxt = next_jobs(s, plan, prog, grid, same, clock, closed)
+    nxt = next_jobs(ctx, prog, closed)
     if nxt.close:
         study.set_user_attr("rungs_closed", clock.deadline)
         cut = sum(j.phase == "rungs" for j in nxt.cut)
-        log(f"time: {clock.left():.0f} s left, the next candidate no longer fits with the seed repeats; "
-            f"{cut} candidate(s) not started are cut for time (epoch cost x{clock.factor:.2f} the estimate, "
-            f"{clock.overhead_s:.1f} s per run besides its epochs)")
+        ctx.log(f"time: {clock.left():.0f} s left, the next candidate no longer fits with the seed repeats; "
+                f"{cut} candidate(s) not started are cut for time (epoch cost x{clock.factor:.2f} the estimate, "
+                f"{clock.overhead_s:.1f} s per run besides its epochs)")
     return prog, nxt
 
 
@@ -220,34 +215,23 @@ def worker(s: SearchSettings, worker_id: int = 0, log=print, ready: Callable[[],
     if s.threads:
         torch.set_num_threads(s.threads)
     reuse_decoded_images()
-    study, storage = open_study(s)
-    plan = Plan(**_wait_for_plan(study))
-    sampler = pick_sampler()
-    study.sampler, study.pruner = sampler, make_pruner(plan)
-    keys, grid = candidate_keys(s), [c.key for c in grid_for(s)[0]]
-    dists = distributions(keys)
-    base = resolve_base(s.base, base_resolution_for(s))
-    base_macs = macs_of(base)
-    same = same_models(base, keys)
-    clock = Clock.from_study(study, s.deadline, s.budget_minutes, s.n_jobs)
-    wlog = lambda msg: log(f"[{worker_id}] {msg}")  # noqa: E731
+    ctx = SearchContext.open(s, lambda msg: log(f"[{worker_id}] {msg}"))
     trained = 0
     if ready is not None:
         ready()
     while True:
-        optuna.storages.fail_stale_trials(study)  # trials whose worker died (kill -9) become FAIL
-        _fail_unclaimed(study, s.grace)
-        prog, nxt = _next(s, plan, study, clock, grid, same, wlog)
+        optuna.storages.fail_stale_trials(ctx.study)  # trials whose worker died (kill -9) become FAIL
+        _fail_unclaimed(ctx)
+        prog, nxt = _next(ctx)
         if not nxt.todo:
             if not nxt.left:
                 return trained
             time.sleep(max(0.5, min(s.heartbeat, 2.0)))  # a running trial may still die and need redoing
             continue
         job = nxt.todo[worker_id % len(nxt.todo)]  # spread workers over the list so they rarely collide
-        trial = _claim(study, sampler, dists, job, s.deadline)
+        trial = _claim(ctx, job)
         if trial is not None:
-            trained += _run_claimed(s, plan, study, storage, trial, job, prog.finished, same, base, base_macs, clock,
-                                    grid, wlog)
+            trained += _run_claimed(ctx, trial, job, prog.finished)
 
 
 _READY = None  # in a spawned worker: the count of workers ready to claim jobs, shared with the main process
@@ -322,12 +306,12 @@ def run_search(s: SearchSettings, log=print) -> dict:
         import multiprocessing as mp
 
         settings = dataclasses.asdict(dataclasses.replace(s, threads=threads))
-        ctx = mp.get_context("spawn")
-        ready_count = ctx.Value("i", 0)
-        pool = ctx.Pool(s.n_jobs - 1, initializer=_init_worker, initargs=(ready_count,))
+        spawn = mp.get_context("spawn")
+        ready_count = spawn.Value("i", 0)
+        pool = spawn.Pool(s.n_jobs - 1, initializer=_init_worker, initargs=(ready_count,))
         others = pool.starmap_async(_worker_process, [(settings, i) for i in range(1, s.n_jobs)])
     try:
-        plan = load_or_make_plan(s, study, threads, log)
+        load_or_make_plan(s, study, threads, log)
         if pool is not None:
             _wait_for_workers(ready_count, s.n_jobs - 1, others)
             if others.ready():  # a worker failed before it was ready: its error, not a silent wait
@@ -340,6 +324,6 @@ def run_search(s: SearchSettings, log=print) -> dict:
         if pool is not None:
             pool.terminate()
             pool.join()
-    report = write_report(s, plan, kept, dropped, log, started)
+    report = write_report(study, s, log, started)
     report["wall_seconds_this_run"] = time.time() - started
     return report
