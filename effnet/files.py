@@ -10,11 +10,9 @@ from pathlib import Path
 
 def cache_root() -> Path:
     """The one folder effnet caches into: downloaded weights (``weights/``) and ONNX / OpenVINO exports for
-    ``--backend`` (``onnx/``, ``openvino/``). ``$EFFNET_HOME``, else ``$XDG_CACHE_HOME/effnet``, else
-    ``~/.cache/effnet``."""
-    if os.environ.get("EFFNET_HOME"):
-        return Path(os.environ["EFFNET_HOME"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "effnet"
+    ``--backend`` (``onnx/``, ``openvino/``). ``$EFFNET_HOME``, else ``~/.cache/effnet`` (where weights were
+    always cached: a new default would lose every download made before)."""
+    return Path(os.environ.get("EFFNET_HOME") or Path.home() / ".cache" / "effnet").expanduser()
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

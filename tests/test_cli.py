@@ -64,3 +64,28 @@ def test_convert_then_predict_with_weights(tmp_path, photos):
                   str(tmp_path / "x.safetensors"), check=False)
     assert bad.returncode == 2 and "lite0_lukemelas.pth" in bad.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_each_task_refuses_the_other_kind_in_one_line(photos, tmp_path):
+    """The resolver decides classifier or detector; each task's commands refuse the other kind with one line,
+    before building it."""
+    cases = [
+        (("predict", "--model", "efficientdet_d7", str(photos["coffee"])),
+         "efficientdet_d7: a detector (EfficientDet), not a classifier"),
+        (("train", str(tmp_path / "data"), "--model", "efficientdet_lite0", "--epochs", "1"),
+         "efficientdet_lite0: a detector (EfficientDet), not a classifier"),
+        (("detect", "predict", "efficientnet_b0", str(photos["coffee"]), "--weights", str(tmp_path / "w.pth")),
+         "efficientnet_b0: a classifier, not a detector (EfficientDet)"),
+        (("eval", "efficientnet_b0", str(tmp_path)), "efficientnet_b0: no such run directory or .safetensors file"),
+        (("detect", "export", "efficientdet_lite0", "-o", str(tmp_path / "x.onnx")), "needs --weights FILE"),
+    ]
+    (tmp_path / "w.pth").write_bytes(b"")
+    for split, cls in [(s, c) for s in ("train", "val") for c in ("cat", "coffee")]:
+        (tmp_path / "data" / split / cls).mkdir(parents=True)
+        Image.open(photos["chelsea" if cls == "cat" else "coffee"]).save(tmp_path / "data" / split / cls / "1.png")
+    for args, message in cases:
+        proc = run_cli(*args, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr)
+        assert message in lines[0], (args, lines)
+    assert not (tmp_path / "x.onnx").exists()

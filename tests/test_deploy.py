@@ -123,14 +123,13 @@ def test_predict_backends_agree(photos):
 
 
 def test_one_cache_root_for_weights_and_exports(tmp_path, monkeypatch):
-    """$EFFNET_HOME, else $XDG_CACHE_HOME/effnet, else ~/.cache/effnet: the weights cache and the backend exports."""
+    """$EFFNET_HOME, else ~/.cache/effnet (the weights' old default, also with XDG_CACHE_HOME set): the weights
+    cache and the backend exports."""
     from effnet.files import cache_root
     from effnet.models.hub import effnet_home
 
     monkeypatch.delenv("EFFNET_HOME", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_root() == effnet_home() == tmp_path / "xdg" / "effnet"
-    monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_root() == effnet_home() == tmp_path / ".cache" / "effnet"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

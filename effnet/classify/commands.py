@@ -34,6 +34,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     source = Path(args.run_or_weights)
+    if not source.exists():
+        raise UsageError(f"{source}: no such run directory or .safetensors file")
     weights = run_weights(source, args.ema) if source.is_dir() else source
     model = load_model(args.run_or_weights, ema=args.ema, task="classify")
     config = model.config

@@ -15,8 +15,8 @@ from torch import nn
 from ..data import ImageSamples, load_splits, train_transform
 from ..models.config import ModelConfig
 from ..models.efficientnet import EfficientNet
-from ..models.registry import create_model, is_model_file
-from ..models.weights import load, load_weights
+from ..models.registry import create_model, is_model_file, load_model, require_task
+from ..models.weights import load_weights
 from ..train import loop
 from ..train.config import TrainConfig
 from ..train.metrics import plot_curves
@@ -38,10 +38,11 @@ def initial_model(cfg: TrainConfig, num_classes: int, class_names: tuple[str, ..
     """The model to train: architecture, starting weights, new head for the user's classes."""
     overrides = {k: v for k, v in (("drop_path_rate", cfg.drop_path_rate), ("dropout", cfg.dropout)) if v is not None}
     if cfg.weights and is_model_file(cfg.weights):  # our file carries its architecture
-        source = load(cfg.weights)
+        source = load_model(cfg.weights, task="classify")
         model = EfficientNet(source.config.replace(**overrides))
         model.load_state_dict(source.state_dict())
     else:
+        require_task(cfg.model, "classify")
         model = create_model(cfg.model, pretrained=cfg.pretrained, **overrides)
         if cfg.weights:
             load_weights(model, cfg.weights)

@@ -1,4 +1,4 @@
-"""``effnet detect train|eval|predict``: parse flags, call the library, print."""
+"""``effnet detect train|eval|predict|export``: the detect task's commands (parse flags, call the library, print)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,15 @@ from .predict import draw_detections, predict_files
 from .task import DetectionTask
 
 
-def load_for_inference(source: str, ema: bool = False, weights: str | None = None):
-    """A detector from a run directory, an effnet .safetensors file, or a name + ``weights`` (e.g. effdet's)."""
+def _needs_weights(source: str, weights: str | None) -> None:
     if not weights and not Path(source).exists():
         raise UsageError(f"{source}: not a run directory or a detector .safetensors file; a detector name needs "
                          "--weights FILE (no pretrained detectors are installed)")
+
+
+def load_for_inference(source: str, ema: bool = False, weights: str | None = None):
+    """A detector from a run directory, an effnet .safetensors file, or a name + ``weights`` (e.g. effdet's)."""
+    _needs_weights(source, weights)
     return load_model(source, weights=weights, ema=ema, task="detect")
 
 
@@ -100,6 +104,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``effnet detect export``: ``effnet export`` for detectors only (same flags)."""
+    if not args.pretrained:
+        _needs_weights(args.model, args.weights)
     exported = export(args.model, export_options(args), args.pretrained, args.weights, args.ema, task="detect")
     print("\n".join(exported.lines))
     if args.json:
@@ -108,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    det = sub.add_parser("detect", help="object detection with EfficientDet: train, eval (COCO mAP), predict")
+    det = sub.add_parser("detect", help="object detection with EfficientDet: train, eval (COCO mAP), predict, export")
     dsub = det.add_subparsers(dest="detect_command", required=True)
 
     p = dsub.add_parser("train", help="train a detector on a COCO-layout dataset (the shared training loop)")

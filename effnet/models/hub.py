@@ -1,7 +1,6 @@
 """Published weights on demand: download once, check the sha256, convert to an effnet file, cache.
 
-The cache is ``weights/`` in :func:`effnet.files.cache_root` (``$EFFNET_HOME``, else ``$XDG_CACHE_HOME/effnet``,
-else ``~/.cache/effnet``). Each file there is an effnet
+The cache is ``weights/`` in :func:`effnet.files.cache_root` (``$EFFNET_HOME``, else ``~/.cache/effnet``). Each file there is an effnet
 ``.safetensors`` whose config carries the padding, BatchNorm eps and preprocessing of its weights, so it is
 converted once and loads without naming anything. ``EFFNET_MIRROR=URL`` fetches ``URL/<file name>``
 instead of the published host (a company mirror, or a test server).

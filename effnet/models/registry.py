@@ -123,13 +123,23 @@ def load_model(spec: str | os.PathLike, pretrained: bool | str = False, weights:
             raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
                              "`effnet convert` first, or give --model NAME --weights FILE)")
         model = _file_model(path)
-    elif weights:
-        model = _file_model(weights) if is_model_file(weights) else load_weights(create_model(spec), weights)
     else:
-        model = create_model(spec, pretrained=pretrained)
+        if task is not None:  # before building: refusing a D7 should not cost building it
+            require_task(spec, task)
+        model = _named_model(spec, pretrained, weights)
     if task is not None:
         require_task(model, task, spec)
     return model.eval()
+
+
+def _named_model(spec: str | os.PathLike, pretrained: bool | str, weights: str | os.PathLike | None) -> nn.Module:
+    if weights:
+        return _file_model(weights) if is_model_file(weights) else load_weights(create_model(spec), weights)
+    if pretrained and _is_detector_name(spec):
+        # no COCO detector weights ship yet: a pretrained detector starts from its backbone's ImageNet weights
+        # (what `effnet export efficientdet_* --pretrained` has always built)
+        return create_model(spec, pretrained_backbone=True)
+    return create_model(spec, pretrained=pretrained)
 
 
 _WHAT = {"classify": "a classifier", "detect": "a detector (EfficientDet)"}

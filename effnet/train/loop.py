@@ -153,8 +153,8 @@ def _checkpoint(run: Run, epoch: int, batch_in_epoch: int) -> None:
         run.state.save(run.ckpt_path, epoch, batch_in_epoch)
 
 
-def _train_epoch(run: Run, epoch: int, skip: int) -> bool:
-    """Train one epoch from batch ``skip``; True when the time budget stopped it early."""
+def _train_epoch(run: Run, epoch: int, skip: int) -> tuple[int, bool]:
+    """Train one epoch from batch ``skip``: (batches of the epoch done, whether the time budget stopped it)."""
     from tqdm import tqdm
 
     cfg, state = run.cfg, run.state
@@ -171,6 +171,7 @@ def _train_epoch(run: Run, epoch: int, skip: int) -> bool:
                 module.eval()
     bar = tqdm(loader, total=run.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=not run.is_main or cfg.quiet or not sys.stderr.isatty(), leave=False)
+    done = skip
     for batch_idx, batch in enumerate(bar, start=skip):
         t0 = time.perf_counter()
         loss_value, n = _step(run, batch, epoch)
@@ -178,6 +179,7 @@ def _train_epoch(run: Run, epoch: int, skip: int) -> bool:
         acc["loss"] += loss_value * n
         acc["seen"] += n
         acc["seconds"] += time.perf_counter() - t0
+        done = batch_idx + 1
         if run.is_main and not cfg.quiet:
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{n * run.world / (time.perf_counter() - t0):.0f}")
@@ -185,9 +187,9 @@ def _train_epoch(run: Run, epoch: int, skip: int) -> bool:
             _checkpoint(run, epoch, batch_idx + 1)
         if cfg.budget_minutes is not None and time.time() - run.started > cfg.budget_minutes * 60:
             bar.close()
-            return True
+            return done, True
     bar.close()
-    return False
+    return done, False
 
 
 def _step(run: Run, batch, epoch: int) -> tuple[float, int]:
@@ -285,21 +287,23 @@ def _run_epochs(run: Run, on_epoch_end: Callable[[EpochEnd], bool] | None) -> St
         if skip == 0 or not state.epoch_acc:
             state.epoch_acc = dict(loss=0.0, seen=0, seconds=0.0)
         t_epoch = time.perf_counter()
-        cut = _train_epoch(run, epoch, skip)
-        row = _end_of_epoch(run, epoch, cut or epoch == cfg.epochs - 1, t_epoch)
-        complete = state.global_step >= (epoch + 1) * run.steps_per_epoch  # the budget may strike in its last step
+        done, out_of_time = _train_epoch(run, epoch, skip)
+        last = epoch == cfg.epochs - 1
+        row = _end_of_epoch(run, epoch, out_of_time or last, t_epoch)
+        complete = done >= run.steps_per_epoch  # the budget may strike in an epoch's last step
         if complete:
             stop.epochs_run = epoch + 1
         report = EpochEnd(epoch + 1, cfg.epochs, complete, state.global_step, run.steps_per_epoch, row or {})
-        if cut:
+        if out_of_time and not (complete and last):
             run.log(f"budget of {cfg.budget_minutes} min reached after {state.global_step} steps")
             stop.reason = "budget"
-        if on_epoch_end is not None and row is not None and on_epoch_end(report) and not cut:
+        if on_epoch_end is not None and row is not None and on_epoch_end(report) and stop.reason == "completed":
             run.log(f"stopped after epoch {epoch + 1} by the caller")
             stop.reason = "caller"
+        if complete:  # a resume starts after the last whole epoch, however the run ended
+            _checkpoint(run, epoch + 1, 0)
         if stop.reason != "completed":
             break
-        _checkpoint(run, epoch + 1, 0)
         if run.world > 1:
             dist.barrier()
     return stop
