@@ -1,5 +1,6 @@
 """Inference throughput side by side: effnet vs timm vs torchvision vs ONNX Runtime (on a timm export) vs OpenVINO
-(fp32, bf16, NNCF int8; on effnet's and on timm's model).
+(fp32, bf16, NNCF int8; on effnet's and on timm's model) vs ExecuTorch + XNNPACK (fp32, PT2E int8; batch-1
+programs, larger batches image by image), with the exported files' sizes.
 
 One run of this script measures every engine, interleaving the repetitions (engine A, B, C, A, B, C, ...)
 so that the shared machine's noise hits all alike, and reports medians, ratios and peak RSS.
@@ -32,6 +33,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+FILE_MIB: dict[str, float] = {}  # engine -> size of the file it runs
 
 
 def peak_mib() -> float:
@@ -80,6 +82,7 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
             export_model(ours, path, batch="dynamic")
         s = _ort_session(str(path), spinning=False)
         engines["effnet onnxruntime fp32"] = lambda x: _ort_run(s, x, True)
+        FILE_MIB["effnet onnxruntime fp32"] = path.stat().st_size / 2**20
     if want("effnet onnxruntime int8"):
         path = workdir / "effnet_int8.onnx"
         if not path.exists():
@@ -90,7 +93,9 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
             export_model(ours, path, batch="dynamic", int8=True, calibration=str(photos))
         s8 = _ort_session(str(path), spinning=False)
         engines["effnet onnxruntime int8"] = lambda x: _ort_run(s8, x, True)
+        FILE_MIB["effnet onnxruntime int8"] = path.stat().st_size / 2**20
     engines.update(openvino_engines("effnet", ours, resolution, workdir, want))
+    engines.update(executorch_engines(ours, workdir, want))
     try:
         import timm
     except ImportError:
@@ -120,12 +125,36 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
                                       dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
             st = _ort_session(str(path), spinning=False)
             engines["onnxruntime on timm export"] = lambda x: _ort_run(st, x, True)
+            FILE_MIB["onnxruntime on timm export"] = path.stat().st_size / 2**20
         engines.update(openvino_engines("timm", timm.create_model(model_name).eval(), resolution, workdir, want))
     if want("torchvision eager") and model_name in {f"efficientnet_b{i}" for i in range(8)}:
         import torchvision
 
         tv = getattr(torchvision.models, model_name)(weights=None).eval()
         engines["torchvision eager"] = tv
+    return engines
+
+
+def executorch_engines(model, workdir: Path, want) -> dict:
+    """effnet's model as ExecuTorch programs (XNNPACK; fp32, and int8 by PT2E calibrated on real photos)."""
+    import importlib.util
+
+    from effnet.deploy import export_model
+    from effnet.deploy.executorch import PteRunner
+
+    engines: dict = {}
+    if importlib.util.find_spec("executorch") is None:
+        return engines
+    for int8 in (False, True):
+        name = f"effnet executorch {'int8' if int8 else 'fp32'}"
+        if not want(name):
+            continue
+        path = workdir / f"effnet{'_int8' if int8 else ''}.pte"
+        if not path.exists():
+            export_model(model, path, "executorch", int8=int8,
+                         calibration=str(calibration_photos(workdir)) if int8 else None)
+        engines[name] = PteRunner(path)
+        FILE_MIB[name] = path.stat().st_size / 2**20
     return engines
 
 
@@ -182,6 +211,7 @@ def openvino_engines(lib: str, model, resolution: int, workdir: Path, want) -> d
         hint = "bf16" if precision == "bf16" else "fp32"
         if lib == "effnet" and want(names[precision]):  # effnet's backend: static shapes, chunks across streams
             engines[names[precision]] = ovino.Runner(path, hint, threads)
+            FILE_MIB[names[precision]] = (Path(path).stat().st_size + ovino.bin_path(path).stat().st_size) / 2**20
         if lib == "timm" and want(names[precision]):  # as a timm user runs it: one compiled model, dynamic batch
             compiled = ovino.compile_ir(path, hint, threads)
             engines[names[precision]] = lambda x, c=compiled: ovino.ov_run(c, x)
@@ -297,7 +327,8 @@ def main() -> None:
                     times[name].append(time.perf_counter() - t)
         for name, ts in times.items():
             med = statistics.median(ts)
-            results.append(dict(engine=name, batch=batch, median_s=med, img_per_s=batch / med))
+            results.append(dict(engine=name, batch=batch, median_s=med, img_per_s=batch / med,
+                                file_mib=FILE_MIB.get(name)))
     if not args.no_memory:
         for r in results:
             if r["batch"] == max(batches):
@@ -308,7 +339,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'engine':<30} {'batch':>5} {'img/s':>8} {'x ORT-timm':>10} {'x timm OV int8':>14} {'x timm':>7} "
-          f"{'x timm CL+bf16':>14} {'peak RSS MiB':>12}")
+          f"{'x timm CL+bf16':>14} {'peak RSS MiB':>12} {'file MiB':>8}")
     for r in results:
         same = {o["engine"]: o["img_per_s"] for o in results if o["batch"] == r["batch"]}
 
@@ -316,9 +347,10 @@ def main() -> None:
             return f"{r['img_per_s'] / same[name]:.2f}" if name in same else "-"
 
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else ""
+        size = f"{r['file_mib']:.1f}" if r.get("file_mib") else ""
         print(f"{r['engine']:<30} {r['batch']:>5} {r['img_per_s']:>8.1f} {ratio(ref_name):>10} "
               f"{ratio('timm openvino int8'):>14} {ratio('timm eager'):>7} "
-              f"{ratio('timm CL + bf16'):>14} {rss:>12}")
+              f"{ratio('timm CL + bf16'):>14} {rss:>12} {size:>8}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(model=args.model, resolution=resolution, threads=args.threads, reps=args.reps,

@@ -56,6 +56,12 @@ def test_finetune_pretrained_lite0_on_digits_reaches_97(digits, tmp_path):
                               *imgs).stdout)
     right = sum(r["top"][0]["class"] == Path(r["path"]).parent.name for r in pred)
     assert len(pred) == 20 and right >= 18
+    # the same labelled data through the on-device path: ExecuTorch fp32 and int8 (PT2E, calibrated on DATA/train)
+    res = {b: json.loads(run_cli("eval", str(out), str(digits), "--backend", b, "--json", timeout=600).stdout)
+           for b in ("torch", "executorch", "executorch-int8")}
+    assert res["executorch"]["top1"] == res["torch"]["top1"]
+    assert abs(res["executorch-int8"]["top1"] - res["torch"]["top1"]) <= 0.5, res
+    assert res["executorch-int8"]["loss"] != res["torch"]["loss"]  # really quantized
 
 
 def test_kill_9_then_resume_is_bit_exact(small_digits, tiny_config, tmp_path):

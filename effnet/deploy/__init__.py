@@ -1,12 +1,13 @@
-"""Deployment: inference copies (``optimize``), verified ONNX / OpenVINO IR / TorchScript export, int8 with ONNX
-Runtime or NNCF, and exported models as predictors."""
+"""Deployment: inference copies (``optimize``), verified ONNX / OpenVINO IR / TorchScript / ExecuTorch export, int8
+with ONNX Runtime, NNCF or PT2E, and exported models as predictors."""
 
-from .export import ExportReport, export_model
+from .export import FORMATS, ExportReport, export_model
 from .optimize import compile_for_inference, fold_batchnorm, freeze_same_padding, optimize, to_plain_ops
 from .ort import ort_run, ort_session, quantize_int8
-from .predictors import (BACKENDS, OnnxPredictor, OpenVinoPredictor, auto_backend, onnx_predictor, openvino_predictor,
-                         with_backend)
+from .predictors import (BACKENDS, ExecuTorchPredictor, OnnxPredictor, OpenVinoPredictor, auto_backend,
+                         executorch_predictor, onnx_predictor, openvino_predictor, with_backend)
 
-__all__ = ["ExportReport", "export_model", "compile_for_inference", "fold_batchnorm", "freeze_same_padding",
+__all__ = ["FORMATS", "ExportReport", "export_model", "compile_for_inference", "fold_batchnorm", "freeze_same_padding",
            "optimize", "to_plain_ops", "ort_run", "ort_session", "quantize_int8", "OnnxPredictor", "onnx_predictor",
-           "with_backend", "BACKENDS", "OpenVinoPredictor", "auto_backend", "openvino_predictor"]
+           "with_backend", "BACKENDS", "OpenVinoPredictor", "auto_backend", "openvino_predictor",
+           "ExecuTorchPredictor", "executorch_predictor"]

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import UsageError
-from .predictors import OnnxPredictor, OpenVinoPredictor, with_backend
+from .predictors import ExecuTorchPredictor, OnnxPredictor, OpenVinoPredictor, with_backend
 
 
 class ServedModel(Protocol):
@@ -61,7 +61,7 @@ def build_engines(model: nn.Module, backend: str, calibration: str | None, copie
     """``copies`` engines for ``model`` (the same module for torch; one runtime session each otherwise)."""
     try:
         first = with_backend(model, backend, calibration, threads=threads)
-        if not isinstance(first, (OnnxPredictor, OpenVinoPredictor)):
+        if not isinstance(first, (OnnxPredictor, OpenVinoPredictor, ExecuTorchPredictor)):
             return [first] * copies  # a PyTorch module: shared
         return [first] + [with_backend(model, backend, calibration, threads=threads) for _ in range(copies - 1)]
     except UsageError:

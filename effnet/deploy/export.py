@@ -17,9 +17,16 @@ from torch import nn
 
 from ..data import eval_transform, load_image
 from ..errors import ExportError, ImageLoadError
+from ..files import atomic_write
+from . import executorch as et
 from . import openvino as ovino
 from .optimize import freeze_same_padding, optimize, to_plain_ops
 from .ort import ort_run, ort_session, quantize_int8
+
+
+# the formats ``effnet export --format`` writes, with their file extensions
+EXTENSIONS = {"onnx": "onnx", "openvino": "xml", "torchscript": "pt", "executorch": "pte"}
+FORMATS = tuple(EXTENSIONS)
 
 
 @dataclass
@@ -84,15 +91,20 @@ def _write(deploy_model: nn.Module, example: torch.Tensor, tmp_path: str, fmt: s
             ovino.save_ir(ovino.convert(deploy_model, example, batch == "dynamic"), tmp_path)
             compiled = ovino.compile_ir(tmp_path, "fp32")  # read back from disk: the check covers the files
             return lambda x: ovino.ov_run(compiled, x)
+        if fmt == "executorch":
+            if batch == "dynamic":
+                raise ExportError("ExecuTorch programs are exported at batch 1 (--batch static)")
+            Path(tmp_path).write_bytes(et.lower(deploy_model, example))
+            return et.PteRunner(tmp_path)
         if fmt == "torchscript":
             if int8:
-                raise ExportError("int8 is available for --format onnx and openvino")
+                raise ExportError("int8 is available for --format onnx, openvino and executorch")
             with torch.no_grad():
                 traced = torch.jit.trace(deploy_model, example)
             torch.jit.save(traced, tmp_path)
             loaded = torch.jit.load(tmp_path)
             return lambda x: loaded(x).detach().numpy()
-    raise ExportError(f"unknown format {fmt!r} (onnx, openvino, torchscript)")
+    raise ExportError(f"unknown format {fmt!r} ({', '.join(FORMATS)})")
 
 
 def _files(path: str, fmt: str) -> list[str]:
@@ -102,7 +114,7 @@ def _files(path: str, fmt: str) -> list[str]:
 
 def _fp32_path(path: str, fmt: str) -> str:
     """Where an int8 export keeps its verified fp32 model: m.onnx -> m.onnx.fp32.onnx, m.xml -> m.fp32.xml."""
-    return str(Path(path).with_suffix(".fp32.xml")) if fmt == "openvino" else path + ".fp32.onnx"
+    return str(Path(path).with_suffix(".fp32.xml")) if fmt == "openvino" else f"{path}.fp32.{EXTENSIONS[fmt]}"
 
 
 def _agreement(report: ExportReport, fp32_logits: np.ndarray, int8_logits: np.ndarray) -> None:
@@ -116,9 +128,12 @@ def _agreement(report: ExportReport, fp32_logits: np.ndarray, int8_logits: np.nd
     report.top1_agreement_confident = float(agree[confident].mean()) if confident.any() else None
 
 
-def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool) -> None:
+def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool, deploy_model: nn.Module) -> None:
     """int8 next to the verified fp32 file; top-1 agreement with fp32 on the real images into ``report``."""
-    if report.format == "openvino":
+    if report.format == "executorch":  # PT2E quantizes the graph before lowering, calibrated on the real images
+        atomic_write(report.path, lambda tmp: Path(tmp).write_bytes(et.lower(deploy_model, real[:1], real)))
+        fp32_logits, int8_logits = et.PteRunner(fp32_path)(real), et.PteRunner(report.path)(real)
+    elif report.format == "openvino":
         # NNCF on the verified IR; the calibration images are the ones already decoded for the parity check
         quantized = ovino.quantize_int8(ovino.require_openvino().Core().read_model(fp32_path), real)
         with tempfile.TemporaryDirectory(dir=str(Path(report.path).parent)) as tmp:
@@ -178,5 +193,9 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
     if int8:
         if real is None:
             raise ExportError(f"{calibration}: no readable calibration images")
-        _quantize(report, fp32_path, real, batch == "dynamic")
+        _quantize(report, fp32_path, real, batch == "dynamic", deploy_model)
+    if fmt == "executorch":  # the runtime side needs no flags: preprocessing and class names beside the program
+        text = config.replace(resolution=res).to_json()
+        atomic_write(f"{path}.json", lambda tmp: Path(tmp).write_text(text))
+        report.notes.append(f"config (preprocessing, class names) at {path}.json")
     return report

@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .export import FORMATS
+
 
 @dataclass(frozen=True)
 class ExportOptions:
     output: str
-    format: str = "onnx"  # onnx, openvino, torchscript (detectors: onnx)
+    format: str = "onnx"  # one of effnet.deploy.export.FORMATS (detectors: onnx)
     batch: str = "static"  # static or dynamic batch axis (classifiers)
     resolution: int | None = None  # the graph's input size (default: the model's)
     int8: bool = False  # post-training quantization (classifiers), calibrated on ``calibration``
@@ -33,8 +35,10 @@ def add_export_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="model name, config .json, effnet .safetensors or run directory; "
                                                   "a classifier or a detector")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--format", choices=["onnx", "openvino", "torchscript"], default="onnx",
-                   help="openvino: IR, OUTPUT.xml + OUTPUT.bin (classifiers; detectors export ONNX)")
+    p.add_argument("--format", choices=FORMATS, default="onnx",
+                   help="openvino: IR, OUTPUT.xml + OUTPUT.bin; executorch: an XNNPACK .pte at batch 1 for phones and "
+                        "edge boards, with OUTPUT.json (preprocessing, class names) beside it (classifiers; "
+                        "detectors export ONNX)")
     p.add_argument("--batch", choices=["static", "dynamic"], default="static")
     p.add_argument("--resolution", type=int, help="the graph's fixed input size (default: the model's)")
     g = p.add_mutually_exclusive_group()
@@ -42,7 +46,8 @@ def add_export_arguments(p) -> None:
     g.add_argument("--weights", help="with a name: weights to import (effnet file, timm/torchvision/effdet checkpoint)")
     p.add_argument("--ema", action="store_true", help="with a run directory: its EMA weights")
     p.add_argument("--int8", action="store_true",
-                   help="ONNX Runtime (onnx) / NNCF (openvino) post-training quantization, needs --calibration")
+                   help="ONNX Runtime (onnx) / NNCF (openvino) / PT2E + XNNPACK (executorch) post-training "
+                        "quantization, needs --calibration")
     p.add_argument("--calibration", help="folder of real images for int8 calibration and parity checks")
     p.add_argument("--images", nargs="+", default=(), help="real images to verify on (default: scikit-image photos)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit diff| allowed vs PyTorch (classifiers)")

@@ -15,12 +15,14 @@ from torch import nn
 from ..data import check_image
 from ..errors import UsageError
 from ..files import cache_root
-from .export import export_model
+from .executorch import PteRunner
+from .export import EXTENSIONS, export_model
 from .optimize import optimize
 from .openvino import Runner
 from .ort import ort_run, ort_session
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "executorch",
+            "executorch-int8")
 
 
 class OnnxPredictor(nn.Module):
@@ -52,13 +54,18 @@ def _cache_path(model: nn.Module, kind: str, suffix: str, calibration: str | Non
     return cache / f"{model.config.name}-{h.hexdigest()[:16]}-{suffix}.{ext}"
 
 
+def _cached_export(model: nn.Module, fmt: str, int8: bool, calibration: str | None, batch: str = "dynamic") -> str:
+    """``model`` exported (and verified) once in ``fmt``; later calls reuse the file."""
+    path = _cache_path(model, fmt, "int8" if int8 else "fp32", calibration if int8 else None, EXTENSIONS[fmt])
+    if not path.exists():
+        export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration)
+    return str(path)
+
+
 def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
                    threads: int | None = None) -> OnnxPredictor:
     """Export ``model`` to a cached ONNX file (keyed by weights and config) and wrap it."""
-    path = _cache_path(model, "onnx", "int8" if int8 else "fp32", calibration if int8 else None, "onnx")
-    if not path.exists():
-        export_model(model, path, "onnx", batch="dynamic", int8=int8, calibration=calibration)
-    return OnnxPredictor(str(path), model.config, threads)
+    return OnnxPredictor(_cached_export(model, "onnx", int8, calibration), model.config, threads)
 
 
 class OpenVinoPredictor(nn.Module):
@@ -77,10 +84,24 @@ class OpenVinoPredictor(nn.Module):
 def openvino_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
                        precision: str = "fp32", threads: int | None = None) -> OpenVinoPredictor:
     """Export ``model`` to cached OpenVINO IR (keyed by weights, config and int8 calibration) and wrap it."""
-    path = _cache_path(model, "openvino", "int8" if int8 else "fp32", calibration if int8 else None, "xml")
-    if not path.exists():
-        export_model(model, path, "openvino", batch="dynamic", int8=int8, calibration=calibration)
-    return OpenVinoPredictor(str(path), model.config, precision, threads)
+    return OpenVinoPredictor(_cached_export(model, "openvino", int8, calibration), model.config, precision, threads)
+
+
+class ExecuTorchPredictor(nn.Module):
+    """Runs an ExecuTorch ``.pte`` (XNNPACK, fp32 or int8) behind the model's own interface (config + forward)."""
+
+    def __init__(self, path: str, config) -> None:
+        super().__init__()
+        self.config = config
+        self.runner = PteRunner(path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.runner(x))
+
+
+def executorch_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None) -> ExecuTorchPredictor:
+    """Export ``model`` to a cached ``.pte`` (batch 1; keyed by weights, config and int8 calibration) and wrap it."""
+    return ExecuTorchPredictor(_cached_export(model, "executorch", int8, calibration, batch="static"), model.config)
 
 
 def auto_backend(threads: int | None = None) -> str:
@@ -109,7 +130,7 @@ def with_backend(model: nn.Module, backend: str, calibration: str | None = None,
                  threads: int | None = None) -> nn.Module:
     """``model`` behind a CPU inference backend: ``torch`` (optimize), ``onnx`` / ``onnx-int8`` (ONNX Runtime),
     ``openvino`` / ``openvino-bf16`` / ``openvino-int8`` (OpenVINO; bf16 arithmetic where the CPU has it, int8 by
-    NNCF), or ``auto`` (the fastest fp32 backend installed). ``-int8`` calibrates on ``calibration``, else on
+    NNCF), ``executorch`` / ``executorch-int8`` (ExecuTorch + XNNPACK at batch 1, int8 by PT2E), or ``auto`` (the fastest fp32 backend installed). ``-int8`` calibrates on ``calibration``, else on
     ``images``. ``threads``: the ONNX Runtime / OpenVINO engine's thread count (default: every core; torch's
     is per calling thread, ``torch.set_num_threads``)."""
     if backend == "auto":
@@ -129,6 +150,8 @@ def with_backend(model: nn.Module, backend: str, calibration: str | None = None,
 def _predictor(model: nn.Module, backend: str, calibration: str | None, threads: int | None) -> nn.Module:
     """The exported (cached) model for an ONNX Runtime / OpenVINO ``backend``."""
     int8 = backend.endswith("-int8")
+    if backend.startswith("executorch"):
+        return executorch_predictor(model, int8=int8, calibration=calibration)
     if backend.startswith("openvino"):
         return openvino_predictor(model, int8=int8, calibration=calibration,
                                   precision="bf16" if backend == "openvino-bf16" else "fp32", threads=threads)
