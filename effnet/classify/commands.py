@@ -37,7 +37,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not source.exists():
         raise UsageError(f"{source}: no such run directory or .safetensors file")
     weights = run_weights(source, args.ema) if source.is_dir() else source
-    model = load_model(args.run_or_weights, ema=args.ema, task="classify")
+    model = load_model(str(weights), task="classify")
     config = model.config
     names = list(config.class_names or [])
     root = Path(args.data_dir)

@@ -16,7 +16,7 @@ def load_model(spec: str, pretrained: bool = False, backend: str = "auto", calib
     """``spec`` is a model name (with ``pretrained``), a config .json, a run directory or a .safetensors file
     (:func:`effnet.models.registry.load_model` decides which kind it is); ``copies`` engines with ``threads``
     threads each, one per inference thread."""
-    model = resolve_model(spec, pretrained=pretrained)
     if backend.endswith("int8") and not calibration:  # no uploads exist yet to calibrate on
         raise UsageError(f"--backend {backend} needs --calibration FOLDER of real images")
+    model = resolve_model(spec, pretrained=pretrained)
     return task_for(model).served(model, backend, calibration, copies, threads)

@@ -240,6 +240,15 @@ def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> dict | No
     return row
 
 
+@dataclass
+class Stop:
+    """Why the run ended: ``completed`` (all epochs), ``budget`` (--budget-minutes) or ``caller`` (on_epoch_end), and
+    how many whole epochs it trained."""
+
+    reason: str = "completed"
+    epochs_run: int = 0
+
+
 def _finish(run: Run, stop: Stop) -> dict:
     """Final weights (+ EMA), summary.json and curves.png on rank 0."""
     cfg, state = run.cfg, run.state
@@ -267,15 +276,6 @@ def _finish(run: Run, stop: Stop) -> dict:
     if cfg.dump_rank_weights:
         save(run.model, run.run_dir / f"rank{run.rank}.safetensors")
     return summary
-
-
-@dataclass
-class Stop:
-    """Why the run ended: ``completed`` (all epochs), ``budget`` (--budget-minutes) or ``caller`` (on_epoch_end), and
-    how many whole epochs it trained."""
-
-    reason: str = "completed"
-    epochs_run: int = 0
 
 
 def _run_epochs(run: Run, on_epoch_end: Callable[[EpochEnd], bool] | None) -> Stop:
