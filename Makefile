@@ -4,14 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench pg-server chromium tcmalloc
+.PHONY: demo test venv clean bench constraints pg-server chromium tcmalloc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall when pyproject.toml changes.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev]"
+# Our own environment is reproducible: pyproject.toml declares ranges (what effnet works with, beside a user's
+# own torch); constraints.txt pins the exact versions we test. Reinstall when either changes.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -53,6 +54,10 @@ tcmalloc:
 	      || echo "note: could not install libtcmalloc-minimal4; training uses the system allocator"; \
 	  else echo "note: no libtcmalloc-minimal4 and not root; training uses the system allocator"; fi; \
 	fi
+
+# Re-pin constraints.txt to what .venv has now (after a deliberate upgrade; then run make test).
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^effnet==' > constraints.txt
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_infer.py

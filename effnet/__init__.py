@@ -1,28 +1,42 @@
-"""effnet: the EfficientNet family (Tan & Le, ICML 2019) with compound scaling as a method."""
+"""effnet: the EfficientNet family (Tan & Le, ICML 2019) with compound scaling as a method.
 
-from .models import (
-    B0_STAGES,
-    VARIANTS,
-    BlockArgs,
-    EfficientNet,
-    EfficientNetFeatures,
-    ModelConfig,
-    compound,
-    create_model,
-    list_models,
-    load,
-    load_weights,
-    profile,
-    round_filters,
-    round_repeats,
-    save,
-    scale,
-)
+The names below are imported on first use (PEP 562), so ``import effnet`` -- and with it ``effnet --help``,
+``--version`` and ``list`` -- does not load torch until a model is actually built.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-__all__ = [
-    "B0_STAGES", "VARIANTS", "BlockArgs", "ModelConfig", "compound", "round_filters", "round_repeats",
-    "scale", "EfficientNet", "EfficientNetFeatures", "create_model", "list_models",
-    "profile", "save", "load", "load_weights",
-]
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads it (tool.setuptools.dynamic)
+
+# public name -> (module, attribute)
+_EXPORTS = {
+    **{name: ("effnet.models.config", name) for name in (
+        "B0_STAGES", "VARIANTS", "BlockArgs", "ModelConfig", "compound", "round_filters", "round_repeats", "scale")},
+    "EfficientNet": ("effnet.models.efficientnet", "EfficientNet"),
+    "EfficientNetFeatures": ("effnet.models.efficientnet", "EfficientNetFeatures"),
+    "create_model": ("effnet.models.registry", "create_model"),
+    "list_models": ("effnet.models.names", "list_models"),
+    "load": ("effnet.models.registry", "load_any"),
+    "profile": ("effnet.models.accounting", "profile"),
+    "save": ("effnet.models.weights", "save"),
+    "load_weights": ("effnet.models.weights", "load_weights"),
+    "save_pretrained": ("effnet.models.hf", "save_pretrained"),
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

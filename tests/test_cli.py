@@ -35,10 +35,10 @@ def test_predict_any_image_mode_and_bad_files(photos, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "broken.jpg" in errors[0]
     results = json.loads(proc.stdout)
-    assert len(results) == 5 and all(len(r["top"]) == 3 for r in results)
-    assert results[-1]["top"][0]["class"] == "espresso"
+    assert len(results) == 5 and all(len(r["predictions"]) == 3 for r in results)
+    assert results[-1]["predictions"][0]["label"] == "espresso"
     cats = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
-    assert results[0]["top"][0]["class"] in cats  # RGBA chelsea is still a cat
+    assert results[0]["predictions"][0]["label"] in cats  # RGBA chelsea is still a cat
 
 
 def test_predict_text_output_and_unknown_model(photos):
@@ -59,7 +59,7 @@ def test_convert_then_predict_with_weights(tmp_path, photos):
     run_cli("convert", str(src), "--from", "lukemelas", "--model", "efficientnet_lite0", "-o", str(out))
     # the converted file carries its config: no --model needed
     proc = run_cli("predict", "--weights", str(out), "--json", str(photos["coffee"]))
-    assert json.loads(proc.stdout)[0]["top"][0]["class"] == "espresso"
+    assert json.loads(proc.stdout)[0]["predictions"][0]["label"] == "espresso"
     bad = run_cli("convert", str(src), "--from", "timm", "--model", "efficientnet_lite0", "-o",
                   str(tmp_path / "x.safetensors"), check=False)
     assert bad.returncode == 2 and "lite0_lukemelas.pth" in bad.stderr

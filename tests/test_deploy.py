@@ -117,9 +117,9 @@ def test_predict_backends_agree(photos):
                        str(photos["chelsea"]), str(photos["coffee"]))
         outs[backend] = json.loads(proc.stdout)
     for a, b in zip(outs["torch"], outs["onnx"]):
-        assert a["top"][0]["class"] == b["top"][0]["class"]
-        assert a["top"][0]["prob"] == pytest.approx(b["top"][0]["prob"], abs=1e-4)
-    assert outs["onnx"][1]["top"][0]["class"] == "espresso"
+        assert a["predictions"][0]["label"] == b["predictions"][0]["label"]
+        assert a["predictions"][0]["score"] == pytest.approx(b["predictions"][0]["score"], abs=1e-4)
+    assert outs["onnx"][1]["predictions"][0]["label"] == "espresso"
 
 
 def test_one_cache_root_for_weights_and_exports(tmp_path, monkeypatch):

@@ -65,7 +65,7 @@ def test_cli_export_and_predict_with_executorch(photos, tmp_path):
     for backend in ("executorch", "torch"):
         pred = json.loads(run_cli("predict", "--model", "efficientnet_lite0", "--pretrained", "--backend", backend,
                                   "--json", str(photos["coffee"])).stdout)
-        assert pred[0]["top"][0]["class"] == "espresso", (backend, pred)
+        assert pred[0]["predictions"][0]["label"] == "espresso", (backend, pred)
     bad = run_cli("export", "efficientnet_lite0", "--format", "executorch", "--batch", "dynamic", "-o",
                   str(tmp_path / "d.pte"), check=False)
     assert bad.returncode == 2 and "batch 1" in bad.stderr and not (tmp_path / "d.pte").exists()

@@ -104,9 +104,9 @@ def test_predict_openvino_backends_and_auto(photos):
                        str(photos["chelsea"]), str(photos["coffee"]), str(photos["astronaut"]))
         outs[backend] = json.loads(proc.stdout)
     for a, b in zip(outs["torch"], outs["openvino"]):
-        assert a["top"][0]["class"] == b["top"][0]["class"]
-        assert a["top"][0]["prob"] == pytest.approx(b["top"][0]["prob"], abs=1e-4)
-    assert outs["openvino-int8"][1]["top"][0]["class"] == "espresso"  # calibrated on the 3 photos themselves
+        assert a["predictions"][0]["label"] == b["predictions"][0]["label"]
+        assert a["predictions"][0]["score"] == pytest.approx(b["predictions"][0]["score"], abs=1e-4)
+    assert outs["openvino-int8"][1]["predictions"][0]["label"] == "espresso"  # calibrated on the 3 photos themselves
 
 
 @pytest.fixture(scope="module")

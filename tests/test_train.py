@@ -54,7 +54,7 @@ def test_finetune_pretrained_lite0_on_digits_reaches_97(digits, tmp_path):
     imgs = [str(p) for d in sorted((digits / "val").iterdir()) for p in sorted(d.glob("*.png"))[:2]]
     pred = json.loads(run_cli("predict", "--weights", str(out / "model.safetensors"), "--backend", "torch", "--json",
                               *imgs).stdout)
-    right = sum(r["top"][0]["class"] == Path(r["path"]).parent.name for r in pred)
+    right = sum(r["predictions"][0]["label"] == Path(r["path"]).parent.name for r in pred)
     assert len(pred) == 20 and right >= 18
     # the same labelled data through the on-device path: ExecuTorch fp32 and int8 (PT2E, calibrated on DATA/train)
     res = {b: json.loads(run_cli("eval", str(out), str(digits), "--backend", b, "--json", timeout=600).stdout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -22,7 +23,7 @@ from ..models.weights import run_weights
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
 from .evaluate import eval_loader, evaluate, model_for_backend
-from .predict import predict_files
+from .predict import ResultFile, Shard, expand_inputs, predict_files, predict_to_file, stream_predictions
 from .task import train
 
 
@@ -62,25 +63,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+CALIBRATION_IMAGES = 300  # an -int8 backend without --calibration calibrates on the first images it is given
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.model is None and args.weights is None:
         raise UsageError("give --model NAME (with --pretrained or --weights FILE)")
-    model = load_model(args.model or args.weights, pretrained=args.pretrained,
-                       weights=args.weights if args.model else None, task="classify")
+    if args.resume and not args.output:
+        raise UsageError("--resume continues an --output file; give --output")
+    shard = Shard.parse(args.shard) if args.shard else Shard()
+    paths = [p for p in expand_inputs(args.images) if shard.holds(p)]
+    out = ResultFile(args.output, args.topk, args.resume) if args.output else None  # refuse before loading
     try:
-        model = with_backend(model, args.backend, args.calibration, args.images)
-    except Exception as exc:  # export/quantization problems: one line, not a traceback
-        raise UsageError(f"backend {args.backend}: {exc}") from None
-    results, errors = predict_files(model, args.images, topk=args.topk)
-    for line in errors:
-        print(f"effnet: error: {line}", file=sys.stderr)
-    if args.json:
-        print(json.dumps([{"path": r.path, "top": [{"class": c, "prob": p} for c, p in r.top]} for r in results]))
-    else:
-        for r in results:
-            print(r.path)
-            for name, prob in r.top:
-                print(f"  {prob:7.2%}  {name}")
+        model = load_model(args.model or args.weights, pretrained=args.pretrained,
+                           weights=args.weights if args.model else None, task="classify")
+        try:
+            model = with_backend(model, args.backend, args.calibration, paths[:CALIBRATION_IMAGES])
+        except Exception as exc:  # export/quantization problems: one line, not a traceback
+            raise UsageError(f"backend {args.backend}: {exc}") from None
+        workers = args.workers if args.workers is not None else (min(4, max(1, (os.cpu_count() or 2) - 1))
+                                                                  if len(paths) >= 256 else 0)
+        if out is not None:
+            run = predict_to_file(model, paths, out, args.batch_size, workers)
+            print(f"{run.predicted} images predicted, {run.errors} unreadable, {run.skipped} already in "
+                  f"{args.output}; {run.images_per_s:.1f} images/s", file=sys.stderr)
+            return 1 if run.errors else 0
+        return _print_predictions(stream_predictions(model, paths, args.topk, args.batch_size, workers), args.json)
+    finally:
+        if out is not None:
+            out.close()
+
+
+def _print_predictions(rows, as_json: bool) -> int:
+    """Each result as it comes: lines for people, or one JSON array (streamed) with ``--json``."""
+    errors = 0
+    if as_json:
+        print("[", flush=True)
+    first = True
+    for r in rows:
+        if "error" in r:
+            errors += 1
+            print(f"effnet: error: {r['error']}", file=sys.stderr)
+            continue
+        if as_json:
+            print(("" if first else ",") + json.dumps(r), flush=True)
+        else:
+            print(r["path"])
+            for pred in r["predictions"]:
+                print(f"  {pred['score']:7.2%}  {pred['label']}")
+        first = False
+    if as_json:
+        print("]")
     return 1 if errors else 0
 
 
@@ -101,8 +141,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             paths.append(path)
         results, _ = predict_files(model, paths, topk=3)
     for r in results:
-        top = ", ".join(f"{name} {prob:.1%}" for name, prob in r.top)
-        print(f"  skimage.data.{Path(r.path).stem:<10} -> {top}")
+        top = ", ".join(f"{pred['label']} {pred['score']:.1%}" for pred in r["predictions"])
+        print(f"  skimage.data.{Path(r['path']).stem:<10} -> {top}")
     print(f"\n(demo took {time.time() - t0:.1f} s)")
     print("""
 Try next:
@@ -135,18 +175,27 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="classify images")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--model")
+    p = sub.add_parser("predict", help="classify images, folders or globs (streamed to --output, sharded)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders (walked for images) or globs ('photos/**/*.jpg')")
+    p.add_argument("--model", help="name (timm's NAME.TAG too: its published weights), Hub folder, config, "
+                                   "effnet file or run")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", help="effnet .safetensors (carries its config) or a foreign checkpoint")
     g.add_argument("--pretrained", action="store_true")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--topk", type=_positive, default=5)
+    p.add_argument("--json", action="store_true", help="print a JSON array of results (effnet.results schema)")
+    p.add_argument("--output", help="write results as they come to a .jsonl or .csv file (bad files: an error row)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted --output: skip what it holds")
+    p.add_argument("--shard", metavar="K/N", help="only shard K of N (0-based), e.g. a Slurm array or an indexed "
+                                                  "Job: $SLURM_ARRAY_TASK_ID/N, $JOB_COMPLETION_INDEX/N")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--workers", type=int, help="decoding processes (default: 0 for a few images, else up to 4)")
     p.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
                    help="auto: the fastest fp32 backend installed (OpenVINO, else ONNX Runtime, else torch); "
                         "-bf16 / -int8 trade exactness for speed")
-    p.add_argument("--calibration", help="images to calibrate an -int8 backend (default: the images being classified)")
+    p.add_argument("--calibration", help="images to calibrate an -int8 backend (default: the first "
+                                         f"{CALIBRATION_IMAGES} images being classified)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="family table + real pretrained Lite0 on real photos")

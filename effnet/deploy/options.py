@@ -8,11 +8,14 @@ from typing import Any
 
 from .export import FORMATS
 
+HUB = "hub"  # a Hugging Face Hub folder in timm's layout (effnet.save_pretrained), not a runtime graph
+CHOICES = (*FORMATS, HUB)  # what `effnet export --format` takes
+
 
 @dataclass(frozen=True)
 class ExportOptions:
     output: str
-    format: str = "onnx"  # one of effnet.deploy.export.FORMATS (detectors: onnx)
+    format: str = "onnx"  # one of CHOICES (detectors: onnx)
     batch: str = "static"  # static or dynamic batch axis (classifiers)
     resolution: int | None = None  # the graph's input size (default: the model's)
     int8: bool = False  # post-training quantization (classifiers), calibrated on ``calibration``
@@ -35,10 +38,10 @@ def add_export_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="model name, config .json, effnet .safetensors or run directory; "
                                                   "a classifier or a detector")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--format", choices=FORMATS, default="onnx",
+    p.add_argument("--format", choices=CHOICES, default="onnx",
                    help="openvino: IR, OUTPUT.xml + OUTPUT.bin; executorch: an XNNPACK .pte at batch 1 for phones and "
-                        "edge boards, with OUTPUT.json (preprocessing, class names) beside it (classifiers; "
-                        "detectors export ONNX)")
+                        "edge boards, with OUTPUT.json (preprocessing, class names) beside it; hub: OUTPUT/ as a "
+                        "Hugging Face Hub folder timm loads (classifiers; detectors export ONNX)")
     p.add_argument("--batch", choices=["static", "dynamic"], default="static")
     p.add_argument("--resolution", type=int, help="the graph's fixed input size (default: the model's)")
     g = p.add_mutually_exclusive_group()

@@ -1,15 +1,40 @@
 """The networks: the paper's tables as data (``config``), layers and MBConv blocks, EfficientNet and its
-feature backbone, the name registry, parameter/MAC accounting and weight files/importers."""
+feature backbone, the name registry, parameter/MAC accounting and weight files/importers.
 
-from .accounting import profile
-from .config import B0_STAGES, VARIANTS, BlockArgs, ModelConfig, compound, round_filters, round_repeats, scale
-from .efficientnet import EfficientNet, EfficientNetFeatures
-from .registry import create_model, list_models, resolve_config
-from .registry import load_any as load
-from .weights import load_weights, save
+Names are imported on first use (PEP 562): ``effnet list`` reads the tables without loading torch.
+"""
 
-__all__ = [
-    "B0_STAGES", "VARIANTS", "BlockArgs", "ModelConfig", "compound", "round_filters", "round_repeats", "scale",
-    "EfficientNet", "EfficientNetFeatures", "create_model", "list_models", "resolve_config", "profile",
-    "save", "load", "load_weights",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **{name: (".config", name) for name in (
+        "B0_STAGES", "VARIANTS", "BlockArgs", "ModelConfig", "compound", "round_filters", "round_repeats", "scale")},
+    "EfficientNet": (".efficientnet", "EfficientNet"),
+    "EfficientNetFeatures": (".efficientnet", "EfficientNetFeatures"),
+    "create_model": (".registry", "create_model"),
+    "resolve_config": (".registry", "resolve_config"),
+    "list_models": (".names", "list_models"),
+    "load": (".registry", "load_any"),
+    "profile": (".accounting", "profile"),
+    "save": (".weights", "save"),
+    "load_weights": (".weights", "load_weights"),
+    "save_pretrained": (".hf", "save_pretrained"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'effnet.models' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(module, __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

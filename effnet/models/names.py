@@ -1,0 +1,59 @@
+"""Model names as users write them: timm's ``architecture.tag`` (``efficientnet_b0.ra_in1k``) and
+``list_models`` with glob patterns (``"efficientnet_b*"``), read from the tables without building anything.
+
+``local-dir:DIR`` and ``hf-hub:ORG/NAME`` name Hugging Face Hub folders (:mod:`effnet.models.hf`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+
+from .config import VARIANTS
+from .pretrained import list_weights
+
+HUB_PREFIXES = ("local-dir:", "hf-hub:")  # timm's spelling of a Hub folder, local or remote
+
+
+def architectures() -> list[str]:
+    """Every buildable name: the classifiers, then the EfficientDet detectors."""
+    from .efficientdet import DETECTOR_VARIANTS  # the detector table lives beside its modules
+
+    return [*VARIANTS, *DETECTOR_VARIANTS]
+
+
+def _matches(name: str, pattern: str) -> bool:
+    # timm's filters are globs; a plain word keeps effnet's substring match (`effnet list b0`)
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern in name
+
+
+def list_models(filter: str = "", pretrained: bool = False, include_tags: bool | None = None) -> list[str]:
+    """Names :func:`effnet.create_model` accepts, classifiers first, as timm's ``list_models``: ``filter`` is a
+    glob (``"efficientnet_b*"``) or a substring; ``pretrained`` keeps the architectures with published
+    weights; ``include_tags`` (default: ``pretrained``) lists each weight set as ``architecture.tag``."""
+    include_tags = pretrained if include_tags is None else include_tags
+    if not (pretrained or include_tags):
+        return [n for n in architectures() if _matches(n, filter)]
+    published = list_weights()
+    if include_tags:
+        names = [e.name for e in published]
+    else:
+        names = list(dict.fromkeys(e.model for e in published))
+    if not pretrained:  # tags of the published sets plus the architectures without any
+        have = {e.model for e in published}
+        names += [n for n in architectures() if n not in have]
+    return [n for n in names if _matches(n, filter) or _matches(n.partition(".")[0], filter)]
+
+
+def split_tag(spec: str | os.PathLike) -> tuple[str, str | None]:
+    """``"efficientnet_b0.ra_in1k"`` -> (``"efficientnet_b0"``, ``"ra_in1k"``); anything else (a plain name, a
+    file such as ``cfg.json``, a Hub folder) comes back unchanged with no tag."""
+    text = str(spec)
+    if text.startswith(HUB_PREFIXES):
+        return text, None
+    model, dot, tag = text.partition(".")
+    if dot and tag and model in architectures():
+        return model, tag
+    return text, None
