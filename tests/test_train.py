@@ -56,6 +56,19 @@ def test_finetune_pretrained_lite0_on_digits_reaches_97(digits, tmp_path):
                               *imgs).stdout)
     right = sum(r["predictions"][0]["label"] == Path(r["path"]).parent.name for r in pred)
     assert len(pred) == 20 and right >= 18
+    # shared where image-model users look: the run as a Hugging Face Hub folder that timm loads, same logits on
+    # the same (real) inputs
+    import timm
+
+    from effnet.data import eval_transform, load_image
+
+    run_cli("export", str(out), "--format", "hub", "-o", str(tmp_path / "hub"))
+    theirs = timm.create_model(f"local-dir:{tmp_path / 'hub'}", pretrained=True).eval()
+    ours = effnet.load(out).eval()
+    x = torch.stack([eval_transform(ours.config)(load_image(p)) for p in imgs])
+    with torch.no_grad():
+        assert (ours(x) - theirs(x)).abs().max() <= 1e-5
+    assert theirs.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
     # the same labelled data through the on-device path: ExecuTorch fp32 and int8 (PT2E, calibrated on DATA/train)
     res = {b: json.loads(run_cli("eval", str(out), str(digits), "--backend", b, "--json", timeout=600).stdout)
            for b in ("torch", "executorch", "executorch-int8")}
