@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..extras import install_hint
 
 
 def require_executorch():
     try:
         from executorch.runtime import Runtime
-    except ImportError as exc:
-        raise UsageError(f"--format/--backend executorch needs ExecuTorch: pip install 'effnet[edge]' ({exc})") from None
+    except ImportError:
+        raise UsageError(f"--format/--backend executorch {install_hint('executorch')}") from None
     return Runtime
 
 

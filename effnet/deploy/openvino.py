@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from ..extras import install_hint
 
 # OpenVINO's CPU plugin runs in bf16 by default on CPUs that have it (AVX512-BF16 / AMX): "fp32" must be
 # asked for explicitly, or an "fp32" model silently computes in bf16 (logits off by ~0.1).
@@ -24,7 +25,7 @@ def require_openvino():
     try:
         import openvino
     except ImportError:
-        raise ExportError("OpenVINO is not installed: pip install 'effnet[openvino]'") from None
+        raise ExportError(f"OpenVINO export and backends {install_hint('openvino')}") from None
     return openvino
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import CheckpointError, UsageError
+from ..extras import install_hint
 from ..files import cache_root
 from .efficientnet import EfficientNet
 from .pretrained import PretrainedWeights, find_weights
@@ -89,7 +90,7 @@ def _download(url: str, dest: Path, entry: PretrainedWeights, progress: bool) ->
     try:
         import httpx  # the 'weights' extra; only downloads need it
     except ImportError:
-        raise UsageError("downloading weights needs httpx: pip install 'effnet[weights]'") from None
+        raise UsageError(f"downloading weights {install_hint('httpx')}") from None
     digest, received = hashlib.sha256(), 0
     timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
     try:
