@@ -30,6 +30,16 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.lstrip(".") and \
+                ((node.value in modules and "." in node.value) or (is_package and node.value.startswith("."))):
+            # a module named in a string is imported lazily (importlib.import_module): the CLI's COMMANDS table,
+            # the facades' _EXPORTS ("effnet.models.config", or ".config" relative to the package)
+            rel = node.value
+            if rel.startswith("."):
+                level = len(rel) - len(rel.lstrip("."))
+                anchor = name.split(".") if is_package else name.split(".")[:-1]
+                rel = ".".join(anchor[: len(anchor) - (level - 1)] + [rel.lstrip(".")])
+            targets = [rel] if rel in modules else []
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 anchor = name.split(".") if is_package else name.split(".")[:-1]

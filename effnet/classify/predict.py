@@ -144,15 +144,15 @@ class ResultFile:
 
     def __init__(self, path: str | os.PathLike, topk: int, resume: bool = False):
         self.path, self.topk = Path(path), topk
-        self.kind = self.path.suffix.lower()
-        if self.kind not in OUTPUT_FORMATS:
+        self.suffix = self.path.suffix.lower()
+        if self.suffix not in OUTPUT_FORMATS:
             raise UsageError(f"--output {path}: expected a .jsonl or .csv file")
         if self.path.exists() and not resume:
             raise UsageError(f"--output {path} exists: --resume continues it (nothing in it is overwritten)")
         self.done = self._read_done() if self.path.exists() else set()
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         self.fh = open(self.path, "a", newline="", encoding="utf-8")
-        self.csv = csv.writer(self.fh) if self.kind == ".csv" else None
+        self.csv = csv.writer(self.fh) if self.suffix == ".csv" else None
         if self.csv and fresh:
             self.csv.writerow(self._header())
             self.fh.flush()
@@ -168,7 +168,7 @@ class ResultFile:
                 fh.truncate(len(complete))
         text = complete.decode("utf-8")
         try:
-            if self.kind == ".csv":
+            if self.suffix == ".csv":
                 rows = list(csv.reader(io.StringIO(text)))
                 return {row[0] for row in rows[1:] if row}
             return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
