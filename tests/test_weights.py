@@ -119,8 +119,8 @@ def test_real_pretrained_lite0_classifies_real_photos(photos):
     results, errors = predict_files(model, [photos["chelsea"], photos["coffee"]], topk=5)
     assert errors == []
     cats = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
-    assert results[0].top[0][0] in cats
-    assert results[1].top[0][0] == "espresso"
+    assert results[0]["predictions"][0]["label"] in cats
+    assert results[1]["predictions"][0]["label"] == "espresso"
 
 
 def test_pretrained_with_new_head_keeps_backbone():
