@@ -136,3 +136,12 @@ def test_protocol_boxes_match_detect(detector_server):
         expected = [{"label": d["index"], "class": d["label"], "score": d["score"], "box": d["box"]}
                     for d in found["detections"]]
         assert_same_detections(got, expected)
+
+
+def test_openapi_fuzzing_of_a_detector(detector_server):
+    from .test_serve import run_schemathesis
+
+    base, proc, log, run, images = detector_server
+    fuzz = run_schemathesis(base, max_examples=15)
+    assert fuzz.returncode == 0 and "passed" in fuzz.stdout, fuzz.stdout[-4000:]
+    assert proc.poll() is None and "Traceback" not in log.read_text()

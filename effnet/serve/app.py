@@ -110,7 +110,8 @@ V2_ERRORS = {status: {**V2_ERROR, "description": text} for status, text in (
     (413, "body over --max-upload-mb, or more images than --max-queue"), (415, "an image that is not an image"),
     (422, "an image over the size limits"))}
 V2_ERRORS[503] = {**BUSY, "model": v2.ProtocolErrorBody}
-FILE = File(..., description="one or more images (JPEG, PNG, WebP, ...): repeat the field for several")
+FILE = File(..., min_length=1, description="one or more images (JPEG, PNG, WebP, ...): repeat the field for "
+                                          "several")
 
 
 def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
@@ -348,7 +349,7 @@ def _add_protocol_routes(app: FastAPI, served: ServedModel, name: str, run_image
                       "schema": {"type": "string", "format": "binary"}}}, "description": "with binary outputs: "
                       "the JSON part, then the tensors (Inference-Header-Content-Length says where)"}},
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": {"$ref": "#/components/schemas/InferRequest"}}}}},
+                  "schema": {"$ref": "#/components/schemas/InferRequest"}, "example": _example_request()}}}},
               summary="run the model on a batch: JSON tensors or the binary tensor data extension")
     async def infer(model: str, request: Request) -> Response:
         check_name(model)
@@ -384,22 +385,39 @@ def _add_protocol_routes(app: FastAPI, served: ServedModel, name: str, run_image
             raise v2.ProtocolError(f"{TENSOR_INPUT} holds no image")
         return await run_inputs([served.tensor_input(row, **options) for row in x])
 
-    _add_openapi_components(app)
+    _complete_openapi(app, name)
 
 
-def _add_openapi_components(app: FastAPI) -> None:
-    """The infer route reads its body itself (JSON or JSON + binary): its request schema is added by hand."""
+def _example_request() -> dict:
+    """An inference request the docs show (and the fuzzer starts from): one small gray PNG, base64 in JSON."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buf, "PNG")
+    return {"inputs": [{"name": IMAGE_INPUT, "shape": [1], "datatype": "BYTES",
+                        "data": [base64.b64encode(buf.getvalue()).decode()]}], "parameters": {"topk": 3}}
+
+
+def _complete_openapi(app: FastAPI, name: str) -> None:
+    """The infer route reads its body itself (JSON or JSON + binary): its request schema is added by hand; the
+    ``{model}`` of the /v2 routes can only be the served model's name."""
     openapi = app.openapi
 
-    def with_request_schema():
+    def completed():
         if app.openapi_schema is None:
             schema = openapi()
             request = v2.InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(request.pop("$defs", {}))
             components["InferRequest"] = request
+            for path, operations in schema["paths"].items():
+                for operation in operations.values() if path.startswith("/v2/models/") else ():
+                    for parameter in operation.get("parameters", []):
+                        if parameter["name"] == "model":
+                            parameter["schema"] = {"type": "string", "enum": [name], "title": "Model"}
         return app.openapi_schema
-    app.openapi = with_request_schema
+    app.openapi = completed
 
 
 def load_served(settings: ServeSettings) -> ServedModel:

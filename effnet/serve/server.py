@@ -82,7 +82,7 @@ def serve(settings: ServeSettings, served: ServedModel | None = None) -> None:
                   timeout_keep_alive=settings.idle_timeout,
                   # a backstop for connections (idle ones included) far above the request limit, which
                   # answers 503 with Retry-After itself
-                  limit_concurrency=4 * settings.concurrency_limit + 64)
+                  limit_concurrency=max(1000, 4 * settings.concurrency_limit))
     with _graceful_signals():
         if settings.workers > 1:
             del served
