@@ -58,8 +58,9 @@ def add_commands(sub) -> None:
     p.add_argument("--name", help="the model's name in the Open Inference Protocol routes (/v2/models/NAME; "
                                    "default: the model's own name, e.g. efficientnet_lite0)")
     g = p.add_argument_group("limits (admission control)")
-    g.add_argument("--max-queue", type=int, help="images waiting for inference beyond which requests get 503 "
-                                                 "with Retry-After (default: 4 x --max-batch x inference threads)")
+    g.add_argument("--max-queue", type=int,
+                   help="images waiting for inference beyond which requests get 503 with Retry-After "
+                        "(default: 4 x max(--max-batch, 4) x inference threads)")
     g.add_argument("--max-concurrency", type=int,
                    help="inference requests in progress at once (reading, decoding, waiting); more get 503 with "
                         "Retry-After before their body is read (default: 2 x the queue)")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 
-from .batching import DynamicBatcher
+from .batching import DynamicBatcher, QueueFull
 
 
 class BodySizeLimit:
@@ -93,7 +93,7 @@ class Gate:
                     f"{self.max_concurrency} (--max-concurrency); retry later")
         try:
             self.batcher.check_room(1)
-        except Exception as exc:  # QueueFull
+        except QueueFull as exc:
             return str(exc)
         return None
 

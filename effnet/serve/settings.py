@@ -58,9 +58,10 @@ class ServeSettings:
 
     @property
     def queue_limit(self) -> int:
-        """Default: four full batches per inference thread waiting (at most a few batch times of latency
-        added by queueing; anything beyond is better told to come back than kept waiting)."""
-        return self.max_queue or 4 * self.max_batch * self.inference_threads
+        """Default: four full batches (of at least 4 images, so that an unbatched server still takes a burst)
+        per inference thread: a few batch times of queueing at most; beyond, a client is better told to come
+        back (503, Retry-After) than kept waiting."""
+        return self.max_queue or 4 * max(self.max_batch, 4) * self.inference_threads
 
     @property
     def concurrency_limit(self) -> int:
