@@ -153,14 +153,16 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
     def prepare(data: bytes, options: dict):
         return served.preprocess(decode_upload(data, settings.max_pixels, served.refuse_size), **options)
 
+    def check_count(count: int) -> None:
+        if not count:
+            raise ImageRejected(400, "no image in the request")
+        if count > settings.queue_limit:  # could never be queued
+            raise ImageRejected(413, f"{count} images in one request; at most {settings.queue_limit} (--max-queue)")
+        batcher.check_room(count)  # before any decoding: a full queue refuses at once
+
     async def run_images(images: list[bytes], names: list[str | None], options: dict) -> list:
         """Each image decoded on a thread, then all of them queued for the batcher together; in order."""
-        if not images:
-            raise ImageRejected(400, "no image in the request")
-        if len(images) > settings.queue_limit:
-            raise ImageRejected(413, f"{len(images)} images in one request; at most {settings.queue_limit} "
-                                     "(--max-queue)")
-        batcher.check_room(len(images))  # before decoding: a full queue refuses at once
+        check_count(len(images))
         loop = asyncio.get_running_loop()
 
         async def one(i: int, data: bytes):
@@ -175,9 +177,7 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
 
     async def run_inputs(inputs: list) -> list:
         """Already preprocessed inputs (the protocol's FP32 tensor), queued together; in order."""
-        if len(inputs) > settings.queue_limit:
-            raise ImageRejected(413, f"{len(inputs)} images in one request; at most {settings.queue_limit} "
-                                     "(--max-queue)")
+        check_count(len(inputs))
         return await batcher.submit_all(inputs)
 
     async def answer_uploads(files: list[UploadFile], **options) -> JSONResponse:
@@ -335,7 +335,7 @@ def _add_protocol_routes(app: FastAPI, served: ServedModel, name: str, run_image
                      f"images) or `{TENSOR_INPUT}` (FP32, preprocessed images)")
     async def model_metadata(model: str) -> dict:
         check_name(model)
-        return {"name": name, "versions": ["1"], "platform": f"effnet_{served.kind}_{served.backend}",
+        return {"name": name, "versions": ["1"], "platform": f"effnet_{served.kind}",
                 "inputs": [i.model_dump() for i in inputs], "outputs": [o.model_dump() for o in outputs]}
 
     @app.get("/v2/models/{model}/ready", response_model=v2.ModelReady, responses={404: V2_ERRORS[404]},
@@ -381,8 +381,6 @@ def _add_protocol_routes(app: FastAPI, served: ServedModel, name: str, run_image
         if not np.all(np.abs(tensor.value) <= MAX_ABS_INPUT):  # also false for NaN
             raise v2.ProtocolError(f"{TENSOR_INPUT} must be finite normalised values within +-{MAX_ABS_INPUT:g}")
         x = torch.from_numpy(np.array(tensor.value, dtype=np.float32))
-        if len(x) == 0:
-            raise v2.ProtocolError(f"{TENSOR_INPUT} holds no image")
         return await run_inputs([served.tensor_input(row, **options) for row in x])
 
     _complete_openapi(app, name)
