@@ -122,6 +122,8 @@ def test_300_concurrent_clients_get_200_or_503(limited, photos):
     metrics = httpx.get(f"{base}/metrics").text
     assert f'effnet_refused_requests_total{{reason="overloaded"}} {len(busy)}.0' in metrics
     assert 'effnet_requests_total{route="/predict",status="503"}' in metrics and "effnet_batch_size_bucket" in metrics
+    assert 'effnet_request_seconds_bucket{le="+Inf",route="/predict"}' in metrics
+    assert "effnet_queue_depth 0.0" in metrics and "effnet_requests_in_flight 0.0" in metrics  # all answered
     assert "Traceback" not in log_path.read_text()
 
 

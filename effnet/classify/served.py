@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data import eval_transform
 from ..deploy.engines import Engines, build_engines
+from ..errors import UsageError
 from ..models.imagenet import class_names_for
 from ..results import classification
 
@@ -70,7 +71,14 @@ class Classifier:
         values, indices = probs.topk(min(topk, len(self.labels)))
         return classification(indices.tolist(), values.tolist(), self.labels, path=path)
 
-    # ---- the Open Inference Protocol's outputs (effnet.serve.protocol)
+    # ---- the Open Inference Protocol (effnet.serve.protocol): its request parameters and outputs
+    def options_from(self, parameters: dict) -> dict:
+        """``topk`` (1..1000, default 5) from a request's parameters; UsageError naming it otherwise."""
+        topk = parameters.get("topk", 5)
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= 1000:
+            raise UsageError(f"topk must be an integer in 1..1000, got {topk!r}")
+        return {"topk": topk}
+
     def output_metadata(self) -> list[tuple[str, str, list[int]]]:
         n = len(self.labels)
         return [("probabilities", "FP32", [-1, n]), ("top_labels", "BYTES", [-1, -1]),

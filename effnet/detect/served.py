@@ -82,7 +82,14 @@ class Detector:
         return detection(found["boxes"], found["scores"], found["labels"], self.labels, found["width"],
                          found["height"], path=path)
 
-    # ---- the Open Inference Protocol's outputs (effnet.serve.protocol)
+    # ---- the Open Inference Protocol (effnet.serve.protocol): its request parameters and outputs
+    def options_from(self, parameters: dict) -> dict:
+        """``score_threshold`` (0..1, default 0.3) from a request's parameters; UsageError naming it otherwise."""
+        threshold = parameters.get("score_threshold", 0.3)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise UsageError(f"score_threshold must be a number in 0..1, got {threshold!r}")
+        return {"score_threshold": float(threshold)}
+
     def output_metadata(self) -> list[tuple[str, str, list[int]]]:
         return [("boxes", "FP32", [-1, -1, 4]), ("scores", "FP32", [-1, -1]), ("labels", "BYTES", [-1, -1]),
                 ("indices", "INT64", [-1, -1]), ("num_detections", "INT32", [-1])]

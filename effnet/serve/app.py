@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from . import protocol as v2
+from ..errors import UsageError
 from .batching import DynamicBatcher, QueueFull
 from .decode import ImageRejected, decode_upload
 from .limits import Admission, BodySizeLimit, Gate, error_key
@@ -291,16 +292,11 @@ def _add_wrong_kind_routes(app: FastAPI, served: ServedModel) -> None:
 # ------------------------------------------------------------------ the Open Inference Protocol (KServe v2)
 
 def _options(served: ServedModel, parameters: dict) -> dict:
-    """The request's ``parameters`` this model reads: ``topk`` (classifier) or ``score_threshold`` (detector)."""
-    if served.kind == "classify":
-        topk = parameters.get("topk", 5)
-        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= 1000:
-            raise v2.ProtocolError(f"parameters.topk must be an integer in 1..1000, got {topk!r}")
-        return {"topk": topk}
-    threshold = parameters.get("score_threshold", 0.3)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise v2.ProtocolError(f"parameters.score_threshold must be a number in 0..1, got {threshold!r}")
-    return {"score_threshold": float(threshold)}
+    """The request's ``parameters`` this model reads (its own ``options_from``), or a 400."""
+    try:
+        return served.options_from(parameters)
+    except UsageError as exc:
+        raise v2.ProtocolError(f"parameters.{exc}") from None
 
 
 def _add_protocol_routes(app: FastAPI, served: ServedModel, name: str, run_images, run_inputs) -> None:
