@@ -17,15 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from .conftest import randomize_bn
 from .test_serve import httpx, post_image, running_server
 
-from effnet.models.config import ModelConfig  # noqa: E402
-from effnet.models.efficientnet import EfficientNet  # noqa: E402
-from effnet.models.weights import save  # noqa: E402
+from effnet.models.config import ModelConfig
+from effnet.models.efficientnet import EfficientNet
+from effnet.models.weights import save
 
 
 @pytest.fixture(scope="module")
