@@ -389,20 +389,21 @@ def test_protocol_errors_are_4xx_json(tiny_server, images):
     assert proc.poll() is None and "Traceback" not in log_path.read_text()
 
 
-def run_schemathesis(base: str, max_examples: int = 30, timeout: int = 180) -> subprocess.CompletedProcess:
+def run_schemathesis(base: str, cwd: Path, max_examples: int = 30, timeout: int = 180) -> subprocess.CompletedProcess:
     """Schemathesis (its CLI) against the server's /openapi.json: every check but positive_data_acceptance (a
     schema-valid body of random bytes is still not an image, and a schema cannot say a tensor's data must
-    match its shape), with a fixed seed and a bounded number of examples per operation."""
+    match its shape), with a fixed seed and a bounded number of examples per operation. It runs in ``cwd``
+    (it keeps a cache folder there)."""
     pytest.importorskip("schemathesis", reason="schemathesis (test extra) is not installed")
     return subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json", "--checks", "all",
                            "--exclude-checks", "positive_data_acceptance", "--max-examples", str(max_examples),
                            "--seed", "22", "--no-color", "--request-timeout", "30"],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
-def test_openapi_fuzzing_finds_no_server_error_or_schema_violation(tiny_server):
+def test_openapi_fuzzing_finds_no_server_error_or_schema_violation(tiny_server, tmp_path):
     base, proc, log_path = tiny_server
-    run = run_schemathesis(base)
+    run = run_schemathesis(base, tmp_path)
     assert run.returncode == 0 and "passed" in run.stdout, run.stdout[-4000:]
     assert "9 selected" in run.stdout  # every documented operation was fuzzed
     assert proc.poll() is None and "Traceback" not in log_path.read_text()

@@ -138,10 +138,10 @@ def test_protocol_boxes_match_detect(detector_server):
         assert_same_detections(got, expected)
 
 
-def test_openapi_fuzzing_of_a_detector(detector_server):
+def test_openapi_fuzzing_of_a_detector(detector_server, tmp_path):
     from .test_serve import run_schemathesis
 
     base, proc, log, run, images = detector_server
-    fuzz = run_schemathesis(base, max_examples=15)
+    fuzz = run_schemathesis(base, tmp_path, max_examples=15)
     assert fuzz.returncode == 0 and "passed" in fuzz.stdout, fuzz.stdout[-4000:]
     assert proc.poll() is None and "Traceback" not in log.read_text()
