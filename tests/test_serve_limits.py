@@ -41,10 +41,11 @@ def tiny64(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def limited(tiny64, tmp_path_factory):
-    """Short timeouts, a queue of 8 images, at most 32 requests in progress, batches of 4."""
+    """Short timeouts, a queue of 8 images, at most 32 requests in progress, batches of 4; named "hostile" in the
+    Open Inference Protocol's routes."""
     with running_server(tmp_path_factory.mktemp("limited"), "--model", str(tiny64), "--backend", "torch",
                         "--max-batch", "4", "--max-queue", "8", "--max-concurrency", "32", "--body-timeout", "1",
-                        "--idle-timeout", "1", "--no-access-log") as server:
+                        "--idle-timeout", "1", "--no-access-log", "--name", "hostile") as server:
         yield server
 
 
@@ -69,6 +70,8 @@ def png(image: Image.Image) -> bytes:
 def test_costly_images_are_refused_fast_before_decoding(limited, photos):
     base, proc, log_path = limited
     assert post_image(base, photos["chelsea"].read_bytes()).status_code == 200  # warm: the model ran once
+    assert httpx.get(f"{base}/v2/models/hostile").json()["inputs"][1]["shape"] == [-1, 3, 64, 64]  # --name
+    assert httpx.get(f"{base}/v2/models/tiny64").status_code == 404
     hostile = {
         "20000x4 strip": (png(Image.new("L", (20000, 4))), "aspect ratio above 16:1"),
         "8x100000 strip": (png(Image.new("L", (8, 100000))), "aspect ratio above 16:1"),
