@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import signal
 import socket
 import subprocess
@@ -73,7 +74,9 @@ def running_server(tmp_path: Path, *args: str, ready_timeout: float = 240):
 
 
 def assert_same_answer(answer: dict, expected: list[tuple[str, float]]) -> None:
-    """Server top-k == in-process top-k: same classes, probabilities within float noise (batching, backend)."""
+    """Server top-k == in-process top-k: same classes, probabilities within float noise (batching, backend).
+    ``answer``: one result, or a response of one image."""
+    answer = answer["results"][0] if "results" in answer else answer
     got = {p["label"]: p["score"] for p in answer["predictions"]}
     assert set(got) == {name for name, _ in expected}, (answer, expected)
     for name, prob in expected:
@@ -138,11 +141,22 @@ def test_health_docs_and_predict_match_in_process(tiny_server, tiny_file, images
     for path, exp in zip(images, expected):
         answer = post_image(base, path.read_bytes(), path.name).json()
         assert answer["model"] == "tiny_serve" and answer["ms"] > 0
-        assert [p["index"] for p in answer["predictions"]] == [
-            ("ant", "bee", "cat", "dog", "eel").index(p["label"]) for p in answer["predictions"]]
-        assert_same_answer(answer, exp.top)
-    top2 = post_image(base, images[0].read_bytes(), topk=2).json()["predictions"]
+        (result,) = answer["results"]
+        assert result["path"] == path.name  # effnet.results.classification's schema
+        assert [p["index"] for p in result["predictions"]] == [
+            ("ant", "bee", "cat", "dog", "eel").index(p["label"]) for p in result["predictions"]]
+        assert_same_answer(result, exp.top)
+    top2 = post_image(base, images[0].read_bytes(), topk=2).json()["results"][0]["predictions"]
     assert [p["label"] for p in top2] == [name for name, _ in expected[0].top[:2]]
+    # several `file` parts (those that fit in the 1 MB limit together): each answered, in the order sent
+    small = [i for i, p in enumerate(images) if p.stat().st_size < 150_000]
+    assert len(small) >= 3
+    several = httpx.post(f"{base}/predict", files=[("file", (images[i].name, images[i].read_bytes()))
+                                                   for i in small], timeout=60)
+    assert several.status_code == 200, several.text
+    assert [r["path"] for r in several.json()["results"]] == [images[i].name for i in small]
+    for result, i in zip(several.json()["results"], small):
+        assert_same_answer(result, expected[i].top)
 
 
 def _bomb_png() -> bytes:
@@ -261,6 +275,135 @@ def test_pretrained_lite0_says_chelsea_is_a_cat(lite0_server, photos):
     base, _, _ = lite0_server
     answer = post_image(base, photos["chelsea"].read_bytes(), "chelsea.png").json()
     assert answer["model"] == "efficientnet_lite0"
-    assert answer["predictions"][0]["label"] in CATS, answer
+    assert answer["results"][0]["predictions"][0]["label"] in CATS, answer
     expected, _ = predict_files(create_model("efficientnet_lite0", pretrained=True), [photos["chelsea"]])
     assert_same_answer(answer, expected[0].top)
+
+
+# ------------------------------------------------------------------ the Open Inference Protocol (KServe v2)
+
+def _text(values) -> list[str]:
+    """BYTES elements as tritonclient / kserve hand them back (bytes when binary, str from JSON)."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def test_tritonclient_and_kserve_agree_with_predict_on_real_photos(lite0_server, photos):
+    """tritonclient.http with its defaults (binary data both ways), with binary data off (JSON tensors: base64
+    images), and KServe's InferenceRESTClient get the top-1 /predict gives, for real photos."""
+    import base64
+
+    triton = pytest.importorskip("tritonclient.http", reason="tritonclient[http] (test extra) is not installed")
+    kserve = pytest.importorskip("kserve", reason="kserve (test extra) is not installed")
+    base, _, log_path = lite0_server
+    paths = [photos[n] for n in ("chelsea", "coffee", "astronaut")]
+    predicted = httpx.post(f"{base}/predict", files=[("file", (p.name, p.read_bytes())) for p in paths],
+                           timeout=60).json()["results"]
+    top1 = [r["predictions"][0] for r in predicted]
+    assert top1[0]["label"] in CATS
+
+    client = triton.InferenceServerClient(base.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("efficientnet_lite0")
+    meta = client.get_model_metadata("efficientnet_lite0")
+    assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {"image_bytes": "BYTES", "pixel_values": "FP32"}
+    assert meta["inputs"][1]["shape"] == [-1, 3, 224, 224]
+    for binary in (True, False):
+        images = triton.InferInput("image_bytes", [len(paths)], "BYTES")
+        data = [p.read_bytes() if binary else base64.b64encode(p.read_bytes()) for p in paths]
+        images.set_data_from_numpy(np.array(data, dtype=object), binary_data=binary)
+        outputs = None if binary else [triton.InferRequestedOutput(n, binary_data=False) for n in (
+            "probabilities", "top_labels", "top_indices", "top_scores")]
+        result = client.infer("efficientnet_lite0", [images], outputs=outputs, parameters={"topk": 3})
+        wire = result.get_response()["outputs"]
+        assert all(("binary_data_size" in o.get("parameters", {})) == binary for o in wire)
+        assert ("data" in wire[0]) != binary
+        assert _text(result.as_numpy("top_labels")[:, 0]) == [t["label"] for t in top1]
+        assert result.as_numpy("top_indices").shape == (3, 3)
+        assert list(result.as_numpy("probabilities").argmax(1)) == [t["index"] for t in top1]
+        np.testing.assert_allclose(result.as_numpy("top_scores")[:, 0], [t["score"] for t in top1], atol=1e-4)
+    # an already preprocessed tensor (effnet's own eval transform, in this process) gives the same classes
+    from effnet.data import eval_transform, load_image
+    from effnet.models.registry import create_model
+
+    transform = eval_transform(create_model("efficientnet_lite0").config)
+    x = torch.stack([transform(load_image(p)) for p in paths]).numpy()
+    tensor = triton.InferInput("pixel_values", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("efficientnet_lite0", [tensor])
+    assert list(result.as_numpy("top_indices")[:, 0]) == [t["index"] for t in top1]
+    with pytest.raises(triton.InferenceServerException, match="unknown model"):
+        client.infer("resnet50", [tensor])
+    client.close()
+
+    async def with_kserve():
+        rest = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", timeout=60))
+        assert await rest.is_server_live(base) and await rest.is_model_ready(base, "efficientnet_lite0")
+        images = kserve.InferInput("image_bytes", [len(paths)], "BYTES")
+        images.set_data_from_numpy(np.array([p.read_bytes() for p in paths], dtype=object), binary_data=True)
+        by_bytes = await rest.infer(base, kserve.InferRequest("efficientnet_lite0", [images]),
+                                    model_name="efficientnet_lite0")
+        as_json = kserve.InferInput("pixel_values", list(x.shape), "FP32", data=x.reshape(-1).tolist())
+        by_json = await rest.infer(base, kserve.InferRequest("efficientnet_lite0", [as_json]),
+                                   model_name="efficientnet_lite0")
+        await rest.close()
+        return by_bytes, by_json
+
+    by_bytes, by_json = asyncio.run(with_kserve())
+    for response in (by_bytes, by_json):
+        outputs = {o.name: o.as_numpy() for o in response.outputs}
+        assert _text(outputs["top_labels"][:, 0]) == [t["label"] for t in top1]
+        np.testing.assert_allclose(outputs["top_scores"][:, 0], [t["score"] for t in top1], atol=1e-4)
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_protocol_errors_are_4xx_json(tiny_server, images):
+    base, proc, log_path = tiny_server
+    infer = f"{base}/v2/models/tiny_serve/infer"
+    good = {"name": "pixel_values", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}
+    head = json.dumps({"inputs": [{**good, "data": None, "parameters": {"binary_data_size": 12288}}]}).encode()
+    cases = {
+        "unknown model": (httpx.post(f"{base}/v2/models/other/infer", json={"inputs": [good]}), 404, "unknown model"),
+        "metadata of an unknown model": (httpx.get(f"{base}/v2/models/other"), 404, "unknown model"),
+        "not JSON": (httpx.post(infer, content=b"\x00\x01 not json"), 400, "invalid inference request"),
+        "no inputs": (httpx.post(infer, json={"inputs": []}), 400, "inputs"),
+        "wrong input": (httpx.post(infer, json={"inputs": [{**good, "name": "x"}]}), 400, "exactly one input"),
+        "shape vs data": (httpx.post(infer, json={"inputs": [{**good, "shape": [2, 3, 32, 32]}]}), 400, "elements"),
+        "wrong image size": (httpx.post(infer, json={"inputs": [{**good, "shape": [3, 1, 32, 32]}]}), 400, "shape"),
+        "NaN": (httpx.post(infer, content=b'{"inputs": [{"name": "pixel_values", "shape": [1, 3, 32, 32], '
+                           b'"datatype": "FP32", "data": [NaN' + b", 0" * 3071 + b"]}]}"), 400, "finite"),
+        "not base64": (httpx.post(infer, json={"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
+                                                           "data": ["%%%"]}]}), 400, "base64"),
+        "not an image": (httpx.post(infer, json={"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
+                                                             "data": ["aGVsbG8="]}]}), 415, "not an image"),
+        "binary past the end": (httpx.post(infer, content=head + b"\x00" * 100, headers={
+            "Inference-Header-Content-Length": str(len(head))}), 400, "past"),
+        "bad topk": (httpx.post(infer, json={"inputs": [good], "parameters": {"topk": 0}}), 400, "topk"),
+        "unknown output": (httpx.post(infer, json={"inputs": [good], "outputs": [{"name": "logits"}]}), 400,
+                           "unknown output"),
+    }
+    for what, (response, status, words) in cases.items():
+        assert response.status_code == status, (what, response.text)
+        assert response.headers["content-type"] == "application/json", what
+        assert words in response.json()["error"], (what, response.text)
+    ok = httpx.post(infer, json={"inputs": [good], "outputs": [{"name": "top_labels"}], "parameters": {"topk": 2}})
+    assert ok.status_code == 200 and ok.json()["outputs"][0]["shape"] == [1, 2]
+    assert proc.poll() is None and "Traceback" not in log_path.read_text()
+
+
+def run_schemathesis(base: str, cwd: Path, max_examples: int = 30, timeout: int = 180) -> subprocess.CompletedProcess:
+    """Schemathesis (its CLI) against the server's /openapi.json: every check but positive_data_acceptance (a
+    schema-valid body of random bytes is still not an image, and a schema cannot say a tensor's data must
+    match its shape), with a fixed seed and a bounded number of examples per operation. It runs in ``cwd``
+    (it keeps a cache folder there)."""
+    pytest.importorskip("schemathesis", reason="schemathesis (test extra) is not installed")
+    return subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json", "--checks", "all",
+                           "--exclude-checks", "positive_data_acceptance", "--max-examples", str(max_examples),
+                           "--seed", "22", "--no-color", "--request-timeout", "30"],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def test_openapi_fuzzing_finds_no_server_error_or_schema_violation(tiny_server, tmp_path):
+    base, proc, log_path = tiny_server
+    run = run_schemathesis(base, tmp_path)
+    assert run.returncode == 0 and "passed" in run.stdout, run.stdout[-4000:]
+    assert "9 selected" in run.stdout  # every documented operation was fuzzed
+    assert proc.poll() is None and "Traceback" not in log_path.read_text()

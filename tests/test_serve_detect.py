@@ -27,11 +27,13 @@ def detector_server(tmp_path_factory):
 
 
 def assert_same_detections(got: list[dict], expected: list[dict], top: int = 5) -> None:
-    """The in-process top ``top`` boxes are among the server's best (near-equal scores may swap places)."""
+    """The in-process top ``top`` boxes are among the server's best (near-equal scores may swap places).
+    ``got`` is in effnet's result schema (label: class name, index), ``expected`` is ``predict_files``' (label:
+    index, class: name)."""
     assert got and abs(len(got) - len(expected)) <= 2, (len(got), len(expected))  # NMS ties at the edge
     best = sorted(got, key=lambda d: -d["score"])[:top + 3]
     for e in sorted(expected, key=lambda d: -d["score"])[:top]:
-        assert any(g["label"] == e["label"] and g["class"] == e["class"] and g["score"] == pytest.approx(
+        assert any(g["index"] == e["label"] and g["label"] == e["class"] and g["score"] == pytest.approx(
             e["score"], abs=1e-3) and g["box"] == pytest.approx(e["box"], abs=0.05) for g in best), (e, best)
 
 
@@ -54,12 +56,13 @@ def test_detect_answers_boxes_like_detect_predict_batched(detector_server):
         assert response.status_code == 200, response.text
         answer = response.json()
         assert answer["model"] == "efficientdet_lite0" and answer["ms"] > 0
-        assert (answer["width"], answer["height"]) == (exp["width"], exp["height"])
-        assert all(set(d) == {"box", "score", "label", "class"} for d in answer["detections"])
-        assert_same_detections(answer["detections"], exp["detections"])
+        (result,) = answer["results"]
+        assert (result["width"], result["height"]) == (exp["width"], exp["height"])
+        assert all(set(d) == {"label", "index", "score", "box"} for d in result["detections"])
+        assert_same_detections(result["detections"], exp["detections"])
     assert httpx.get(f"{base}/health").json()["stats"]["largest_batch"] > 1
     default = httpx.post(f"{base}/detect", files={"file": ("a.jpg", images[0].read_bytes())}).json()
-    assert all(d["score"] > 0.3 for d in default["detections"])  # the default threshold is 0.3
+    assert all(d["score"] > 0.3 for d in default["results"][0]["detections"])  # the default threshold is 0.3
 
 
 def test_detector_refuses_predict_and_bad_inputs_with_4xx_json(detector_server):
@@ -104,3 +107,41 @@ def test_page_draws_boxes_for_a_detector(browser, detector_server):  # noqa: F81
     assert img["width"] > 50 and abs(img["x"] - canvas["x"]) < 1 and abs(img["width"] - canvas["width"]) < 1
     assert not outside, f"the page fetched from outside the server: {outside}"
     page.close()
+
+
+def test_protocol_boxes_match_detect(detector_server):
+    """tritonclient.http (defaults: binary data) on /v2/models/efficientdet_lite0/infer: the boxes, scores and
+    classes /detect gives for the same images."""
+    triton = pytest.importorskip("tritonclient.http", reason="tritonclient[http] (test extra) is not installed")
+    import numpy as np
+
+    base, proc, log, run, images = detector_server
+    images = images[:3]
+    detected = httpx.post(f"{base}/detect", params={"score_threshold": THRESHOLD}, timeout=60,
+                          files=[("file", (p.name, p.read_bytes())) for p in images]).json()["results"]
+    client = triton.InferenceServerClient(base.removeprefix("http://"))
+    meta = client.get_model_metadata("efficientdet_lite0")
+    assert [o["name"] for o in meta["outputs"]] == ["boxes", "scores", "labels", "indices", "num_detections"]
+    inp = triton.InferInput("image_bytes", [len(images)], "BYTES")
+    inp.set_data_from_numpy(np.array([p.read_bytes() for p in images], dtype=object))
+    result = client.infer("efficientdet_lite0", [inp], parameters={"score_threshold": THRESHOLD})
+    boxes, scores, counts = (result.as_numpy(n) for n in ("boxes", "scores", "num_detections"))
+    labels, indices = result.as_numpy("labels"), result.as_numpy("indices")
+    client.close()
+    for row, found in enumerate(detected):
+        n = int(counts[row])
+        assert (indices[row, n:] == -1).all() and (scores[row, n:] == 0).all()  # padding past the real boxes
+        got = [{"label": labels[row, k].decode(), "index": int(indices[row, k]), "score": float(scores[row, k]),
+                "box": boxes[row, k].tolist()} for k in range(n)]
+        expected = [{"label": d["index"], "class": d["label"], "score": d["score"], "box": d["box"]}
+                    for d in found["detections"]]
+        assert_same_detections(got, expected)
+
+
+def test_openapi_fuzzing_of_a_detector(detector_server, tmp_path):
+    from .test_serve import run_schemathesis
+
+    base, proc, log, run, images = detector_server
+    fuzz = run_schemathesis(base, tmp_path, max_examples=15)
+    assert fuzz.returncode == 0 and "passed" in fuzz.stdout, fuzz.stdout[-4000:]
+    assert proc.poll() is None and "Traceback" not in log.read_text()

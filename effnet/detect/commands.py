@@ -13,6 +13,7 @@ from ..data.coco import read_coco_split
 from ..deploy.options import add_export_arguments, export_options
 from ..errors import DataError, UsageError
 from ..files import atomic_write
+from ..results import detection
 from ..models.registry import load_model
 from ..tasks import export
 from ..train.allocator import use_tcmalloc
@@ -79,6 +80,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_result(pred: dict) -> dict:
+    """One image's detections in effnet's one JSON result schema (:func:`effnet.results.detection`), with the
+    ``drawn`` PNG's path when one was written."""
+    dets = pred["detections"]
+    out = detection([d["box"] for d in dets], [d["score"] for d in dets], [d["label"] for d in dets],
+                    {d["label"]: d["class"] for d in dets}, pred["width"], pred["height"], path=pred["file"])
+    return {**out, "drawn": pred["drawn"]} if "drawn" in pred else out
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     model = load_for_inference(args.run_or_model, args.ema, args.weights)
     preds = predict_files(model, args.images, args.score_threshold, args.resolution)
@@ -90,10 +100,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             target = out / (Path(pred["file"]).stem + ".png")
             atomic_write(target, lambda tmp, image=drawn: image.save(tmp, format="PNG"))
             pred["drawn"] = str(target)
-        text = json.dumps(preds, indent=1)
+        text = json.dumps([_as_result(p) for p in preds], indent=1)
         atomic_write(out / "predictions.json", lambda tmp: Path(tmp).write_text(text))
     if args.json:
-        print(json.dumps(preds))
+        print(json.dumps([_as_result(p) for p in preds]))
         return 0
     for pred in preds:
         found = ", ".join(f"{d['class']} {d['score']:.2f} at {[round(v) for v in d['box']]}"

@@ -1,11 +1,13 @@
-"""A detector behind ``effnet serve`` (``POST /detect``): the :class:`~effnet.deploy.engines.ServedModel` of the
-detect task, giving exactly the boxes ``effnet detect predict`` gives."""
+"""A detector behind ``effnet serve`` (``POST /detect``, and ``/v2/models/{name}/infer`` of the Open Inference
+Protocol): the :class:`~effnet.deploy.engines.ServedModel` of the detect task, giving exactly the boxes
+``effnet detect predict`` gives."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -13,6 +15,7 @@ from torch import nn
 from ..data.coco import detection_eval_image
 from ..deploy.engines import Engines
 from ..errors import UsageError
+from ..results import detection
 from .boxes import anchors_for, flatten_outputs, postprocess
 
 
@@ -44,9 +47,22 @@ class Detector:
         res = self.config.resolution
         self.anchors = anchors_for(self.config, res, res)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One letterboxed image (the protocol's FP32 input)."""
+        return 3, self.config.resolution, self.config.resolution
+
+    def refuse_size(self, width: int, height: int) -> str | None:
+        """Letterboxing only ever shrinks to the model's size: whatever --max-megapixels lets through is fine."""
+        return None
+
     def preprocess(self, image: Image.Image, score_threshold: float = 0.3, **options: Any) -> DetectInput:
         x, scale = detection_eval_image(image, self.config.mean, self.config.std, self.config.resolution)
         return DetectInput(x, scale, image.width, image.height, score_threshold)
+
+    def tensor_input(self, x: torch.Tensor, score_threshold: float = 0.3, **options: Any) -> DetectInput:
+        """An already letterboxed, normalised image: boxes come back in its own pixels."""
+        return DetectInput(x, 1.0, x.shape[-1], x.shape[-2], score_threshold)
 
     @torch.inference_mode()
     def run_batch(self, inputs: list[DetectInput]) -> list[dict]:
@@ -62,10 +78,36 @@ class Detector:
                             scores=det.scores.tolist(), labels=det.labels.tolist()))
         return out
 
-    def answer(self, found: dict, **options: Any) -> dict:
-        return {"width": found["width"], "height": found["height"], "detections": [
-            {"box": [round(v, 2) for v in b], "score": round(s, 4), "label": int(lab), "class": self.labels[lab]}
-            for b, s, lab in zip(found["boxes"], found["scores"], found["labels"])]}
+    def answer(self, found: dict, path: str | None = None, **options: Any) -> dict:
+        return detection(found["boxes"], found["scores"], found["labels"], self.labels, found["width"],
+                         found["height"], path=path)
+
+    # ---- the Open Inference Protocol (effnet.serve.protocol): its request parameters and outputs
+    def options_from(self, parameters: dict) -> dict:
+        """``score_threshold`` (0..1, default 0.3) from a request's parameters; UsageError naming it otherwise."""
+        threshold = parameters.get("score_threshold", 0.3)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise UsageError(f"score_threshold must be a number in 0..1, got {threshold!r}")
+        return {"score_threshold": float(threshold)}
+
+    def output_metadata(self) -> list[tuple[str, str, list[int]]]:
+        return [("boxes", "FP32", [-1, -1, 4]), ("scores", "FP32", [-1, -1]), ("labels", "BYTES", [-1, -1]),
+                ("indices", "INT64", [-1, -1]), ("num_detections", "INT32", [-1])]
+
+    def output_tensors(self, outputs: list[dict], **options: Any) -> dict[str, np.ndarray]:
+        """Each image's boxes (x1, y1, x2, y2 in its pixels), scores, class names and indices, padded to the
+        most boxes any image of the request has (padding: zeros, "" and index -1); ``num_detections`` says
+        how many of each row are real."""
+        n, most = len(outputs), max((len(o["scores"]) for o in outputs), default=0)
+        boxes, scores = np.zeros((n, most, 4), np.float32), np.zeros((n, most), np.float32)
+        labels, indices = np.full((n, most), b"", dtype=object), np.full((n, most), -1, np.int64)
+        for row, found in enumerate(outputs):
+            k = len(found["scores"])
+            if k:
+                boxes[row, :k], scores[row, :k], indices[row, :k] = found["boxes"], found["scores"], found["labels"]
+                labels[row, :k] = [self.labels[i].encode() for i in found["labels"]]
+        counts = np.array([len(o["scores"]) for o in outputs], np.int32)
+        return {"boxes": boxes, "scores": scores, "labels": labels, "indices": indices, "num_detections": counts}
 
 
 def served_detector(model: nn.Module, backend: str = "auto", calibration: str | None = None, copies: int = 1,

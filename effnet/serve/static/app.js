@@ -1,5 +1,7 @@
 // The page: pick or drop an image, POST it to the model's endpoint, draw the answer.
 // One renderer per model kind (what /health reports): bars for a classifier, boxes over the image for a detector.
+// The endpoint answers {model, ms, results: [one result per image]} in effnet's one result schema
+// (effnet/results.py): label = class name, index = the model's class index.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -54,10 +56,10 @@ function drawBoxes(answer) {
   ctx.textBaseline = "top";
   for (const d of answer.detections) {
     const [x1, y1, x2, y2] = d.box;
-    const color = COLORS[d.label % COLORS.length];
+    const color = COLORS[d.index % COLORS.length];
     ctx.strokeStyle = color;
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    const text = `${d.class} ${(100 * d.score).toFixed(0)}%`;
+    const text = `${d.label} ${(100 * d.score).toFixed(0)}%`;
     const h = 6 * line + 8;
     const w = ctx.measureText(text).width + 6;
     const ty = y1 >= h ? y1 - h : y1;
@@ -81,8 +83,8 @@ function renderDetection(answer) {
     name.className = "name";
     const label = document.createElement("span");
     label.className = "label";
-    label.textContent = d.class;
-    label.style.color = COLORS[d.label % COLORS.length];
+    label.textContent = d.label;
+    label.style.color = COLORS[d.index % COLORS.length];
     const score = document.createElement("span");
     score.textContent = `${(100 * d.score).toFixed(1)} % at [${d.box.map((v) => Math.round(v)).join(", ")}]`;
     name.append(label, score);
@@ -120,7 +122,7 @@ async function send(file) {
     showError(typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail));
     return;
   }
-  RENDERERS[kind](answer);
+  RENDERERS[kind](answer.results[0]);
   $("timing").textContent = `${answer.model} · ${answer.ms} ms on the server`;
   $("result").hidden = false;
 }
