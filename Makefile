@@ -3,6 +3,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# kserve's client (a test-only tool: the service's Open Inference Protocol test) pins protobuf, pandas and psutil
+# below what the rest of the stack needs, so it is installed without its dependency list: itself and the
+# packages its client imports, at the versions constraints.txt pins
+KSERVE_NODEPS := kserve cloudevents deprecation grpcio grpc-interceptor orjson timing-asgi watchfiles kubernetes \
+	oauthlib requests-oauthlib durationpy websocket-client six
 
 .PHONY: demo test venv clean bench constraints pg-server chromium tcmalloc
 
@@ -13,6 +18,7 @@ $(BIN)/python:
 # own torch); constraints.txt pins the exact versions we test. Reinstall when either changes.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps $(KSERVE_NODEPS)
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -69,7 +69,7 @@ def expected_answers(model_name: str, backend: str, paths: list[Path]) -> list[d
 
     results, errors = predict_files(with_backend(create_model(model_name, pretrained=True), backend), paths, topk=5)
     assert not errors, errors
-    return [dict(r.top) for r in results]
+    return [{p["label"]: p["score"] for p in r["predictions"]} for r in results]
 
 
 def model_ceiling(model_name: str, backends: list[str], paths: list[Path]) -> list[dict]:

@@ -73,13 +73,14 @@ def running_server(tmp_path: Path, *args: str, ready_timeout: float = 240):
                 proc.wait()
 
 
-def assert_same_answer(answer: dict, expected: list[tuple[str, float]]) -> None:
-    """Server top-k == in-process top-k: same classes, probabilities within float noise (batching, backend).
-    ``answer``: one result, or a response of one image."""
+def assert_same_answer(answer: dict, expected: dict) -> None:
+    """Server top-k == in-process top-k (both in effnet.results' schema): same classes, probabilities within float
+    noise (batching, backend). ``answer``: one result, or a response of one image."""
     answer = answer["results"][0] if "results" in answer else answer
     got = {p["label"]: p["score"] for p in answer["predictions"]}
-    assert set(got) == {name for name, _ in expected}, (answer, expected)
-    for name, prob in expected:
+    want = {p["label"]: p["score"] for p in expected["predictions"]}
+    assert set(got) == set(want), (answer, expected)
+    for name, prob in want.items():
         assert got[name] == pytest.approx(prob, abs=1e-4), (name, answer, expected)
 
 
@@ -145,9 +146,9 @@ def test_health_docs_and_predict_match_in_process(tiny_server, tiny_file, images
         assert result["path"] == path.name  # effnet.results.classification's schema
         assert [p["index"] for p in result["predictions"]] == [
             ("ant", "bee", "cat", "dog", "eel").index(p["label"]) for p in result["predictions"]]
-        assert_same_answer(result, exp.top)
+        assert_same_answer(result, exp)
     top2 = post_image(base, images[0].read_bytes(), topk=2).json()["results"][0]["predictions"]
-    assert [p["label"] for p in top2] == [name for name, _ in expected[0].top[:2]]
+    assert [p["label"] for p in top2] == [p["label"] for p in expected[0]["predictions"][:2]]
     # several `file` parts (those that fit in the 1 MB limit together): each answered, in the order sent
     small = [i for i, p in enumerate(images) if p.stat().st_size < 150_000]
     assert len(small) >= 3
@@ -156,7 +157,7 @@ def test_health_docs_and_predict_match_in_process(tiny_server, tiny_file, images
     assert several.status_code == 200, several.text
     assert [r["path"] for r in several.json()["results"]] == [images[i].name for i in small]
     for result, i in zip(several.json()["results"], small):
-        assert_same_answer(result, expected[i].top)
+        assert_same_answer(result, expected[i])
 
 
 def _bomb_png() -> bytes:
@@ -219,7 +220,7 @@ def test_concurrent_burst_every_answer_right_and_batched(tiny_server, tiny_file,
     responses = asyncio.run(burst())
     for i, response in zip(order, responses):
         assert response.status_code == 200, response.text
-        assert_same_answer(response.json(), expected[i].top)
+        assert_same_answer(response.json(), expected[i])
     stats = httpx.get(f"{base}/health").json()["stats"]
     assert stats["requests"] - before["requests"] == 32
     assert stats["largest_batch"] > 1 and stats["batches"] - before["batches"] < 32  # batched, not one by one
@@ -243,7 +244,7 @@ def test_sigterm_drains_in_flight_requests(tiny_file, images, tmp_path):
         assert proc.wait(timeout=60) == 0
         for i in range(4):
             assert answers[i].status_code == 200
-            assert_same_answer(answers[i].json(), expected[i].top)
+            assert_same_answer(answers[i].json(), expected[i])
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base}/health")
         log = log_path.read_text()
@@ -277,7 +278,7 @@ def test_pretrained_lite0_says_chelsea_is_a_cat(lite0_server, photos):
     assert answer["model"] == "efficientnet_lite0"
     assert answer["results"][0]["predictions"][0]["label"] in CATS, answer
     expected, _ = predict_files(create_model("efficientnet_lite0", pretrained=True), [photos["chelsea"]])
-    assert_same_answer(answer, expected[0].top)
+    assert_same_answer(answer, expected[0])
 
 
 # ------------------------------------------------------------------ the Open Inference Protocol (KServe v2)

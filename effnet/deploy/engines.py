@@ -26,15 +26,31 @@ from .predictors import ExecuTorchPredictor, OnnxPredictor, OpenVinoPredictor, w
 
 
 class ServedModel(Protocol):
+    """What ``effnet serve`` asks of a task's model (``classify.served.Classifier``, ``detect.served.Detector``):
+    its own routes (``POST /predict``, ``/detect``) and the Open Inference Protocol both go through these."""
+
     name: str
     kind: str
     backend: str
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...  # (C, H, W) of a preprocessed FP32 input
+
+    def refuse_size(self, width: int, height: int) -> str | None: ...  # why an image is too costly, before decoding
+
     def preprocess(self, image: Image.Image, **options: Any) -> Any: ...
+
+    def tensor_input(self, x: Any, **options: Any) -> Any: ...  # an already preprocessed tensor (the protocol's FP32)
 
     def run_batch(self, inputs: list[Any]) -> list[Any]: ...
 
-    def answer(self, output: Any, **options: Any) -> dict: ...
+    def answer(self, output: Any, path: str | None = None, **options: Any) -> dict: ...  # effnet.results' schema
+
+    def options_from(self, parameters: dict) -> dict: ...  # the protocol's request parameters -> answer options
+
+    def output_metadata(self) -> list[tuple[str, str, list[int]]]: ...  # (name, datatype, shape) per output
+
+    def output_tensors(self, outputs: list[Any], **options: Any) -> dict[str, Any]: ...  # the protocol's outputs
 
 
 class Engines:
