@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 import effnet
-from effnet.models import accounting, latency, peers
+from effnet.deploy import latency
+from effnet.models import accounting, peers
 from tests.conftest import run_cli
 
 

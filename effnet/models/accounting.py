@@ -106,7 +106,7 @@ PAPER_TOP1_ICML = dict(zip(PAPER_TABLE, (76.3, 78.8, 79.8, 81.1, 82.6, 83.3, 84.
 PAPER_VERSION = TABLE2
 
 
-def _progress(items, desc: str):
+def progress_bar(items, desc: str):
     """A progress bar on stderr (tqdm) for loops that still take seconds."""
     from tqdm.auto import tqdm
 
@@ -116,7 +116,7 @@ def _progress(items, desc: str):
 def family_profiles(names: list[str] | None = None, progress: bool = True) -> list[Profile]:
     """B0-B7 (or ``names``) counted on the meta device: shapes only, no memory, no arithmetic."""
     names = names or list(PAPER_TABLE)
-    return [profile(n) for n in (_progress(names, "counting") if progress else names)]
+    return [profile(n) for n in (progress_bar(names, "counting") if progress else names)]
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def table2(progress: bool = True) -> list[Measured]:
     """The paper's Table 2, every row with its measured params and MACs where this machine can build it."""
     from .peers import TABLE2_ROWS
 
-    return [count_peer(r) for r in (_progress(TABLE2_ROWS, "counting") if progress else TABLE2_ROWS)]
+    return [count_peer(r) for r in (progress_bar(TABLE2_ROWS, "counting") if progress else TABLE2_ROWS)]
 
 
 def _pct(v: float | None) -> str:

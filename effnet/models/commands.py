@@ -41,7 +41,7 @@ def cmd_family(args: argparse.Namespace) -> int:
     if args.latency:
         if not 1 <= args.runs <= 1000:
             raise UsageError("--runs must be between 1 and 1000")
-        from .latency import format_table4, table4
+        from ..deploy.latency import format_table4, table4
 
         print(format_table4(table4(runs=args.runs), args.runs))
         return 0
