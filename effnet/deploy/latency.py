@@ -92,7 +92,7 @@ def table4(engines: tuple[str, ...] = ENGINES, runs: int = RUNS, progress: bool 
     if progress:
         from ..models.accounting import progress_bar
 
-        jobs = progress_bar(jobs, "timing")
+        jobs = progress_bar(jobs, "timing", unit="pair")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -106,11 +106,11 @@ PAPER_TOP1_ICML = dict(zip(PAPER_TABLE, (76.3, 78.8, 79.8, 81.1, 82.6, 83.3, 84.
 PAPER_VERSION = TABLE2
 
 
-def progress_bar(items, desc: str):
+def progress_bar(items, desc: str, unit: str = "model"):
     """A progress bar on stderr (tqdm) for loops that still take seconds."""
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="model", leave=False, file=sys.stderr)
+    return tqdm(items, desc=desc, unit=unit, leave=False, file=sys.stderr)
 
 
 def family_profiles(names: list[str] | None = None, progress: bool = True) -> list[Profile]:
