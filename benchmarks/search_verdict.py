@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--min-steps", type=int, default=8, help="rungs in optimizer steps (0: in epochs)")
+    ap.add_argument("--tag", default="", help="suffix of the result file's name (keeps other runs' files)")
     args = ap.parse_args()
     args.minutes = args.minutes or (4.0 if args.quick else 9.0)
     data = Path(args.out) / "digits"
@@ -123,7 +124,7 @@ def main() -> None:
     print(f"verdicts agree: {ok}; every run within its {args.minutes:g} min budget: {in_budget} ({walls} min)")
     summary = dict(quick=args.quick, minutes=args.minutes, min_steps=args.min_steps, runs=runs, agree=ok,
                    within_budget=in_budget)
-    name = "search_verdict_quick.json" if args.quick else "search_verdict.json"
+    name = f"search_verdict{'_quick' if args.quick else ''}{'_' + args.tag if args.tag else ''}.json"
     for path in (Path(args.out) / name, ROOT / "benchmarks" / "results" / name):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1))

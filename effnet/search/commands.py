@@ -39,7 +39,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     report = run_search(s)
     cut = f", {len(report['cut_for_time'])} cut for time" if report.get("cut_for_time") else ""
     print(f"{report['completed']} candidates done ({report['pruned']} stopped by the pruner{cut}); results in "
-          f"{s.out_dir()} (results.json, results.txt, top1_vs_macs.png, heatmap.png, halving.png); "
+          f"{s.out_dir()} (results.json, results.txt, top1_vs_macs.png, heatmap.png, halving.png, rank_agreement.png); "
           f"{report['wall_seconds_this_run']:.0f} s this run")
     return 0
 
