@@ -1,10 +1,16 @@
 """Does the grid search rank signal or noise? The default alpha/beta/gamma grid on the digits set, run twice
 with different seeds under the same time budget (`effnet search --budget-minutes`); both reports are printed
 and the two verdicts compared: they must agree (both "winner beats the paper's coefficients" with overlapping
-winners, or both "keep the paper's coefficients").
+winners, both "keep the paper's coefficients", or both "low-fidelity ranking not trustworthy").
+
+Rungs are in optimizer steps (`--min-steps`, default 8 of the ~40 an epoch has here): a 9-minute budget pays for
+about one epoch per candidate, so rungs in epochs would leave successive halving nothing to halve at. After each
+rung the report gives Spearman's rho between that rung's and the previous one's top-1 over the candidates that
+reached both; the verdict names a winner only when those rankings agree.
 
     python benchmarks/search_verdict.py                 # two runs of ~9 min each (the issue's experiment)
     python benchmarks/search_verdict.py --quick         # 12 candidates, 4 min each: a check that it works
+    python benchmarks/search_verdict.py --min-steps 0   # rungs in epochs, as before
 
 Writes bench-out/verdict/search_verdict.json and benchmarks/results/search_verdict.json (--quick:
 search_verdict_quick.json). `uptime` before and after each run is printed and recorded: timings on a shared
@@ -32,7 +38,8 @@ def run_once(args, data: Path, seed: int) -> dict:
     cmd = [sys.executable, "-m", "effnet.cli", "search", str(data), "--storage", f"sqlite:///{db}",
            "--study", f"digits-verdict-seed{seed}", "--out", str(out / "result"), "--seed", str(seed),
            "--budget-minutes", str(args.minutes), "--base-resolution", str(args.base_resolution),
-           "--n-jobs", str(args.n_jobs), *(QUICK_GRID if args.quick else [])]
+           "--n-jobs", str(args.n_jobs), *(QUICK_GRID if args.quick else []),
+           *(["--min-steps", str(args.min_steps)] if args.min_steps else [])]
     print("$", " ".join(cmd), flush=True)
     uptime_before = _uptime()
     load_before = os.getloadavg()
@@ -54,8 +61,8 @@ def run_once(args, data: Path, seed: int) -> dict:
                 cut_for_time=len(report["cut_for_time"]), repeats_cut_for_time=report["repeats_cut_for_time"],
                 verdict=report["verdict"], verdict_kind=report["verdict_kind"], chosen=report["chosen"],
                 plan=report["plan"], winner=_brief(report["winner"]), paper=_brief(report["paper"]),
-                completed=report["completed"], pruned=report["pruned"],
-                table=(out / "result" / "results.txt").read_text())
+                completed=report["completed"], pruned=report["pruned"], rank_agreement=report["rank_agreement"],
+                table=(out / "result" / "results.txt").read_text(encoding="utf-8"))
 
 
 def _uptime() -> str:
@@ -91,6 +98,8 @@ def main() -> None:
     ap.add_argument("--base-resolution", type=int, default=32)
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--min-steps", type=int, default=8, help="rungs in optimizer steps (0: in epochs)")
+    ap.add_argument("--tag", default="", help="suffix of the result file's name (keeps other runs' files)")
     args = ap.parse_args()
     args.minutes = args.minutes or (4.0 if args.quick else 9.0)
     data = Path(args.out) / "digits"
@@ -104,13 +113,18 @@ def main() -> None:
               f"{r['completed']} candidates trained, {r['pruned']} pruned, {r['cut_for_time']} cut for time\n"
               f"{r['table']}")
     for r in runs:
+        rhos = "; ".join(f"{a['lower_fidelity']}->{a['upper_fidelity']} {a['unit']}: "
+                         + ("n/a" if a["rho"] is None else f"{a['rho']:.2f}") + f" (n={a['n']})"
+                         for a in r["rank_agreement"]) or "one level only"
+        print(f"seed {r['seed']} rank agreement per rung (Spearman rho): {rhos}")
         print(f"seed {r['seed']} verdict: {r['verdict']}")
     ok = all(agree(runs[0], r) for r in runs[1:])
     in_budget = all(r["within_budget"] for r in runs)
     walls = ", ".join(f"{r['wall_seconds'] / 60:.2f}" for r in runs)
     print(f"verdicts agree: {ok}; every run within its {args.minutes:g} min budget: {in_budget} ({walls} min)")
-    summary = dict(quick=args.quick, minutes=args.minutes, runs=runs, agree=ok, within_budget=in_budget)
-    name = "search_verdict_quick.json" if args.quick else "search_verdict.json"
+    summary = dict(quick=args.quick, minutes=args.minutes, min_steps=args.min_steps, runs=runs, agree=ok,
+                   within_budget=in_budget)
+    name = f"search_verdict{'_quick' if args.quick else ''}{'_' + args.tag if args.tag else ''}.json"
     for path in (Path(args.out) / name, ROOT / "benchmarks" / "results" / name):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1))

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("effnet.classify.commands", "top-1/top-5/loss/per-class accuracy of a run or weights file"),
     "predict": ("effnet.classify.commands", "classify images, folders or globs (streamed to --output, sharded)"),
     "demo": ("effnet.classify.commands", "family table + real pretrained Lite0 on real photos"),
+    "explain": ("effnet.explain.commands", "class activation maps over a photo (Grad-CAM, ... via torchcam); "
+                                           "--compare: the paper's Figure 7"),
     "plot": ("effnet.train.commands", "write RUN_DIR/curves.png (a classification or a detection run)"),
     "data": ("effnet.data.commands", "write a bundled real dataset as an ImageFolder"),
     "search": ("effnet.search.commands", "step 1: grid search of alpha/beta/gamma at phi=1 (Optuna, resumable)"),

@@ -32,7 +32,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "optuna": ("optuna", "search"),
     "sqlalchemy": ("optuna", "search"),
     "psycopg": ("psycopg[binary]", "search"),
-    "pytorch_grad_cam": ("grad-cam", "explain"),
+    "torchcam": ("torchcam", "explain"),
 }
 
 

@@ -133,8 +133,21 @@ def test_search_prunes_repeats_seeds_and_gives_a_verdict(data, base_cfg, tmp_pat
     winner, paper = report["winner"], report["paper"]
     assert winner["mean"] == max(r["mean"] for r in rows.values() if r["mean"] is not None)
     beats = winner["candidate"] != "1.2,1.1,1.15" and winner["mean"] - winner["std"] > paper["mean"] + paper["std"]
-    assert report["verdict_kind"] == ("beats" if beats else "keep-paper")
-    assert report["verdict"].startswith("winner beats") if beats else "keep the paper's coefficients" in report["verdict"]
+    # rank agreement after the rung (1 -> 3 epochs) over the candidates that reached both, from the study's curves
+    reached = [t for t in rungs if {1, 3} <= set(t.intermediate_values) and "same_model_as" not in t.user_attrs]
+    (agreement,) = report["rank_agreement"]
+    assert (agreement["lower"], agreement["upper"], agreement["n"], agreement["unit"]) == (1, 3, len(reached), "epoch(s)")
+    if len(reached) >= 3:
+        from scipy.stats import spearmanr
+
+        rho = spearmanr([t.intermediate_values[1] for t in reached], [t.intermediate_values[3] for t in reached])
+        assert agreement["rho"] == pytest.approx(rho.statistic)
+    trusted = agreement["rho"] is not None and agreement["rho"] >= 0.5
+    expected = ("beats" if trusted else "not-trustworthy") if beats else "keep-paper"
+    assert report["verdict_kind"] == expected
+    assert {"beats": "winner beats", "not-trustworthy": "low-fidelity ranking not trustworthy (\u03c1",
+            "keep-paper": ""}[expected] in report["verdict"]
+    assert "keep the paper's coefficients" in report["verdict"] or expected == "beats"
     # different seeds really trained different networks
     from safetensors.torch import load_file
 
@@ -143,7 +156,7 @@ def test_search_prunes_repeats_seeds_and_gives_a_verdict(data, base_cfg, tmp_pat
     w0, w1 = (load_file(str(d / "model.safetensors")) for d in dirs)
     assert any(not (w0[k] == w1[k]).all() for k in w0)
     assert not list((out / "trials").glob("*/checkpoint.pt"))  # trials are redone, never resumed
-    for png in ("top1_vs_macs.png", "heatmap.png", "halving.png"):
+    for png in ("top1_vs_macs.png", "heatmap.png", "halving.png", "rank_agreement.png"):
         assert (out / png).stat().st_size > 5000
     # step 2 follows the verdict
     text = run_cli("scale", "--from-search", "one", "--storage", db, "--phi", "0..1", "--out", str(tmp_path / "f")).stdout
@@ -292,3 +305,65 @@ def test_two_workers_share_a_postgres_study(data, base_cfg, tmp_path, postgres_u
     assert {j[1] for j in jobs if j[0] == "rungs"} == {"1,1,1.15", "1,1.1,1.15", "1.2,1,1.15", "1.2,1.1,1.15"}
     workers = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
     assert len(workers) == 2  # both processes did real work
+
+
+def test_verdict_names_a_winner_only_when_the_rungs_rank_alike():
+    from effnet.search.verdict import judge, rank_agreement
+
+    paper = Spread(PAPER.key, (0, 1, 2), (90.0, 91.0, 92.0))
+    far = Spread("1,1.4,1", (0, 1, 2), (94.0, 95.0, 96.0))  # beyond the seed spread at the final fidelity
+    plan = Plan(max_epochs=9, min_epochs=1, reduction_factor=3, unit_steps=20)
+    agree = [{1: 10.0 * i, 3: 12.0 * i, 9: 13.0 * i} for i in range(1, 7)]
+    reversed_ = [{1: 10.0 * i, 3: 80.0 - 12.0 * i} for i in range(1, 7)]
+    a = rank_agreement(agree, plan.levels())
+    assert [(x.lower, x.upper, x.n) for x in a] == [(1, 3, 6), (3, 9, 6)] and a[0].rho == pytest.approx(1.0)
+    kind, line, chosen = judge([paper, far], plan, a, {"1,1.4,1": agree[5], PAPER.key: agree[0]})
+    assert kind == "beats" and chosen == "1,1.4,1" and "at 180 steps" in line and "\u03c1 = 1.00" in line
+    b = rank_agreement(reversed_, plan.levels())
+    assert b[0].rho == pytest.approx(-1.0) and b[1].rho is None and b[1].n == 0
+    kind, line, chosen = judge([paper, far], plan, b, {})
+    assert kind == "not-trustworthy" and chosen == PAPER.key
+    assert line.startswith("low-fidelity ranking not trustworthy (\u03c1 = -1.00 from 20 steps to 60 steps over 6")
+    # the winner's lead must hold at the rungs: behind the paper's at 20 steps -> no winner
+    kind, line, _ = judge([paper, far], plan, a, {"1,1.4,1": agree[0], PAPER.key: agree[5]})
+    assert kind == "not-trustworthy" and "behind the paper's coefficients at 20 steps" in line
+    # one level only (a budget for one epoch each): nothing shows that the ranking holds
+    kind, line, _ = judge([paper, far], Plan(max_epochs=1), rank_agreement(agree, [1]), {})
+    assert kind == "not-trustworthy" and "not measurable" in line
+
+
+def test_rungs_in_optimizer_steps(data, base_cfg, tmp_path):
+    """72 training images at batch 16 = 4 steps an epoch; rungs at 1 and 3 steps fall inside the first epoch."""
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    out = tmp_path / "out"
+    assert FAST[:2] == ["--budget-epochs", "1"]
+    proc = run_cli("search", str(data), "--base", str(base_cfg), "--alpha", "1.0", "--beta", "1.0,1.2",
+                   "--gamma", "1.0,1.15", "--storage", db, "--study", "steps", "--out", str(out), *FAST[2:],
+                   "--min-steps", "1", "--repeats", "0")
+    assert "plan: steps 1 -> 3 -> 9" in proc.stdout and "rank agreement between rungs" in proc.stdout
+    rungs = [t for t in _trials(db, "steps") if t.params["phase"] == "rungs" and t.state != TrialState.FAIL]
+    assert len(rungs) == 4
+    for t in rungs:  # the loop's "epochs" are units of one optimizer step; the pruner reads each rung
+        assert t.user_attrs["steps"] == t.user_attrs["epochs"] and set(t.intermediate_values) <= {1, 3, 9}
+        assert 1 in t.intermediate_values
+    assert any(t.user_attrs["epochs"] == 9 for t in rungs)
+    report = json.loads((out / "results.json").read_text())
+    assert report["plan"]["unit_steps"] == 1
+    assert [(a["lower_fidelity"], a["upper_fidelity"], a["unit"]) for a in report["rank_agreement"]] == \
+        [(1, 3, "steps"), (3, 9, "steps")]
+    assert report["rank_agreement"][0]["n"] == sum(1 for t in rungs if 3 in t.intermediate_values)
+    assert "steps" in (out / "results.txt").read_text(encoding="utf-8").splitlines()[0]
+    bad = run_cli("search", str(data), "--min-steps", "2", "--budget-epochs", "3", "--storage", db, check=False)
+    assert bad.returncode == 2 and "--min-steps" in bad.stderr
+
+
+def test_step_units_walk_through_the_whole_training_set():
+    from effnet.search.runner.trial import Window
+
+    w = Window(list(range(10)), 4, seed=0)
+    seen = []
+    for index in range(5):  # 5 units of 4 images: twice round the 10 images, each unit a new stretch
+        w.index = index
+        seen.append([w[i] for i in range(len(w))])
+    assert sorted(seen[0] + seen[1] + seen[2][:2]) == list(range(10)) and seen[0] != seen[1]
+    assert seen[2][2:] + seen[3] + seen[4] == seen[0] + seen[1] + seen[2][:2]  # then the same order again

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .config import ModelConfig
+from .peers import TABLE2, Published, effnet_rows
 
 
 @dataclass
@@ -48,13 +50,17 @@ def profile(model_or_name: nn.Module | str | ModelConfig, resolution: int | None
     """Count params and MACs (batch 1, at ``resolution`` or the model's native one) per Table-1 stage."""
     from .registry import create_model
 
-    model = model_or_name if isinstance(model_or_name, nn.Module) else create_model(model_or_name)
+    if isinstance(model_or_name, nn.Module):
+        model = model_or_name
+    else:  # counting needs shapes, not values: on the meta device nothing is allocated or computed
+        with torch.device("meta"):
+            model = create_model(model_or_name)
     config: ModelConfig = model.config
     res = resolution or config.resolution
     was_training = model.training
     model.eval()
     rows: list[StageRow] = []
-    x = torch.zeros(1, config.in_chans, res, res)
+    x = torch.zeros(1, config.in_chans, res, res, device=next(model.parameters()).device)
     with torch.no_grad():
         y, macs = _count_macs(model.stem, x)
         rows.append(StageRow(1, "Conv3x3", (res, res), y.shape[1], 1, _params(model.stem), macs))
@@ -91,24 +97,143 @@ def format_profile(p: Profile) -> str:
     return "\n".join(lines)
 
 
-# Paper Table 2 (arXiv:1905.11946 v5, 2020): params (M), FLOPs (B), ImageNet top-1 (%) of B0-B7.
+# Paper Table 2 (arXiv:1905.11946 v5, 2020): params (M), FLOPs (B), ImageNet top-1 (%) of B0-B7; the table's one
+# home, peers included, is effnet.models.peers.
 # The ICML 2019 version printed other top-1s (B0 76.3 ... B7 84.4), kept here for reference.
-PAPER_TABLE: dict[str, tuple[float, float, float]] = {
-    "efficientnet_b0": (5.3, 0.39, 77.1),
-    "efficientnet_b1": (7.8, 0.70, 79.1),
-    "efficientnet_b2": (9.2, 1.0, 80.1),
-    "efficientnet_b3": (12.0, 1.8, 81.6),
-    "efficientnet_b4": (19.0, 4.2, 82.9),
-    "efficientnet_b5": (30.0, 9.9, 83.6),
-    "efficientnet_b6": (43.0, 19.0, 84.0),
-    "efficientnet_b7": (66.0, 37.0, 84.3),
-}
+PAPER_TABLE: dict[str, tuple[float, float, float]] = {r.effnet: (r.params_m, r.flops_b, r.top1)
+                                                      for r in effnet_rows()}
 PAPER_TOP1_ICML = dict(zip(PAPER_TABLE, (76.3, 78.8, 79.8, 81.1, 82.6, 83.3, 84.0, 84.4)))
-PAPER_VERSION = "arXiv:1905.11946v5 Table 2"
+PAPER_VERSION = TABLE2
 
 
-def family_profiles(names: list[str] | None = None) -> list[Profile]:
-    return [profile(n) for n in (names or list(PAPER_TABLE))]
+def progress_bar(items, desc: str, unit: str = "model"):
+    """A progress bar on stderr (tqdm) for loops that still take seconds."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=unit, leave=False, file=sys.stderr)
+
+
+def family_profiles(names: list[str] | None = None, progress: bool = True) -> list[Profile]:
+    """B0-B7 (or ``names``) counted on the meta device: shapes only, no memory, no arithmetic."""
+    names = names or list(PAPER_TABLE)
+    return [profile(n) for n in (progress_bar(names, "counting") if progress else names)]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A Table-2 row with what this machine counts for it (None: torchvision cannot build it)."""
+
+    row: Published
+    params: int | None
+    macs: int | None
+    resolution: int | None
+
+    def delta(self) -> tuple[float | None, float | None]:
+        """Relative differences measured vs published, params and MACs."""
+        r = self.row
+        dp = None if self.params is None else self.params / (r.params_m * 1e6) - 1
+        dm = None if self.macs is None or r.flops_b is None else self.macs / (r.flops_b * 1e9) - 1
+        return dp, dm
+
+
+def build_peer(row: Published, device: str = "meta") -> nn.Module:
+    """The torchvision model of a Table-2 peer, in eval mode (meta device: shapes only)."""
+    import torchvision.models as tvm
+
+    with torch.device(device):
+        return getattr(tvm, row.torchvision)(**dict(row.kwargs)).eval()
+
+
+def count_peer(row: Published) -> Measured:
+    """Params and MACs of a peer at its Table-2 resolution, counted on the meta device."""
+    if row.effnet:
+        p = profile(row.effnet)
+        return Measured(row, p.params, p.macs, p.resolution)
+    if not row.torchvision:
+        return Measured(row, None, None, None)
+    model = build_peer(row)
+    x = torch.zeros(1, 3, row.resolution, row.resolution, device="meta")
+    with torch.no_grad():
+        _, macs = _count_macs(model, x)
+    return Measured(row, _params(model), macs, row.resolution)
+
+
+def table2(progress: bool = True) -> list[Measured]:
+    """The paper's Table 2, every row with its measured params and MACs where this machine can build it."""
+    from .peers import TABLE2_ROWS
+
+    return [count_peer(r) for r in (progress_bar(TABLE2_ROWS, "counting") if progress else TABLE2_ROWS)]
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:+.1%}"
+
+
+def format_table2(measured: list[Measured]) -> str:
+    """Table 2 as the paper prints it (ratios to the group's EfficientNet computed from the published numbers),
+    with the measured params and MACs beside the published ones."""
+    head = (f"{'model':<43} {'top-1':>5} {'top-5':>5} {'params':>7} {'ratio':>6} {'FLOPs':>6} {'ratio':>6} | "
+            f"{'measured':>9} {'diff':>6} {'MACs':>7} {'diff':>6} {'px':>4}  built by")
+    lines = [head, "-" * len(head)]
+    for m in measured:
+        r = m.row
+        if r.effnet and r is not measured[0].row:
+            lines.append("")
+        flops = "-" if r.flops_b is None else f"{r.flops_b:g}B"
+        fratio = "-" if r.ratios[1] is None else f"{r.ratios[1]:g}x"
+        dp, dm = m.delta()
+        meas = (f"{m.params / 1e6:>8.2f}M {_pct(dp):>6} {m.macs / 1e9:>6.2f}B {_pct(dm):>6} {m.resolution:>4}"
+                if m.params is not None else f"{'':>9} {'':>6} {'':>7} {'':>6} {'':>4}")
+        by = "effnet" if r.effnet else (f"torchvision {r.torchvision}" if r.torchvision else "-")
+        lines.append(f"{r.name:<43} {r.top1:>5.1f} {r.top5:>5.1f} {r.params_m:>6g}M {r.ratios[0]:>5g}x "
+                     f"{flops:>6} {fratio:>6} | {meas}  {by}{' (' + r.note + ')' if r.note else ''}")
+    lines.append(f"published columns: {TABLE2} (FLOPs = multiply-adds; ratios to the EfficientNet of each group, as "
+                 "printed); measured: counted here on the meta device, batch 1, at 'px'")
+    return "\n".join(lines)
+
+
+def plot_table2(measured: list[Measured], path: str) -> None:
+    """The paper's Figure 1 (top-1 vs params) and Figure 5 (top-1 vs FLOPs), from the published Table-2 numbers;
+    crosses mark what this machine measured for the models it can build (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..files import atomic_write
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    ours = [m for m in measured if m.row.effnet]
+    peers = [m for m in measured if not m.row.effnet]
+    for ax, key, scale, label, fig_no in ((axes[0], "params_m", 1e6, "parameters (millions)", 1),
+                                          (axes[1], "flops_b", 1e9, "FLOPs = multiply-adds (billions)", 5)):
+        attr = "params" if key == "params_m" else "macs"
+        ax.plot([getattr(m.row, key) for m in ours], [m.row.top1 for m in ours], "o-", color="tab:red",
+                label="EfficientNet B0-B7 (published)")
+        for m in ours:
+            ax.annotate(m.row.name.replace("EfficientNet-", ""), (getattr(m.row, key), m.row.top1),
+                        textcoords="offset points", xytext=(-4, 6), fontsize=8, color="tab:red")
+        shown = [m for m in peers if getattr(m.row, key) is not None]
+        ax.scatter([getattr(m.row, key) for m in shown], [m.row.top1 for m in shown], color="tab:blue",
+                   label="other ConvNets (published)")
+        for m in shown:
+            ax.annotate(m.row.name.split(" (")[0], (getattr(m.row, key), m.row.top1), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+        built = [m for m in measured if m.params is not None]
+        ax.scatter([getattr(m, attr) / scale for m in built], [m.row.top1 for m in built], marker="x", color="k",
+                   s=30, label="measured here (same top-1)")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{label}, log scale")
+        ax.set_ylabel("ImageNet top-1 %")
+        ax.set_title(f"Figure {fig_no}: top-1 vs {'model size' if fig_no == 1 else 'FLOPs'}")
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(loc="lower right", fontsize=8)
+    missing = [m.row.name.split(" (")[0] for m in peers if m.row.flops_b is None]
+    absent = f"; not in Figure 5 (no FLOPs published): {', '.join(missing)}" if missing else ""
+    fig.suptitle(f"{TABLE2} (published numbers){absent}", fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
 
 
 def format_family(profiles: list[Profile]) -> str:

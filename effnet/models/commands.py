@@ -13,6 +13,9 @@ from .pretrained import default_tag, find_weights, list_weights, split_name
 # reads the tables only and answers at once
 
 
+DEFAULT_CHART = "efficientnet_family.png"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     print("\n".join(list_models(args.filter or "", pretrained=args.pretrained)))
     return 0
@@ -35,12 +38,27 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_family(args: argparse.Namespace) -> int:
-    from .accounting import family_profiles, format_family, plot_family
+    from . import accounting
 
-    profiles = family_profiles()
-    print(format_family(profiles))
+    if args.latency:
+        if not 1 <= args.runs <= 1000:
+            raise UsageError("--runs must be between 1 and 1000")
+        from ..deploy.latency import format_table4, table4
+
+        print(format_table4(table4(runs=args.runs), args.runs))
+        return 0
+    if args.peers:
+        measured = accounting.table2()
+        print(accounting.format_table2(measured))
+        chart = None if args.chart == DEFAULT_CHART else args.chart  # Figures 1 and 5 only when asked for
+        if chart:
+            accounting.plot_table2(measured, chart)
+            print(f"wrote {chart} (Figure 1: top-1 vs params; Figure 5: top-1 vs FLOPs)")
+        return 0
+    profiles = accounting.family_profiles()
+    print(accounting.format_family(profiles))
     if args.chart:
-        plot_family(profiles, args.chart)
+        accounting.plot_family(profiles, args.chart)
         print(f"wrote {args.chart}")
     return 0
 
@@ -109,8 +127,18 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("family", help="B0-B7 side by side with the paper's numbers; bubble chart")
-    p.add_argument("--chart", default="efficientnet_family.png", help="PNG path ('' to skip)")
+    p = sub.add_parser("family", help="B0-B7 side by side with the paper's numbers; bubble chart; --peers: Table 2 "
+                                      "and Figures 1/5; --latency: Table 4 on this CPU")
+    p.add_argument("--chart", default=DEFAULT_CHART,
+                   help="PNG path ('' to skip); with --peers: Figures 1 and 5 side by side (only when given)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--peers", action="store_true",
+                   help="the paper's Table 2: B0-B7 beside ResNet, DenseNet, Inception, ... (published numbers, "
+                        "measured params/MACs for the peers torchvision builds)")
+    g.add_argument("--latency", action="store_true",
+                   help="Table 4 protocol: B1 vs ResNet-152, B4 vs ResNet-50, batch 1, one thread, median of 20 "
+                        "runs, in PyTorch eager and OpenVINO")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per model with --latency (paper: 20)")
     p.set_defaults(func=cmd_family)
 
     p = sub.add_parser("convert", help="import timm/torchvision/lukemelas weights into an effnet file")

@@ -25,6 +25,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     s = SearchSettings(**values)
     if s.objective == "latency" and s.latency_budget is None:
         raise UsageError("--objective latency needs --latency-budget MS")
+    if s.min_steps is not None and (s.min_steps < 1 or s.min_steps > 100_000):
+        raise UsageError("--min-steps must be between 1 and 100000")
+    if s.min_steps and s.budget_epochs is not None:
+        raise UsageError("--min-steps plans its rungs in steps: give --budget-minutes (or nothing: 9 units), "
+                         "not --budget-epochs")
     if s.min_epochs < 1 or s.reduction_factor < 2 or s.top < 1 or s.repeats < 0 or s.seed < 0:
         raise UsageError("need --min-epochs >= 1, --reduction-factor >= 2, --top >= 1, --repeats >= 0, --seed >= 0")
     if (s.budget_minutes is not None and s.budget_minutes <= 0) or (s.budget_epochs is not None and s.budget_epochs <= 0):
@@ -34,7 +39,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     report = run_search(s)
     cut = f", {len(report['cut_for_time'])} cut for time" if report.get("cut_for_time") else ""
     print(f"{report['completed']} candidates done ({report['pruned']} stopped by the pruner{cut}); results in "
-          f"{s.out_dir()} (results.json, results.txt, top1_vs_macs.png, heatmap.png, halving.png); "
+          f"{s.out_dir()} (results.json, results.txt, top1_vs_macs.png, heatmap.png, halving.png, rank_agreement.png); "
           f"{report['wall_seconds_this_run']:.0f} s this run")
     return 0
 
@@ -98,6 +103,9 @@ def add_commands(sub) -> None:
                    help="wall time for the whole search (start-up, rungs, seed repeats, report): jobs start only "
                         "if they can end in time; candidates that cannot are cut for time and listed")
     p.add_argument("--min-epochs", type=int, help="first rung: epochs every candidate trains (default 1)")
+    p.add_argument("--min-steps", type=int,
+                   help="rungs in optimizer steps: every candidate trains this many steps, the best 1/N go on to N "
+                        "times more, ... (for budgets that pay for about one epoch per candidate)")
     p.add_argument("--reduction-factor", type=int, help="successive halving: the best 1/N of a rung go on (3)")
     p.add_argument("--top", type=int, help="finalists re-trained with other seeds, besides the paper's (3)")
     p.add_argument("--repeats", type=int, help="extra seeds per finalist (2; more if --budget-minutes allows)")

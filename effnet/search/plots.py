@@ -1,5 +1,6 @@
 """The search's plots: top-1 vs MACs (colour = epochs reached, bars = seed spread of the finalists), the
-alpha/beta heat map, and the successive-halving curves (top-1 at every rung, pruned runs in grey)."""
+alpha/beta heat map, the successive-halving curves (top-1 at every rung, pruned runs in grey) and the rank
+agreement between rungs (each rung's top-1 against the next level's, Spearman's rho)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_search(rows: list[dict], s: SearchSettings, plan: Plan, out: Path) -> None:
+def plot_search(rows: list[dict], s: SearchSettings, plan: Plan, out: Path, agreement=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,6 +28,8 @@ def plot_search(rows: list[dict], s: SearchSettings, plan: Plan, out: Path) -> N
         _scatter(rows, s, plan, out / "top1_vs_macs.png")
         _heatmap(rows, out / "heatmap.png")
         _halving(rows, plan, out / "halving.png")
+        if agreement:
+            _ranks(rows, plan, list(agreement), out / "rank_agreement.png")
 
 
 def _scatter(rows: list[dict], s: SearchSettings, plan: Plan, path: Path) -> None:
@@ -37,7 +40,7 @@ def _scatter(rows: list[dict], s: SearchSettings, plan: Plan, path: Path) -> Non
     for i, level in enumerate(plan.levels()):
         pts = [r for r in rows if r.get("epochs", 0) == level]
         ax.scatter([r["macs"] / 1e6 for r in pts], [r["top1"] for r in pts], color=cmap(i), edgecolors="k",
-                   label=f"reached {level} epoch(s)", zorder=2)
+                   label=f"reached {plan.fidelity(level)} {plan.unit()}", zorder=2)
     for r in rows:
         if r["mean"] is not None:
             ax.errorbar(r["macs"] / 1e6, r["mean"], yerr=r["std"], fmt="D", color="crimson", capsize=4, zorder=3)
@@ -98,9 +101,29 @@ def _halving(rows: list[dict], plan: Plan, path: Path) -> None:
         if finalist:
             ax.errorbar(plan.max_epochs, r["mean"], yerr=r["std"], fmt="D", color="crimson", capsize=4)
     ax.set_xscale("log", base=plan.reduction_factor)
-    ax.set_xticks(plan.levels(), [str(v) for v in plan.levels()])
-    ax.set_xlabel("epochs (rungs of successive halving)")
+    ax.set_xticks(plan.levels(), [str(plan.fidelity(v)) for v in plan.levels()])
+    ax.set_xlabel(f"{'optimizer steps' if plan.unit_steps else 'epochs'} (rungs of successive halving)")
     ax.set_ylabel("val top-1 %")
     ax.set_title("successive halving: grey = stopped by the pruner, red = finalists (mean +/- std)")
     ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
+def _ranks(rows: list[dict], plan: Plan, agreement: list, path: Path) -> None:
+    """One panel per pair of successive levels: each candidate's top-1 at the lower against the upper level (the
+    candidates that reached both, copies of another candidate's run left out), Spearman's rho in the title."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(agreement), figsize=(4.2 * len(agreement), 4), squeeze=False)
+    for ax, a in zip(axes[0], agreement):
+        pts = [(r["curve"][str(a.lower)], r["curve"][str(a.upper)], r["candidate"] == PAPER.key) for r in rows
+               if str(a.lower) in r["curve"] and str(a.upper) in r["curve"] and "same_model_as" not in r]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=["crimson" if p[2] else "tab:blue" for p in pts],
+                   edgecolors="k")
+        rho = "n/a" if a.rho is None else f"{a.rho:.2f}"
+        ax.set_title(f"\u03c1 = {rho} over {a.n} candidates", fontsize=9)
+        ax.set_xlabel(f"top-1 % at {plan.fidelity(a.lower)} {plan.unit()}")
+        ax.set_ylabel(f"top-1 % at {plan.fidelity(a.upper)} {plan.unit()}")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("rank agreement between rungs (red: the paper's coefficients)", fontsize=10)
     _save(fig, path)

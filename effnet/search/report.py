@@ -11,7 +11,7 @@ from ..files import atomic_write
 from .grid import Candidate
 from .plan import Plan
 from .settings import PAPER, SearchSettings, grid_for, settings_key
-from .verdict import Spread, decide
+from .verdict import RungAgreement, Spread, judge, rank_agreement
 
 MEASURES = ("alpha", "beta", "gamma", "rule_ratio", "macs", "measured_ratio", "params", "latency_ms", "resolution",
             "width_mult", "depth_mult", "same_model_as", "wall_seconds", "epochs", "worker")
@@ -93,23 +93,32 @@ def collect(study, s: SearchSettings) -> dict:
         sp = spreads.get(r["candidate"])
         if sp is not None:
             r.update(mean=sp.mean, std=sp.std, n_seeds=sp.n, seeds={str(k): v for k, v in zip(sp.seeds, sp.values)})
-    kind, line, chosen = decide(list(spreads.values()), plan.max_epochs)
+    curves = {r["candidate"]: {int(k): v for k, v in r["curve"].items()} for r in rows if r["curve"]}
+    agreement = rank_agreement([c for k, c in curves.items() if _own_run(rows, k)], plan.levels())
+    kind, line, chosen = judge(list(spreads.values()), plan, agreement, curves)
     rows.sort(key=lambda r: (r["mean"] is None, -(r["mean"] or 0), -r.get("epochs", 0), -(r["top1"] or 0),
                              r.get("macs", 0)))
     failed = len({(t.params["phase"], t.params["candidate"], t.params["seed"]) for t in trials
                   if t.state == TrialState.FAIL})
     return dict(plan=plan, rows=rows, spreads=spreads, verdict=line, verdict_kind=kind, chosen=chosen,
-                failed=failed)
+                failed=failed, agreement=agreement)
+
+
+def _own_run(rows: list[dict], key: str) -> bool:
+    """A candidate whose rung run was its own (a copy of the same model's run would count that run twice)."""
+    row = next(r for r in rows if r["candidate"] == key)
+    return "same_model_as" not in row and row["status"] != "reference"
 
 
 STATUS = {"complete": "", "pruner": "pruned", "time": "cut:time", "reference": "ref", "failed": "failed",
           "latency_budget": "latency"}
 
 
-def _table(rows: list[dict], winner: str | None) -> str:
+def _table(rows: list[dict], winner: str | None, plan: Plan) -> str:
+    width = 5 if plan.unit_steps else 3
     header = (f"{'':1} {'alpha':>5} {'beta':>5} {'gamma':>5} {'a*b2*g2':>7} {'MACs x':>6} {'MACs(M)':>8} "
-              f"{'params':>10} {'res':>4} {'lat ms':>7} {'ep':>3} {'top-1 %':>7} {'mean +/- std (n)':>18} {'time s':>6}"
-              f" {'status':<8}")
+              f"{'params':>10} {'res':>4} {'lat ms':>7} {'steps' if plan.unit_steps else 'ep':>{width}} {'top-1 %':>7} "
+              f"{'mean +/- std (n)':>18} {'time s':>6} {'status':<8}")
     lines = [header]
     for r in rows:
         mark = "*" if r["candidate"] == winner else ("p" if r["candidate"] == PAPER.key else " ")
@@ -117,7 +126,8 @@ def _table(rows: list[dict], winner: str | None) -> str:
         top1 = f"{r['top1']:>7.2f}" if r["top1"] is not None else f"{'-':>7}"
         lines.append(f"{mark:1} {r['alpha']:>5.2f} {r['beta']:>5.2f} {r['gamma']:>5.2f} {r['rule_ratio']:>7.3f} "
                      f"{r.get('measured_ratio', 0):>6.2f} {r.get('macs', 0) / 1e6:>8.1f} {r.get('params', 0):>10,} "
-                     f"{r.get('resolution', 0):>4} {r.get('latency_ms', 0):>7.1f} {r.get('epochs', 0):>3} {top1} "
+                     f"{r.get('resolution', 0):>4} {r.get('latency_ms', 0):>7.1f} "
+                     f"{plan.fidelity(r.get('epochs', 0)):>{width}} {top1} "
                      f"{spread:>18} {r.get('wall_seconds', 0):>6.0f} {STATUS.get(r['status'], r['status']):<8}")
     return "\n".join(lines)
 
@@ -136,6 +146,15 @@ def _repeats_cut(s: SearchSettings, plan: Plan, rows: list[dict], spreads: dict)
             if seed not in got and not (seed == s.seed and k in own)]
 
 
+def _agreement_text(agreement: list[RungAgreement], plan: Plan) -> str:
+    """Spearman's rho after each rung, one line."""
+    if not agreement:
+        return "rank agreement: one level only (no rung to compare)"
+    parts = [f"{plan.fidelity(a.lower)} -> {plan.fidelity(a.upper)} {plan.unit()}: "
+             + (f"\u03c1 = {a.rho:.2f}" if a.rho is not None else "\u03c1 n/a") + f" over {a.n}" for a in agreement]
+    return "rank agreement between rungs (Spearman): " + "; ".join(parts)
+
+
 def write_report(study, s: SearchSettings, log=print, started: float | None = None) -> dict:
     """The table, the verdict, results.json, results.txt and the plots of the search ``s`` in ``study``."""
     kept, dropped = grid_for(s)
@@ -145,13 +164,15 @@ def write_report(study, s: SearchSettings, log=print, started: float | None = No
     out.mkdir(parents=True, exist_ok=True)
     winner = next((r for r in rows if r["mean"] is not None), None)
     paper = next((r for r in rows if r["candidate"] == PAPER.key), None)
-    table = _table(rows, winner["candidate"] if winner else None)
+    table = _table(rows, winner["candidate"] if winner else None, plan)
     cut = [r["candidate"] for r in rows if r["status"] == "time"]
     repeats_cut = _repeats_cut(s, plan, rows, res["spreads"]) if s.budget_minutes else []
     log(table)
     if cut or repeats_cut:
         log(f"cut for time: {len(cut)} of {len(kept)} candidates (status cut:time; a rerun trains them), "
             f"{len(repeats_cut)} planned seed run(s) of the finalists")
+    agreement = res["agreement"]
+    log(_agreement_text(agreement, plan))
     log(f"verdict: {res['verdict']}")
     log(f"chosen: alpha={chosen.alpha:g} beta={chosen.beta:g} gamma={chosen.gamma:g}; scale it with: effnet scale "
         f"--from-search {s.study_name()} --storage {s.storage} --phi 0..7")
@@ -166,14 +187,17 @@ def write_report(study, s: SearchSettings, log=print, started: float | None = No
                   pruned=pruned, cut_for_time=cut, repeats_cut_for_time=repeats_cut, budget=budget,
                   failed=res["failed"], verdict=res["verdict"], verdict_kind=res["verdict_kind"],
                   chosen=dict(alpha=chosen.alpha, beta=chosen.beta, gamma=chosen.gamma), best=winner, winner=winner,
-                  paper=paper, results=rows)
+                  paper=paper, results=rows,
+                  rank_agreement=[dict(a.to_dict(), unit=plan.unit(), lower_fidelity=plan.fidelity(a.lower),
+                                       upper_fidelity=plan.fidelity(a.upper)) for a in agreement])
     atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
-    atomic_write(out / "results.txt", lambda tmp: Path(tmp).write_text(f"{table}\nverdict: {res['verdict']}\n"))
+    atomic_write(out / "results.txt", lambda tmp: Path(tmp).write_text(
+        f"{table}\n{_agreement_text(agreement, plan)}\nverdict: {res['verdict']}\n", encoding="utf-8"))
     if rows:
         try:
             from .plots import plot_search
 
-            plot_search(rows, s, plan, out)
+            plot_search(rows, s, plan, out, agreement)
         except Exception as exc:  # plots must not lose results
             log(f"warning: could not plot: {exc}")
     return report

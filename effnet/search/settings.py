@@ -27,6 +27,7 @@ class SearchSettings:
     budget_epochs: float | None = None  # epochs the finalists reach (default 9); or plan it from budget_minutes
     budget_minutes: float | None = None  # the whole search, rungs and repeats
     min_epochs: int = 1  # first rung of successive halving: every candidate trains this long
+    min_steps: int | None = None  # rungs in optimizer steps: the first rung (and the plan's unit) is this many steps
     reduction_factor: int = 3  # the best 1/eta of each rung trains eta times longer
     top: int = 3  # finalists re-trained with other seeds, besides the paper's coefficients
     repeats: int = 2  # extra seeds per finalist (with budget_minutes: at least this many, more if time allows)
@@ -55,13 +56,16 @@ class SearchSettings:
         return Path(self.out or f"search-{self.study_name()}")
 
     def max_epochs(self) -> int:
-        return max(self.min_epochs, math.ceil(self.budget_epochs or DEFAULT_MAX_EPOCHS))
+        """The finalists' fidelity in the plan's unit (epochs; with ``min_steps``, units of that many steps)."""
+        first = 1 if self.min_steps else self.min_epochs
+        return max(first, math.ceil(self.budget_epochs or DEFAULT_MAX_EPOCHS))
 
 
 def settings_key(s: SearchSettings) -> dict:
     """The settings a study must keep: re-running with other ones would mix incomparable trials."""
     keep = ("base", "alpha", "beta", "gamma", "flops_ratio", "tolerance", "budget_epochs", "budget_minutes",
-            "min_epochs", "reduction_factor", "top", "repeats", "base_resolution", "objective", "latency_budget",
+            "min_epochs", "min_steps",
+            "reduction_factor", "top", "repeats", "base_resolution", "objective", "latency_budget",
             "seed", "batch_size", "recipe", "precise_bn")
     return {k: getattr(s, k) for k in keep}
 

@@ -47,7 +47,9 @@ def measured_plan(s: SearchSettings, base_plan: Plan, threads: int, budget_s: fl
         configs = [candidate_config(base, Candidate.from_key(k)) for k in distinct]
         macs = [size_of(c) for c in configs]  # (a proxy: exact MACs would build all of them)
         per_image = _seconds_per_image(s, train, configs[0])
-        work = Workload(s.batch_size, len(classes), len(train), len(val), s.precise_bn, per_image)
+        # a unit of the plan: an epoch, or (--min-steps) that many optimizer steps
+        n_train = s.min_steps * s.batch_size if s.min_steps else len(train)
+        work = Workload(s.batch_size, len(classes), n_train, len(val), s.precise_bn, per_image)
         epoch_s, eval_s = epoch_costs(configs, macs, work)
         t0 = time.perf_counter()
         measure_latency_ms(configs[len(configs) // 2])
@@ -62,7 +64,8 @@ def measured_plan(s: SearchSettings, base_plan: Plan, threads: int, budget_s: fl
     plan = choose_plan(base_plan, budget_s, predicted)
     plan = Plan(**{**plan.to_dict(), "budget_minutes": s.budget_minutes})
     mean = sum(epoch_s) / len(epoch_s)
-    log(f"measured: {len(grid_models)} distinct models, {mean:.1f} s per epoch on average "
+    unit = f"unit of {s.min_steps} steps" if s.min_steps else "epoch"
+    log(f"measured: {len(grid_models)} distinct models, {mean:.1f} s per {unit} on average "
         f"({min(epoch_s):.1f}-{max(epoch_s):.1f} s, {threads} thread(s) per worker, {s.n_jobs} worker(s))")
     costs = dict(epoch_s=dict(zip(distinct, epoch_s)), eval_s=dict(zip(distinct, eval_s)),
                  overhead_s=overhead + sum(eval_s) / len(eval_s))
@@ -74,8 +77,8 @@ def load_or_make_plan(s: SearchSettings, study, threads: int, log) -> Plan:
     that finds none."""
     saved = study.user_attrs.get("plan")
     if saved is None:
-        base_plan = Plan(max_epochs=s.max_epochs(), min_epochs=s.min_epochs, reduction_factor=s.reduction_factor,
-                         repeats=s.repeats, top=s.top)
+        base_plan = Plan(max_epochs=s.max_epochs(), min_epochs=1 if s.min_steps else s.min_epochs,
+                         reduction_factor=s.reduction_factor, repeats=s.repeats, top=s.top, unit_steps=s.min_steps)
         plan, costs = base_plan, None
         if s.budget_minutes:
             budget_s = (s.deadline or time.time() + s.budget_minutes * 60) - time.time() - START_UP_S
@@ -89,11 +92,12 @@ def load_or_make_plan(s: SearchSettings, study, threads: int, log) -> Plan:
     plan = Plan(**saved)
     fit = (f"; about {plan.estimate_minutes:g} min of the {plan.budget_minutes:g} min budget"
            if plan.budget_minutes else "")
-    log(f"plan: epochs {' -> '.join(map(str, plan.levels()))} (the best 1/{plan.reduction_factor} of each rung go "
-        f"on); the top {plan.top} and the paper's coefficients re-trained at {plan.max_epochs} epochs with "
+    log(f"plan: {plan.describe()} (the best 1/{plan.reduction_factor} of each rung go on); the top {plan.top} and "
+        f"the paper's coefficients re-trained at {plan.fidelity(plan.max_epochs)} {plan.unit()} with "
         f"{plan.repeats} more seed(s){fit}")
     if plan.budget_minutes and plan.estimate_minutes and plan.estimate_minutes > plan.budget_minutes:
-        log(f"note: one epoch for every candidate needs about {plan.estimate_minutes:g} min; the candidates that "
+        first = f"{plan.unit_steps} steps" if plan.unit_steps else "one epoch"
+        log(f"note: {first} for every candidate needs about {plan.estimate_minutes:g} min; the candidates that "
             f"do not fit the budget (after the seed repeats) will be cut for time and listed in the report")
     if plan.budget_minutes:
         log("the clock re-estimates every job's cost from the finished trials and starts only what ends in time")

@@ -35,15 +35,41 @@ def reuse_decoded_images() -> None:
         keep_decoded_images(2 << 30)
 
 
+class Window(torch.utils.data.Dataset):
+    """One unit of a plan in optimizer steps (``--min-steps``): ``length`` images of the training set. Window ``w``
+    holds images ``w * length ...`` of one fixed random order of the whole set (wrapping round), so successive
+    units walk through all of it, as epochs would; the loop's sampler shuffles inside a window."""
+
+    def __init__(self, full: torch.utils.data.Dataset, length: int, seed: int) -> None:
+        self.full, self.length, self.index = full, length, 0
+        self.order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        return self.full[self.order[(self.index * self.length + i) % len(self.order)]]
+
+
 class SearchTask(ClassificationTask):
     """Classification as a search trial runs it. BatchNorm statistics are recomputed before every evaluation
     ("precise BN": after a few hundred steps the running averages still remember the first batches), from a
     random sample of the training set (not its first, one-class-sorted batches); epochs the pruner does not
-    read are not evaluated (the loop says which epoch it evaluates)."""
+    read are not evaluated (the loop says which epoch it evaluates). With ``unit_steps`` an "epoch" of the loop is
+    a :class:`Window` of that many steps: the rungs fall inside real epochs."""
 
-    def __init__(self, model_config: ModelConfig, eval_epochs: set[int], precise_bn: int) -> None:
+    def __init__(self, model_config: ModelConfig, eval_epochs: set[int], precise_bn: int,
+                 unit_steps: int | None = None) -> None:
         super().__init__(model_config)
-        self.eval_epochs, self.precise_bn = eval_epochs, precise_bn
+        self.eval_epochs, self.precise_bn, self.unit_steps = eval_epochs, precise_bn, unit_steps
+        self.window: Window | None = None
+
+    def train_dataset(self, model_config: ModelConfig, recipe, seed: int):
+        full = super().train_dataset(model_config, recipe, seed)
+        if not self.unit_steps:
+            return full
+        self.window = Window(full, self.unit_steps * self.batch_size, seed)
+        return self.window
 
     def build_model(self, cfg: TrainConfig):
         model = super().build_model(cfg)
@@ -62,6 +88,8 @@ class SearchTask(ClassificationTask):
 
     def evaluate(self, model, amp: bool, channels_last: bool, prefix: str = "val",
                  epoch: int | None = None) -> dict[str, float]:
+        if self.window is not None and epoch is not None:  # called after every unit: the next one reads on
+            self.window.index = epoch
         if epoch not in self.eval_epochs:
             return {f"{prefix}_loss": math.nan, f"{prefix}_top1": math.nan, f"{prefix}_top5": math.nan}
         if self.precise_bn > 0 and prefix == "val":
@@ -122,7 +150,7 @@ def train_run(s, spec: RunSpec, at_rung: Callable[[int, float], str | None] | No
                        resolution=cfg.resolution, out=str(spec.out), seed=spec.seed, recipe=s.recipe, quiet=True,
                        precise_bn=0, plot=False, ema_decay=0.0, channels_last=True, checkpoint=False,
                        budget_minutes=budget)
-    task = SearchTask(cfg, {*spec.rungs, spec.epochs}, s.precise_bn)
+    task = SearchTask(cfg, {*spec.rungs, spec.epochs}, s.precise_bn, s.min_steps)
     summary = train(tcfg, task=task, on_epoch_end=on_epoch_end)
     epochs = int(summary["epochs_run"])
     stopped_by = state["stopped_by"]

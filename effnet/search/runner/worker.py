@@ -155,7 +155,8 @@ def _run(ctx: SearchContext, trial, job: Job) -> None:
         study.tell(trial, res.top1)
     top1 = "-" if res.top1 is None else f"{res.top1:.2f}%"
     why = {"pruner": " (pruned)", "time": " (cut for time)"}.get(res.stopped_by or "", "")
-    log(f"{job.phase} {job.candidate} seed {job.seed}: top-1 {top1} after {res.epochs} epoch(s){why}, {wall:.0f} s")
+    done = f"{ctx.plan.fidelity(res.epochs)} {ctx.plan.unit()}"
+    log(f"{job.phase} {job.candidate} seed {job.seed}: top-1 {top1} after {done}{why}, {wall:.0f} s")
 
 
 def _run_claimed(ctx: SearchContext, trial, job: Job, finished: dict) -> bool:
