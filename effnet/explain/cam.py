@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data import eval_transform
 from ..errors import UsageError
+from ..extras import install_hint
 from ..models.imagenet import class_names_for
 from .options import DEFAULT_LAYER, METHODS
 
@@ -55,7 +56,7 @@ def _extractor(method: str, model: nn.Module, layer: str, resolution: int):
     try:
         import torchcam.methods as methods
     except ImportError:
-        raise UsageError("effnet explain needs torchcam: pip install torchcam") from None
+        raise UsageError(f"effnet explain {install_hint('torchcam')}") from None
     names = dict(model.named_modules())
     if layer not in names:
         raise UsageError(f"no layer {layer!r} in {model.config.name} (e.g. head, blocks.6, blocks.5)")
