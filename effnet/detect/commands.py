@@ -20,7 +20,7 @@ from ..train.arguments import add_train_arguments, config_for
 from ..train.loop import train
 from .evaluate import evaluate_detector
 from .predict import draw_detections, predict_files
-from .task import DetectionTask
+from .task import BACKBONE_ONLY, DetectionTask
 
 
 def _needs_weights(source: str, weights: str | None) -> None:
@@ -120,8 +120,9 @@ def add_commands(sub) -> None:
     p = dsub.add_parser("train", help="train a detector on a COCO-layout dataset (the shared training loop)")
     p.add_argument("data_dir", nargs="?", help="DATA with annotations/instances_{train,val}.json, train/, val/")
     add_train_arguments(p)
-    p.add_argument("--pretrained-backbone", dest="pretrained", action="store_true", default=None,
-                   help="start the backbone from the classifier's installed ImageNet weights")
+    p.add_argument("--pretrained-backbone", dest="pretrained", action="store_const", const=BACKBONE_ONLY,
+                   help="start the backbone from the classifier's installed ImageNet weights (--pretrained: the "
+                        "published COCO detector, only the class output layer new)")
     p.add_argument("--fp32", dest="amp", action="store_false",
                    help="no bfloat16 autocast (the default where the CPU has native bf16)")
     p.set_defaults(func=cmd_train, model="efficientdet_lite0", recipe="detect", batch_size=16, amp=bf16_native(),
