@@ -183,15 +183,131 @@ def _check_openvino(path: Path, inputs, ort_outputs, tolerance: float) -> bool:
 
 def export_for_task(model: nn.Module, options: ExportOptions) -> Exported:
     """``effnet export`` / ``effnet detect export`` for a detector: end to end (boxes, scores, classes with decoding
-    and NMS inside), or ``raw`` per-level outputs; ONNX only (fp32)."""
-    if options.format != "onnx" or options.int8:
-        raise UsageError("detectors export to --format onnx (fp32): boxes, scores and classes with NMS inside, "
-                         "or --raw outputs")
-    images = list(options.images) or (sorted(str(p) for p in Path(options.calibration).rglob("*") if p.is_file())
+    and NMS inside) as ONNX or OpenVINO IR (``--int8 --calibration DIR``: NNCF), or ``raw`` per-level ONNX outputs."""
+    if options.format not in ("onnx", "openvino") or (options.int8 and options.format != "openvino") or (
+            options.raw and options.format != "onnx"):
+        raise UsageError("detectors export to --format onnx (fp32) or --format openvino [--int8 --calibration DIR], "
+                         "end to end (boxes with NMS inside), or --raw outputs to onnx")
+    images = list(options.images) or (sorted(str(p) for p in Path(options.calibration).rglob("*") if p.is_file())[:16]
                                       if options.calibration else None)
+    if options.format == "openvino":
+        r, agreement = export_openvino_detector(model, options.output, options.resolution, images, options.int8,
+                                                options.calibration)
+        line = (f"wrote {r.path} + .bin (OpenVINO IR{' int8 (NNCF)' if options.int8 else ''}, end to end: boxes, "
+                f"scores, classes; decoding + NMS inside); its ONNX graph checked in ONNX Runtime and OpenVINO vs "
+                f"PyTorch on {r.images} real images: max box diff {r.max_box_diff:.2e} px")
+        if agreement:
+            line += (f"; int8 vs fp32: {agreement['int8_detections']} vs {agreement['fp32_detections']} detections, "
+                     f"{agreement['fp32_kept_by_int8']:.0%} of fp32's found at IoU >= 0.5")
+        return Exported([line], dict(r.__dict__, **agreement))
     r = export_detector(model, options.output, options.resolution, options.raw, images)
     what = "raw outputs (class/box P3-P7)" if options.raw else "end to end: boxes, scores, classes; decoding + NMS inside"
     checked = "ONNX Runtime" + (" and OpenVINO" if r.openvino_checked else "")
     line = (f"wrote {r.path} ({what}); {checked} vs PyTorch on {r.images} real images: max box diff "
             f"{r.max_box_diff:.2e}" + ("" if options.raw else f" px, max score diff {r.max_score_diff:.2e}"))
     return Exported([line], dict(r.__dict__))
+
+
+# ---------------------------------------------------------------------------------------------- OpenVINO, engines
+
+def _calibration_batch(config, resolution: int, calibration: str, limit: int = 64) -> torch.Tensor:
+    """Letterboxed, normalised real images from ``calibration`` (the detector's own preprocessing), for NNCF."""
+    from ..data import check_image
+
+    files = [p for p in sorted(Path(calibration).rglob("*")) if p.is_file() and check_image(p) is None][:limit]
+    if not files:
+        raise UsageError(f"{calibration}: no readable images to calibrate int8 on")
+    return torch.cat(_real_inputs(config, resolution, files))
+
+
+def export_openvino_detector(model: nn.Module, path: str | os.PathLike, resolution: int | None = None,
+                             images: list[str | os.PathLike] | None = None, int8: bool = False,
+                             calibration: str | None = None) -> tuple[DetectorExportReport, dict]:
+    """OpenVINO IR (``path`` .xml + .bin) of the end-to-end graph: the ONNX graph verified by :func:`export_detector`
+    (ONNX Runtime and OpenVINO vs PyTorch on real images), converted; ``int8``: NNCF post-training quantization
+    calibrated on ``calibration`` (convolutions int8; decoding and NMS stay float). Returns the report and, for
+    int8, how its detections compare with fp32 on the verification images."""
+    from ..deploy.openvino import compile_ir, quantize_int8, require_openvino, save_ir
+
+    ov = require_openvino()
+    if int8 and not calibration:
+        raise UsageError("--int8 needs --calibration DIR (real images to calibrate on)")
+    res = resolution or model.config.resolution
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_detector(model, Path(tmp) / "model.onnx", res, images=images)
+        ov_model = ov.convert_model(str(Path(tmp) / "model.onnx"))
+        agreement = {}
+        if int8:
+            fp32 = compile_ir(ov_model)
+            ov_model = quantize_int8(ov_model, _calibration_batch(model.config, res, calibration))
+            agreement = _int8_agreement(fp32, compile_ir(ov_model), _real_inputs(model.config, res, images))
+        out_dir = Path(tmp) / "ir"
+        out_dir.mkdir()
+        save_ir(ov_model, out_dir / "model.xml")
+        target = Path(path).with_suffix(".xml")
+        for ext in (".bin", ".xml"):  # .xml last: a reader never finds an .xml without its weights
+            data = (out_dir / f"model{ext}").read_bytes()
+            atomic_write(target.with_suffix(ext), lambda p, data=data: Path(p).write_bytes(data))
+    report.path = str(target)
+    return report, agreement
+
+
+def _int8_agreement(fp32, int8, inputs: list[torch.Tensor]) -> dict:
+    """fp32 vs int8 on real images: detections each found, and the share of fp32's kept at IoU >= 0.5."""
+    from torchvision.ops import box_iou
+
+    found = kept = n8 = 0
+    for x in inputs:
+        a = fp32(x.numpy())
+        b = int8(x.numpy())
+        ba, bb = torch.from_numpy(a[fp32.outputs[0]]), torch.from_numpy(b[int8.outputs[0]])
+        found, n8 = found + len(ba), n8 + len(bb)
+        if len(ba) and len(bb):
+            kept += int((box_iou(ba, bb).max(dim=1).values >= 0.5).sum())
+    return dict(fp32_detections=found, int8_detections=n8, fp32_kept_by_int8=kept / max(found, 1))
+
+
+class EndToEndEngine:
+    """The exported end-to-end graph behind :class:`effnet.detect.Predictor`: one image at a time (the graph's
+    batch is 1), boxes clipped to each image's own area, the graph's 0.05 score threshold raised to the caller's."""
+
+    def __init__(self, run, max_detections: int) -> None:
+        self.run, self.max_detections = run, max_detections
+
+    def __call__(self, x: torch.Tensor, valid: torch.Tensor, score_threshold: float) -> list[tuple]:
+        out = []
+        for image, (h, w) in zip(x, valid.tolist()):
+            boxes, scores, labels = (torch.from_numpy(np.asarray(t)) for t in self.run(image[None].numpy()))
+            keep = scores > score_threshold
+            boxes = boxes[keep].float()
+            boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w),
+                                 boxes[:, 3].clamp(0, h)], dim=1)
+            out.append((boxes[: self.max_detections], scores[keep][: self.max_detections].float(),
+                        labels[keep][: self.max_detections].long()))
+        return out
+
+
+def end_to_end_engine(model: nn.Module, backend: str, calibration: str | None = None, threads: int | None = None,
+                      max_detections: int = 100) -> EndToEndEngine:
+    """``model``'s end-to-end graph for ``backend`` (onnx, openvino, openvino-int8), exported and verified once
+    into the cache (keyed by weights, config and calibration images), then run."""
+    from ..deploy.predictors import _cache_path
+
+    int8 = backend.endswith("-int8")
+    if int8 and not calibration:
+        raise UsageError(f"--backend {backend} needs --calibration DIR (real images to calibrate int8 on)")
+    if backend == "onnx":
+        from ..deploy.ort import ort_session
+
+        path = _cache_path(model, "detect-onnx", "fp32", None, "onnx")
+        if not path.exists():
+            export_detector(model, path)
+        session = ort_session(str(path), threads, spinning=threads is None)
+        return EndToEndEngine(lambda x: session.run(None, {"image": x}), max_detections)
+    from ..deploy.openvino import compile_ir
+
+    path = _cache_path(model, "detect-openvino", "int8" if int8 else "fp32", calibration if int8 else None, "xml")
+    if not path.exists():
+        export_openvino_detector(model, path, int8=int8, calibration=calibration)
+    compiled = compile_ir(str(path), "fp32", threads)
+    return EndToEndEngine(lambda x: [v for v in compiled(x).values()], max_detections)

@@ -46,6 +46,7 @@ class Predictor:
 
     def __init__(self, model: nn.Module, backend: str = "torch", score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                  calibration: str | None = None, threads: int | None = None, max_detections: int = 100) -> None:
+        backend = "torch" if backend == "auto" else backend  # exported graphs are opt-in: torch is exact
         if backend not in DETECT_BACKENDS:
             raise UsageError(f"unknown detector backend {backend!r} ({', '.join(DETECT_BACKENDS)})")
         self.model, self.config = model.eval(), model.config
