@@ -1,6 +1,6 @@
 """The end-to-end detector graph (decoding + NMS inside) in ONNX Runtime and OpenVINO behind
 ``effnet.detect.Predictor``, ``effnet export --format openvino [--int8]`` and ``detect predict --backend``; a tiny
-input size (128 px) on real photos keeps it cheap."""
+input size (160 px) on real photos keeps it cheap."""
 
 import json
 
@@ -26,14 +26,15 @@ def _photos() -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    """A Lite0 with varied BatchNorm statistics and decisive class scores, saved as an effnet file."""
+    """A Lite0 with TF "SAME" padding (as the published weights: odd pyramid sizes need it exported right), varied
+    BatchNorm statistics and decisive class scores, saved as an effnet file."""
     torch.manual_seed(0)
-    model = effnet.create_model("efficientdet_lite0", num_classes=3).eval()
+    model = effnet.create_model("efficientdet_lite0", num_classes=3, tf_padding=True).eval()
     randomize_bn(model)
     with torch.no_grad():
         model.class_net.predict.pw.bias.fill_(-4.0)
         model.class_net.predict.pw.weight.mul_(3)
-    model.config = model.config.replace(resolution=128, class_names=("cat", "cup", "person"))
+    model.config = model.config.replace(resolution=160, class_names=("cat", "cup", "person"))  # P5 5x5: odd
     path = tmp_path_factory.mktemp("det") / "det.safetensors"
     effnet.save(model, path)
     return model, path

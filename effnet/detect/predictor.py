@@ -21,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from ..data.coco import detection_eval_image
+from ..deploy.optimize import optimize
 from ..errors import UsageError
 from .boxes import anchors_for, flatten_outputs, postprocess
 
@@ -41,34 +42,47 @@ def _size(image) -> tuple[int, int]:
     return (image.height, image.width) if isinstance(image, Image.Image) else tuple(image.shape[-2:])
 
 
+def preprocess(config, images: Sequence) -> tuple[torch.Tensor, list[float], list[tuple[float, float]]]:
+    """Letterboxed, normalised batch for ``config``; each image's resize scale and its (height, width) in input
+    pixels."""
+    xs, scales, valid = [], [], []
+    for image in map(_as_input, images):
+        x, scale = detection_eval_image(image, config.mean, config.std, config.resolution)
+        h, w = _size(image)
+        xs.append(x)
+        scales.append(scale)
+        valid.append((h * scale, w * scale))
+    return torch.stack(xs), scales, valid
+
+
 class Predictor:
-    """Final detections for a list of images (see the module docstring)."""
+    """Final detections for a list of images (see the module docstring).
+
+    ``fold_batchnorm`` runs PyTorch on the inference copy (:func:`effnet.deploy.optimize`: BatchNorm folded,
+    channels_last), ~4x faster for D0 at 512 px on a CPU; its scores differ from the plain model's by float rounding
+    (boxes ~1e-3 px), so detections whose scores tie may come in another order. Off: effdet's boxes exactly.
+    """
 
     def __init__(self, model: nn.Module, backend: str = "torch", score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                 calibration: str | None = None, threads: int | None = None, max_detections: int = 100) -> None:
+                 calibration: str | None = None, threads: int | None = None, max_detections: int = 100,
+                 fold_batchnorm: bool = False) -> None:
         backend = "torch" if backend == "auto" else backend  # exported graphs are opt-in: torch is exact
         if backend not in DETECT_BACKENDS:
             raise UsageError(f"unknown detector backend {backend!r} ({', '.join(DETECT_BACKENDS)})")
         self.model, self.config = model.eval(), model.config
         self.backend, self.score_threshold, self.max_detections = backend, score_threshold, max_detections
-        self.resolution = self.config.resolution
         self.class_names = self.config.class_names or tuple(str(i) for i in range(self.config.num_classes))
-        self.engine = None
-        if backend != "torch":
+        self.engine, self.runner = None, self.model
+        if backend == "torch" and fold_batchnorm:
+            folded = optimize(self.model)
+            self.runner = lambda x: folded(x.contiguous(memory_format=torch.channels_last))
+        elif backend != "torch":
             from .export import end_to_end_engine  # exporting needs onnx / openvino, only for these backends
 
             self.engine = end_to_end_engine(model, backend, calibration, threads, max_detections=max_detections)
 
     def preprocess(self, images: Sequence) -> tuple[torch.Tensor, list[float], list[tuple[float, float]]]:
-        """Letterboxed, normalised batch; each image's resize scale and its (height, width) in input pixels."""
-        xs, scales, valid = [], [], []
-        for image in map(_as_input, images):
-            x, scale = detection_eval_image(image, self.config.mean, self.config.std, self.resolution)
-            h, w = _size(image)
-            xs.append(x)
-            scales.append(scale)
-            valid.append((h * scale, w * scale))
-        return torch.stack(xs), scales, valid
+        return preprocess(self.config, images)
 
     @torch.inference_mode()
     def detect(self, x: torch.Tensor, scales: list[float], valid: list[tuple[float, float]]) -> list[tuple]:
@@ -76,7 +90,7 @@ class Predictor:
         if self.engine is not None:
             found = self.engine(x, torch.tensor(valid, dtype=torch.float32), self.score_threshold)
             return [(b / s, sc, lab) for (b, sc, lab), s in zip(found, scales)]
-        class_out, box_out = self.model(x)
+        class_out, box_out = self.runner(x)
         cls, box = flatten_outputs(class_out, box_out, self.config.num_classes)
         anchors = anchors_for(self.config, x.shape[-2], x.shape[-1])
         dets = postprocess(cls, box, anchors, tuple(x.shape[-2:]), scales, max_detections=self.max_detections,
