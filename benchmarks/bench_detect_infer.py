@@ -119,6 +119,7 @@ def batch_of(key: str, n: int):
 
 def child(key: str, engine: str, batch: int, calls: int, workdir: Path) -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.set_flush_denormal(True)
     run = build_engines(key, workdir, engine)[engine]
     args = batch_of(key, batch)
     with torch.inference_mode():
@@ -154,6 +155,9 @@ def main() -> None:
     os.environ.setdefault("EFFNET_HOME", str(workdir / "home"))  # exports cached here, reused by the children
     os.environ["BENCH_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
+    # denormal floats (random weights with varied BatchNorm statistics make many) slow eager PyTorch ~10x on x86;
+    # ONNX Runtime and OpenVINO flush them to zero: so does every PyTorch engine here (effdet's too)
+    torch.set_flush_denormal(True)
     results = dict(threads=args.threads, reps=args.reps, cpu=_cpu(), torch=torch.__version__, rows=[])
     for key in args.models.split(","):
         t0 = time.perf_counter()
