@@ -160,8 +160,8 @@ def add_commands(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="[RUN_OR_MODEL] IMAGE",
                    help="a run directory or detector .safetensors (unless --model), then image files")
     p.add_argument("--model", help="a detector name (with --pretrained: its published COCO weights) or file")
-    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="TAG",
-                   help="the published COCO weights (default tag, or TAG; 'effnet weights efficientdet')")
+    p.add_argument("--pretrained", action="store_true",
+                   help="with --model NAME: its published COCO weights (default tag; 'effnet weights efficientdet')")
     p.add_argument("--backend", choices=["auto", *BACKENDS], default="torch",
                    help=f"torch, or the end-to-end exported graph: {', '.join(DETECT_BACKENDS[1:])} (auto: torch)")
     p.add_argument("--calibration", help="folder of images to calibrate openvino-int8 on")
