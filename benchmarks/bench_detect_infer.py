@@ -89,14 +89,14 @@ def prepare_weights(key: str, workdir: Path) -> None:
 
 def build_engines(key: str, workdir: Path, only: str | None = None) -> dict:
     """engine name -> callable(x, scales, valid) for the preprocessed batch."""
-    import effdet
-
     import effnet
     from effnet.detect import Predictor
 
     want = lambda name: only is None or only == name  # noqa: E731
     engines = {}
     if want(ENGINES[0]):
+        import effdet  # only where it runs: a child measuring an effnet engine never loads it
+
         theirs = effdet.create_model(MODELS[key][1], pretrained=False, pretrained_backbone=False).eval()
         theirs.load_state_dict(torch.load(workdir / f"{key}_effdet.pth", weights_only=True))
         bench = effdet.DetBenchPredict(theirs).eval()
