@@ -47,11 +47,14 @@ def test_predict_writes_json_and_drawn_pngs(tiny_run, tmp_path):
     preds = json.loads(proc.stdout)
     assert [p["path"] for p in preds] == list(map(str, images))  # effnet.results.detection's schema
     det = preds[0]["detections"]
-    assert det and set(det[0]) == {"label", "index", "score", "box"}
-    assert det[0]["label"] in "0123456789" and isinstance(det[0]["index"], int)
+    assert det and set(det[0]) == {"box", "score", "label", "index"} and det[0]["label"] in "0123456789"
     drawn = Image.open(out / (images[0].stem + ".png"))
     assert drawn.size == Image.open(images[0]).size
     assert json.loads((out / "predictions.json").read_text())[0]["path"] == str(images[0])
+    lines = run_cli("detect", "predict", "--model", str(run), str(images[0]), "--score-threshold", "0.0").stdout
+    first = lines.splitlines()[0].split(" ", 2)  # "7 0.42 [x1 y1 x2 y2]"
+    assert first[0] == det[0]["label"] and float(first[1]) == round(det[0]["score"], 2)
+    assert [round(v) for v in det[0]["box"]] == [int(v) for v in first[2].strip("[]").split()]
 
 
 def test_user_mistakes_are_one_line_errors(tiny_run, tmp_path):

@@ -11,7 +11,8 @@ effdet = pytest.importorskip("effdet")
 
 # effdet 0.4.1 parameter counts (random init), the official TF layout: tf_efficientdet_*
 EFFDET_PARAMS = {"efficientdet_d0": 3_880_067, "efficientdet_d1": 6_625_898, "efficientdet_d4": 20_723_675,
-                 "efficientdet_d7": 51_871_782, "efficientdet_lite0": 3_243_470}
+                 "efficientdet_d7": 51_871_782, "efficientdet_lite0": 3_243_470,
+                 "efficientdet_lite3x": 9_280_862, "efficientdet_d7x": 77_147_166}
 
 
 def n_params(model):

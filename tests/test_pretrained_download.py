@@ -211,9 +211,10 @@ def test_weights_command_lists_registry_and_cache(home):
     hub.convert_file(entry, state, hub.cache_path(entry), check_sha=False)  # as if downloaded earlier
     state.unlink()
     out = run_cli("weights").stdout.splitlines()
-    assert out[0].split() == ["model", "tag", "source", "top-1", "res", "size", "cached"]
+    assert out[0].split() == ["model", "tag", "source", "published", "res", "size", "cached"]
     rows = {tuple(line.split()[:2]): line for line in out[1:-1]}
-    assert len(rows) == 57
+    assert len(rows) == 57 + 23  # the classifiers, then the COCO detectors
+    assert "AP 34.2" in rows[("efficientdet_d0", "tf_coco")] and " 512 " in rows[("efficientdet_d0", "tf_coco")]
     assert rows[("efficientnet_lite3", "tf_in1k")].split()[-1] == "cached"
     assert rows[("efficientnet_b0", "tv_in1k")].split()[-1] == "-"
     assert "77.69" in rows[("efficientnet_b0", "tv_in1k")] and " 224 " in rows[("efficientnet_b0", "tv_in1k")]

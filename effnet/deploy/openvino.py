@@ -160,9 +160,10 @@ class Runner:
         return self._queues[batch]
 
 
-def quantize_int8(ov_model, batch: torch.Tensor, ignored_types: tuple[str, ...] = ()):
+def quantize_int8(ov_model, batch: torch.Tensor | list[dict], ignored_types: tuple[str, ...] = ()):
     """NNCF post-training quantization (int8 weights and activations, the CNN defaults: symmetric, per-channel
-    weights, fast bias correction) calibrated on ``batch`` (N, C, H, W) of preprocessed real images.
+    weights, fast bias correction) calibrated on ``batch`` (N, C, H, W) of preprocessed real images, or on a list of
+    input dicts (input name -> array) for a model with several inputs (the end-to-end detector).
 
     ``ignored_types`` keeps those OpenVINO op types (e.g. ``("MatMul",)`` for the classifier) in float.
     """
@@ -170,9 +171,9 @@ def quantize_int8(ov_model, batch: torch.Tensor, ignored_types: tuple[str, ...] 
     import nncf
 
     nncf.set_log_level(logging.ERROR)  # per-node INFO lines and progress bars: not a user's business
-    data = nncf.Dataset([batch[i:i + 1].numpy() for i in range(batch.shape[0])])
+    items = batch if isinstance(batch, list) else [batch[i:i + 1].numpy() for i in range(batch.shape[0])]
     scope = nncf.IgnoredScope(types=list(ignored_types), validate=False) if ignored_types else None
     kwargs = {"ignored_scope": scope} if scope else {}
     # NNCF draws rich progress bars on the console whatever its log level: keep them off a CLI's output
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return nncf.quantize(ov_model, data, subset_size=batch.shape[0], **kwargs)
+        return nncf.quantize(ov_model, nncf.Dataset(items), subset_size=len(items), **kwargs)

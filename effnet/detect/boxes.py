@@ -112,8 +112,10 @@ class Detections:
 
 def postprocess(cls: torch.Tensor, box: torch.Tensor, anchors: torch.Tensor, image_size: tuple[int, int],
                 scales: list[float] | None = None, max_candidates: int = 5000, iou_threshold: float = 0.5,
-                max_detections: int = 100, score_threshold: float = 0.0) -> list[Detections]:
-    """Official post-processing: top-k (anchor, class) pairs by score, decode, clip, per-class NMS (torchvision
+                max_detections: int = 100, score_threshold: float = 0.0,
+                clip_sizes: list[tuple[float, float]] | None = None) -> list[Detections]:
+    """Official post-processing: top-k (anchor, class) pairs by score, decode, clip (to the input, or to each
+    image's own (height, width) in input pixels: ``clip_sizes``, as effdet), per-class NMS (torchvision
     ``batched_nms``), keep the best ``max_detections``; boxes divided by each image's resize ``scale``."""
     n, total, num_classes = cls.shape
     k = min(max_candidates, total * num_classes)
@@ -121,7 +123,8 @@ def postprocess(cls: torch.Tensor, box: torch.Tensor, anchors: torch.Tensor, ima
     out = []
     for i in range(n):
         anchor_idx, labels = idx[i] // num_classes, idx[i] % num_classes
-        boxes = clip_boxes_to_image(decode(box[i, anchor_idx].float(), anchors[anchor_idx]), image_size)
+        boxes = clip_boxes_to_image(decode(box[i, anchor_idx].float(), anchors[anchor_idx]),
+                                    clip_sizes[i] if clip_sizes is not None else image_size)
         scores = scores_all[i].sigmoid()
         keep = scores > score_threshold
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]

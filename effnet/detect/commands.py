@@ -10,18 +10,19 @@ from pathlib import Path
 import torch
 
 from ..data.coco import read_coco_split
+from ..deploy import BACKENDS
 from ..deploy.options import add_export_arguments, export_options
 from ..errors import DataError, UsageError
 from ..files import atomic_write
-from ..results import detection
 from ..models.registry import load_model
 from ..tasks import export
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
 from ..train.loop import train
 from .evaluate import evaluate_detector
-from .predict import draw_detections, predict_files
-from .task import DetectionTask
+from .predict import draw_detections, predict_paths
+from .predictor import DETECT_BACKENDS, Predictor
+from .task import BACKBONE_ONLY, DetectionTask
 
 
 def _needs_weights(source: str, weights: str | None) -> None:
@@ -80,35 +81,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_result(pred: dict) -> dict:
-    """One image's detections in effnet's one JSON result schema (:func:`effnet.results.detection`), with the
-    ``drawn`` PNG's path when one was written."""
-    dets = pred["detections"]
-    out = detection([d["box"] for d in dets], [d["score"] for d in dets], [d["label"] for d in dets],
-                    {d["label"]: d["class"] for d in dets}, pred["width"], pred["height"], path=pred["file"])
-    return {**out, "drawn": pred["drawn"]} if "drawn" in pred else out
+def _predict_model(args: argparse.Namespace):
+    """The detector ``detect predict`` runs: ``--model NAME --pretrained[=TAG]`` (published COCO weights), a run
+    directory / .safetensors, or a name + ``--weights``; the first positional is the model unless ``--model``."""
+    source, images = (args.model, args.inputs) if args.model else (args.inputs[0], args.inputs[1:])
+    if not images:
+        raise UsageError("give a model (RUN_DIR, a .safetensors file, or --model NAME --pretrained) and images")
+    if args.pretrained:
+        model = load_model(source, pretrained=args.pretrained, weights=args.weights, task="detect")
+    else:
+        model = load_for_inference(source, args.ema, args.weights)
+    if args.resolution:
+        model.config = model.config.replace(resolution=args.resolution)
+    return model, images
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model = load_for_inference(args.run_or_model, args.ema, args.weights)
-    preds = predict_files(model, args.images, args.score_threshold, args.resolution)
+    model, images = _predict_model(args)
+    preds = predict_paths(Predictor(model, args.backend, args.score_threshold, args.calibration), images)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for pred in preds:
-            drawn = draw_detections(pred["file"], pred)
-            target = out / (Path(pred["file"]).stem + ".png")
+            drawn = draw_detections(pred["path"], pred)
+            target = out / (Path(pred["path"]).stem + ".png")
             atomic_write(target, lambda tmp, image=drawn: image.save(tmp, format="PNG"))
             pred["drawn"] = str(target)
-        text = json.dumps([_as_result(p) for p in preds], indent=1)
+        text = json.dumps(preds, indent=1)
         atomic_write(out / "predictions.json", lambda tmp: Path(tmp).write_text(text))
     if args.json:
-        print(json.dumps([_as_result(p) for p in preds]))
+        print(json.dumps(preds))
         return 0
     for pred in preds:
-        found = ", ".join(f"{d['class']} {d['score']:.2f} at {[round(v) for v in d['box']]}"
-                          for d in pred["detections"])
-        print(f"{pred['file']}: {len(pred['detections'])} object(s)" + (f": {found}" if found else ""))
+        if len(preds) > 1:
+            print(f"{pred['path']}: {len(pred['detections'])} object(s)")
+        for d in pred["detections"]:
+            print(f"{d['label']} {d['score']:.2f} [{' '.join(str(round(v)) for v in d['box'])}]")
     return 0
 
 
@@ -130,8 +138,9 @@ def add_commands(sub) -> None:
     p = dsub.add_parser("train", help="train a detector on a COCO-layout dataset (the shared training loop)")
     p.add_argument("data_dir", nargs="?", help="DATA with annotations/instances_{train,val}.json, train/, val/")
     add_train_arguments(p)
-    p.add_argument("--pretrained-backbone", dest="pretrained", action="store_true", default=None,
-                   help="start the backbone from the classifier's installed ImageNet weights")
+    p.add_argument("--pretrained-backbone", dest="pretrained", action="store_const", const=BACKBONE_ONLY,
+                   help="start the backbone from the classifier's installed ImageNet weights (--pretrained: the "
+                        "published COCO detector, only the class output layer new)")
     p.add_argument("--fp32", dest="amp", action="store_false",
                    help="no bfloat16 autocast (the default where the CPU has native bf16)")
     p.set_defaults(func=cmd_train, model="efficientdet_lite0", recipe="detect", batch_size=16, amp=bf16_native(),
@@ -146,9 +155,16 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = dsub.add_parser("predict", help="boxes as JSON, and PNGs with the boxes drawn (--out)")
-    p.add_argument("run_or_model", help="run directory, detector .safetensors, or a detector name + --weights")
-    p.add_argument("images", nargs="+")
+    p = dsub.add_parser("predict", help="'person 0.93 [x1 y1 x2 y2]' lines or JSON, and PNGs with the named boxes "
+                                        "drawn (--out)")
+    p.add_argument("inputs", nargs="+", metavar="[RUN_OR_MODEL] IMAGE",
+                   help="a run directory or detector .safetensors (unless --model), then image files")
+    p.add_argument("--model", help="a detector name (with --pretrained: its published COCO weights) or file")
+    p.add_argument("--pretrained", action="store_true",
+                   help="with --model NAME: its published COCO weights (default tag; 'effnet weights efficientdet')")
+    p.add_argument("--backend", choices=["auto", *BACKENDS], default="torch",
+                   help=f"torch, or the end-to-end exported graph: {', '.join(DETECT_BACKENDS[1:])} (auto: torch)")
+    p.add_argument("--calibration", help="folder of images to calibrate openvino-int8 on")
     p.add_argument("--out", help="write <image>.png with boxes drawn and predictions.json here")
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.add_argument("--resolution", type=int)

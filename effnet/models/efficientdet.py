@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, UnknownModelError, UsageError
-from .bifpn import BiFPN, HeadNet, init_detector_weights
+from .bifpn import BiFPN, HeadNet, SeparableConv, init_detector_weights
 from .config import ModelConfig, variant_config
 from .efficientnet import EfficientNetFeatures
 from .layers import BNSettings
@@ -39,22 +39,27 @@ from .weights import (
 # Paper Table 1 / official hparams_config.py, as data: backbone, BiFPN width (64 * 1.35^phi, rounded by
 # the authors), BiFPN depth (3 + phi, capped at 8), box/class depth (3 + floor(phi / 3)), input size
 # (512 + 128 phi; D7 1536 on the D6 backbone), anchor scale, fusion, backbone stochastic depth.
-# "sum" fusion: the official D6/D7/Lite use plain sums "for training stability".
-DETECTOR_VARIANTS: dict[str, tuple[str, int, int, int, int, float, str, float]] = {
-    "efficientdet_d0": ("efficientnet_b0", 64, 3, 3, 512, 4.0, "fast", 0.2),
-    "efficientdet_d1": ("efficientnet_b1", 88, 4, 3, 640, 4.0, "fast", 0.2),
-    "efficientdet_d2": ("efficientnet_b2", 112, 5, 3, 768, 4.0, "fast", 0.2),
-    "efficientdet_d3": ("efficientnet_b3", 160, 6, 4, 896, 4.0, "fast", 0.2),
-    "efficientdet_d4": ("efficientnet_b4", 224, 7, 4, 1024, 4.0, "fast", 0.2),
-    "efficientdet_d5": ("efficientnet_b5", 288, 7, 4, 1280, 4.0, "fast", 0.2),
-    "efficientdet_d6": ("efficientnet_b6", 384, 8, 5, 1280, 4.0, "sum", 0.2),
-    "efficientdet_d7": ("efficientnet_b6", 384, 8, 5, 1536, 5.0, "sum", 0.2),
+# "sum" fusion: the official D6/D7/Lite use plain sums "for training stability". The last column is the top
+# pyramid level: 7 (P3-P7), 8 for D7x (P3-P8, official hparams_config.py 'efficientdet-d7x').
+DETECTOR_VARIANTS: dict[str, tuple[str, int, int, int, int, float, str, float, int]] = {
+    "efficientdet_d0": ("efficientnet_b0", 64, 3, 3, 512, 4.0, "fast", 0.2, 7),
+    "efficientdet_d1": ("efficientnet_b1", 88, 4, 3, 640, 4.0, "fast", 0.2, 7),
+    "efficientdet_d2": ("efficientnet_b2", 112, 5, 3, 768, 4.0, "fast", 0.2, 7),
+    "efficientdet_d3": ("efficientnet_b3", 160, 6, 4, 896, 4.0, "fast", 0.2, 7),
+    "efficientdet_d4": ("efficientnet_b4", 224, 7, 4, 1024, 4.0, "fast", 0.2, 7),
+    "efficientdet_d5": ("efficientnet_b5", 288, 7, 4, 1280, 4.0, "fast", 0.2, 7),
+    "efficientdet_d6": ("efficientnet_b6", 384, 8, 5, 1280, 4.0, "sum", 0.2, 7),
+    "efficientdet_d7": ("efficientnet_b6", 384, 8, 5, 1536, 5.0, "sum", 0.2, 7),
+    # D7x: the B7 backbone and one more pyramid level (P8), anchor scale 4 (official 'efficientdet-d7x').
+    "efficientdet_d7x": ("efficientnet_b7", 384, 8, 5, 1536, 4.0, "sum", 0.2, 8),
     # EfficientDet-Lite (official efficientdet/hparams_config.py 'efficientdet-lite*'): ReLU6, no SE.
-    "efficientdet_lite0": ("efficientnet_lite0", 64, 3, 3, 320, 3.0, "sum", 0.0),
-    "efficientdet_lite1": ("efficientnet_lite1", 88, 4, 3, 384, 3.0, "sum", 0.2),
-    "efficientdet_lite2": ("efficientnet_lite2", 112, 5, 3, 448, 3.0, "sum", 0.2),
-    "efficientdet_lite3": ("efficientnet_lite3", 160, 6, 4, 512, 4.0, "sum", 0.2),
-    "efficientdet_lite4": ("efficientnet_lite4", 224, 7, 4, 640, 4.0, "sum", 0.2),
+    "efficientdet_lite0": ("efficientnet_lite0", 64, 3, 3, 320, 3.0, "sum", 0.0, 7),
+    "efficientdet_lite1": ("efficientnet_lite1", 88, 4, 3, 384, 3.0, "sum", 0.2, 7),
+    "efficientdet_lite2": ("efficientnet_lite2", 112, 5, 3, 448, 3.0, "sum", 0.2, 7),
+    "efficientdet_lite3": ("efficientnet_lite3", 160, 6, 4, 512, 4.0, "sum", 0.2, 7),
+    # Lite3x: Lite3's backbone with a wider BiFPN (200) at 640 px, anchor scale 3 (official 'efficientdet-lite3x').
+    "efficientdet_lite3x": ("efficientnet_lite3", 200, 6, 4, 640, 3.0, "sum", 0.2, 7),
+    "efficientdet_lite4": ("efficientnet_lite4", 224, 7, 4, 640, 4.0, "sum", 0.2, 7),
 }
 
 # 3 scales x 3 aspect ratios per location (RetinaNet); ratios as (w, h) multipliers, as the official code.
@@ -128,11 +133,11 @@ def detector_config(name: str, num_classes: int = 90, tf_padding: bool = False) 
     """The config of a named variant from :data:`DETECTOR_VARIANTS`."""
     if name not in DETECTOR_VARIANTS:
         raise UnknownModelError(f"unknown detector {name!r}; known: {', '.join(DETECTOR_VARIANTS)}")
-    backbone, width, depth, head_depth, res, anchor_scale, fusion, drop_path = DETECTOR_VARIANTS[name]
+    backbone, width, depth, head_depth, res, anchor_scale, fusion, drop_path, max_level = DETECTOR_VARIANTS[name]
     bb = variant_config(backbone).replace(drop_path_rate=drop_path, num_classes=0, tf_padding=tf_padding)
     return DetectorConfig(name=name, backbone=bb, fpn_channels=width, fpn_repeats=depth, head_repeats=head_depth,
                           resolution=res, anchor_scale=anchor_scale, fusion=fusion, num_classes=num_classes,
-                          tf_padding=tf_padding)
+                          tf_padding=tf_padding, max_level=max_level)
 
 
 class EfficientDet(nn.Module):
@@ -164,6 +169,14 @@ class EfficientDet(nn.Module):
         self.class_net = HeadNet(c.fpn_channels, c.head_repeats, c.max_level - c.min_level + 1, num_classes,
                                  c.num_anchors, c.activation, c.redundant_bias, bn)
         init_detector_weights(nn.Identity(), [self.class_net], self.class_net)
+        self.config = c.replace(num_classes=num_classes, class_names=class_names)
+
+    def reset_classes(self, num_classes: int, class_names: tuple[str, ...] | None = None) -> None:
+        """Fine-tuning from COCO: a new class net *output layer* for ``num_classes`` (focal-loss prior bias, as
+        :func:`init_detector_weights`); backbone, BiFPN, box net and the class net's shared convs are kept."""
+        c = self.config
+        self.class_net.predict = SeparableConv(c.fpn_channels, num_classes * c.num_anchors, True, None)
+        init_detector_weights(nn.Identity(), [self.class_net.predict], self.class_net)
         self.config = c.replace(num_classes=num_classes, class_names=class_names)
 
     def freeze_backbone(self, freeze: bool = True) -> None:

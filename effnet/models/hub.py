@@ -23,6 +23,8 @@ from tqdm import tqdm
 from ..errors import CheckpointError, UsageError
 from ..extras import install_hint
 from ..files import cache_root
+from .detector_weights import DetectorWeights
+from .efficientdet import EfficientDet, load_detector
 from .efficientnet import EfficientNet
 from .pretrained import PretrainedWeights, find_weights
 from .weights import load_weights, read_config, save
@@ -115,12 +117,13 @@ def _download(url: str, dest: Path, entry: PretrainedWeights, progress: bool) ->
     return digest.hexdigest()
 
 
-def convert_file(entry: PretrainedWeights, src: str | os.PathLike, dest: str | os.PathLike,
-                 check_sha: bool = True) -> EfficientNet:
-    """Check a published file's sha256, import it with the entry's eps/padding/preprocessing, save ``dest``."""
+def convert_file(entry: PretrainedWeights | DetectorWeights, src: str | os.PathLike, dest: str | os.PathLike,
+                 check_sha: bool = True) -> EfficientNet | EfficientDet:
+    """Check a published file's sha256, import it with the entry's eps/padding/preprocessing (a detector's: its
+    label map too), save ``dest``."""
     if check_sha:
         _check_sha(entry, sha256_of(Path(src)), str(src))
-    model = load_weights(EfficientNet(entry.config()), src, source=entry.source)
+    model = load_weights(entry.build(), src, source=entry.source)
     save(model, dest, extra_metadata={"effnet_weights": entry.name, "source_url": entry.url or entry.package})
     return model
 
@@ -165,3 +168,9 @@ def load_pretrained(model: str, tag: str | None = None, progress: bool = True, *
         path = fetch(entry, progress)
         config, source = read_config(path), "auto"  # the cached file is already converted
     return load_weights(EfficientNet(config.replace(**overrides)), path, source=source)
+
+
+def load_pretrained_detector(model: str, tag: str | None = None, progress: bool = True) -> EfficientDet:
+    """Published COCO weights for detector ``model`` (default tag unless ``tag``): fetched once into the cache,
+    converted with their padding, eps, preprocessing and label map, which the loaded model's config carries."""
+    return load_detector(fetch(find_weights(model, tag), progress))

