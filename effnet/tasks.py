@@ -20,7 +20,7 @@ from .deploy.options import Exported, ExportOptions
 from .detect.served import served_detector
 from .detect.task import plot_detection_run
 from .models.config import ModelConfig
-from .models.efficientdet import DetectorConfig
+from .models.detector_config import DetectorConfig
 from .models.registry import load_model, task_of
 
 

@@ -10,6 +10,7 @@ import fnmatch
 import os
 
 from .config import VARIANTS
+from .detector_config import DETECTOR_VARIANTS
 from .pretrained import list_weights
 
 HUB_PREFIXES = ("local-dir:", "hf-hub:")  # timm's spelling of a Hub folder, local or remote
@@ -17,8 +18,6 @@ HUB_PREFIXES = ("local-dir:", "hf-hub:")  # timm's spelling of a Hub folder, loc
 
 def architectures() -> list[str]:
     """Every buildable name: the classifiers, then the EfficientDet detectors."""
-    from .efficientdet import DETECTOR_VARIANTS  # the detector table lives beside its modules
-
     return [*VARIANTS, *DETECTOR_VARIANTS]
 
 

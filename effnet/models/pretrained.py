@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from ..errors import UnknownModelError, UsageError
 from .config import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, VARIANTS, ModelConfig, variant_config
 from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
-from .efficientdet import DETECTOR_VARIANTS
-from .efficientnet import EfficientNet
+from .detector_config import DETECTOR_VARIANTS
 
 TF_MEAN = (0.5, 0.5, 0.5)  # timm's mean/std for AdvProp and the Lite ports: inputs scaled to [-1, 1]
 TF_STD = (0.5, 0.5, 0.5)
@@ -81,7 +80,9 @@ class PretrainedWeights:
     def preprocessing(self) -> str:
         return f"{self.resolution}px crop {self.crop_pct:.3f} {self.interpolation}"
 
-    def build(self) -> EfficientNet:
+    def build(self):
+        from .efficientnet import EfficientNet  # the table stays free of torch: `effnet list` reads it
+
         return EfficientNet(self.config())
 
     def config(self) -> ModelConfig:

@@ -19,7 +19,8 @@ from torch import nn
 
 from ..errors import CheckpointError, UnknownModelError, UsageError
 from .config import VARIANTS, ModelConfig, variant_config
-from .efficientdet import DetectorConfig, EfficientDet, detector_config
+from .detector_config import DetectorConfig, detector_config
+from .efficientdet import EfficientDet
 from .efficientnet import EfficientNet, EfficientNetFeatures
 from .hub import load_pretrained, load_pretrained_detector
 from .names import HUB_PREFIXES, split_tag
