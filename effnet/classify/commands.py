@@ -156,12 +156,12 @@ Try next:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("train", help="train / fine-tune on an ImageFolder (torchrun for many processes)")
+    p = sub.add_parser("train")
     p.add_argument("data_dir", nargs="?", help="ImageFolder with train/ and val/ (or one folder + --val-split)")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1/top-5/loss/per-class accuracy of a run or weights file")
+    p = sub.add_parser("eval")
     p.add_argument("run_or_weights")
     p.add_argument("data_dir")
     p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
@@ -175,7 +175,7 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="classify images, folders or globs (streamed to --output, sharded)")
+    p = sub.add_parser("predict")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, folders (walked for images) or globs ('photos/**/*.jpg')")
     p.add_argument("--model", help="name (timm's NAME.TAG too: its published weights), Hub folder, config, "
@@ -198,5 +198,5 @@ def add_commands(sub) -> None:
                                          f"{CALIBRATION_IMAGES} images being classified)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("demo", help="family table + real pretrained Lite0 on real photos")
+    p = sub.add_parser("demo")
     p.set_defaults(func=cmd_demo)

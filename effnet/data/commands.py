@@ -25,7 +25,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("data", help="write a bundled real dataset as an ImageFolder")
+    p = sub.add_parser("data")
     p.add_argument("dataset", choices=["digits", "photos", "detect-digits"],
                    help="digits: scikit-learn's handwritten digits (ImageFolder); photos: skimage.data views "
                         "(unlabelled); detect-digits: digit scans pasted onto photos (COCO detection layout)")

@@ -18,7 +18,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("export", help="export a classifier (ONNX / OpenVINO IR / TorchScript, optional int8) or a "
-                                      "detector (ONNX with NMS inside), verified against PyTorch")
+    p = sub.add_parser("export")
     add_export_arguments(p)
     p.set_defaults(func=cmd_export)

@@ -132,7 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    det = sub.add_parser("detect", help="object detection with EfficientDet: train, eval (COCO mAP), predict, export")
+    det = sub.add_parser("detect")
     dsub = det.add_subparsers(dest="detect_command", required=True)
 
     p = dsub.add_parser("train", help="train a detector on a COCO-layout dataset (the shared training loop)")

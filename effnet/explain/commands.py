@@ -62,8 +62,7 @@ def _compare(args: argparse.Namespace, photo) -> int:
 
 def add_commands(sub) -> None:
 
-    p = sub.add_parser("explain", help="class activation maps over a photo (Grad-CAM, ... via torchcam); "
-                                       "--compare: the paper's Figure 7")
+    p = sub.add_parser("explain")
     p.add_argument("run", nargs="?", help="a training run directory or .safetensors file (or use --model)")
     p.add_argument("photo")
     p.add_argument("--model", help="registered model name (with --pretrained: its published weights)")

@@ -115,20 +115,19 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("list", help="list model names")
+    p = sub.add_parser("list")
     p.add_argument("filter", nargs="?", help="a glob ('efficientnet_b*', as timm's list_models) or a substring")
     p.add_argument("--pretrained", action="store_true",
                    help="only models with published weights, one line per set as NAME.TAG (as timm lists them)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", help="Table-1 view of a model with params and MACs per stage")
+    p = sub.add_parser("info")
     p.add_argument("model", help="model name or config .json")
     p.add_argument("--resolution", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("family", help="B0-B7 side by side with the paper's numbers; bubble chart; --peers: Table 2 "
-                                      "and Figures 1/5; --latency: Table 4 on this CPU")
+    p = sub.add_parser("family")
     p.add_argument("--chart", default=DEFAULT_CHART,
                    help="PNG path ('' to skip); with --peers: Figures 1 and 5 side by side (only when given)")
     g = p.add_mutually_exclusive_group()
@@ -141,7 +140,7 @@ def add_commands(sub) -> None:
     p.add_argument("--runs", type=int, default=20, help="timed runs per model with --latency (paper: 20)")
     p.set_defaults(func=cmd_family)
 
-    p = sub.add_parser("convert", help="import timm/torchvision/lukemelas weights into an effnet file")
+    p = sub.add_parser("convert")
     p.add_argument("src")
     p.add_argument("--from", dest="source", default="auto", choices=["auto", "timm", "torchvision", "lukemelas"])
     p.add_argument("--model", required=True,
@@ -153,7 +152,7 @@ def add_commands(sub) -> None:
                    help="BatchNorm eps of the source (1e-5 for timm's non-tf_ models; torchvision is automatic)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("weights", help="published pretrained weights: list them, or download one into the cache")
+    p = sub.add_parser("weights")
     p.add_argument("--filter", help="only names containing this")
     p.set_defaults(func=cmd_weights)
     actions = p.add_subparsers(dest="action")

@@ -89,7 +89,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("search", help="step 1: grid search of alpha/beta/gamma at phi=1 (Optuna, resumable)")
+    p = sub.add_parser("search")
     p.add_argument("data_dir")
     p.add_argument("--base", help="base model name (b0) or config .json")
     p.add_argument("--alpha", help="depth grid START:STOP:STEP (default 1.0:1.4:0.05)")
@@ -125,7 +125,7 @@ def add_commands(sub) -> None:
     p.add_argument("--precise-bn", type=int, help="train batches for BN recalibration before each evaluation (default 10)")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("scale", help="step 2: compound-scale the base to phi = 0..K and write configs")
+    p = sub.add_parser("scale")
     p.add_argument("--alpha", type=float)
     p.add_argument("--beta", type=float)
     p.add_argument("--gamma", type=float)
@@ -138,7 +138,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="scaled")
     p.set_defaults(func=cmd_scale)
 
-    p = sub.add_parser("study", help="width/depth/resolution/compound scaling at matched MACs (Fig. 3)")
+    p = sub.add_parser("study")
     p.add_argument("data_dir")
     p.add_argument("--max-phi", type=int, default=2)
     p.add_argument("--alpha", type=float, default=PAPER.alpha)

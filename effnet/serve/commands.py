@@ -31,8 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("serve", help="HTTP service + web page: POST /predict (classifier) or /detect (detector), "
-                                       "the Open Inference Protocol (/v2), GET / (page), /docs, /metrics")
+    p = sub.add_parser("serve")
     p.add_argument("--model", required=True, help="model name (with --pretrained), config .json, training run "
                                                    "directory (its model.safetensors) or effnet .safetensors file")
     p.add_argument("--pretrained", action="store_true", help="real ImageNet weights installed locally")

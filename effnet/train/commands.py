@@ -14,6 +14,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("plot", help="write RUN_DIR/curves.png (a classification or a detection run)")
+    p = sub.add_parser("plot")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_plot)
