@@ -40,9 +40,9 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # after writing: some writers (safetensors) create the file anew
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
