@@ -278,8 +278,8 @@ def load_weights(
     else:
         label, state = str(path_or_state_dict), read_state_dict(path_or_state_dict)
     try:
-        source = resolve_source(state, source)
         translated = translate_state_dict(state, model, source)
+        source = resolve_source(state, source)
     except CheckpointError as exc:
         raise CheckpointError(f"{label}: {exc}") from None
     check_and_load(model, translated, label)

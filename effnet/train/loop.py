@@ -26,7 +26,7 @@ from ..errors import DataError, TrainingDiverged
 from ..files import atomic_write, unique_dir
 from ..models.weights import save
 from .allocator import allocator
-from .checkpoint import TrainState, seed_everything
+from .checkpoint import TrainState, rng_state, seed_everything, set_rng_state
 from .config import TrainConfig
 from .distributed import EpochSampler, dist_info, init_distributed, sync_buffers_from_rank0
 from .metrics import append_csv, read_csv, tensorboard_writer
@@ -147,7 +147,9 @@ def _open_run_dir(run: Run, resume_dir: str | None) -> None:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         args_json = json.dumps(dataclasses.asdict(run.cfg), indent=1)
         atomic_write(run.run_dir / "args.json", lambda tmp: Path(tmp).write_text(args_json))
+        streams = rng_state()
         run.tb = tensorboard_writer(run.run_dir)
+        set_rng_state(streams)  # opening TensorBoard must not move a resumed run's restored random streams
 
 
 def _new_run_dir(cfg: TrainConfig, name: str, resume_dir: str | None, distributed: bool) -> Path:
