@@ -135,7 +135,7 @@ CASES = [
     ("batch-size 0", lambda w, t: ["train", str(w["data"]), "--batch-size", "0"], "--batch-size must be 1 to"),
     ("epochs 0", lambda w, t: ["train", str(w["data"]), "--epochs", "0"], "--epochs must be 1 to"),
     ("epochs -1", lambda w, t: ["train", str(w["data"]), "--epochs", "-1"], "--epochs must be 1 to"),
-    ("lr nan", lambda w, t: ["train", str(w["data"]), "--lr", "nan"], "--lr must be between 0"),
+    ("lr nan", lambda w, t: ["train", str(w["data"]), "--lr", "nan"], "--lr must be a finite number above 0"),
     ("val-split 1.5", lambda w, t: ["train", str(w["data"]), "--val-split", "1.5"], "--val-split must be"),
     ("workers -1", lambda w, t: ["train", str(w["data"]), "--workers", "-1"], "--workers must be 0 to"),
     ("hflip 2", lambda w, t: ["train", str(w["data"]), "--hflip", "2"], "--hflip must be 0 to 1"),
