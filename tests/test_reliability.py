@@ -174,6 +174,9 @@ CASES = [
      "no readable images"),
     ("coco not an object", lambda w, t: ["detect", "train", str(_coco_with([1, 2])(w, t)), *TRAIN],
      "not a COCO annotation file"),
+    ("data photos --count 0", lambda w, t: ["data", "photos", str(t / "p"), "--count", "0"], "--count must be 1 to"),
+    ("data detect-digits --count -5", lambda w, t: ["data", "detect-digits", str(t / "d"), "--count", "-5"],
+     "--count must be 1 to"),
     ("data into a non-empty folder", lambda w, t: ["data", "photos", str(w["data"]), "--count", "2"],
      "exists and is not an empty folder"),
 ]

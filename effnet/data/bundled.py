@@ -9,6 +9,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from ..errors import UsageError
 from ..files import atomic_dir
 from .images import to_rgb
 
@@ -47,6 +48,7 @@ def _write_digits(out_dir, val_fraction: float, seed: int) -> dict[str, int]:
     return counts
 
 
+MAX_COUNT = 100_000  # images one `effnet data` call may write (bounds the work before doing it)
 PHOTO_NAMES = ("astronaut", "cat", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
                "retina", "colorwheel", "camera", "moon", "coins", "brick", "grass", "gravel", "page", "text")
 
@@ -56,6 +58,8 @@ def write_photos(out_dir: str | os.PathLike, count: int = 100, seed: int = 0) ->
     crop (30-100% of the area) with random flip of one photo, so that calibration and agreement checks
     see varied real content with no download. Returns the number written. The folder appears whole or not at
     all (``out_dir`` must be new or empty)."""
+    if not 1 <= count <= MAX_COUNT:
+        raise UsageError(f"--count must be 1 to {MAX_COUNT}, got {count}")
     with atomic_dir(out_dir) as tmp:
         return _write_photos(tmp, count, seed)
 

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from ..files import atomic_dir
-from .bundled import PHOTO_NAMES
+from ..errors import UsageError
+from .bundled import MAX_COUNT, PHOTO_NAMES
 from .images import to_rgb
 
 CLASSES = tuple(str(d) for d in range(10))
@@ -90,6 +91,8 @@ def write_detect_digits(out_dir: str | os.PathLike, train: int = 400, val: int =
     Returns the numbers of images and boxes per split. The folder appears whole or not at all (written beside
     it, then renamed; ``out_dir`` must be new or empty).
     """
+    if not (1 <= train <= MAX_COUNT and 1 <= val <= MAX_COUNT):
+        raise UsageError(f"--count must be 1 to {MAX_COUNT} images per split, got {train} train, {val} val")
     with atomic_dir(out_dir) as tmp:
         return _write_detect_digits(os.fspath(tmp), train, val, seed, min_size, max_size)
 
