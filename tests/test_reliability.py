@@ -232,7 +232,7 @@ def test_coco_bad_records_are_skipped_with_one_warning(world, tmp_path, image, a
     split = read_coco_split(path, world["coco"] / "train", logs.append)
     assert any(problem in line for line in logs), logs
     kept_boxes = [b for img in split.images for b in img.boxes]
-    assert all(np.isfinite(kept_boxes).all() for _ in [0])
+    assert np.isfinite(np.asarray(kept_boxes, dtype=float)).all()
     if image:  # the bad image is skipped, the good one kept with its box
         assert [i.id for i in split.images] == [2] and split.images[0].boxes == [[1.0, 1.0, 10.0, 10.0]]
     else:  # the bad annotations skipped: no box is trained on
@@ -361,6 +361,18 @@ def test_run_dirs_started_together_are_unique(tmp_path):
     base = tmp_path / "runs" / "b0-20260101-000000"
     made = [unique_dir(base) for _ in range(3)]
     assert [p.name for p in made] == [base.name, f"{base.name}-2", f"{base.name}-3"] and all(p.is_dir() for p in made)
+
+
+def test_two_runs_in_one_second_get_two_folders(tmp_path, monkeypatch):
+    """The loop's own naming, with the clock stopped on one second: each run still gets its own folder."""
+    from effnet.train import loop
+    from effnet.train.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loop.time, "strftime", lambda fmt, *a: "20260101-000000")
+    cfg = TrainConfig(data_dir="d")
+    first, second = (loop._new_run_dir(cfg, "tiny", None, False) for _ in range(2))
+    assert first != second and first.is_dir() and second.is_dir() and first.name == "tiny-20260101-000000"
 
 
 def test_resume_keeps_saved_flags_and_allows_data_dir(world, tmp_path, capsys):
