@@ -9,14 +9,22 @@ import os
 import numpy as np
 from PIL import Image
 
+from ..errors import UsageError
+from ..files import atomic_dir
 from .images import to_rgb
 
 
 def write_digits(out_dir: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0) -> dict[str, int]:
     """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10 classes) as an ImageFolder.
 
-    Writes ``out_dir/{train,val}/<digit>/<n>.png`` with a fixed stratified split. Returns counts.
+    Writes ``out_dir/{train,val}/<digit>/<n>.png`` with a fixed stratified split. Returns counts. The folder
+    appears whole or not at all (written beside it, then renamed; ``out_dir`` must be new or empty).
     """
+    with atomic_dir(out_dir) as tmp:
+        return _write_digits(tmp, val_fraction, seed)
+
+
+def _write_digits(out_dir, val_fraction: float, seed: int) -> dict[str, int]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -40,6 +48,7 @@ def write_digits(out_dir: str | os.PathLike, val_fraction: float = 0.2, seed: in
     return counts
 
 
+MAX_COUNT = 100_000  # images one `effnet data` call may write (bounds the work before doing it)
 PHOTO_NAMES = ("astronaut", "cat", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
                "retina", "colorwheel", "camera", "moon", "coins", "brick", "grass", "gravel", "page", "text")
 
@@ -47,7 +56,15 @@ PHOTO_NAMES = ("astronaut", "cat", "chelsea", "coffee", "rocket", "immunohistoch
 def write_photos(out_dir: str | os.PathLike, count: int = 100, seed: int = 0) -> int:
     """Real photographs bundled with scikit-image (``skimage.data``), as ``count`` JPEG views: each a random
     crop (30-100% of the area) with random flip of one photo, so that calibration and agreement checks
-    see varied real content with no download. Returns the number written."""
+    see varied real content with no download. Returns the number written. The folder appears whole or not at
+    all (``out_dir`` must be new or empty)."""
+    if not 1 <= count <= MAX_COUNT:
+        raise UsageError(f"--count must be 1 to {MAX_COUNT}, got {count}")
+    with atomic_dir(out_dir) as tmp:
+        return _write_photos(tmp, count, seed)
+
+
+def _write_photos(out_dir, count: int, seed: int) -> int:
     import skimage.data
 
     rng = np.random.default_rng(seed)
@@ -60,7 +77,6 @@ def write_photos(out_dir: str | os.PathLike, count: int = 100, seed: int = 0) ->
             photos.append((name, to_rgb(Image.fromarray(np.asarray(fn())))))
         except Exception:  # a data file missing from this scikit-image build
             continue
-    os.makedirs(out_dir, exist_ok=True)
     for i in range(count):
         name, img = photos[i % len(photos)]
         w, h = img.size

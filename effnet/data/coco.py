@@ -10,6 +10,7 @@ Boxes become (x0, y0, x1, y1) pixels; categories become contiguous labels 0..C-1
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from .folders import check_image
 from .images import load_image
 
 BOX_TOLERANCE = 1.0  # pixels a box may poke out of its image (rounding in annotation tools)
+MAX_SIDE = 1 << 16  # largest image side a record may declare (PNG and JPEG stop at 65,535 / 65,500)
 
 
 @dataclass
@@ -58,17 +60,50 @@ class CocoSplit:
         return dict(images=images, annotations=anns, categories=[dict(c) for c in self.categories])
 
 
-def _annotation_problem(ann: dict, img: dict | None, image_ok: bool, known: set[int]) -> str | None:
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _image_problem(img) -> str | None:
+    """Why an ``images`` record cannot be used: not an object, no whole-number id, size not positive whole
+    numbers, or a ``file_name`` that is not a plain relative path inside the image folder."""
+    if not isinstance(img, dict):
+        return f"image record is {type(img).__name__}, not an object"
+    if not _whole(img.get("id")):
+        return f"image id {img.get('id')!r} is not a whole number"
+    for key in ("width", "height"):
+        value = img.get(key)
+        whole = _whole(value) or (isinstance(value, float) and value.is_integer())  # 640.0: some tools write it
+        if not whole or not 0 < value <= MAX_SIDE:
+            return f"{key} {img.get(key)!r} is not a whole number of pixels (1 to {MAX_SIDE})"
+    name = img.get("file_name")
+    if not isinstance(name, str) or not name or "\0" in name:
+        return f"file_name {name!r} is not a file name"
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        return f"file_name {name!r} leaves the image folder (absolute or '..')"
+    return None
+
+
+def _bbox(ann: dict) -> tuple[float, float, float, float] | None:
+    box = ann.get("bbox")
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+        return None  # NaN and inf compare false with everything: they would pass every range check below
+    return tuple(float(v) for v in box)
+
+
+def _annotation_problem(ann, img: dict | None, image_ok: bool, known: set[int]) -> str | None:
     if img is None:
         return f"missing image file (no image with id {ann.get('image_id')!r})"
     if not image_ok:
         return "missing image file (or unreadable image)"
-    if ann.get("category_id") not in known:
+    if not _whole(ann.get("category_id")) or ann["category_id"] not in known:
         return f"unknown category {ann.get('category_id')!r}"
-    try:
-        x, y, w, h = (float(v) for v in ann["bbox"])
-    except (KeyError, TypeError, ValueError):
-        return "no valid bbox [x, y, width, height]"
+    box = _bbox(ann)
+    if box is None:
+        return "no valid bbox [x, y, width, height] of finite numbers"
+    x, y, w, h = box
     if w <= 0 or h <= 0:
         return f"zero or negative size ({w:g} x {h:g})"
     t = BOX_TOLERANCE
@@ -77,41 +112,68 @@ def _annotation_problem(ann: dict, img: dict | None, image_ok: bool, known: set[
     return None
 
 
+def _read_categories(data: dict) -> list[dict]:
+    cats = data["categories"]
+    if not isinstance(cats, list) or not all(isinstance(c, dict) and _whole(c.get("id")) and "name" in c
+                                             for c in cats):
+        raise TypeError("categories must be a list of {id: whole number, name}")
+    out = sorted(({"id": c["id"], "name": str(c["name"])} for c in cats), key=lambda c: c["id"])
+    if not out or len({c["id"] for c in out}) != len(out):
+        raise ValueError("categories must be a non-empty list with distinct ids")
+    return out
+
+
 def read_coco_split(annotation_file: str | os.PathLike, image_dir: str | os.PathLike, log=print,
                     categories: list[dict] | None = None) -> CocoSplit:
-    """Read and validate one split. ``categories`` (from the train split) fixes the label order for val."""
+    """Read and validate one split. ``categories`` (from the train split) fixes the label order for val.
+
+    Every record is checked here, once: a bad image record or annotation (wrong types, NaN, a path out of the
+    image folder) is skipped with one warning; a file that is not COCO at all is a :class:`DataError`."""
     path = Path(annotation_file)
     if not path.is_file():
         raise DataError(f"{path}: no such annotation file (expected the COCO layout DATA/annotations/"
                         "instances_{train,val}.json)")
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError(f"top level is {type(data).__name__}, not an object")
         raw_images, raw_anns = data["images"], data.get("annotations", [])
-        cats = categories or sorted(({"id": c["id"], "name": str(c["name"])} for c in data["categories"]),
-                                    key=lambda c: c["id"])
-    except (ValueError, KeyError, TypeError) as exc:
+        if not isinstance(raw_images, list) or not isinstance(raw_anns, list):
+            raise TypeError("images and annotations must be lists")
+        cats = categories or _read_categories(data)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
         raise DataError(f"{path}: not a COCO annotation file ({type(exc).__name__}: {exc})") from None
     label_of = {c["id"]: i for i, c in enumerate(cats)}
     images: dict[int, CocoImage] = {}
-    meta = {img["id"]: img for img in raw_images}
+    meta: dict[int, dict] = {}
     skipped_images = []
     for img in raw_images:
-        file = os.path.join(image_dir, img["file_name"])
-        reason = "missing image file" if not os.path.isfile(file) else check_image(file)
-        if reason is None:
+        problem = _image_problem(img)
+        file = os.path.join(image_dir, img["file_name"]) if problem is None else None
+        if problem is None and img["id"] in meta:
+            problem = f"image id {img['id']} appears twice"
+        if problem is None:
+            meta[img["id"]] = img
+            problem = "missing image file" if not os.path.isfile(file) else check_image(file)
+        if problem is None:
             images[img["id"]] = CocoImage(img["id"], file, int(img["width"]), int(img["height"]))
         else:
-            skipped_images.append((file, reason))
-            log(f"warning: skipping {file}: {reason}")
+            skipped_images.append((file or f"{path.name}: image record", problem))
+            log(f"warning: skipping {file or path.name + ': an image record'}: {problem}")
     skipped_anns = []
     for ann in raw_anns:
-        img = meta.get(ann.get("image_id"))
+        if not isinstance(ann, dict):
+            skipped_anns.append((None, f"annotation is {type(ann).__name__}, not an object"))
+            log(f"warning: {path.name}: an annotation is {type(ann).__name__}, not an object; skipped")
+            continue
+        image_id = ann.get("image_id")
+        img = meta.get(image_id) if _whole(image_id) else None
         problem = _annotation_problem(ann, img, img is not None and img["id"] in images, set(label_of))
         if problem is not None:
             skipped_anns.append((ann.get("id"), problem))
-            log(f"warning: {path.name}: annotation {ann.get('id')} (image {ann.get('image_id')}): {problem}; skipped")
+            log(f"warning: {path.name}: annotation {ann.get('id')!r} (image {image_id!r}): {problem}; skipped")
             continue
-        x, y, w, h = (float(v) for v in ann["bbox"])
+        x, y, w, h = _bbox(ann)
         target = images[img["id"]]
         x0, y0 = max(0.0, x), max(0.0, y)
         target.boxes.append([x0, y0, min(x + w, target.width), min(y + h, target.height)])

@@ -10,13 +10,13 @@ from .detect_digits import write_detect_digits
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.dataset == "detect-digits":
-        train = args.count or 400
+        train = 400 if args.count is None else args.count
         c = write_detect_digits(args.out_dir, train=train, val=max(1, train // 4), seed=args.seed)
         print(f"wrote detect-digits to {args.out_dir} (COCO layout): {c['train_images']} train images / "
               f"{c['train_boxes']} boxes, {c['val_images']} val images / {c['val_boxes']} boxes, 10 classes")
         return 0
     if args.dataset == "photos":
-        n = write_photos(args.out_dir, count=args.count or 100, seed=args.seed)
+        n = write_photos(args.out_dir, count=100 if args.count is None else args.count, seed=args.seed)
         print(f"wrote {n} views of scikit-image's bundled photos to {args.out_dir}")
         return 0
     counts = write_digits(args.out_dir, seed=args.seed)

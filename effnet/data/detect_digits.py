@@ -12,7 +12,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from .bundled import PHOTO_NAMES
+from ..files import atomic_dir
+from ..errors import UsageError
+from .bundled import MAX_COUNT, PHOTO_NAMES
 from .images import to_rgb
 
 CLASSES = tuple(str(d) for d in range(10))
@@ -86,8 +88,16 @@ def write_detect_digits(out_dir: str | os.PathLike, train: int = 400, val: int =
                         min_size: int = 24, max_size: int = 96) -> dict[str, int]:
     """Write ``out_dir/{train,val}/*.jpg`` and ``out_dir/annotations/instances_{train,val}.json``.
 
-    Returns the numbers of images and boxes per split.
+    Returns the numbers of images and boxes per split. The folder appears whole or not at all (written beside
+    it, then renamed; ``out_dir`` must be new or empty).
     """
+    if not (1 <= train <= MAX_COUNT and 1 <= val <= MAX_COUNT):
+        raise UsageError(f"--count must be 1 to {MAX_COUNT} images per split, got {train} train, {val} val")
+    with atomic_dir(out_dir) as tmp:
+        return _write_detect_digits(os.fspath(tmp), train, val, seed, min_size, max_size)
+
+
+def _write_detect_digits(out_dir: str, train: int, val: int, seed: int, min_size: int, max_size: int):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -96,7 +106,6 @@ def write_detect_digits(out_dir: str | os.PathLike, train: int = 400, val: int =
     tr, va = train_test_split(idx, test_size=0.25, random_state=seed, stratify=digits.target)
     rng = np.random.default_rng(seed)
     photos = _photos()
-    out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
     counts = {}
     for split, n, chosen in (("train", train, tr), ("val", val, va)):

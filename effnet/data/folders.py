@@ -64,6 +64,21 @@ def check_image(path: str | os.PathLike) -> str | None:
         return str(exc)
 
 
+def _walk_files(folder: str):
+    """Files under ``folder``, following symlinked folders once each: a link back up (``a/loop -> .``) or two
+    links to one folder would list the same images many times (and across a train/val split)."""
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        yield from (os.path.join(dirpath, f) for f in filenames)
+
+
 def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None):
     """Walk an ImageFolder tree (``root/<class>/<file>``).
 
@@ -81,9 +96,7 @@ def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None)
     samples, skipped = [], []
     for idx, name in enumerate(classes):
         folder = os.path.join(root, name)
-        files = sorted(
-            os.path.join(dp, f) for dp, _, fs in os.walk(folder, followlinks=True) for f in fs
-        ) if os.path.isdir(folder) else []
+        files = sorted(_walk_files(folder)) if os.path.isdir(folder) else []
         good = 0
         for path in files:
             reason = check_image(path)
@@ -148,6 +161,9 @@ def load_splits(data_dir: str, val_split: float, seed: int, log=print):
         train, val = split_samples(samples, val_split, seed)
     for path, reason in skipped:
         log(f"warning: skipping {path}: {reason}")
+    if len(classes) < 2:
+        log(f"warning: {data_dir} has one class ({classes[0]}): every prediction is right, so accuracy says nothing "
+            "(a classifier needs at least two class folders)")
     return train, val, classes, skipped
 
 

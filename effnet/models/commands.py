@@ -66,7 +66,7 @@ def cmd_family(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .hub import convert_file
     from .registry import create_model
-    from .weights import load_weights, save, torchvision_bn_eps
+    from .weights import load_weights, save
 
     if "." in args.model and not args.model.endswith((".json", ".safetensors")):  # NAME.TAG: a published file
         entry = find_weights(*split_name(args.model))
@@ -75,10 +75,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
               f"{entry.tf_padding}, {entry.preprocessing})")
         return 0
     model = create_model(args.model, num_classes=args.num_classes, tf_padding=args.tf_padding)
-    bn_eps = args.bn_eps
-    if bn_eps is None and args.source == "torchvision":
-        bn_eps = torchvision_bn_eps(model.config.name)
-    load_weights(model, args.src, source=args.source, bn_eps=bn_eps)
+    load_weights(model, args.src, source=args.source, bn_eps=args.bn_eps)  # torchvision's eps: by the library
     save(model, args.output)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output} ({model.config.name}, {n:,} params, bn_eps {model.config.bn_eps:g}, "

@@ -215,15 +215,21 @@ def register_importer(source: str, importer, recognises) -> None:
     _REGISTERED[source] = (importer, recognises)
 
 
-def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet, source: str = "auto") -> dict:
-    """Rename a foreign state dict to this package's names (``source``: auto, timm, torchvision, lukemelas)."""
+def resolve_source(state: Mapping[str, torch.Tensor], source: str = "auto") -> str:
+    """The naming of ``state``: ``source`` checked against what its keys look like, or detected (``auto``)."""
     detected = detect_source(state)
     if source == "auto":
-        source = detected
-    elif source not in _IMPORTERS:
+        return detected
+    if source not in _IMPORTERS:
         raise UsageError(f"unknown source {source!r}; expected auto, {', '.join(SOURCES)}")
-    elif detected != source:
+    if detected != source:
         raise CheckpointError(f"expected {source} naming but the keys look like {detected}")
+    return source
+
+
+def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet, source: str = "auto") -> dict:
+    """Rename a foreign state dict to this package's names (``source``: auto, timm, torchvision, lukemelas)."""
+    source = resolve_source(state, source)
     return dict(state) if source == "effnet" else _IMPORTERS[source](state, model)
 
 
@@ -264,7 +270,8 @@ def load_weights(
     """Load weights of any supported naming into ``model`` (in place; also returned).
 
     ``bn_eps`` sets the BatchNorm epsilon the weights were trained with when it differs from the model's
-    1e-3: timm's non-``tf_`` EfficientNets and torchvision's B0-B4 use PyTorch's 1e-5.
+    1e-3: timm's non-``tf_`` EfficientNets use PyTorch's 1e-5 (their keys do not tell, so give it). For
+    torchvision's naming, named or detected, it defaults to :func:`torchvision_bn_eps` (B0-B4: 1e-5).
     """
     if isinstance(path_or_state_dict, Mapping):
         label, state = "<state dict>", unwrap_state_dict(path_or_state_dict)
@@ -272,9 +279,12 @@ def load_weights(
         label, state = str(path_or_state_dict), read_state_dict(path_or_state_dict)
     try:
         translated = translate_state_dict(state, model, source)
+        source = resolve_source(state, source)
     except CheckpointError as exc:
         raise CheckpointError(f"{label}: {exc}") from None
     check_and_load(model, translated, label)
+    if bn_eps is None and source == "torchvision":
+        bn_eps = torchvision_bn_eps(model.config.name)
     if bn_eps is not None:
         set_bn_eps(model, bn_eps)
     return model

@@ -15,20 +15,66 @@ from ..errors import UsageError
 from .config import TrainConfig
 
 
+# what a resume may change: where the data now lives and how it is read or logged; every other setting shapes the
+# run (schedule, model, data order), so a resumed run keeps its saved ones
+RESUME_MAY_CHANGE = ("data_dir", "workers", "quiet")
+
+
 def config_for(args: argparse.Namespace, config_type=TrainConfig):
     """The run's config: flags, or the saved args.json of ``--resume RUN_DIR`` (DATA_DIR may be moved)."""
+    fields = {f.name for f in dataclasses.fields(config_type)}
     if args.resume:
-        path = Path(args.resume) / "args.json"
-        if not path.is_file():
-            raise UsageError(f"{args.resume}: not a run directory (no args.json)")
-        saved = json.loads(path.read_text())
-        if args.data_dir:
-            saved["data_dir"] = args.data_dir
-        return config_type(**saved)
+        return _resumed_config(args, config_type, fields)
     if not args.data_dir:
         raise UsageError("give DATA_DIR (or --resume RUN_DIR)")
-    fields = {f.name for f in dataclasses.fields(config_type)}
     return config_type(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+
+
+def read_run_args(run_dir: str | Path, config_type=TrainConfig) -> dict:
+    """A run directory's saved settings (``args.json``), checked: a JSON object of known settings."""
+    path = Path(run_dir) / "args.json"
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: not a run directory (no args.json)")
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"{path}: expected a JSON object of settings, got {type(saved).__name__}")
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(config_type)})
+    if unknown:
+        raise UsageError(f"{path}: unknown settings {', '.join(map(str, unknown[:5]))} (written by another version?)")
+    return saved
+
+
+def _given(args: argparse.Namespace, name: str):
+    """The value of flag ``name`` when the user gave it (differs from the parser's default), else None."""
+    parser = getattr(args, "train_parser", None)
+    value = getattr(args, name, None)
+    default = parser.get_default(name) if parser is not None else None
+    return None if value is None or value == default else value
+
+
+def _resumed_config(args: argparse.Namespace, config_type, fields: set[str]):
+    saved = read_run_args(args.resume, config_type)
+    differ = []
+    for name in sorted(fields):
+        value = _given(args, name)
+        if value is None or name == "resume":
+            continue
+        if name in RESUME_MAY_CHANGE:
+            saved[name] = value
+        elif saved.get(name) != value:
+            differ.append(f"--{name.replace('_', '-')} {value} (run has {saved.get(name)})")
+    if differ:
+        raise UsageError(f"--resume {args.resume} continues the run with its saved settings; these flags differ: "
+                         f"{'; '.join(differ)} (start a new run with --out to change them)")
+    try:
+        return config_type(**saved)
+    except UsageError as exc:
+        raise UsageError(f"{Path(args.resume) / 'args.json'}: {exc}") from None
+    except TypeError as exc:  # a required setting missing
+        raise UsageError(f"{Path(args.resume) / 'args.json'}: {exc}") from None
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,3 +120,4 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precise-bn", type=int, help="recompute BN statistics over N train batches before the final eval")
     p.add_argument("--dump-rank-weights", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", default=None)
+    p.set_defaults(train_parser=p)  # config_for tells flags given from defaults (also those set after this)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError, TrainingDiverged
+from ..errors import CheckpointError, TrainingDiverged
 from ..files import atomic_write
 
 CKPT_FORMAT = "effnet-train-checkpoint-v1"
@@ -62,14 +62,35 @@ class TrainState:
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def load(self, path: Path) -> None:
+        """Restore from ``path``; anything but a complete checkpoint of this run is a :class:`CheckpointError`
+        naming the file (the run then stops: a half-restored state is never trained on)."""
+        ckpt = read_checkpoint(path)
+        try:
+            restored = [(obj, ckpt[key]) for obj, key in ((self.model, "model"), (self.optimizer, "optimizer"),
+                                                          (self.scheduler, "scheduler"))]
+            for obj, state in restored:
+                obj.load_state_dict(state)
+            if self.ema is not None and ckpt.get("ema") is not None:
+                self.ema.load_state_dict(ckpt["ema"])
+            position = tuple(int(ckpt[k]) for k in ("epoch", "batch_in_epoch", "global_step"))
+            epoch_acc = dict(ckpt["epoch_acc"])
+            set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: does not fit this run ({type(exc).__name__}: {msg[:200]})") from None
+        self.epoch, self.batch_in_epoch, self.global_step = position
+        self.epoch_acc = epoch_acc
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The dict in a ``checkpoint.pt`` (tensors and plain values only: ``weights_only=True``), or a
+    :class:`CheckpointError` naming the file: truncated, garbage, a bare tensor, another program's file."""
+    try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != CKPT_FORMAT:
-            raise DataError(f"{path}: not an effnet training checkpoint")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema.load_state_dict(ckpt["ema"])
-        self.epoch, self.batch_in_epoch, self.global_step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"]
-        self.epoch_acc = dict(ckpt["epoch_acc"])
-        set_rng_state(ckpt["rng"])
+    except Exception as exc:  # truncated zip, garbage, refused globals: all mean "not a checkpoint we can use"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read training checkpoint (truncated or not a checkpoint?): "
+                              f"{msg[:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{path}: not an effnet training checkpoint")
+    return ckpt

@@ -3,10 +3,56 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from ..errors import UsageError
 from .recipes import RECIPES, Recipe
+
+
+# The numbers a run accepts: field -> (type, lowest, highest, whether the bounds themselves are allowed).
+# One table checks flags, library calls and a resumed run's args.json alike, before anything is loaded or written.
+NUMBER_BOUNDS: dict[str, tuple[type, float, float, bool]] = {
+    "epochs": (int, 1, 100_000, True),
+    "batch_size": (int, 1, 1 << 16, True),
+    "resolution": (int, 4, 4096, True),
+    "lr": (float, 0.0, math.inf, False),  # any finite rate above 0: a huge one is how divergence is tested
+    "val_split": (float, 0.0, 1.0, False),
+    "seed": (int, 0, 2**32 - 1, True),  # numpy's seed range
+    "weight_decay": (float, 0.0, 10.0, True),
+    "warmup_epochs": (float, 0.0, 100_000, True),
+    "label_smoothing": (float, 0.0, 0.999, True),
+    "rrc_scale_min": (float, 0.001, 1.0, True),
+    "hflip": (float, 0.0, 1.0, True),
+    "ema_decay": (float, 0.0, 0.999999, True),
+    "drop_path_rate": (float, 0.0, 0.999, True),
+    "dropout": (float, 0.0, 0.999, True),
+    "crop_pct": (float, 0.01, 1.0, True),
+    "workers": (int, 0, 256, True),
+    "checkpoint_every": (int, 0, 1 << 40, True),
+    "checkpoint_stages": (int, 1, 64, True),
+    "budget_minutes": (float, 0.0, 1e7, False),
+    "precise_bn": (int, 0, 1 << 20, True),
+}
+
+
+def number_problem(name: str, value) -> str | None:
+    """Why ``value`` is not a valid setting ``name`` of :data:`NUMBER_BOUNDS` (None: it is, or None itself)."""
+    if value is None or name not in NUMBER_BOUNDS:
+        return None
+    kind, low, high, inclusive = NUMBER_BOUNDS[name]
+    allowed = (int,) if kind is int else (int, float)
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        return f"{flag} must be {'a whole number' if kind is int else 'a number'}, got {value!r}"
+    ok = math.isfinite(value) and (low <= value <= high if inclusive else low < value < high)
+    if not ok:
+        if math.isinf(high):
+            rng = f"a finite number above {low:g}"
+        else:
+            rng = f"{low:g} to {high:g}" if inclusive else f"between {low:g} and {high:g} (exclusive)"
+        return f"{flag} must be {rng}, got {value!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -51,6 +97,14 @@ class TrainConfig:
     precise_bn: int = 0  # batches to recompute BatchNorm statistics with before the final evaluation
     dump_rank_weights: bool = False  # every rank writes its final weights (tests of DDP sync)
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data_dir, str) or not isinstance(self.model, str):
+            raise UsageError(f"data_dir and model must be text, got {self.data_dir!r} and {self.model!r}")
+        for f in dataclasses.fields(self):
+            problem = number_problem(f.name, getattr(self, f.name))
+            if problem is not None:
+                raise UsageError(problem)
 
     def resolved_recipe(self) -> Recipe:
         name = self.recipe

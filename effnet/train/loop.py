@@ -23,10 +23,10 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..data import HINTS_FILE, dataset_hints
 from ..errors import DataError, TrainingDiverged
-from ..files import atomic_write
+from ..files import atomic_write, unique_dir
 from ..models.weights import save
 from .allocator import allocator
-from .checkpoint import TrainState, seed_everything
+from .checkpoint import TrainState, rng_state, seed_everything, set_rng_state
 from .config import TrainConfig
 from .distributed import EpochSampler, dist_info, init_distributed, sync_buffers_from_rank0
 from .metrics import append_csv, read_csv, tensorboard_writer
@@ -123,7 +123,7 @@ def _setup(cfg: TrainConfig, task: Task, resume_dir: str | None) -> Run:
         ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(ema_decay_for_run(recipe.ema_decay, total_steps)),
                             use_buffers=True)
     state = TrainState(model, optimizer, scheduler, ema, model.config.to_json())
-    run_dir = Path(resume_dir or cfg.out or f"runs/{model.config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = _new_run_dir(cfg, model.config.name, resume_dir, distributed)
     run = Run(cfg, task, recipe, criterion, model, model, state, train_ds, sampler, steps_per_epoch, lr, bn_momentum,
               run_dir, rank, world, log)
     _open_run_dir(run, resume_dir)
@@ -135,17 +135,33 @@ def _setup(cfg: TrainConfig, task: Task, resume_dir: str | None) -> Run:
 
 
 def _open_run_dir(run: Run, resume_dir: str | None) -> None:
-    if run.is_main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        args_json = json.dumps(dataclasses.asdict(run.cfg), indent=1)
-        atomic_write(run.run_dir / "args.json", lambda tmp: Path(tmp).write_text(args_json))
-        run.tb = tensorboard_writer(run.run_dir)
+    """Restore the checkpoint of a resumed run (a bad one stops here, before anything is written), then
+    args.json and TensorBoard."""
     if resume_dir and run.ckpt_path.exists():
         run.state.load(run.ckpt_path)
         s = run.state
         run.log(f"resumed {run.run_dir} at epoch {s.epoch}, batch {s.batch_in_epoch} (step {s.global_step})")
     elif resume_dir:
         run.log(f"no checkpoint in {run.run_dir}: starting from scratch")
+    if run.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        args_json = json.dumps(dataclasses.asdict(run.cfg), indent=1)
+        atomic_write(run.run_dir / "args.json", lambda tmp: Path(tmp).write_text(args_json))
+        streams = rng_state()
+        run.tb = tensorboard_writer(run.run_dir)
+        set_rng_state(streams)  # opening TensorBoard must not move a resumed run's restored random streams
+
+
+def _new_run_dir(cfg: TrainConfig, name: str, resume_dir: str | None, distributed: bool) -> Path:
+    """``--resume`` / ``--out``, else a new ``runs/NAME-YYYYmmdd-HHMMSS[-N]`` that no other run holds (rank 0
+    creates it; the other processes are told its name)."""
+    if resume_dir or cfg.out:
+        return Path(resume_dir or cfg.out)
+    rank = dist_info()[0]
+    chosen = [str(unique_dir(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")) if rank == 0 else None]
+    if distributed:
+        dist.broadcast_object_list(chosen, src=0)
+    return Path(chosen[0])
 
 
 def _checkpoint(run: Run, epoch: int, batch_in_epoch: int) -> None:
