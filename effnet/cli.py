@@ -14,7 +14,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import ExportError, TrainingDiverged
+from .errors import ExportError, TrainingDiverged, redact
 from .extras import install_hint
 
 # command -> (module that adds it, one-line help), in the order `effnet --help` lists them
@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"effnet: error: {message}", file=sys.stderr)
+    print(f"effnet: error: {redact(message)}", file=sys.stderr)
     return code
 
 

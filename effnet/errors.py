@@ -3,6 +3,17 @@ packages' ``commands`` modules) turns them into the one-line ``effnet: error: ..
 
 from __future__ import annotations
 
+import re
+
+# scheme://user:password@host -- a database URL (`effnet search --storage postgresql://...`) or a mirror
+_CREDENTIALS = re.compile(r"(?<=://)([^:/@\s]*):[^@/\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` in it replaced by ``***``: what is
+    printed (errors, logs) or stored (``results.json``) never holds a credential."""
+    return _CREDENTIALS.sub(r"\1:***@", text)
+
 
 class UsageError(ValueError):
     """A user's mistake (bad name, bad file, bad flag combination): the message names the problem."""

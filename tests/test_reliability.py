@@ -478,3 +478,14 @@ def test_convert_auto_lukemelas_equals_reference(tmp_path):
     x = eval_transform(ours.config)(_photo("coffee"))[None]
     a, b = _logits(ours, x), _logits(ref, x)
     assert (a - b).abs().max().item() <= 1e-4 and a.argmax() == b.argmax()
+
+
+def test_a_database_password_is_never_printed_or_stored(tmp_path, capsys, monkeypatch):
+    """`--storage postgresql://user:PASSWORD@...` that cannot be reached: one line, the password masked."""
+    monkeypatch.chdir(tmp_path)
+    url = "postgresql://effnet:s3cret-pw@127.0.0.1:9/studies"  # port 9: refused at once
+    code = main(["scale", "--from-search", "mine", "--storage", url, "--phi", "0..1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "s3cret-pw" not in err and "postgresql://effnet:***@127.0.0.1:9/studies" in err
+    assert list(tmp_path.iterdir()) == []

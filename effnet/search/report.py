@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ..errors import redact
 from ..files import atomic_write
 from .grid import Candidate
 from .plan import Plan
@@ -175,13 +176,13 @@ def write_report(study, s: SearchSettings, log=print, started: float | None = No
     log(_agreement_text(agreement, plan))
     log(f"verdict: {res['verdict']}")
     log(f"chosen: alpha={chosen.alpha:g} beta={chosen.beta:g} gamma={chosen.gamma:g}; scale it with: effnet scale "
-        f"--from-search {s.study_name()} --storage {s.storage} --phi 0..7")
+        f"--from-search {s.study_name()} --storage {redact(s.storage)} --phi 0..7")
     pruned = sum(1 for r in rows if r["status"] == "pruner")
     budget = None
     if s.budget_minutes:
         budget = dict(minutes=s.budget_minutes, deadline=s.deadline, started=started,
                       seconds_before_report=None if started is None else time.time() - started)
-    report = dict(study=s.study_name(), storage=s.storage, settings=settings_key(s), plan=plan.to_dict(),
+    report = dict(study=s.study_name(), storage=redact(s.storage), settings=settings_key(s), plan=plan.to_dict(),
                   grid_kept=len(kept), grid_dropped=len(dropped),
                   completed=sum(r["status"] not in ("reference", "failed") and r.get("epochs", 0) > 0 for r in rows),
                   pruned=pruned, cut_for_time=cut, repeats_cut_for_time=repeats_cut, budget=budget,

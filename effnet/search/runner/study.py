@@ -10,6 +10,7 @@ import time
 import warnings
 from typing import Any
 
+from ...errors import UsageError, redact
 from ..settings import SearchSettings
 
 
@@ -39,9 +40,10 @@ def open_study(s: SearchSettings, create: bool = True):
             return study, storage
         except (KeyError, ValueError, ImportError):
             raise  # no such study / bad URL / missing driver: retrying will not help
-        except Exception:
-            if attempt == 7:
-                raise
+        except Exception as exc:
+            if attempt == 7:  # an unreachable or refusing database: one line, its password masked
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UsageError(f"--storage {redact(s.storage)}: {redact(reason)}") from None
             time.sleep(0.3 * (attempt + 1))
     raise AssertionError("unreachable")
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from ...errors import UsageError
+from ...errors import UsageError, redact
 from ..grid import Candidate, candidate_config, measure_latency_ms, profile_of
 from ..report import write_report
 from ..settings import SearchSettings, grid_for, settings_key
@@ -280,7 +280,7 @@ def _check_settings(s: SearchSettings, study) -> None:
         study.set_user_attr("settings", settings_key(s))
     elif saved != settings_key(s):
         diff = {k: (saved.get(k), v) for k, v in settings_key(s).items() if saved.get(k) != v}
-        raise UsageError(f"study {s.study_name()!r} in {s.storage} was started with other settings {diff}; "
+        raise UsageError(f"study {s.study_name()!r} in {redact(s.storage)} was started with other settings {diff}; "
                          "use another --study name")
 
 
