@@ -93,6 +93,6 @@ def draw_sheet(columns: list[Column], maps: list[Explanation], photo: Image.Imag
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9))  # room for the title above the columns' titles
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
