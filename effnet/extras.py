@@ -32,6 +32,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "optuna": ("optuna", "search"),
     "sqlalchemy": ("optuna", "search"),
     "psycopg": ("psycopg[binary]", "search"),
+    "scipy": ("scipy", "search"),
     "torchcam": ("torchcam", "explain"),
 }
 
