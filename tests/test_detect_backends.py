@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
 import effnet
 from effnet.detect import Predictor
+from effnet.errors import UsageError
 from tests.conftest import randomize_bn, run_cli
 
 pytest.importorskip("onnxruntime")
@@ -50,6 +52,12 @@ def test_exported_graph_gives_the_torch_predictors_boxes(detector, home):
     images = _photos()
     want = Predictor(model, score_threshold=0.1)(images)
     assert sum(len(w["scores"]) for w in want) >= 6
+    as_tensors = Predictor(model, score_threshold=0.1)([TF.to_dtype(TF.to_image(im), torch.float32, scale=True)
+                                                        for im in images])  # CHW floats in [0, 1]: the same boxes
+    for t, w in zip(as_tensors, want):
+        assert torch.equal(t["labels"], w["labels"]) and torch.allclose(t["boxes"], w["boxes"])
+    with pytest.raises(UsageError, match="PIL images or CHW float tensors"):
+        Predictor(model)([torch.zeros(3, 8, 8, dtype=torch.uint8)])
     for backend in ("onnx", "openvino"):  # one verified ONNX graph (cached), then its OpenVINO IR
         got = Predictor(model, backend=backend, score_threshold=0.1)(images)
         for g, w in zip(got, want):

@@ -28,7 +28,7 @@ from .task import BACKBONE_ONLY, DetectionTask
 def _needs_weights(source: str, weights: str | None) -> None:
     if not weights and not Path(source).exists():
         raise UsageError(f"{source}: not a run directory or a detector .safetensors file; a detector name needs "
-                         "--weights FILE (no pretrained detectors are installed)")
+                         "--weights FILE or --pretrained (its published COCO weights)")
 
 
 def load_for_inference(source: str, ema: bool = False, weights: str | None = None):
@@ -82,7 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _predict_model(args: argparse.Namespace):
-    """The detector ``detect predict`` runs: ``--model NAME --pretrained[=TAG]`` (published COCO weights), a run
+    """The detector ``detect predict`` runs: ``--model NAME --pretrained`` (published COCO weights), a run
     directory / .safetensors, or a name + ``--weights``; the first positional is the model unless ``--model``."""
     source, images = (args.model, args.inputs) if args.model else (args.inputs[0], args.inputs[1:])
     if not images:
