@@ -41,11 +41,16 @@ def test_eval_json_has_coco_metrics(tiny_run):
 def test_predict_writes_json_and_drawn_pngs(tiny_run, tmp_path):
     data, run, _ = tiny_run
     images = sorted((data / "val").glob("*.jpg"))
+    twin = tmp_path / "elsewhere" / (images[0].stem + ".png")  # another folder, the same name
+    twin.parent.mkdir()
+    Image.open(images[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(twin)
     out = tmp_path / "pred"
-    proc = run_cli("detect", "predict", str(run), *map(str, images), "--out", str(out), "--json",
+    proc = run_cli("detect", "predict", str(run), *map(str, images), str(twin), "--out", str(out), "--json",
                    "--score-threshold", "0.0")
     preds = json.loads(proc.stdout)
-    assert [p["path"] for p in preds] == list(map(str, images))  # effnet.results.detection's schema
+    assert [p["path"] for p in preds] == [*map(str, images), str(twin)]  # effnet.results.detection's schema
+    drawn_twice = [Image.open(out / f"{images[0].stem}{s}.png") for s in ("", "-2")]  # neither overwrites
+    assert drawn_twice[0].tobytes() != drawn_twice[1].tobytes()
     det = preds[0]["detections"]
     assert det and set(det[0]) == {"box", "score", "label", "index"} and det[0]["label"] in "0123456789"
     drawn = Image.open(out / (images[0].stem + ".png"))

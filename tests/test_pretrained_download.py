@@ -4,6 +4,7 @@ torchvision and timm naming) and the registry or EFFNET_MIRROR points at it."""
 import functools
 import hashlib
 import http.server
+import os
 import socket
 import threading
 import time
@@ -71,7 +72,9 @@ def entry_for():
     added = []
 
     def make(**fields):
-        entry = PretrainedWeights(**{"top1": 0.0, "params_m": 1.0, **fields})
+        # the published parameter count bounds the download (twice the file's size): the architecture's own
+        params_m = sum(p.numel() for p in effnet.create_model(fields["model"]).parameters()) / 1e6
+        entry = PretrainedWeights(**{"top1": 0.0, "params_m": params_m, **fields})
         register_weights(entry)
         added.append(entry.name)
         return entry
@@ -107,7 +110,8 @@ def test_torchvision_file_downloaded_checked_converted_once(server, home, entry_
     with torch.no_grad():
         assert (model(x) - src(x)).abs().max().item() <= 1e-4
     cached = hub.cache_path(entry)
-    assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]  # converted file only
+    # the converted file and its record (sha256, size), nothing else
+    assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name, cached.name + ".sha256"]
     assert effnet.load(cached).config == model.config  # the preprocessing travels with the file
     hits = len(server.hits)
     effnet.create_model("efficientnet_b0", pretrained="test_tv")
@@ -129,6 +133,45 @@ def test_timm_safetensors_through_mirror(server, home, entry_for, monkeypatch):
     x = _photo_batch(model.config)  # odd size: TF's asymmetric SAME padding matters
     with torch.no_grad():
         assert (model(x) - src(x)).abs().max().item() <= 1e-4
+
+
+def test_a_damaged_cache_file_is_removed_and_fetched_again(server, home, entry_for, capfd):
+    src = torchvision.models.efficientnet_b0(weights=None).eval()
+    randomize_bn(src)
+    path = server.root / "tv_b0.pth"
+    torch.save(src.state_dict(), path)
+    entry = entry_for(model="efficientnet_b0", tag="test_cache", origin="test", source="torchvision",
+                      url=f"{server.url}/tv_b0.pth", sha256=_sha256(path), bn_eps=1e-5, tf_padding=False,
+                      resolution=64, crop_pct=0.875)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = effnet.create_model("efficientnet_b0", pretrained="test_cache").eval()(x)
+    cached = hub.cache_path(entry)
+    stale = cached.parent / ".tv_b0.pth.0123.partial"  # what a download killed mid-way leaves
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (time.time() - 2 * hub.STALE_PARTIAL_S,) * 2)
+    for damage in (lambda b: b[:-1000] + bytes(x ^ 0xFF for x in b[-1000:]),  # flipped bytes
+                   lambda b: b[: len(b) // 2]):  # cut short
+        cached.write_bytes(damage(cached.read_bytes()))
+        capfd.readouterr()
+        with torch.no_grad():
+            got = effnet.create_model("efficientnet_b0", pretrained="test_cache").eval()(x)
+        err = capfd.readouterr().err  # the download's progress bar, and one line about the cache
+        (line,) = [line for line in err.splitlines() if line.startswith("warning:")]
+        assert "is damaged" in line and "fetching it again" in line, err
+        assert torch.equal(got, want)  # the fresh copy, not the damaged one
+    assert not stale.exists() and server.hits == ["/tv_b0.pth"] * 3
+
+
+def test_a_download_larger_than_its_weights_is_cut_off(server, home, entry_for):
+    path = server.root / "huge.pth"
+    path.write_bytes(b"\0" * (3 * 2**20))
+    entry = entry_for(model="efficientnet_b0", tag="test_huge", origin="test", source="torchvision",
+                      url=f"{server.url}/huge.pth", sha256=_sha256(path), bn_eps=1e-5, tf_padding=False,
+                      resolution=64, crop_pct=0.875, params_m=0.1)  # a 0.4 MB file, 3 MB sent
+    with pytest.raises(hub.DownloadError, match="over twice the published size"):
+        effnet.create_model("efficientnet_b0", pretrained="test_huge")
+    assert not any(hub.cache_path(entry).parent.iterdir())
 
 
 def test_corrupt_download_keeps_nothing(server, home, entry_for):

