@@ -79,7 +79,9 @@ def test_ground_truth_as_predictions_scores_ap_one(tmp_path):
 def test_load_and_list_models_know_detectors(tmp_path):
     names = effnet.list_models()
     assert "efficientnet_b0" in names and "efficientdet_d0" in names and "efficientdet_lite4" in names
-    assert effnet.list_models("efficientdet_lite") == [f"efficientdet_lite{i}" for i in range(5)]
+    assert effnet.list_models("efficientdet_lite") == [
+        "efficientdet_lite0", "efficientdet_lite1", "efficientdet_lite2", "efficientdet_lite3", "efficientdet_lite3x",
+        "efficientdet_lite4"]
     model = effnet.create_model("efficientdet_lite0", num_classes=2).eval()
     model.config = model.config.replace(class_names=("x", "y"), resolution=128)
     (tmp_path / "run").mkdir()
