@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/effnet demo
 
 test: $(STAMP) pg-server chromium tcmalloc
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 # The shared-study test starts a private PostgreSQL cluster; install Debian's server when missing (root only).
 pg-server:
