@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import IMAGENET_MEAN, IMAGENET_STD
+from .published import PublishedFile
 from .detector_config import DetectorConfig, detector_config
 
 # COCO 2017 categories by id - 1 (torchvision's COCO_V1 meta without "__background__"): "N/A" marks the 10 ids
@@ -39,7 +40,7 @@ TF_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
-class DetectorWeights:
+class DetectorWeights(PublishedFile):
     """One published set of COCO weights for one effnet detector architecture."""
 
     model: str  # effnet detector name (a key of DETECTOR_VARIANTS)
@@ -61,18 +62,6 @@ class DetectorWeights:
     package: str = ""  # never shipped in a package: always downloaded
     file: str = ""
     class_names: tuple[str, ...] = COCO_CLASSES
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}.{self.tag}"
-
-    @property
-    def file_name(self) -> str:
-        return self.file or self.url.rsplit("/", 1)[-1]
-
-    @property
-    def size_mb(self) -> float:
-        return self.params_m * 4
 
     @property
     def score(self) -> float:

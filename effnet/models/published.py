@@ -1,0 +1,29 @@
+"""What every published weights row (:class:`~effnet.models.pretrained.PretrainedWeights` for classifiers,
+:class:`~effnet.models.detector_weights.DetectorWeights` for detectors) derives the same way from its fields."""
+
+from __future__ import annotations
+
+
+class PublishedFile:
+    """A mixin for frozen dataclasses with ``model``, ``tag``, ``url``, ``file`` and ``params_m`` fields."""
+
+    model: str
+    tag: str
+    url: str
+    file: str
+    params_m: float
+
+    @property
+    def name(self) -> str:
+        """``model.tag``, as timm and ``effnet weights`` write it."""
+        return f"{self.model}.{self.tag}"
+
+    @property
+    def file_name(self) -> str:
+        """The file's name (inside its package, or the last part of the URL)."""
+        return self.file or self.url.rsplit("/", 1)[-1]
+
+    @property
+    def size_mb(self) -> float:
+        """Size of the converted float32 file in MB (4 bytes a parameter)."""
+        return self.params_m * 4
