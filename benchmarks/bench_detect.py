@@ -41,7 +41,7 @@ from effnet.data.coco import DetectionSamples, collate_detection, load_coco
 from effnet.data.detect_digits import write_detect_digits
 from effnet.detect.evaluate import evaluate_detector
 from effnet.detect.predict import draw_detections, predict_files
-from effnet.detect.task import FREEZE_STAGES, SCALE_RANGE, DetectionTask
+from effnet.detect.task import BACKBONE_ONLY, FREEZE_STAGES, SCALE_RANGE, DetectionTask
 from effnet.models.efficientdet import load_detector
 from effnet.models.weights import _from_timm
 from effnet.train import TrainConfig, train
@@ -59,7 +59,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def run_effnet(data: Path, out: Path, args) -> dict:
-    cfg = TrainConfig(data_dir=str(data), model="efficientdet_lite0", pretrained=True, resolution=args.resolution,
+    cfg = TrainConfig(data_dir=str(data), model="efficientdet_lite0", pretrained=BACKBONE_ONLY,
+                      resolution=args.resolution,
                       epochs=args.epochs, batch_size=args.batch_size, out=str(out), amp=not args.fp32,
                       channels_last=True, lr=args.lr, recipe="detect", quiet=True, plot=False,
                       seed=args.seed)

@@ -166,7 +166,8 @@ def main() -> None:
     # denormal floats (random weights with varied BatchNorm statistics make many) slow eager PyTorch ~10x on x86;
     # ONNX Runtime and OpenVINO flush them to zero: so does every PyTorch engine here (effdet's too)
     torch.set_flush_denormal(True)
-    results = dict(threads=args.threads, reps=args.reps, cpu=_cpu(), torch=torch.__version__, rows=[])
+    results = dict(threads=args.threads, reps=args.reps, cpu=_cpu(), torch=torch.__version__,
+                   load_average_start=os.getloadavg(), rows=[])
     for key in args.models.split(","):
         t0 = time.perf_counter()
         prepare_weights(key, workdir)
@@ -183,15 +184,18 @@ def main() -> None:
                         t = time.perf_counter()
                         run(*inputs)
                         times[name].append(time.perf_counter() - t)
+            load = os.getloadavg()[0]  # the cores are shared: the 1-minute load average as the timings ended
             base = batch / statistics.median(times[ENGINES[0]])
             for name in engines:
                 ips = batch / statistics.median(times[name])
                 rss = float("nan") if args.no_rss else peak_rss_child(key, name, batch, workdir)
                 row = dict(model=MODELS[key][0], resolution=MODELS[key][2], batch=batch, engine=name,
-                           images_per_s=round(ips, 2), x_effdet=round(ips / base, 2), peak_rss_mib=round(rss, 1))
+                           images_per_s=round(ips, 2), x_effdet=round(ips / base, 2), peak_rss_mib=round(rss, 1),
+                           load_average=round(load, 2))
                 results["rows"].append(row)
                 print(f"{row['model']:<19} {row['resolution']:4d}px b{batch:<2} {name:<27} {ips:8.2f} img/s "
-                      f"{ips / base:5.2f}x effdet  peak RSS {rss:7.1f} MiB", flush=True)
+                      f"{ips / base:5.2f}x effdet  peak RSS {rss:7.1f} MiB  load {load:.1f}", flush=True)
+    results["load_average_end"] = os.getloadavg()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.json}")

@@ -90,6 +90,17 @@ def agree(a: dict, b: dict) -> bool:
         wa["mean"] - wa["std"] <= wb["mean"] + wb["std"] and wb["mean"] - wb["std"] <= wa["mean"] + wa["std"])
 
 
+def overall(runs: list[dict]) -> str:
+    """One verdict over the runs: a winner only when every run named it (or overlapping ones) with the rungs'
+    rankings agreeing in each; otherwise the paper's coefficients stay and the search is not trustworthy here."""
+    if all(r["verdict_kind"] == "beats" for r in runs) and all(agree(runs[0], r) for r in runs[1:]):
+        w = runs[0]["winner"]
+        return (f"winner alpha={w['alpha']:g} beta={w['beta']:g} gamma={w['gamma']:g}: its lead held across the "
+                f"rungs and the {len(runs)} seeds")
+    kinds = ", ".join(f"seed {r['seed']}: {r['verdict_kind']}" for r in runs)
+    return f"not trustworthy at this budget ({kinds}): keep the paper's coefficients"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench-out/verdict")
@@ -122,8 +133,10 @@ def main() -> None:
     in_budget = all(r["within_budget"] for r in runs)
     walls = ", ".join(f"{r['wall_seconds'] / 60:.2f}" for r in runs)
     print(f"verdicts agree: {ok}; every run within its {args.minutes:g} min budget: {in_budget} ({walls} min)")
+    verdict = overall(runs)
+    print(f"overall: {verdict}")
     summary = dict(quick=args.quick, minutes=args.minutes, min_steps=args.min_steps, runs=runs, agree=ok,
-                   within_budget=in_budget)
+                   within_budget=in_budget, verdict=verdict)
     name = f"search_verdict{'_quick' if args.quick else ''}{'_' + args.tag if args.tag else ''}.json"
     for path in (Path(args.out) / name, ROOT / "benchmarks" / "results" / name):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,9 @@ half-written one behind."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,13 +35,77 @@ def _umask() -> int:
     return mask
 
 
+# Temporaries are named ``.NAME.HOST-PID.XXXXXXXX.tmp`` beside their target: a later process on this host can tell
+# one whose writer was killed (kill -9 runs no cleanup) from one being written right now, and removes it.
+TEMP_SUFFIXES = (".tmp", ".partial")
+_swept: set[Path] = set()
+
+
+def _owner() -> str:
+    host = re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname()).strip("-")[:32] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _writer_died(owner: str) -> bool:
+    """Whether the process ``owner`` (``HOST-PID``) has ended. Only this host's processes can be asked, and only
+    where signal 0 asks without acting (POSIX); anything else counts as alive: its file is left alone."""
+    host, _, pid = owner.rpartition("-")
+    if os.name != "posix" or host != _owner().rpartition("-")[0] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process: alive
+        return False
+    return False
+
+
+def remove_dead_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries in ``folder`` (files or folders) left by writers that were killed; return them."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        suffix = next((s for s in TEMP_SUFFIXES if name.endswith(s)), None)
+        if not name.startswith(".") or suffix is None:
+            continue
+        head = name[: -len(suffix)].rpartition(".")[0]  # drop the random part
+        if "." in head[1:] and _writer_died(head.rpartition(".")[2]):
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def new_temp(path: str | os.PathLike, directory: bool = False, suffix: str = ".tmp") -> Path:
+    """A new empty temporary file (or folder) beside ``path``, named for this process; the first time a process
+    writes into a folder, temporaries that killed writers left there are removed."""
+    path = Path(path)
+    parent = path.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if parent.resolve() not in _swept:
+        remove_dead_temps(parent)
+        _swept.add(parent.resolve())
+    prefix = f".{path.name}.{_owner()}."
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
+    os.close(fd)
+    return Path(tmp)
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``, so a crash never leaves a half-written file. The file
     gets the mode any new file would (0666 less the umask), not ``mkstemp``'s private 0600."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = str(new_temp(path))
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # after writing: some writers (safetensors) create the file anew
@@ -72,8 +138,7 @@ def atomic_dir(path: str | os.PathLike):
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"{path}: exists and is not an empty folder (choose a new one)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = new_temp(path, directory=True)
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp

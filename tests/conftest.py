@@ -20,10 +20,35 @@ def _seed():
     torch.manual_seed(0)
 
 
+_FORK_SERVER: list = []  # the one ForkServer of this pytest process, started on first use
+
+
+def _fork_server():
+    from tests.forkrun import ForkServer
+
+    if os.environ.get("EFFNET_TEST_SUBPROCESS") == "1":
+        return None
+    if not _FORK_SERVER or _FORK_SERVER[0].proc.poll() is not None:
+        _FORK_SERVER[:] = [ForkServer(str(ROOT))]
+    return _FORK_SERVER[0] if _FORK_SERVER[0].usable() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_fork_server():
+    yield
+    for server in _FORK_SERVER:
+        server.close()
+
+
 def run_cli(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the real `effnet` command in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "effnet.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    """Run the real `effnet` command in a process of its own: forked from a server that has imported torch and
+    friends once (tests/forkrun.py), or, with EFFNET_TEST_SUBPROCESS=1, as `python -m effnet.cli`."""
+    server = _fork_server()
+    if server is not None:
+        proc = server.run([str(a) for a in args], timeout)
+    else:
+        proc = subprocess.run([sys.executable, "-m", "effnet.cli", *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"effnet {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

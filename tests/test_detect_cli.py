@@ -38,6 +38,27 @@ def test_eval_json_has_coco_metrics(tiny_run):
     assert res["images"] == 2 and res["images_per_s"] > 0
 
 
+def test_eval_scores_the_int8_graph_calibrated_on_train(tiny_run, tmp_path, monkeypatch):
+    """`detect eval --backend openvino-int8` exports the end-to-end graph, quantizes it with NNCF on DATA/train and
+    scores it on DATA/val (the accuracy claim itself: benchmarks/detect_int8_ap.py)."""
+    pytest.importorskip("openvino")
+    data, run, _ = tiny_run
+    monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "home"))
+    proc = run_cli("detect", "eval", str(run), str(data), "--backend", "openvino-int8", "--json")
+    res = json.loads(proc.stdout)
+    assert res["backend"] == "openvino-int8" and res["images"] == 2 and res["images_per_s"] > 0
+    for key in ("AP", "AP50", "AP75"):
+        assert 0.0 <= res[key] <= 1.0
+    irs = list((tmp_path / "home" / "detect-openvino").glob("*-int8.xml"))
+    assert len(irs) == 1 and "FakeQuantize" in irs[0].read_text()  # what was scored is the int8 graph
+    empty = tmp_path / "no_train"
+    (empty / "annotations").mkdir(parents=True)
+    for name in ("annotations/instances_val.json", "val"):
+        (empty / name).symlink_to(data / name)
+    proc = run_cli("detect", "eval", str(run), str(empty), "--backend", "openvino-int8", check=False)
+    assert proc.returncode == 2 and "calibrate int8" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_predict_writes_json_and_drawn_pngs(tiny_run, tmp_path):
     data, run, _ = tiny_run
     images = sorted((data / "val").glob("*.jpg"))

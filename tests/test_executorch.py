@@ -47,8 +47,9 @@ def test_lite0_fp32_and_int8_programs_run_in_executorch(lite0, photo_dir, tmp_pa
 
     int8 = export_model(lite0, tmp_path / "l0i8.pte", "executorch", resolution=RES, int8=True,
                         calibration=str(photo_dir))
-    # measured: 0.87 of the photos where fp32 is confident (ONNX Runtime's int8: 0.93), 0.56 overall (0.78)
-    assert int8.int8 and int8.top1_agreement_confident >= 0.8 and int8.top1_agreement >= 0.45, int8
+    # measured: 1.0 of the 15 photos where fp32 is confident (ONNX Runtime's int8: 0.93), 0.84 overall (0.78);
+    # 0.87 and 0.56 before conv -> ReLU6 was quantized as one op
+    assert int8.int8 and int8.top1_agreement_confident >= 0.93 and int8.top1_agreement >= 0.75, int8
     q = PteRunner(tmp_path / "l0i8.pte")(real)
     assert np.abs(q - want).max() > 1e-3  # really quantized
     assert (q.argmax(1) == want.argmax(1)).mean() == pytest.approx(int8.top1_agreement)

@@ -88,7 +88,7 @@ def test_shards_cover_every_file_once_and_output_is_never_overwritten(corpus, tm
     code, err = _main(*_predict(corpus, "--output", str(tmp_path / "shard0.csv")))
     assert code == 2 and "exists: --resume continues it" in err
     assert (tmp_path / "shard0.csv").read_bytes() == written
-    for bad, says in ((("--shard", "2/2"), "K must be in 0..N-1"), (("--topk", "0"), "expected a whole number >= 1"),
+    for bad, says in ((("--shard", "2/2"), "K must be in 0..N-1"), (("--topk", "0"), "--topk must be 1 to"),
                       (("--output", str(tmp_path / "x.txt")), "expected a .jsonl or .csv file")):
         code, err = _main(*_predict(corpus, *bad))
         assert code == 2 and says in err and "Traceback" not in err, bad

@@ -88,6 +88,16 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def served_torchvision_b0(root: Path) -> tuple[torch.nn.Module, Path]:
+    """torchvision's B0 with non-trivial BatchNorm statistics, saved as ``tv_b0.pth`` where a loopback server
+    serves ``root``: the reference model and the file a test registry row points at."""
+    src = torchvision.models.efficientnet_b0(weights=None).eval()
+    randomize_bn(src)
+    path = root / "tv_b0.pth"
+    torch.save(src.state_dict(), path)
+    return src, path
+
+
 def _photo_batch(config):
     import skimage.data
 
@@ -96,10 +106,7 @@ def _photo_batch(config):
 
 
 def test_torchvision_file_downloaded_checked_converted_once(server, home, entry_for):
-    src = torchvision.models.efficientnet_b0(weights=None).eval()
-    randomize_bn(src)
-    path = server.root / "tv_b0.pth"
-    torch.save(src.state_dict(), path)
+    src, path = served_torchvision_b0(server.root)
     entry = entry_for(model="efficientnet_b0", tag="test_tv", origin="test", source="torchvision",
                       url=f"{server.url}/tv_b0.pth", sha256=_sha256(path), bn_eps=1e-5, tf_padding=False,
                       resolution=200, crop_pct=200 / 230, interpolation="bilinear")
@@ -136,10 +143,7 @@ def test_timm_safetensors_through_mirror(server, home, entry_for, monkeypatch):
 
 
 def test_a_damaged_cache_file_is_removed_and_fetched_again(server, home, entry_for, capfd):
-    src = torchvision.models.efficientnet_b0(weights=None).eval()
-    randomize_bn(src)
-    path = server.root / "tv_b0.pth"
-    torch.save(src.state_dict(), path)
+    src, path = served_torchvision_b0(server.root)
     entry = entry_for(model="efficientnet_b0", tag="test_cache", origin="test", source="torchvision",
                       url=f"{server.url}/tv_b0.pth", sha256=_sha256(path), bn_eps=1e-5, tf_padding=False,
                       resolution=64, crop_pct=0.875)

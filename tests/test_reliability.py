@@ -174,6 +174,24 @@ CASES = [
      "no readable images"),
     ("coco not an object", lambda w, t: ["detect", "train", str(_coco_with([1, 2])(w, t)), *TRAIN],
      "not a COCO annotation file"),
+    # eval and predict: the same bounds table as train, checked before a model is loaded
+    ("eval batch-size 0", lambda w, t: ["eval", str(w["run"]), str(w["data"]), "--batch-size", "0"],
+     "--batch-size must be 1 to"),
+    ("eval resolution 2", lambda w, t: ["eval", str(w["run"]), str(w["data"]), "--resolution", "2"],
+     "--resolution must be 4 to 4096"),
+    ("eval crop-pct 1.5", lambda w, t: ["eval", str(w["run"]), str(w["data"]), "--crop-pct", "1.5"],
+     "--crop-pct must be 0.01 to 1"),
+    ("eval workers -1", lambda w, t: ["eval", str(w["run"]), str(w["data"]), "--workers", "-1"],
+     "--workers must be 0 to"),
+    ("predict topk -1", lambda w, t: ["predict", "--model", "efficientnet_b0", "--topk", "-1", "x.jpg"],
+     "--topk must be 1 to"),
+    ("predict batch-size 0", lambda w, t: ["predict", "--model", "efficientnet_b0", "--batch-size", "0", "x.jpg"],
+     "--batch-size must be 1 to"),
+    ("detect eval batch-size 0", lambda w, t: ["detect", "eval", str(w["run"]), str(w["coco"]), "--batch-size", "0"],
+     "--batch-size must be 1 to"),
+    ("detect predict score-threshold 1.5", lambda w, t: ["detect", "predict", str(w["run"]), "x.jpg",
+                                                         "--score-threshold", "1.5"],
+     "--score-threshold must be 0 to 1"),
     ("data photos --count 0", lambda w, t: ["data", "photos", str(t / "p"), "--count", "0"], "--count must be 1 to"),
     ("data detect-digits --count -5", lambda w, t: ["data", "detect-digits", str(t / "d"), "--count", "-5"],
      "--count must be 1 to"),
@@ -195,14 +213,6 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case, argv, expected, worl
     assert len(lines) == 1 and lines[0].startswith("effnet: error: ") and expected in lines[0], err
     assert "Traceback" not in err
     assert _snapshot(tmp_path, world["root"]) == before
-
-
-def test_argparse_numbers_name_the_flag(capsys):
-    """``predict --topk -1``: argparse's own refusal (usage line + one error line), exit 2, no traceback."""
-    with pytest.raises(SystemExit) as exc:
-        main(["predict", "--model", "efficientnet_b0", "--topk", "-1", "x.jpg"])
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and "--topk" in err.splitlines()[-1] and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- COCO records: one check each
@@ -478,6 +488,28 @@ def test_convert_auto_lukemelas_equals_reference(tmp_path):
     x = eval_transform(ours.config)(_photo("coffee"))[None]
     a, b = _logits(ours, x), _logits(ref, x)
     assert (a - b).abs().max().item() <= 1e-4 and a.argmax() == b.argmax()
+
+
+def test_convert_auto_effdet_equals_reference(tmp_path):
+    """effdet's own random-initialised detector (BatchNorm statistics randomised), its state dict converted with
+    the default --from auto: every level's class and box outputs are effdet's; so is load_weights(source="auto")."""
+    from tests.conftest import randomize_bn
+    effdet = pytest.importorskip("effdet")
+
+    torch.manual_seed(0)
+    ref = effdet.create_model("tf_efficientdet_lite0", pretrained=False, pretrained_backbone=False,
+                              image_size=(96, 96))
+    randomize_bn(ref)
+    ours = _convert(ref.state_dict(), tmp_path, "--model", "efficientdet_lite0", "--tf-padding")
+    assert ours.config.num_classes == 90  # a detector's own default, not a classifier's 1000
+    x = torch.randn(2, 3, 96, 96)
+    want = _logits(ref, x)
+    for model in (ours, effnet.load_weights(effnet.create_model("efficientdet_lite0", tf_padding=True),
+                                            ref.state_dict(), source="auto")):
+        got = _logits(model, x)
+        for level_got, level_want in zip(got[0] + got[1], want[0] + want[1]):  # class maps, box maps: P3-P7
+            assert level_got.shape == level_want.shape
+            assert (level_got - level_want).abs().max().item() <= 1e-4
 
 
 def test_a_database_password_is_never_printed_or_stored(tmp_path, capsys, monkeypatch):

@@ -69,13 +69,11 @@ def test_finetune_pretrained_lite0_on_digits_reaches_97(digits, tmp_path):
     with torch.no_grad():
         assert (ours(x) - theirs(x)).abs().max() <= 1e-5
     assert theirs.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
-    # the same labelled data through the on-device path: ExecuTorch fp32 and int8 (PT2E, calibrated on DATA/train)
+    # the same labelled data through the on-device path: ExecuTorch int8 (PT2E, calibrated on DATA/train; its
+    # export first verifies the fp32 program against PyTorch on those images) within 0.5 points of fp32
     res = {b: json.loads(run_cli("eval", str(out), str(digits), "--backend", b, "--json", timeout=600).stdout)
-           for b in ("torch", "executorch", "executorch-int8")}
-    assert res["executorch"]["top1"] == res["torch"]["top1"]
-    # measured: 92.2% vs 99.4% (PT2E + XNNPACK quantizer, per-channel weights, histogram-observed activations);
-    # issue 26 asks for 0.5 points and stays open on it -- this bounds today's loss, it does not claim the goal
-    assert abs(res["executorch-int8"]["top1"] - res["torch"]["top1"]) <= 10.0, res
+           for b in ("torch", "executorch-int8")}
+    assert abs(res["executorch-int8"]["top1"] - res["torch"]["top1"]) <= 0.5, res
     assert res["executorch-int8"]["loss"] != res["torch"]["loss"]  # really quantized
 
 

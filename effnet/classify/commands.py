@@ -22,6 +22,7 @@ from ..models.registry import create_model, load_model
 from ..models.weights import run_weights
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
+from ..train.config import check_numbers
 from .evaluate import eval_loader, evaluate, model_for_backend
 from .predict import ResultFile, Shard, expand_inputs, predict_files, predict_to_file, stream_predictions
 from .task import train
@@ -34,6 +35,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_numbers(batch_size=args.batch_size, resolution=args.resolution, crop_pct=args.crop_pct,
+                  workers=args.workers)
     source = Path(args.run_or_weights)
     if not source.exists():
         raise UsageError(f"{source}: no such run directory or .safetensors file")
@@ -66,14 +69,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 CALIBRATION_IMAGES = 300  # an -int8 backend without --calibration calibrates on the first images it is given
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
-    return value
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
+    check_numbers(topk=args.topk, batch_size=args.batch_size, workers=args.workers)
     if args.model is None and args.weights is None:
         raise UsageError("give --model NAME (with --pretrained or --weights FILE)")
     if args.resume and not args.output:
@@ -183,13 +180,13 @@ def add_commands(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", help="effnet .safetensors (carries its config) or a foreign checkpoint")
     g.add_argument("--pretrained", action="store_true")
-    p.add_argument("--topk", type=_positive, default=5)
+    p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print a JSON array of results (effnet.results schema)")
     p.add_argument("--output", help="write results as they come to a .jsonl or .csv file (bad files: an error row)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --output: skip what it holds")
     p.add_argument("--shard", metavar="K/N", help="only shard K of N (0-based), e.g. a Slurm array or an indexed "
                                                   "Job: $SLURM_ARRAY_TASK_ID/N, $JOB_COMPLETION_INDEX/N")
-    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, help="decoding processes (default: 0 for a few images, else up to 4)")
     p.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
                    help="auto: the fastest fp32 backend installed (OpenVINO, else ONNX Runtime, else torch); "

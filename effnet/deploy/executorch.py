@@ -44,12 +44,60 @@ def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tens
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = ComposableQuantizer([_conv_relu6_quantizer(config), XNNPACKQuantizer().set_global(config)])
     prepared = prepare_pt2e(module, quantizer)
     for x in calibration.split(1):  # the program's batch is 1
         prepared(x)
     return convert_pt2e(prepared)
+
+
+RELU6 = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)  # nn.ReLU6 once exported
+CONV = (torch.ops.aten.conv2d.default,)
+
+
+def _conv_relu6_quantizer(config):
+    """Conv → ReLU6 quantized as one op, observed after the clamp, as TFLite's fused kernels are.
+
+    XNNPACK's quantizer fuses conv + ReLU only: after a conv that ReLU6 follows it places the observer on the conv's
+    output and lets the clamp share it, so the int8 steps span the pre-activation range (wider after BatchNorm
+    folding) where only [0, 6] survives, and what the next layer sees gets only part of the 256 levels.
+    EfficientNet-Lite puts ReLU6 after 33 of its 49 convs (Lite0). Observing the clamp's output instead gives all
+    256 levels to [0, 6]; XNNPACK then runs the clamp inside the conv (output min/max). Measured on a Lite0
+    fine-tuned on digits (``effnet eval --backend executorch-int8``, fp32 99.4%): 92.2% with XNNPACK's patterns
+    alone, 99.2% with this one."""
+    from torchao.quantization.pt2e.quantizer import (
+        QuantizationAnnotation,
+        Quantizer,
+        get_bias_qspec,
+        get_input_act_qspec,
+        get_output_act_qspec,
+        get_weight_qspec,
+    )
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    class ConvReLU6(Quantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            for relu6 in model.graph.nodes:
+                conv = relu6.args[0] if relu6.op == "call_function" and relu6.target in RELU6 else None
+                if conv is None or conv.target not in CONV or len(conv.users) > 1:
+                    continue
+                qspecs = {conv.args[0]: get_input_act_qspec(config), conv.args[1]: get_weight_qspec(config)}
+                if len(conv.args) > 2 and conv.args[2] is not None:
+                    qspecs[conv.args[2]] = get_bias_qspec(config)
+                conv.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(qspecs, _annotated=True)
+                relu6.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(
+                    output_qspec=get_output_act_qspec(config), _annotated=True)
+                for weight in list(qspecs)[1:]:  # XNNPACK's own conv pattern skips what is annotated
+                    weight.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
+            return model
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            pass
+
+    return ConvReLU6()
 
 
 class PteRunner:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from torch import nn
 
 from ..data import eval_transform, load_image
 from ..errors import ExportError, ImageLoadError
-from ..files import atomic_write
+from ..files import atomic_write, new_temp
 from . import executorch as et
 from . import openvino as ovino
 from .optimize import freeze_same_padding, optimize, to_plain_ops
@@ -112,6 +111,15 @@ def _files(path: str, fmt: str) -> list[str]:
     return [str(ovino.bin_path(path)), path] if fmt == "openvino" else [path]
 
 
+def _move_into_place(sources: list[str], targets: list[str]) -> None:
+    """Rename a model's files over their targets. Of a pair, the file that refers to the other (OpenVINO's .xml)
+    goes last, and an old one is removed first: a kill between the renames leaves no old .xml over a new .bin."""
+    if len(targets) > 1:
+        Path(targets[-1]).unlink(missing_ok=True)
+    for src, dst in zip(sources, targets):
+        os.replace(src, dst)
+
+
 def _fp32_path(path: str, fmt: str) -> str:
     """Where an int8 export keeps its verified fp32 model: m.onnx -> m.onnx.fp32.onnx, m.xml -> m.fp32.xml."""
     return str(Path(path).with_suffix(".fp32.xml")) if fmt == "openvino" else f"{path}.fp32.{EXTENSIONS[fmt]}"
@@ -136,11 +144,13 @@ def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic:
     elif report.format == "openvino":
         # NNCF on the verified IR; the calibration images are the ones already decoded for the parity check
         quantized = ovino.quantize_int8(ovino.require_openvino().Core().read_model(fp32_path), real)
-        with tempfile.TemporaryDirectory(dir=str(Path(report.path).parent)) as tmp:
+        tmp = new_temp(report.path, directory=True)
+        try:
             tmp_xml = os.path.join(tmp, "int8.xml")
             ovino.save_ir(quantized, tmp_xml)
-            for src, dst in zip(_files(tmp_xml, "openvino"), _files(report.path, "openvino")):
-                os.replace(src, dst)  # .bin first, then the .xml that refers to it
+            _move_into_place(_files(tmp_xml, "openvino"), _files(report.path, "openvino"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         fp32_logits = ovino.ov_run(ovino.compile_ir(fp32_path), real)
         int8_logits = ovino.ov_run(ovino.compile_ir(report.path), real)
     else:
@@ -173,8 +183,8 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
         ref_random = ref(x_random)
         ref_real = ref(real) if real is not None else None
     path = str(path)
-    # write next to the target, verify, and only then rename: a failed check leaves nothing behind
-    tmp_dir = tempfile.mkdtemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=str(Path(path).parent or "."))
+    # write next to the target, verify, and only then rename: a failed check (or a kill) leaves no target behind
+    tmp_dir = str(new_temp(path, directory=True))
     tmp_path = os.path.join(tmp_dir, "model.xml" if fmt == "openvino" else "model")
     try:
         run = _write(deploy_model, torch.zeros(1, config.in_chans, res, res), tmp_path, fmt, batch, opset, int8,
@@ -185,8 +195,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
         if not worst <= tolerance:  # also catches NaN
             raise ExportError(f"{path}: export does not match PyTorch: max |logit diff| {worst:.3g} > {tolerance:g}")
         fp32_path = _fp32_path(path, fmt) if int8 else path
-        for src, dst in zip(_files(tmp_path, fmt), _files(fp32_path, fmt)):
-            os.replace(src, dst)
+        _move_into_place(_files(tmp_path, fmt), _files(fp32_path, fmt))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     report = ExportReport(path, fmt, diff_random, diff_real, len(real_names))

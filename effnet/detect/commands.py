@@ -18,6 +18,7 @@ from ..models.registry import load_model
 from ..tasks import export
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
+from ..train.config import check_numbers
 from ..train.loop import train
 from .evaluate import evaluate_detector
 from .predict import draw_detections, predict_paths
@@ -66,15 +67,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_numbers(batch_size=args.batch_size, resolution=args.resolution)
     model = load_for_inference(args.run_or_model, args.ema)
     split = _val_split(args.data_dir, model.config.class_names)
-    res = evaluate_detector(model, split, args.resolution or model.config.resolution, args.batch_size)
+    calibration = args.calibration or (str(Path(args.data_dir) / "train") if args.backend.endswith("-int8") else None)
+    if calibration and not Path(calibration).is_dir():
+        raise UsageError(f"{calibration}: no folder of images to calibrate int8 on; give --calibration DIR")
+    res = evaluate_detector(model, split, args.resolution or model.config.resolution, args.batch_size,
+                            backend=args.backend, calibration=calibration)
     skipped = dict(skipped_annotations=len(split.skipped_annotations), skipped_images=len(split.skipped_images))
     if args.json:
-        print(json.dumps(dict(model=args.run_or_model, **res, **skipped)))
+        print(json.dumps(dict(model=args.run_or_model, backend=args.backend, **res, **skipped)))
         return 0
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
-    print(f"{args.run_or_model}: {res['images']} images, " + ", ".join(f"{k} {fmt(res[k])}" for k in
+    print(f"{args.run_or_model} ({args.backend}): {res['images']} images, " + ", ".join(f"{k} {fmt(res[k])}" for k in
           ("AP", "AP50", "AP75", "APs", "APm", "APl")) + f", {res['images_per_s']:.1f} images/s"
           + (f"; skipped {skipped['skipped_annotations']} annotation(s), {skipped['skipped_images']} image(s)"
              if any(skipped.values()) else ""))
@@ -107,6 +113,7 @@ def _unique_png(stem: str, used: set[str]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    check_numbers(score_threshold=args.score_threshold, resolution=args.resolution)
     model, images = _predict_model(args)
     preds = predict_paths(Predictor(model, args.backend, args.score_threshold, args.calibration), images)
     if args.out:
@@ -163,6 +170,10 @@ def add_commands(sub) -> None:
     p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
     p.add_argument("--resolution", type=int)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--backend", choices=DETECT_BACKENDS, default="torch",
+                   help="score the end-to-end exported graph (decoding + NMS inside) instead of PyTorch; "
+                        "openvino-int8: calibrated on DATA/train unless --calibration")
+    p.add_argument("--calibration", help="folder of images to calibrate openvino-int8 on (default DATA/train)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..data.coco import CocoSplit, DetectionSamples, collate_detection
 from .boxes import Detections, anchors_for, flatten_outputs, postprocess
+from .predictor import Predictor
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -52,24 +53,50 @@ def coco_metrics(split: CocoSplit, results: list[dict]) -> dict[str, float | Non
     return {k: (float(v) if v >= 0 else None) for k, v in zip(METRIC_KEYS, evaluator.stats[:6])}
 
 
+def _detector(model: nn.Module, split: CocoSplit, backend: str, calibration: str | None, amp: bool,
+              channels_last: bool, score_threshold: float):
+    """(letterboxed batch, its targets) -> per image (boxes in original pixels, scores, labels): the PyTorch path,
+    or ``backend``'s end-to-end exported graph (:class:`effnet.detect.Predictor`'s engines: decoding and NMS in the
+    graph, each image clipped to its own area as the PyTorch path does)."""
+    if backend == "torch":
+        def run(x, targets):
+            dets = detect_batch(model, x, [t["scale"] for t in targets], amp, channels_last, score_threshold)
+            return [(d.boxes, d.scores, d.labels) for d in dets]
+        return run
+    engine = Predictor(model, backend, score_threshold, calibration)
+    sizes = {image.id: (image.height, image.width) for image in split.images}
+
+    def run(x, targets):
+        scales = [t["scale"] for t in targets]
+        valid = [tuple(v * s for v in sizes[t["image_id"]]) for t, s in zip(targets, scales)]
+        return engine.detect(x, scales, valid)
+    return run
+
+
 @torch.inference_mode()
 def evaluate_detector(model: nn.Module, split: CocoSplit, resolution: int, batch_size: int = 16, workers: int = 0,
-                      amp: bool = False, channels_last: bool = False, score_threshold: float = 0.05) -> dict:
+                      amp: bool = False, channels_last: bool = False, score_threshold: float = 0.05,
+                      backend: str = "torch", calibration: str | None = None) -> dict:
     """COCO metrics of ``model`` on ``split`` plus images/s (forward + decoding + NMS, not image decoding).
 
     Candidates under ``score_threshold`` are dropped before NMS (torchvision's RetinaNet default, 0.05):
     an untrained head scores every anchor near its 0.01 prior, and NMS over thousands of them is slow.
+    ``backend`` (``effnet.detect.predictor.DETECT_BACKENDS``) other than ``torch`` scores the end-to-end graph
+    exported at ``resolution``; ``openvino-int8`` is calibrated on the images in the folder ``calibration``.
     """
     was_training = model.training
     model.eval()
+    if backend != "torch" and resolution != model.config.resolution:
+        model.config = model.config.replace(resolution=resolution)  # the exported graph's fixed input size
+    detect = _detector(model, split, backend, calibration, amp, channels_last, score_threshold)
     results, seconds, images = [], 0.0, 0
     for x, targets in eval_loader(split, model.config, resolution, batch_size, workers):
         t0 = time.perf_counter()
-        dets = detect_batch(model, x, [t["scale"] for t in targets], amp, channels_last, score_threshold)
+        dets = detect(x, targets)
         seconds += time.perf_counter() - t0
         images += x.shape[0]
-        for t, d in zip(targets, dets):
-            for (x0, y0, x1, y1), s, lab in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()):
+        for t, (boxes, scores, labels) in zip(targets, dets):
+            for (x0, y0, x1, y1), s, lab in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
                 results.append(dict(image_id=t["image_id"], category_id=split.categories[lab]["id"],
                                     bbox=[x0, y0, x1 - x0, y1 - y0], score=s))
     model.train(was_training)

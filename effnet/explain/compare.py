@@ -48,7 +48,8 @@ def study_columns(study_dir: str | Path, phi: float | None = None) -> list[Colum
         if row is None:
             raise UsageError(f"{folder}: no {kind} model at phi={phi:g} in study.json")
         run = folder / "runs" / f"{kind}-phi{row['phi']:g}"
-        label = f"{TITLES[kind]}\n(w {row['width_mult']:.2f}, d {row['depth_mult']:.2f}, r {row['resolution']})"
+        label = (f"{TITLES[kind]}\n(w {row['width_mult']:.2f}, d {row['depth_mult']:.2f}, r {row['resolution']})\n"
+                 f"val top-1 {row['top1']:.1f}%")  # how far the study trained it: a map of a weak model says little
         columns.append(Column(label, load_model(run, task="classify"), row["macs"]))
     return columns
 

@@ -139,11 +139,14 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("convert")
     p.add_argument("src")
-    p.add_argument("--from", dest="source", default="auto", choices=["auto", "timm", "torchvision", "lukemelas"])
+    p.add_argument("--from", dest="source", default="auto",
+                   choices=["auto", "timm", "torchvision", "lukemelas", "effdet"],
+                   help="the file's state-dict naming (auto: read from its keys; effdet with a detector --model)")
     p.add_argument("--model", required=True,
                    help="architecture, or NAME.TAG of a published file (see 'effnet weights')")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-classes", type=int,
+                   help="outputs of the file's classifier or class net (default: the model's, 1000 / COCO's 90)")
     p.add_argument("--tf-padding", action="store_true", help="TF 'SAME' padding (timm tf_* weights)")
     p.add_argument("--bn-eps", type=float, default=None,
                    help="BatchNorm eps of the source (1e-5 for timm's non-tf_ models; torchvision is automatic)")

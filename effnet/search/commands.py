@@ -51,6 +51,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
             s = SearchSettings(data_dir=".", storage=args.storage, study=args.from_search)
             saved, _ = open_study(s, create=False)
             found = collect(saved, s)
+        except UsageError:
+            raise  # names the storage already (password masked)
         except Exception as exc:
             raise UsageError(f"study {args.from_search!r} in {args.storage}: {exc}") from None
         if not found["rows"]:

@@ -3,6 +3,7 @@ resolution-only and compound scaling at matched MACs, the paper's Fig. 3 on your
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -77,10 +78,41 @@ class StudySettings:
     seed: int = 0
 
 
+RESUME_KEYS = ("data_dir", "model", "epochs", "batch_size", "resolution", "seed", "recipe")  # same run if equal
+
+
+def _same_run(run_dir: Path, tcfg: TrainConfig) -> bool:
+    """Whether ``run_dir`` holds a run of ``tcfg`` (its args.json agrees on what the study sets)."""
+    try:
+        saved = json.loads((run_dir / "args.json").read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = dataclasses.asdict(tcfg)
+    return all(saved.get(k) == wanted[k] for k in RESUME_KEYS)
+
+
+def _train_or_keep(tcfg: TrainConfig, cfg: ModelConfig) -> tuple[dict, str]:
+    """A study's run: kept when a rerun finds it finished, resumed from its checkpoint when it was cut, else
+    trained. Returns (train()'s summary, "kept" / "resumed" / "trained")."""
+    run_dir = Path(tcfg.out)
+    if not _same_run(run_dir, tcfg):
+        return train(tcfg, model_config=cfg), "trained"
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    if summary.get("stop_reason") == "completed" and (run_dir / "model.safetensors").is_file():
+        return summary, "kept"
+    if (run_dir / "checkpoint.pt").is_file():
+        return train(tcfg, resume_dir=str(run_dir), model_config=cfg), "resumed"
+    return train(tcfg, model_config=cfg), "trained"
+
+
 def scaling_study(study: StudySettings, coefficients: Candidate = PAPER, log=print) -> list[dict]:
     """Train width-only, depth-only, resolution-only and compound models at matched MACs (paper Fig. 3); the
     compound models scale by ``coefficients`` (default the paper's). Trains every model (the classification
-    training of ``effnet train``)."""
+    training of ``effnet train``). ``study.json`` is rewritten after every run, and a rerun into the same folder
+    keeps the finished runs and resumes a cut one from its checkpoint: a study stopped part-way is not lost."""
     c = coefficients
     base_cfg = resolve_base(study.base, study.base_resolution or dataset_hints(study.data_dir).get("resolution"))
     out_dir = Path(study.out)
@@ -91,13 +123,15 @@ def scaling_study(study: StudySettings, coefficients: Candidate = PAPER, log=pri
         tcfg = TrainConfig(data_dir=study.data_dir, model=cfg.name, epochs=study.epochs, batch_size=study.batch_size,
                            resolution=cfg.resolution, out=str(out_dir / "runs" / f"{kind}-phi{phi:g}"),
                            seed=study.seed, recipe=study.recipe, quiet=True, ema_decay=0.0, precise_bn=20)
-        summary = train(tcfg, model_config=cfg)
+        summary, how = _train_or_keep(tcfg, cfg)
         row = dict(kind=kind, phi=phi, macs=macs_of(cfg), params=params_of(cfg), width_mult=cfg.width_mult,
                    depth_mult=cfg.depth_mult, resolution=cfg.resolution, top1=summary["val_top1"],
-                   seconds=time.time() - t0)
+                   seconds=summary["wall_seconds"] if how == "kept" else time.time() - t0)
         rows.append(row)
+        atomic_write(out_dir / "study.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
         log(f"{kind:<10} phi={phi:g}: top-1 {row['top1']:.2f}%  MACs {row['macs'] / 1e6:.1f}M  "
-            f"(w {cfg.width_mult:.2f}, d {cfg.depth_mult:.2f}, r {cfg.resolution})  {row['seconds']:.0f} s")
+            f"(w {cfg.width_mult:.2f}, d {cfg.depth_mult:.2f}, r {cfg.resolution})  {row['seconds']:.0f} s"
+            f"{'' if how == 'trained' else f' ({how})'}")
 
     run("base", 0, base_cfg)
     for phi in range(1, study.max_phi + 1):
@@ -106,7 +140,6 @@ def scaling_study(study: StudySettings, coefficients: Candidate = PAPER, log=pri
         run("compound", phi, comp)
         for dim in ("width", "depth", "resolution"):
             run(dim, phi, matched_config(base_cfg, dim, target))
-    atomic_write(out_dir / "study.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
     _plot_study(rows, out_dir / "scaling_study.png")
     lines = [f"{'kind':<10} {'phi':>3} {'MACs(M)':>8} {'params':>10} {'width':>5} {'depth':>5} {'res':>4} {'top-1 %':>7}"]
     for r in sorted(rows, key=lambda r: (r["kind"], r["phi"])):

@@ -33,6 +33,9 @@ NUMBER_BOUNDS: dict[str, tuple[type, float, float, bool]] = {
     "checkpoint_stages": (int, 1, 64, True),
     "budget_minutes": (float, 0.0, 1e7, False),
     "precise_bn": (int, 0, 1 << 20, True),
+    # flags of eval / predict only, checked by the same table (check_numbers)
+    "topk": (int, 1, 100_000, True),
+    "score_threshold": (float, 0.0, 1.0, True),
 }
 
 
@@ -53,6 +56,15 @@ def number_problem(name: str, value) -> str | None:
             rng = f"{low:g} to {high:g}" if inclusive else f"between {low:g} and {high:g} (exclusive)"
         return f"{flag} must be {rng}, got {value!r}"
     return None
+
+
+def check_numbers(**values) -> None:
+    """A :class:`UsageError` naming the first of ``values`` (setting name -> value) outside :data:`NUMBER_BOUNDS`:
+    how ``eval`` and ``predict`` check their flags, before any model is loaded."""
+    for name, value in values.items():
+        problem = number_problem(name, value)
+        if problem is not None:
+            raise UsageError(problem)
 
 
 @dataclass(frozen=True)

@@ -334,11 +334,12 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, task: Task | None = N
     ``on_epoch_end(EpochEnd)`` is called on rank 0 after each epoch's evaluation; returning True stops the run
     there (e.g. an Optuna pruner's decision). ``effnet.classify.train`` is this loop with classification.
     """
+    called = time.time()  # --budget-minutes counts from here: setup included, so a caller's deadline holds
     run = _setup(cfg, check_task(task), resume_dir)
     run.log(f"training {run.model.config.name} on {run.task.describe()}; recipe {run.recipe}; lr {run.lr:.3g}; "
             f"{run.steps_per_epoch} steps/epoch x {run.cfg.epochs}; {run.world} process(es); "
             f"BN momentum {run.bn_momentum:.3g}; memory allocator {allocator()}")
-    run.started = time.time()
+    run.started = called
     summary = _finish(run, _run_epochs(run, on_epoch_end))
     if run.tb is not None:
         run.tb.close()

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 
 from ..settings import SearchSettings
 
-REPORT_S = 8.0  # the final report and plots, and the workers' exit, after the last job
+# after the last job: reading the study, the report and its plots, the process's exit (11 s in a 10-minute search
+# at load 4; 33 s at load 10, 2.6x that process's 12.6 s start-up, two thirds of it the interpreter's exit). At
+# least this, or twice what this process's start-up took (imports and files: slow on a loaded machine, like the
+# report), scaled by the slowdown measured since (``Clock.factor``): a fixed 8 s let a search under load 9 end
+# 2 minutes late (benchmarks/results/search_verdict_quick_10min_steps4.json)
+REPORT_S = 12.0
+REPORT_PER_STARTUP = 2.0
 RESERVE_SHARE = 0.35  # of a budget kept for the finalists' seed repeats beyond the two runs a verdict needs
 
 
@@ -55,6 +61,7 @@ class Clock:
     overhead_s: float = 2.0  # per run besides its epochs: measuring the model, building it, evaluating, saving
     factor: float = 1.0  # measured / predicted epoch time over the finished trials
     measured: int = 0  # trials the estimate is calibrated on
+    report_s: float = REPORT_S  # seconds kept after the last job at the planned speed (the plan's ``costs``)
 
     @classmethod
     def from_study(cls, study, s: SearchSettings) -> "Clock":
@@ -62,7 +69,7 @@ class Clock:
         costs = study.user_attrs.get("costs") or {}
         start = s.deadline - 60 * s.budget_minutes if s.deadline is not None and s.budget_minutes else 0.0
         return cls(s.deadline, start, max(1, s.n_jobs), dict(costs.get("epoch_s", {})), dict(costs.get("eval_s", {})),
-                   float(costs.get("overhead_s", 2.0)))
+                   float(costs.get("overhead_s", 2.0)), report_s=float(costs.get("report_s", REPORT_S)))
 
     def calibrate(self, trials, same: dict[str, str]) -> None:
         """Scale the predictions by what the finished, trained (not copied) runs really cost."""
@@ -91,13 +98,19 @@ class Clock:
         evaluation = self.eval_s.get(model, statistics.fmean(self.eval_s.values()) if self.eval_s else 0.0)
         return self.factor * (epochs * epoch + max(0, evaluations - 1) * evaluation) + self.overhead_s
 
+    def evaluation(self, model: str) -> float:
+        """Predicted seconds of one evaluation of ``model`` (precise BN and the validation set)."""
+        mean = statistics.fmean(self.eval_s.values()) if self.eval_s else 0.0
+        return self.factor * self.eval_s.get(model, mean)
+
     def more(self, model: str, epochs: float) -> float:
         """Predicted seconds for a running run of ``model`` to train ``epochs`` more and evaluate once."""
         return self.seconds(model, epochs, 2) - self.overhead_s
 
     def end(self) -> float:
-        """When the last job must be over: the deadline less the report."""
-        return math.inf if self.deadline is None else self.deadline - REPORT_S
+        """When the last job must be over: the deadline less the report (slower on a loaded machine: a fixed
+        reserve let a search under load end tens of seconds past its budget)."""
+        return math.inf if self.deadline is None else self.deadline - self.report_s * max(1.0, self.factor)
 
     def makespan(self, models: list[str], epochs: int) -> float:
         """Wall seconds of runs of ``models`` for ``epochs`` each, packed onto the workers longest first."""

@@ -12,6 +12,7 @@ from ..grid import Candidate, candidate_config, measure_latency_ms, resolve_base
 from ..plan import Plan
 from ..settings import PAPER, SearchSettings, base_resolution_for, candidate_keys, grid_for
 from .budget import Costs, Workload, choose_plan, epoch_costs
+from .clock import REPORT_PER_STARTUP, REPORT_S
 from .trial import reuse_decoded_images
 
 START_UP_S = 15.0  # worker processes importing torch and reading the data, and the final report
@@ -81,8 +82,12 @@ def load_or_make_plan(s: SearchSettings, study, threads: int, log) -> Plan:
                          reduction_factor=s.reduction_factor, repeats=s.repeats, top=s.top, unit_steps=s.min_steps)
         plan, costs = base_plan, None
         if s.budget_minutes:
-            budget_s = (s.deadline or time.time() + s.budget_minutes * 60) - time.time() - START_UP_S
+            now = time.time()
+            deadline = s.deadline or now + s.budget_minutes * 60
+            report_s = max(REPORT_S, REPORT_PER_STARTUP * (now - (deadline - s.budget_minutes * 60)))  # start-up
+            budget_s = deadline - now - max(START_UP_S, report_s)
             plan, costs = measured_plan(s, base_plan, threads, budget_s, log)
+            costs["report_s"] = report_s
         if study.user_attrs.get("plan") is None:  # two first processes: the later write wins, both read it back
             if costs is not None:
                 study.set_user_attr("costs", costs)

@@ -41,11 +41,21 @@ def open_study(s: SearchSettings, create: bool = True):
         except (KeyError, ValueError, ImportError):
             raise  # no such study / bad URL / missing driver: retrying will not help
         except Exception as exc:
-            if attempt == 7:  # an unreachable or refusing database: one line, its password masked
+            if attempt == 7 or _unreachable(exc):  # one line, its password masked
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UsageError(f"--storage {redact(s.storage)}: {redact(reason)}") from None
             time.sleep(0.3 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+# what a database server says when nobody is there or it turns us away: retrying cannot help (the schema race
+# between workers starting together is an integrity/programming error, or SQLite's "locked", and is retried)
+_UNREACHABLE = ("connection refused", "could not connect", "could not translate host", "name or service not known",
+                "no route to host", "password authentication failed", "unable to open database")
+
+
+def _unreachable(exc: Exception) -> bool:
+    return any(words in str(exc).lower() for words in _UNREACHABLE)
 
 
 def _sqlite_write_ahead_log(engine) -> None:

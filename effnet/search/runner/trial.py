@@ -59,9 +59,10 @@ class SearchTask(ClassificationTask):
     a :class:`Window` of that many steps: the rungs fall inside real epochs."""
 
     def __init__(self, model_config: ModelConfig, eval_epochs: set[int], precise_bn: int,
-                 unit_steps: int | None = None) -> None:
+                 unit_steps: int | None = None, deadline: float | None = None) -> None:
         super().__init__(model_config)
         self.eval_epochs, self.precise_bn, self.unit_steps = eval_epochs, precise_bn, unit_steps
+        self.deadline = deadline  # unix time: past it an evaluation would end after the run's deadline
         self.window: Window | None = None
 
     def train_dataset(self, model_config: ModelConfig, recipe, seed: int):
@@ -90,7 +91,7 @@ class SearchTask(ClassificationTask):
                  epoch: int | None = None) -> dict[str, float]:
         if self.window is not None and epoch is not None:  # called after every unit: the next one reads on
             self.window.index = epoch
-        if epoch not in self.eval_epochs:
+        if epoch not in self.eval_epochs or (self.deadline is not None and time.time() >= self.deadline):
             return {f"{prefix}_loss": math.nan, f"{prefix}_top1": math.nan, f"{prefix}_top5": math.nan}
         if self.precise_bn > 0 and prefix == "val":
             recalibrate_bn(model, self.bn_loader(model, self.batch_size), self.precise_bn, channels_last)
@@ -112,6 +113,7 @@ class RunSpec:
     epochs: int
     rungs: list[int] = field(default_factory=list)
     deadline: float | None = None
+    eval_reserve: float = 0.0  # seconds before the deadline at which training stops: a unit ending then is evaluated
 
 
 @dataclass
@@ -143,14 +145,16 @@ def train_run(s, spec: RunSpec, at_rung: Callable[[int, float], str | None] | No
             return True
         return False
 
-    budget = None if spec.deadline is None else max(0.01, (spec.deadline - time.time()) / 60)
+    # the budget counts from this call (setup included); training stops early enough to evaluate its last unit,
+    # and a run cut mid-unit is not evaluated (the deadline is past; it counts at its last whole unit anyway)
+    budget = None if spec.deadline is None else max(0.01, (spec.deadline - spec.eval_reserve - time.time()) / 60)
     # channels-last: oneDNN's depthwise convolutions, 1.6x faster per step on this CPU at 32 px;
     # no checkpoint.pt: a killed trial is redone from its start, never resumed
     tcfg = TrainConfig(data_dir=s.data_dir, model=cfg.name, epochs=spec.epochs, batch_size=s.batch_size,
                        resolution=cfg.resolution, out=str(spec.out), seed=spec.seed, recipe=s.recipe, quiet=True,
                        precise_bn=0, plot=False, ema_decay=0.0, channels_last=True, checkpoint=False,
                        budget_minutes=budget)
-    task = SearchTask(cfg, {*spec.rungs, spec.epochs}, s.precise_bn, s.min_steps)
+    task = SearchTask(cfg, {*spec.rungs, spec.epochs}, s.precise_bn, s.min_steps, spec.deadline)
     summary = train(tcfg, task=task, on_epoch_end=on_epoch_end)
     epochs = int(summary["epochs_run"])
     stopped_by = state["stopped_by"]

@@ -138,7 +138,7 @@ def _run(ctx: SearchContext, trial, job: Job) -> None:
         return
     out = s.out_dir() / "trials" / f"{trial.number:04d}-{job.phase}-{job.candidate}-seed{job.seed}"
     spec = RunSpec(cfg, out, job.seed, ctx.plan.max_epochs, ctx.plan.rungs() if job.phase == "rungs" else [],
-                   None if clock.deadline is None else clock.end())
+                   None if clock.deadline is None else clock.end(), clock.evaluation(ctx.same[job.candidate]))
     res = train_run(s, spec, _promotion_check(ctx, trial, job))
     wall = time.time() - t0
     attrs = dict(epochs=res.epochs, epochs_trained=res.epochs, top1=res.top1, steps=res.summary["steps"],
