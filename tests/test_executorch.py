@@ -70,3 +70,66 @@ def test_cli_export_and_predict_with_executorch(photos, tmp_path):
     bad = run_cli("export", "efficientnet_lite0", "--format", "executorch", "--batch", "dynamic", "-o",
                   str(tmp_path / "d.pte"), check=False)
     assert bad.returncode == 2 and "batch 1" in bad.stderr and not (tmp_path / "d.pte").exists()
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """A small Lite0 detector (one BiFPN cell and head layer, half-depth backbone, 128 px: every pyramid level an
+    exact 2x of the next) with varied BatchNorm statistics and decisive class scores, saved as an effnet file."""
+    from effnet.models.detector_config import detector_config
+    from tests.conftest import randomize_bn
+
+    torch.manual_seed(0)
+    config = detector_config("efficientdet_lite0", 3)
+    config = config.replace(fpn_repeats=1, head_repeats=1, resolution=128,
+                            backbone=config.backbone.replace(depth_mult=0.5))
+    model = effnet.create_model(config, num_classes=3).eval()
+    model.config = model.config.replace(class_names=("cat", "cup", "person"))
+    randomize_bn(model)
+    with torch.no_grad():
+        model.class_net.predict.pw.bias.fill_(-3.0)
+        model.class_net.predict.pw.weight.mul_(3)
+    path = tmp_path_factory.mktemp("det") / "det.safetensors"
+    effnet.save(model, path)
+    return model, path
+
+
+def test_detector_program_gives_the_torch_predictors_boxes(detector, monkeypatch, tmp_path):
+    """The raw outputs as an ExecuTorch program, decoded and NMS'd in Python: PyTorch's detections on real photos."""
+    import skimage.data
+    from PIL import Image
+
+    from effnet.detect import Predictor
+
+    monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "home"))
+    model, _ = detector
+    images = [Image.fromarray(np.asarray(getattr(skimage.data, n)())) for n in ("chelsea", "coffee", "astronaut")]
+    want = Predictor(model, score_threshold=0.1)(images)
+    assert sum(len(w["scores"]) for w in want) >= 6
+    got = Predictor(model, backend="executorch", score_threshold=0.1)(images)
+    for g, w in zip(got, want):
+        assert torch.equal(g["labels"], w["labels"]) and g["names"] == w["names"]
+        assert float((g["scores"] - w["scores"]).abs().max()) < 1e-4
+        assert float((g["boxes"] - w["boxes"]).abs().max()) < 1e-2  # pixels of the photo (up to 600 px)
+    assert list((tmp_path / "home").rglob("*.pte"))  # exported once into the cache
+
+
+def test_detector_int8_export_from_the_cli(detector, photos, tmp_path):
+    _, path = detector
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for src in photos.values():
+        (calib / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "det.pte"
+    proc = run_cli("export", str(path), "--format", "executorch", "--int8", "--calibration", str(calib), "-o",
+                   str(out), "--json")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["max_output_diff"] < 1e-3 and report["same_detections"]  # the fp32 program, vs PyTorch
+    assert report["fp32_detections"] > 0 and report["fp32_kept_by_int8"] >= 0.5, report
+    assert "int8 (PT2E)" in proc.stdout and "decoding + NMS in Python" in proc.stdout
+    assert out.is_file() and (tmp_path / "det.pte.fp32.pte").is_file()
+    assert out.stat().st_size < 0.5 * (tmp_path / "det.pte.fp32.pte").stat().st_size
+    saved = json.loads((tmp_path / "det.pte.json").read_text())
+    assert saved["class_names"] == ["cat", "cup", "person"] and saved["resolution"] == 128
+    bad = run_cli("export", str(path), "--format", "executorch", "--raw", "-o", str(tmp_path / "r.pte"), check=False)
+    assert bad.returncode == 2 and "executorch" in bad.stderr and not (tmp_path / "r.pte").exists()

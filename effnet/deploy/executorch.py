@@ -23,9 +23,11 @@ def require_executorch():
     return Runtime
 
 
-def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None = None) -> bytes:
+def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None = None,
+          keep_float: tuple[type, ...] = ()) -> bytes:
     """The ``.pte`` program of ``deploy_model`` for inputs shaped like ``example`` (batch 1); with ``calibration``
-    (real images, N x C x H x W), int8: PT2E quantization calibrated on them before lowering."""
+    (real images, N x C x H x W), int8: PT2E quantization calibrated on them before lowering, except inside modules
+    of the ``keep_float`` types."""
     require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -33,12 +35,14 @@ def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Ten
     with torch.no_grad():
         program = torch.export.export(deploy_model, (example,))
         if calibration is not None:
-            program = torch.export.export(_quantized(program.module(), example, calibration), (example,))
+            program = torch.export.export(_quantized(program.module(), example, calibration, keep_float),
+                                          (example,))
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     return lowered.to_executorch().buffer
 
 
-def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tensor) -> nn.Module:
+def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tensor,
+               keep_float: tuple[type, ...] = ()) -> nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -47,7 +51,10 @@ def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tens
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
 
     config = get_symmetric_quantization_config(is_per_channel=True)
-    quantizer = ComposableQuantizer([_conv_relu6_quantizer(config), XNNPACKQuantizer().set_global(config)])
+    xnnpack = XNNPACKQuantizer().set_global(config)
+    for module_type in keep_float:
+        xnnpack.set_module_type(module_type, None)
+    quantizer = ComposableQuantizer([_conv_relu6_quantizer(config), xnnpack])
     prepared = prepare_pt2e(module, quantizer)
     for x in calibration.split(1):  # the program's batch is 1
         prepared(x)
@@ -108,6 +115,9 @@ class PteRunner:
         self.method = runtime.load_program(str(path)).load_method("forward")
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
-        x = x.float().contiguous()
-        return np.concatenate([self.method.execute([row])[0].numpy() for row in x.split(1)]) if len(x) else \
-            np.zeros((0,), np.float32)
+        return self.outputs(x)[0] if len(x) else np.zeros((0,), np.float32)
+
+    def outputs(self, x: torch.Tensor) -> list[np.ndarray]:
+        """Every output of the program (a detector's ten raw levels), each concatenated over the batch."""
+        rows = [[t.numpy() for t in self.method.execute([row])] for row in x.float().contiguous().split(1)]
+        return [np.concatenate(per_output) for per_output in zip(*rows)]

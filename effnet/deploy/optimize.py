@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..models.bifpn import HeadNet, SeparableConv
 from ..models.layers import ConvBNAct, DropPath, SamePad2d
 from ..models.lean import set_memory_efficient
 
@@ -22,11 +23,14 @@ def to_plain_ops(model: nn.Module) -> nn.Module:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold every ConvBNAct's BatchNorm into its conv (eval mode statistics), in place."""
-    for module in model.modules():
+    """Fold every BatchNorm into the conv before it (eval mode statistics), in place: ConvBNAct's, and a
+    detector's separable convs and heads (their own ``fold_batchnorm``)."""
+    for module in list(model.modules()):
         if isinstance(module, ConvBNAct) and isinstance(getattr(module, "bn", None), nn.BatchNorm2d):
             module.conv = fuse_conv_bn_eval(module.conv, module.bn)
             module.bn = nn.Identity()
+        elif isinstance(module, (SeparableConv, HeadNet)):
+            module.fold_batchnorm()
     return model
 
 

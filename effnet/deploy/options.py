@@ -15,7 +15,7 @@ CHOICES = (*FORMATS, HUB)  # what `effnet export --format` takes
 @dataclass(frozen=True)
 class ExportOptions:
     output: str
-    format: str = "onnx"  # one of CHOICES (detectors: onnx)
+    format: str = "onnx"  # one of CHOICES (detectors: onnx, openvino, executorch)
     batch: str = "static"  # static or dynamic batch axis (classifiers)
     resolution: int | None = None  # the graph's input size (default: the model's)
     int8: bool = False  # post-training quantization (classifiers), calibrated on ``calibration``
@@ -41,7 +41,8 @@ def add_export_arguments(p) -> None:
     p.add_argument("--format", choices=CHOICES, default="onnx",
                    help="openvino: IR, OUTPUT.xml + OUTPUT.bin; executorch: an XNNPACK .pte at batch 1 for phones and "
                         "edge boards, with OUTPUT.json (preprocessing, class names) beside it; hub: OUTPUT/ as a "
-                        "Hugging Face Hub folder timm loads (classifiers; detectors export ONNX)")
+                        "Hugging Face Hub folder timm loads (classifiers). Detectors: onnx and openvino end to end (NMS "
+                        "inside), executorch the raw outputs (decoding + NMS by effnet's Predictor)")
     p.add_argument("--batch", choices=["static", "dynamic"], default="static")
     p.add_argument("--resolution", type=int, help="the graph's fixed input size (default: the model's)")
     g = p.add_mutually_exclusive_group()

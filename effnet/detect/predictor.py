@@ -9,7 +9,9 @@ on the same weights the boxes are effdet's ``DetBenchPredict``'s.
 
 ``backend`` other than ``torch`` runs the end-to-end exported graph (decoding and NMS inside; exported once,
 verified and cached, as ``predict --backend`` does for classifiers): ``onnx`` (ONNX Runtime), ``openvino``,
-``openvino-int8`` (NNCF, calibrated on ``calibration``).
+``openvino-int8`` (NNCF, calibrated on ``calibration``). ``executorch`` / ``executorch-int8`` (XNNPACK; int8 by PT2E)
+run the raw outputs as an ExecuTorch program at batch 1 and decode + NMS here (:mod:`effnet.detect.executorch` says
+why not end to end).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..deploy.optimize import optimize
 from ..errors import UsageError
 from .boxes import anchors_for, flatten_outputs, postprocess
 
-DETECT_BACKENDS = ("torch", "onnx", "openvino", "openvino-int8")
+DETECT_BACKENDS = ("torch", "onnx", "openvino", "openvino-int8", "executorch", "executorch-int8")
 DEFAULT_SCORE_THRESHOLD = 0.05  # torchvision's RetinaNet default: below it, NMS only spends time
 
 
@@ -76,6 +78,10 @@ class Predictor:
         if backend == "torch" and fold_batchnorm:
             folded = optimize(self.model)
             self.runner = lambda x: folded(x.contiguous(memory_format=torch.channels_last))
+        elif backend.startswith("executorch"):
+            from .executorch import executorch_runner
+
+            self.runner = executorch_runner(model, backend.endswith("-int8"), calibration)
         elif backend != "torch":
             from .export import end_to_end_engine  # exporting needs onnx / openvino, only for these backends
 

@@ -1,0 +1,132 @@
+"""A detector as an ExecuTorch program (XNNPACK; fp32, or int8 by PT2E calibrated on real images): the raw
+per-level outputs (class P3..P7, box P3..P7) at batch 1, with decoding and NMS in Python
+(:func:`effnet.detect.boxes.postprocess`, the same code as the PyTorch path).
+
+Why not end to end, as the ONNX and OpenVINO graphs are: ``torch.export`` takes the end-to-end graph, but
+``torchvision::nms`` has no ExecuTorch kernel, and the boolean masks before it give outputs of data-dependent size
+that XNNPACK does not take; so the program would need a custom C++ operator in every runtime that loads it. The raw
+outputs lower whole to XNNPACK, and the post-processing is a few milliseconds of vectorised Python.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..deploy import executorch as et
+from ..deploy.optimize import optimize
+from ..errors import ExportError, UsageError
+from ..files import atomic_write, new_temp
+from ..models.bifpn import NearestUp2x, Resample
+from .boxes import anchors_for, flatten_outputs, postprocess
+from .export import DetectorExportReport, RawDetector, _calibration_batch, _match, _real_pairs
+
+SCORE_THRESHOLD = 0.05  # for the verification's detections, as the end-to-end graphs
+
+
+def xnnpack_friendly(model: nn.Module) -> nn.Module:
+    """``model`` (in place) with every exact 2x nearest upsampling as :class:`NearestUp2x`, which XNNPACK runs."""
+    for module in model.modules():
+        if isinstance(module, Resample) and module.direction > 0:
+            module.up2x = NearestUp2x(module.channels)
+    return model
+
+
+def _detections(model_config, outputs: list[torch.Tensor], hw: torch.Tensor, resolution: int):
+    """Final detections (input pixels) of one image from its ten raw outputs."""
+    cls, box = flatten_outputs(outputs[:5], outputs[5:], model_config.num_classes)
+    anchors = anchors_for(model_config, resolution, resolution)
+    return postprocess(cls, box, anchors, (resolution, resolution), score_threshold=SCORE_THRESHOLD,
+                       clip_sizes=[tuple(hw.tolist())])[0]
+
+
+def _int8_agreement(config, resolution: int, fp32: et.PteRunner, int8: et.PteRunner, pairs) -> dict:
+    """fp32 vs int8 programs on real images: detections each found, and the share of fp32's kept at IoU >= 0.5."""
+    from torchvision.ops import box_iou
+
+    found = kept = n8 = 0
+    for x, hw in pairs:
+        a = _detections(config, [torch.from_numpy(o) for o in fp32.outputs(x)], hw, resolution)
+        b = _detections(config, [torch.from_numpy(o) for o in int8.outputs(x)], hw, resolution)
+        found, n8 = found + len(a.boxes), n8 + len(b.boxes)
+        if len(a.boxes) and len(b.boxes):
+            kept += int((box_iou(a.boxes, b.boxes).max(dim=1).values >= 0.5).sum())
+    return dict(fp32_detections=found, int8_detections=n8, fp32_kept_by_int8=kept / max(found, 1))
+
+
+def export_executorch_detector(model: nn.Module, path: str | os.PathLike, resolution: int | None = None,
+                               images: list[str | os.PathLike] | None = None, int8: bool = False,
+                               calibration: str | None = None, tolerance: float = 1e-3
+                               ) -> tuple[DetectorExportReport, dict]:
+    """``path`` (.pte): the raw outputs at batch 1, checked in ExecuTorch's runtime against PyTorch on real images
+    before it is kept -- every output within ``tolerance`` and the same final detections (boxes within
+    ``tolerance`` x input size / 100 px). ``int8``: PT2E calibrated on ``calibration`` (the fp32 program, verified,
+    is kept at ``PATH.fp32.pte``); the report then says how its detections compare with fp32's. The detector's
+    config (preprocessing, class names) is written to ``PATH.json``."""
+    if int8 and not calibration:
+        raise UsageError("--int8 needs --calibration DIR (real images to calibrate on)")
+    model = model.eval()
+    config, res = model.config, resolution or model.config.resolution
+    deploy = RawDetector(xnnpack_friendly(optimize(model, channels_last=False))).eval()  # BatchNorm folded
+    pairs = _real_pairs(config, res, images)
+    path = str(path)
+    fp32_path = f"{path}.fp32.pte" if int8 else path
+    tmp = new_temp(path, directory=True)
+    try:
+        program = Path(tmp) / "fp32.pte"
+        program.write_bytes(et.lower(deploy, torch.zeros(1, 3, res, res)))
+        box_diff, score_diff, out_diff = _verify(model, et.PteRunner(program), pairs, res, tolerance)
+        os.replace(program, fp32_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    agreement = {}
+    if int8:
+        calib = torch.from_numpy(np.concatenate([feed["image"] for feed in _calibration_batch(config, res, calibration)]))
+        atomic_write(path, lambda t: Path(t).write_bytes(et.lower(deploy, calib[:1], calib, keep_float=(NearestUp2x,))))
+        agreement = _int8_agreement(config, res, et.PteRunner(fp32_path), et.PteRunner(path), pairs)
+    text = config.to_json()  # the runtime side needs no flags: input size, mean/std and class names
+    atomic_write(f"{path}.json", lambda t: Path(t).write_text(text))
+    report = DetectorExportReport(path, False, len(pairs), box_diff, score_diff, True, False)
+    return report, dict(agreement, max_output_diff=out_diff)
+
+
+def _verify(model: nn.Module, runner: et.PteRunner, pairs, res: int, tolerance: float) -> tuple[float, float, float]:
+    """(max box diff px, max score diff, max raw output diff) of the program vs PyTorch; raises when they differ."""
+    box_diff = score_diff = out_diff = 0.0
+    for x, hw in pairs:
+        with torch.no_grad():
+            class_out, box_out = model(x)
+        want = [*class_out, *box_out]
+        got = [torch.from_numpy(o) for o in runner.outputs(x)]
+        out_diff = max(out_diff, max(float((g - w).abs().max()) for g, w in zip(got, want)))
+        a, b = _detections(model.config, want, hw, res), _detections(model.config, got, hw, res)
+        d_box, d_score, same = _match(b.boxes.numpy(), b.scores.numpy(), b.labels.numpy(), a, tolerance)
+        box_diff, score_diff = max(box_diff, d_box), max(score_diff, d_score)
+        if not same or out_diff > tolerance or box_diff > tolerance * max(1.0, res / 100):
+            raise ExportError(f"ExecuTorch disagrees with PyTorch on real images (same detections: {same}, max output "
+                              f"diff {out_diff:.3g}, max box diff {box_diff:.3g} px); nothing written")
+    return box_diff, score_diff, out_diff
+
+
+def executorch_runner(model: nn.Module, int8: bool, calibration: str | None):
+    """``model``'s raw-output program, exported and verified once into the cache (keyed by weights, config and
+    calibration images), as a function: preprocessed batch -> (class outputs, box outputs) like the model's."""
+    from ..deploy.predictors import _cache_path
+
+    if int8 and not calibration:
+        raise UsageError("--backend executorch-int8 needs --calibration DIR (real images to calibrate int8 on)")
+    path = _cache_path(model, "detect-executorch", "int8" if int8 else "fp32", calibration if int8 else None, "pte")
+    if not path.exists():
+        export_executorch_detector(model, path, int8=int8, calibration=calibration)
+    runner = et.PteRunner(path)
+
+    def run(x: torch.Tensor):
+        outputs = [torch.from_numpy(o) for o in runner.outputs(x)]
+        return outputs[:5], outputs[5:]
+
+    return run
