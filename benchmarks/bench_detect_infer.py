@@ -3,7 +3,8 @@ effnet's engines against effdet's ``DetBenchPredict`` with the same weights.
 
 Engines: effdet DetBenchPredict (eager, the reference); effnet ``Predictor`` in PyTorch (eager: effdet's exact
 boxes); effnet's inference copy (BatchNorm folded, channels_last) + the same post-processing; the end-to-end graph
-(decoding and NMS inside) in ONNX Runtime, OpenVINO fp32 and OpenVINO int8 (NNCF, calibrated on scikit-image photos).
+(decoding and NMS inside) in ONNX Runtime, OpenVINO fp32 and OpenVINO int8 (NNCF, calibrated on scikit-image photos);
+the raw outputs as an ExecuTorch + XNNPACK program, fp32 and int8 (PT2E, the same photos), decoded + NMS'd in Python.
 Models: Lite0 at 320 px and D0 at 512 px (their published input sizes), batch 1 and 8. The exported graph has batch
 1: a batch of 8 runs image by image.
 
@@ -38,7 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 MODELS = {"lite0": ("efficientdet_lite0", "tf_efficientdet_lite0", 320), "d0": ("efficientdet_d0", "tf_efficientdet_d0", 512)}
 ENGINES = ("effdet DetBenchPredict", "effnet torch (eager)", "effnet torch (folded, CL)", "effnet onnxruntime",
-           "effnet openvino fp32", "effnet openvino int8")
+           "effnet openvino fp32", "effnet openvino int8", "effnet executorch fp32", "effnet executorch int8")
+BACKENDS = {"effnet onnxruntime": "onnx", "effnet openvino fp32": "openvino", "effnet openvino int8": "openvino-int8",
+            "effnet executorch fp32": "executorch", "effnet executorch int8": "executorch-int8"}
 
 
 def peak_mib() -> float:
@@ -110,7 +113,7 @@ def build_engines(key: str, workdir: Path, only: str | None = None) -> dict:
         engines[ENGINES[1]] = Predictor(ours).detect
     if want(ENGINES[2]):
         engines[ENGINES[2]] = Predictor(ours, fold_batchnorm=True).detect
-    for name, backend in ((ENGINES[3], "onnx"), (ENGINES[4], "openvino"), (ENGINES[5], "openvino-int8")):
+    for name, backend in BACKENDS.items():
         if want(name):
             calib = calibration_dir(workdir) if backend.endswith("int8") else None
             engines[name] = Predictor(ours, backend=backend, calibration=calib).detect

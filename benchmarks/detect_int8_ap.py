@@ -5,7 +5,8 @@ One EfficientDet-Lite0 fine-tuned on detect-digits from the ImageNet backbone (t
 by the same COCOeval (pycocotools) through ``effnet.detect.evaluate.evaluate_detector`` -- what
 ``effnet detect eval --backend X`` runs -- on: PyTorch, the end-to-end ONNX graph (decoding + NMS inside) in ONNX
 Runtime, its OpenVINO IR in fp32, and the same IR quantized to int8 by NNCF, calibrated on the train split's images
-(never on val). The goal (issue 21): int8 within 0.5 AP points (x100) of fp32.
+(never on val); and the raw outputs as an ExecuTorch (XNNPACK) program, fp32 and PT2E int8 calibrated on the same
+images, decoded + NMS'd in Python. The goal (issue 21): int8 within 0.5 AP points (x100) of fp32.
 
     python benchmarks/detect_int8_ap.py --run RUN_DIR --data DD      # score an existing fine-tuned run
     python benchmarks/detect_int8_ap.py                              # write detect-digits, fine-tune, score
@@ -71,7 +72,7 @@ def main() -> None:
     _, val = load_coco(data, log=lambda m: None)
     load_start = os.getloadavg()
     rows = {}
-    for backend in DETECT_BACKENDS:  # torch, onnx, openvino, openvino-int8
+    for backend in DETECT_BACKENDS:  # torch, onnx, openvino, openvino-int8, executorch, executorch-int8
         t0 = time.time()
         res = evaluate_detector(model, val, model.config.resolution, backend=backend,
                                 calibration=str(data / "train") if backend.endswith("-int8") else None)
@@ -89,11 +90,14 @@ def main() -> None:
         print(f"{name:14} {100 * r['AP']:6.2f} {100 * r['AP50']:6.2f} {100 * r['AP75']:6.2f} "
               f"{r['AP_minus_openvino_fp32_points']:+15.2f} {r['images_per_s']:9.1f}")
     print(f"int8 loses {loss:.2f} AP points: goal <= {GOAL_AP_POINTS}: {'met' if loss <= GOAL_AP_POINTS else 'NOT met'}")
+    et_loss = 100 * (rows["executorch"]["AP"] - rows["executorch-int8"]["AP"]) if "executorch-int8" in rows else None
+    if et_loss is not None:
+        print(f"ExecuTorch int8 loses {et_loss:.2f} AP points vs its fp32 program")
     train_args = json.loads((run / "args.json").read_text()) if (run / "args.json").exists() else None
     record = dict(run=str(run), data=str(data), train_args=train_args, resolution=model.config.resolution,
                   val_images=len(val.images), load_average_start=load_start, load_average_end=os.getloadavg(),
                   threads=torch.get_num_threads(), rows=rows, int8_loss_ap_points=loss,
-                  goal_met=loss <= GOAL_AP_POINTS)
+                  goal_met=loss <= GOAL_AP_POINTS, executorch_int8_loss_ap_points=et_loss)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "detect_int8_ap.json").write_text(json.dumps(record, indent=1))
 

@@ -15,7 +15,7 @@ from torch import nn
 from .classify.export import export_classifier
 from .classify.served import served_classifier
 from .classify.task import plot_run
-from .detect.export import export_for_task
+from .detect.export_task import export_for_task
 from .deploy.options import Exported, ExportOptions
 from .detect.served import served_detector
 from .detect.task import plot_detection_run

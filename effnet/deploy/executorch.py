@@ -23,11 +23,9 @@ def require_executorch():
     return Runtime
 
 
-def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None = None,
-          keep_float: tuple[type, ...] = ()) -> bytes:
+def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None = None) -> bytes:
     """The ``.pte`` program of ``deploy_model`` for inputs shaped like ``example`` (batch 1); with ``calibration``
-    (real images, N x C x H x W), int8: PT2E quantization calibrated on them before lowering, except inside modules
-    of the ``keep_float`` types."""
+    (real images, N x C x H x W), int8: PT2E quantization calibrated on them before lowering."""
     require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -35,14 +33,12 @@ def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Ten
     with torch.no_grad():
         program = torch.export.export(deploy_model, (example,))
         if calibration is not None:
-            program = torch.export.export(_quantized(program.module(), example, calibration, keep_float),
-                                          (example,))
+            program = torch.export.export(_quantized(program.module(), example, calibration), (example,))
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     return lowered.to_executorch().buffer
 
 
-def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tensor,
-               keep_float: tuple[type, ...] = ()) -> nn.Module:
+def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tensor) -> nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -51,10 +47,7 @@ def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tens
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
 
     config = get_symmetric_quantization_config(is_per_channel=True)
-    xnnpack = XNNPACKQuantizer().set_global(config)
-    for module_type in keep_float:
-        xnnpack.set_module_type(module_type, None)
-    quantizer = ComposableQuantizer([_conv_relu6_quantizer(config), xnnpack])
+    quantizer = ComposableQuantizer([_conv_relu6_quantizer(config), XNNPACKQuantizer().set_global(config)])
     prepared = prepare_pt2e(module, quantizer)
     for x in calibration.split(1):  # the program's batch is 1
         prepared(x)

@@ -2,10 +2,11 @@
 per-level outputs (class P3..P7, box P3..P7) at batch 1, with decoding and NMS in Python
 (:func:`effnet.detect.boxes.postprocess`, the same code as the PyTorch path).
 
-Why not end to end, as the ONNX and OpenVINO graphs are: ``torch.export`` takes the end-to-end graph, but
-``torchvision::nms`` has no ExecuTorch kernel, and the boolean masks before it give outputs of data-dependent size
-that XNNPACK does not take; so the program would need a custom C++ operator in every runtime that loads it. The raw
-outputs lower whole to XNNPACK, and the post-processing is a few milliseconds of vectorised Python.
+Why not end to end, as the ONNX and OpenVINO graphs are: ``torch.export`` stops at the size of NMS's output
+(data-dependent: "Could not guard on data-dependent expression" at the slice after ``nms``), and past that,
+``torchvision::nms`` has no ExecuTorch kernel, so the program would need a custom C++ operator in every runtime that
+loads it. The raw outputs lower whole to XNNPACK (with :func:`xnnpack_friendly`), and the post-processing is the
+PyTorch path's own.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def export_executorch_detector(model: nn.Module, path: str | os.PathLike, resolu
         shutil.rmtree(tmp, ignore_errors=True)
     agreement = {}
     if int8:
-        calib = torch.from_numpy(np.concatenate([feed["image"] for feed in _calibration_batch(config, res, calibration)]))
-        atomic_write(path, lambda t: Path(t).write_bytes(et.lower(deploy, calib[:1], calib, keep_float=(NearestUp2x,))))
+        feeds = _calibration_batch(config, res, calibration)
+        calib = torch.from_numpy(np.concatenate([feed["image"] for feed in feeds]))
+        program = et.lower(deploy, calib[:1], calib)
+        atomic_write(path, lambda t: Path(t).write_bytes(program))
         agreement = _int8_agreement(config, res, et.PteRunner(fp32_path), et.PteRunner(path), pairs)
     text = config.to_json()  # the runtime side needs no flags: input size, mean/std and class names
     atomic_write(f"{path}.json", lambda t: Path(t).write_text(text))

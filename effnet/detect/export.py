@@ -19,7 +19,6 @@ from torchvision.ops import nms
 
 from ..data import load_image
 from ..data.coco import detection_eval_image
-from ..deploy.options import Exported, ExportOptions
 from ..errors import ExportError, UsageError
 from ..files import atomic_write
 from .boxes import anchors_for, decode, flatten_outputs, postprocess
@@ -212,52 +211,6 @@ def _check_openvino(path: Path, feeds: list[dict], ort_outputs, expected, end_to
             raise ExportError(f"OpenVINO disagrees with PyTorch on {path.name} (same detections: {same}, max box "
                               f"diff {box_diff:.3g}, max score diff {score_diff:.3g}); nothing written")
     return True
-
-
-def export_for_task(model: nn.Module, options: ExportOptions) -> Exported:
-    """``effnet export`` / ``effnet detect export`` for a detector: end to end (boxes, scores, classes with decoding
-    and NMS inside) as ONNX or OpenVINO IR (``--int8 --calibration DIR``: NNCF), or ``raw`` per-level ONNX outputs."""
-    if options.format not in ("onnx", "openvino", "executorch") or (options.int8 and options.format == "onnx") or (
-            options.raw and options.format != "onnx"):
-        raise UsageError("detectors export to --format onnx (fp32) or --format openvino [--int8 --calibration DIR], "
-                         "end to end (boxes with NMS inside), or --raw outputs to onnx; --format executorch "
-                         "[--int8 --calibration DIR] gives the raw outputs (decoding + NMS by effnet's Predictor)")
-    images = list(options.images) or (sorted(str(p) for p in Path(options.calibration).rglob("*") if p.is_file())[:16]
-                                      if options.calibration else None)
-    if options.format == "executorch":
-        return _export_executorch(model, options, images)
-    if options.format == "openvino":
-        r, agreement = export_openvino_detector(model, options.output, options.resolution, images, options.int8,
-                                                options.calibration)
-        line = (f"wrote {r.path} + .bin (OpenVINO IR{' int8 (NNCF)' if options.int8 else ''}, end to end: boxes, "
-                f"scores, classes; decoding + NMS inside); its ONNX graph checked in ONNX Runtime and OpenVINO vs "
-                f"PyTorch on {r.images} real images: max box diff {r.max_box_diff:.2e} px")
-        if agreement:
-            line += (f"; int8 vs fp32: {agreement['int8_detections']} vs {agreement['fp32_detections']} detections, "
-                     f"{agreement['fp32_kept_by_int8']:.0%} of fp32's found at IoU >= 0.5")
-        return Exported([line], dict(r.__dict__, **agreement))
-    r = export_detector(model, options.output, options.resolution, options.raw, images)
-    what = "raw outputs (class/box P3-P7)" if options.raw else "end to end: boxes, scores, classes; decoding + NMS inside"
-    checked = "ONNX Runtime" + (" and OpenVINO" if r.openvino_checked else "")
-    line = (f"wrote {r.path} ({what}); {checked} vs PyTorch on {r.images} real images: max box diff "
-            f"{r.max_box_diff:.2e}" + ("" if options.raw else f" px, max score diff {r.max_score_diff:.2e}"))
-    return Exported([line], dict(r.__dict__))
-
-
-def _export_executorch(model: nn.Module, options: ExportOptions, images) -> Exported:
-    from .executorch import export_executorch_detector
-
-    r, extra = export_executorch_detector(model, options.output, options.resolution, images, options.int8,
-                                          options.calibration)
-    line = (f"wrote {r.path} (ExecuTorch + XNNPACK{', int8 (PT2E)' if options.int8 else ''}, batch 1: raw outputs "
-            f"class/box P3-P7; decoding + NMS in Python by effnet.detect.Predictor, --backend executorch); "
-            f"{'its fp32 program ' if options.int8 else ''}checked in ExecuTorch's runtime vs PyTorch on "
-            f"{r.images} real images: max output diff {extra['max_output_diff']:.2e}, max box diff "
-            f"{r.max_box_diff:.2e} px; config at {r.path}.json")
-    if options.int8:
-        line += (f"; int8 vs fp32: {extra['int8_detections']} vs {extra['fp32_detections']} detections, "
-                 f"{extra['fp32_kept_by_int8']:.0%} of fp32's found at IoU >= 0.5; fp32 kept at {r.path}.fp32.pte")
-    return Exported([line], dict(r.__dict__, **extra))
 
 
 # ---------------------------------------------------------------------------------------------- OpenVINO, engines

@@ -149,7 +149,7 @@ class FusionNode(nn.Module):
             total = w.sum() + 1e-4
             nodes = [n * w[i] / total for i, n in enumerate(nodes)]
         out = nodes[0]
-        for node in nodes[1:]:  # effdet stacks and sums: the same numbers, and plain adds every runtime delegates
+        for node in nodes[1:]:  # effdet stacks and sums: equal to float rounding, and adds every runtime delegates
             out = out + node
         return self.conv(self.act(out))
 
