@@ -23,9 +23,11 @@ def require_executorch():
     return Runtime
 
 
-def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None = None) -> bytes:
+def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None = None,
+          keep_float: tuple[str, ...] = ()) -> bytes:
     """The ``.pte`` program of ``deploy_model`` for inputs shaped like ``example`` (batch 1); with ``calibration``
-    (real images, N x C x H x W), int8: PT2E quantization calibrated on them before lowering."""
+    (real images, N x C x H x W), int8: PT2E quantization calibrated on them before lowering, except in the
+    submodules named in ``keep_float`` (qualified names, as ``named_modules`` gives them)."""
     require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -33,12 +35,12 @@ def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Ten
     with torch.no_grad():
         program = torch.export.export(deploy_model, (example,))
         if calibration is not None:
-            program = torch.export.export(_quantized(program.module(), example, calibration), (example,))
+            program = torch.export.export(_quantized(program.module(), calibration, keep_float), (example,))
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     return lowered.to_executorch().buffer
 
 
-def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tensor) -> nn.Module:
+def _quantized(module: nn.Module, calibration: torch.Tensor, keep_float: tuple[str, ...] = ()) -> nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -47,11 +49,32 @@ def _quantized(module: nn.Module, example: torch.Tensor, calibration: torch.Tens
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
 
     config = get_symmetric_quantization_config(is_per_channel=True)
-    quantizer = ComposableQuantizer([_conv_relu6_quantizer(config), XNNPACKQuantizer().set_global(config)])
+    quantizer = ComposableQuantizer([_float_quantizer(keep_float), _conv_relu6_quantizer(config),
+                                     XNNPACKQuantizer().set_global(config)])
     prepared = prepare_pt2e(module, quantizer)
     for x in calibration.split(1):  # the program's batch is 1
         prepared(x)
     return convert_pt2e(prepared)
+
+
+def _float_quantizer(names: tuple[str, ...]):
+    """Marks every op inside the submodules ``names`` as done, so the quantizers after it leave them in float.
+    (XNNPACK's quantizer has ``set_module_name`` but refuses ``None`` as its config.)"""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    class KeepFloat(Quantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            for node in model.graph.nodes:
+                stack = node.meta.get("nn_module_stack") or {}
+                if node.op == "call_function" and any(path in names for path, _ in stack.values()):
+                    node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
+            return model
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            pass
+
+    return KeepFloat()
 
 
 RELU6 = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)  # nn.ReLU6 once exported
