@@ -68,6 +68,15 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that sets torch's thread count (the latency protocol runs on one thread) gives the next test its
+    cores back: without this every later in-process test ran on one thread."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
     """Non-trivial BatchNorm statistics so that weight-import tests check every tensor."""
     g = torch.Generator().manual_seed(seed)

@@ -111,6 +111,11 @@ def test_detector_program_gives_the_torch_predictors_boxes(detector, monkeypatch
         assert float((g["scores"] - w["scores"]).abs().max()) < 1e-4
         assert float((g["boxes"] - w["boxes"]).abs().max()) < 1e-2  # pixels of the photo (up to 600 px)
     assert list((tmp_path / "home").rglob("*.pte"))  # exported once into the cache
+    from effnet.deploy.optimize import optimize
+    from effnet.detect.executorch import output_convs
+
+    names = output_convs(optimize(model, channels_last=False))  # int8 keeps these float: 2 heads x 5 levels
+    assert len(names) == 10 and names[0] == "class_net.folded.0.1" and names[-1] == "box_net.folded.4.1"
 
 
 def test_detector_int8_export_from_the_cli(detector, photos, tmp_path):
