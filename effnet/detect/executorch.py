@@ -25,7 +25,7 @@ from ..errors import ExportError, UsageError
 from ..files import atomic_write, new_temp
 from ..models.bifpn import HeadNet, NearestUp2x, Resample
 from .boxes import anchors_for, flatten_outputs, postprocess
-from .export import DetectorExportReport, RawDetector, _calibration_batch, _match, _real_pairs
+from .export import DetectorExportReport, RawDetector, _calibration_batch, _match, _real_pairs, box_agreement
 
 SCORE_THRESHOLD = 0.05  # for the verification's detections, as the end-to-end graphs
 
@@ -57,17 +57,11 @@ def _detections(model_config, outputs: list[torch.Tensor], hw: torch.Tensor, res
 
 
 def _int8_agreement(config, resolution: int, fp32: et.PteRunner, int8: et.PteRunner, pairs) -> dict:
-    """fp32 vs int8 programs on real images: detections each found, and the share of fp32's kept at IoU >= 0.5."""
-    from torchvision.ops import box_iou
+    """fp32 vs int8 programs on real images (:func:`effnet.detect.export.box_agreement`)."""
+    def boxes(runner, x, hw):
+        return _detections(config, [torch.from_numpy(o) for o in runner.outputs(x)], hw, resolution).boxes
 
-    found = kept = n8 = 0
-    for x, hw in pairs:
-        a = _detections(config, [torch.from_numpy(o) for o in fp32.outputs(x)], hw, resolution)
-        b = _detections(config, [torch.from_numpy(o) for o in int8.outputs(x)], hw, resolution)
-        found, n8 = found + len(a.boxes), n8 + len(b.boxes)
-        if len(a.boxes) and len(b.boxes):
-            kept += int((box_iou(a.boxes, b.boxes).max(dim=1).values >= 0.5).sum())
-    return dict(fp32_detections=found, int8_detections=n8, fp32_kept_by_int8=kept / max(found, 1))
+    return box_agreement([(boxes(fp32, x, hw), boxes(int8, x, hw)) for x, hw in pairs])
 
 
 def export_executorch_detector(model: nn.Module, path: str | os.PathLike, resolution: int | None = None,

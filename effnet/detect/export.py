@@ -263,14 +263,21 @@ def _write_ir(onnx_path: Path, path: str | os.PathLike, config, resolution: int,
 
 
 def _int8_agreement(fp32, int8, inputs: list[torch.Tensor]) -> dict:
-    """fp32 vs int8 on real images: detections each found, and the share of fp32's kept at IoU >= 0.5."""
+    """fp32 vs int8 compiled graphs on real images (:func:`box_agreement`)."""
+    pairs = []
+    for x, hw in inputs:
+        feed = {"image": x.numpy(), "image_hw": hw.numpy()}
+        pairs.append((torch.from_numpy(fp32(feed)[fp32.outputs[0]]), torch.from_numpy(int8(feed)[int8.outputs[0]])))
+    return box_agreement(pairs)
+
+
+def box_agreement(pairs) -> dict:
+    """(fp32 boxes, int8 boxes) per image -> detections each found, and the share of fp32's that int8 also finds
+    (IoU >= 0.5)."""
     from torchvision.ops import box_iou
 
     found = kept = n8 = 0
-    for x, hw in inputs:
-        feed = {"image": x.numpy(), "image_hw": hw.numpy()}
-        a, b = fp32(feed), int8(feed)
-        ba, bb = torch.from_numpy(a[fp32.outputs[0]]), torch.from_numpy(b[int8.outputs[0]])
+    for ba, bb in pairs:
         found, n8 = found + len(ba), n8 + len(bb)
         if len(ba) and len(bb):
             kept += int((box_iou(ba, bb).max(dim=1).values >= 0.5).sum())
