@@ -48,16 +48,9 @@ def output_convs(model: nn.Module) -> tuple[str, ...]:
                  for level, convs in enumerate(module.folded))
 
 
-def _split(outputs: list) -> tuple[list, list]:
-    """The program's flat outputs (class levels, then box levels: 5 for P3-P7, 6 for D7x's P3-P8) as the model's
-    (class outputs, box outputs)."""
-    half = len(outputs) // 2
-    return outputs[:half], outputs[half:]
-
-
 def _detections(model_config, outputs: list[torch.Tensor], hw: torch.Tensor, resolution: int):
     """Final detections (input pixels) of one image from its ten raw outputs."""
-    cls, box = flatten_outputs(*_split(outputs), model_config.num_classes)
+    cls, box = flatten_outputs(outputs[:5], outputs[5:], model_config.num_classes)
     anchors = anchors_for(model_config, resolution, resolution)
     return postprocess(cls, box, anchors, (resolution, resolution), score_threshold=SCORE_THRESHOLD,
                        clip_sizes=[tuple(hw.tolist())])[0]
@@ -140,6 +133,7 @@ def executorch_runner(model: nn.Module, int8: bool, calibration: str | None):
     runner = et.PteRunner(path)
 
     def run(x: torch.Tensor):
-        return _split([torch.from_numpy(o) for o in runner.outputs(x)])
+        outputs = [torch.from_numpy(o) for o in runner.outputs(x)]
+        return outputs[:5], outputs[5:]
 
     return run
