@@ -2,8 +2,8 @@
 
 dependencies = ["torch", "torchvision", "safetensors"]
 
-from effnet.models.config import VARIANTS as _VARIANTS  # noqa: E402
-from effnet.models.registry import create_model as _create_model  # noqa: E402
+from effnet.models.nets.config import VARIANTS as _VARIANTS  # noqa: E402
+from effnet.models.zoo.registry import create_model as _create_model  # noqa: E402
 
 
 def _entry(name):

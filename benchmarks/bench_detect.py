@@ -42,8 +42,8 @@ from effnet.data.detect_digits import write_detect_digits
 from effnet.detect.evaluate import evaluate_detector
 from effnet.detect.predict import draw_detections, predict_files
 from effnet.detect.task import BACKBONE_ONLY, FREEZE_STAGES, SCALE_RANGE, DetectionTask
-from effnet.models.efficientdet import load_detector
-from effnet.models.weights import _from_timm
+from effnet.models.zoo.registry import load_detector
+from effnet.models.zoo.importers import from_timm
 from effnet.train import TrainConfig, train
 from effnet.train.checkpoint import seed_everything
 from effnet.train.recipes import (
@@ -93,7 +93,7 @@ def _effdet_targets(targets: list[dict]) -> dict:
 def _backbone_from_effnet(effdet_model, ours) -> None:
     """Copy our pretrained Lite0 backbone into effdet's timm backbone (names mapped by the timm importer)."""
     theirs = effdet_model.backbone.state_dict()
-    names = list(_from_timm(theirs, None))  # same order as ``theirs``
+    names = list(from_timm(theirs, None))  # same order as ``theirs``
     own = ours.backbone.state_dict()
     effdet_model.backbone.load_state_dict({k: own[n] for k, n in zip(theirs, names)})
 

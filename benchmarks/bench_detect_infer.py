@@ -76,8 +76,8 @@ def prepare_weights(key: str, workdir: Path) -> None:
     import effdet
 
     import effnet
-    from effnet.models.pretrained import find_weights
-    from effnet.models.weights import load_weights
+    from effnet.models.zoo.classifier_weights import find_weights
+    from effnet.models.zoo.importers import load_weights
     from tests.conftest import randomize_bn
 
     ours_name, theirs_name, res = MODELS[key]
@@ -123,7 +123,7 @@ def build_engines(key: str, workdir: Path, only: str | None = None) -> dict:
 def batch_of(key: str, n: int):
     """n letterboxed real photos at the model's input size: (x, scales, valid)."""
     from effnet.detect.predictor import preprocess
-    from effnet.models.pretrained import find_weights
+    from effnet.models.zoo.classifier_weights import find_weights
 
     return preprocess(find_weights(MODELS[key][0]).config(), (photos() * 2)[:n])
 

@@ -64,7 +64,7 @@ def photo_uploads(folder: Path) -> list[Path]:
 def expected_answers(model_name: str, backend: str, paths: list[Path]) -> list[dict[str, float]]:
     """label -> probability (top-5) for each image, computed in this process with the same backend."""
     from effnet.deploy import with_backend
-    from effnet.models.registry import create_model
+    from effnet.models.zoo.registry import create_model
     from effnet.classify.predict import predict_files
 
     results, errors = predict_files(with_backend(create_model(model_name, pretrained=True), backend), paths, topk=5)
@@ -79,7 +79,7 @@ def model_ceiling(model_name: str, backends: list[str], paths: list[Path]) -> li
 
     from effnet.data import eval_transform, load_image
     from effnet.deploy import with_backend
-    from effnet.models.registry import create_model
+    from effnet.models.zoo.registry import create_model
 
     base = create_model(model_name, pretrained=True)
     transform = eval_transform(base.config)

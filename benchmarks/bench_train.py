@@ -61,7 +61,7 @@ else:
     model.set_memory_efficient(cfg.get("memeff", False))
     model.set_grad_checkpointing(bool(cfg.get("ckpt", False)), cfg.get("ckpt_stages"))
     if cfg.get("plain_dw"):  # the depthwise convs as plain nn.Conv2d: bf16 gradients from oneDNN
-        from effnet.models.layers import DepthwiseConv2d
+        from effnet.models.nets.layers import DepthwiseConv2d
         for m in model.modules():
             if isinstance(m, DepthwiseConv2d):
                 m.__class__ = torch.nn.Conv2d

@@ -35,7 +35,7 @@ from effnet.detect.evaluate import evaluate_detector
 from effnet.detect.predictor import DETECT_BACKENDS
 from effnet.detect.commands import bf16_native
 from effnet.detect.task import BACKBONE_ONLY, DetectionTask
-from effnet.models.efficientdet import load_detector
+from effnet.models.zoo.registry import load_detector
 from effnet.train import TrainConfig, train
 
 RESULTS = ROOT / "benchmarks" / "results"

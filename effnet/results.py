@@ -11,12 +11,20 @@ A detection (boxes x1, y1, x2, y2 in the image's own pixels)::
      "detections": [{"label": "person", "index": 1, "score": 0.93, "box": [x1, y1, x2, y2]}, ...]}
 
 ``path`` is present where the image came from a file. ``label`` is always the class name and ``index`` the
-model's output index, so a client reads both tasks the same way.
+model's output index, so a client reads both tasks the same way. A model that carries no class names is answered
+with :func:`label_names`' ``class_<index>`` for either task.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+
+def label_names(names: Sequence[str] | None, count: int) -> tuple[str, ...]:
+    """The class names of a model with ``count`` outputs: its own ``names``, else ``class_0``, ``class_1``... (the
+    form classifiers have always answered with, and saved in Hub exports; detectors used to say ``"0"``, ``"1"``,
+    which reads like an index, not a name)."""
+    return tuple(names) if names else tuple(f"class_{i}" for i in range(count))
 
 
 def classification(indices: Sequence[int], scores: Sequence[float], labels: Sequence[str],

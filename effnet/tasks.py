@@ -1,49 +1,78 @@
-"""The two tasks side by side: what each kind of model brings to the commands and the service that take either kind.
+"""The tasks effnet knows, each one object (:class:`effnet.taskspec.TaskSpec`) exported by its package.
 
-:func:`effnet.models.registry.task_of` says which task a model is for (the one place that asks); this table says
-what that task does with it, so ``effnet export``, ``effnet plot`` and ``effnet serve`` dispatch on the answer
-instead of asking again.
+This module only lists them. The resolver (``effnet.models.zoo.registry.task_of``) says which task a model is for;
+:func:`task_for` hands back that task's object, and ``effnet export``, ``effnet plot``, ``effnet serve`` and the
+training commands read what they need from it. :func:`register` adds a task (a plug-in, or a test's toy task).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+from typing import Any
 
 from torch import nn
 
-from .classify.export import export_classifier
-from .classify.served import served_classifier
-from .classify.task import plot_run
-from .detect.export_task import export_for_task
+from .classify.spec import TASK as CLASSIFY
 from .deploy.options import Exported, ExportOptions
-from .detect.served import served_detector
-from .detect.task import plot_detection_run
-from .models.config import ModelConfig
-from .models.detector_config import DetectorConfig
-from .models.registry import load_model, task_of
+from .detect.spec import TASK as DETECT
+from .errors import UsageError
+from .models.zoo.registry import config_of, load_model, register_config, task_of
+from .taskspec import Flag, TaskSpec
+
+_TASKS: dict[str, TaskSpec] = {}
 
 
-@dataclass(frozen=True)
-class TaskKind:
-    name: str  # "classify" or "detect" (effnet.models.registry.TASKS)
-    export: Callable  # (model, ExportOptions) -> Exported
-    served: Callable  # (model, backend, calibration, copies, threads) -> ServedModel
-    plot: Callable  # (run_dir) -> curves.png
+def register(task: TaskSpec) -> TaskSpec:
+    """Make ``task`` known: the resolver maps its ``config_type`` to it, and the shared commands offer its flags."""
+    register_config(task.config_type, task.name, task.noun)
+    _TASKS[task.name] = task
+    return task
 
 
-TASKS = {
-    "classify": TaskKind("classify", export_classifier, served_classifier, plot_run),
-    "detect": TaskKind("detect", export_for_task, served_detector, plot_detection_run),
-}
+for _task in (CLASSIFY, DETECT):
+    register(_task)
 
 
-def task_for(model_or_config: nn.Module | ModelConfig | DetectorConfig) -> TaskKind:
-    return TASKS[task_of(model_or_config)]
+def all_tasks() -> tuple[TaskSpec, ...]:
+    return tuple(_TASKS.values())
+
+
+def get(name: str) -> TaskSpec:
+    """The task called ``name`` (``"classify"``, ``"detect"``, ...), or one line listing the known ones."""
+    if name not in _TASKS:
+        raise UsageError(f"unknown task {name!r} (known: {', '.join(_TASKS)})")
+    return _TASKS[name]
+
+
+def task_for(thing: nn.Module | Any | str | os.PathLike) -> TaskSpec:
+    """The task of a model, a config, a name, a saved file or a run directory."""
+    return get(task_of(thing))
+
+
+def export_flags() -> tuple[Flag, ...]:
+    """Every task's own flags of ``effnet export`` (each task reads its own from ``ExportOptions.settings``)."""
+    return tuple(flag for task in all_tasks() for flag in task.export_flags)
+
+
+def check_export_flags(task: TaskSpec, options: ExportOptions) -> None:
+    """One line for a flag another task owns that was given for this task's model (``--raw`` for a classifier)."""
+    own = {flag.dest for flag in task.export_flags}
+    for other in all_tasks():
+        for flag in other.export_flags:
+            given = options.settings.get(flag.dest, flag.default)
+            if flag.dest not in own and given != flag.default:
+                raise UsageError(f"{flag.name} is for {other.plural}; this model is {task.noun}")
 
 
 def export(spec: str, options: ExportOptions, pretrained: bool = False, weights: str | None = None,
            ema: bool = False, task: str | None = None) -> Exported:
     """``effnet export``: the model ``spec`` names (any kind, or only ``task``'s), exported and verified by its task."""
     model = load_model(spec, pretrained=pretrained, weights=weights, ema=ema, task=task)
-    return task_for(model).export(model, options)
+    owner = task_for(model)
+    check_export_flags(owner, options)
+    return owner.export(model, options)
+
+
+def plot(run_dir: str | os.PathLike):
+    """``effnet plot``: the run's curves, drawn by its task."""
+    return task_for(config_of(run_dir)).plot(run_dir)

@@ -111,7 +111,7 @@ def digit_subset(digits: Path, out: Path, n_train: int, n_val: int, classes=("0"
 
 def config_file(folder: Path, name: str, **fields) -> Path:
     """A small EfficientNet written as a config .json (what `--model` / `--base` accept)."""
-    from effnet.models.config import ModelConfig
+    from effnet.models.nets.config import ModelConfig
 
     path = folder / f"{name}.json"
     path.write_text(ModelConfig(name=name, **fields).to_json())

@@ -4,8 +4,8 @@ import warnings
 import pytest
 
 import effnet
-from effnet.models.config import B0_STAGES, VARIANTS, BlockArgs, ModelConfig, round_filters, round_repeats, scale
-from effnet.models.accounting import profile
+from effnet.models.nets.config import B0_STAGES, VARIANTS, BlockArgs, ModelConfig, round_filters, round_repeats, scale
+from effnet.models.paper.accounting import profile
 
 
 def test_round_filters_ten_percent_rule():
@@ -42,7 +42,7 @@ def test_scale_b0_is_the_paper_table():
 
 
 def test_lite_keeps_stem_head_and_first_last_repeats():
-    arch = scale(effnet.models.registry.resolve_config("efficientnet_lite4"))
+    arch = scale(effnet.models.zoo.registry.resolve_config("efficientnet_lite4"))
     assert arch.stem_channels == 32 and arch.head_channels == 1280
     assert arch.stages[0].repeats == 1 and arch.stages[-1].repeats == 1
     assert arch.stages[1].repeats == 4  # ceil(2 * 1.8)

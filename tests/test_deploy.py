@@ -126,7 +126,7 @@ def test_one_cache_root_for_weights_and_exports(tmp_path, monkeypatch):
     """$EFFNET_HOME, else ~/.cache/effnet (the weights' old default, also with XDG_CACHE_HOME set): the weights
     cache and the backend exports."""
     from effnet.files import cache_root
-    from effnet.models.hub import effnet_home
+    from effnet.models.zoo.downloads import effnet_home
 
     monkeypatch.delenv("EFFNET_HOME", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

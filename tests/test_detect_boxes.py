@@ -29,21 +29,21 @@ def effdet_config(name, size, num_classes=4):
 @pytest.mark.parametrize("ours,theirs,size", [("efficientdet_lite0", "tf_efficientdet_lite0", 200),
                                               ("efficientdet_d7", "tf_efficientdet_d7", 256)])
 def test_anchors_equal_effdet(ours, theirs, size):
-    config = effnet.models.detector_config.detector_config(ours)
+    config = effnet.models.nets.detector_config.detector_config(ours)
     a = Anchors.from_config(effdet_config(theirs, size)).boxes  # (y0, x0, y1, x1)
     assert torch.equal(anchors_for(config, size, size), a[:, [1, 0, 3, 2]])
 
 
 def test_encode_decode_roundtrip():
     g = torch.Generator().manual_seed(0)
-    anchors = anchors_for(effnet.models.detector_config.detector_config("efficientdet_lite0"), 128, 128)[:500]
+    anchors = anchors_for(effnet.models.nets.detector_config.detector_config("efficientdet_lite0"), 128, 128)[:500]
     xy = torch.rand(500, 2, generator=g) * 100
     boxes = torch.cat([xy, xy + 5 + torch.rand(500, 2, generator=g) * 60], 1)
     assert torch.allclose(decode(encode(boxes, anchors), anchors), boxes, atol=1e-3)
 
 
 def test_every_object_gets_an_anchor_even_below_half_iou():
-    config = effnet.models.detector_config.detector_config("efficientdet_lite0")
+    config = effnet.models.nets.detector_config.detector_config("efficientdet_lite0")
     anchors = anchors_for(config, 128, 128)
     gt = torch.tensor([[10.0, 10.0, 40.0, 40.0], [60.0, 70.0, 63.0, 100.0]])  # the second: thin, IoU < 0.5
     matched, codes = label_anchors(anchors, gt, torch.tensor([0, 1]))
@@ -72,7 +72,7 @@ def test_loss_equals_effdet_focal_and_huber():
 
 
 def test_postprocess_recovers_a_confident_box():
-    config = effnet.models.detector_config.detector_config("efficientdet_lite0", num_classes=3)
+    config = effnet.models.nets.detector_config.detector_config("efficientdet_lite0", num_classes=3)
     anchors = anchors_for(config, 128, 128)
     gt = torch.tensor([[30.0, 40.0, 70.0, 90.0]])
     matched, codes = label_anchors(anchors, gt, torch.tensor([2]))

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import effnet
-from effnet.models.detector_config import DETECTOR_VARIANTS, DetectorConfig
-from effnet.models.efficientdet import load_detector
+from effnet.models.nets.detector_config import DETECTOR_VARIANTS, DetectorConfig
+from effnet.models.zoo.registry import load_detector
 from tests.conftest import randomize_bn
 
 effdet = pytest.importorskip("effdet")

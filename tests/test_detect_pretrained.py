@@ -12,10 +12,10 @@ from PIL import Image
 
 import effnet
 from effnet.detect import Predictor
-from effnet.models import hub
-from effnet.models.detector_weights import COCO_CLASSES, DetectorWeights, detector_entries
-from effnet.models.pretrained import find_weights, list_weights, register_weights, unregister_weights
-from effnet.models.registry import load_model
+from effnet.models.zoo import downloads
+from effnet.models.zoo.detector_weights import COCO_CLASSES, DetectorWeights, detector_entries
+from effnet.models.zoo.classifier_weights import find_weights, list_weights, register_weights, unregister_weights
+from effnet.models.zoo.registry import load_model
 from tests.conftest import randomize_bn, run_cli
 from tests.test_pretrained_download import home, server  # noqa: F401  (the loopback server and cache fixtures)
 
@@ -76,7 +76,7 @@ def test_downloaded_detector_gives_effdets_boxes(case, server, home, test_entry,
     monkeypatch.setenv("EFFNET_MIRROR", server.url)
 
     ours = effnet.create_model(model_name, pretrained="test_coco")
-    assert server.hits == [f"/{file}"] and hub.cache_path(entry).is_file()
+    assert server.hits == [f"/{file}"] and downloads.cache_path(entry).is_file()
     assert ours.config.class_names == COCO_CLASSES and ours.config.resolution == size
     assert (ours.config.tf_padding, ours.config.mean) == (True, entry.mean)
     again = effnet.create_model(model_name, pretrained="test_coco")  # converted once: the cache answers
@@ -105,15 +105,15 @@ def test_corrupt_and_truncated_files_are_refused_and_leave_nothing(server, home,
     data = (server.root / file).read_bytes()
     entry = test_entry("efficientdet_lite0", "tf_efficientdet_lite0", file, digest[:8], 128)
     monkeypatch.setenv("EFFNET_MIRROR", server.url)
-    weights_dir = hub.cache_path(entry).parent
+    weights_dir = downloads.cache_path(entry).parent
     for bad in (data[: len(data) // 2], data[:100] + bytes(reversed(data[100:]))):  # truncated, corrupt
         (server.root / file).write_bytes(bad)
-        with pytest.raises(hub.DownloadError, match="sha256 mismatch .*nothing was kept"):
+        with pytest.raises(downloads.DownloadError, match="sha256 mismatch .*nothing was kept"):
             effnet.create_model("efficientdet_lite0", pretrained="test_coco")
         assert not weights_dir.exists() or not any(weights_dir.iterdir())
     monkeypatch.setenv("EFFNET_MIRROR", f"{server.url}/cut")  # the server hangs up halfway
     (server.root / file).write_bytes(data)
-    with pytest.raises(hub.DownloadError, match="cut short"):
+    with pytest.raises(downloads.DownloadError, match="cut short"):
         effnet.create_model("efficientdet_lite0", pretrained="test_coco")
     assert not weights_dir.exists() or not any(weights_dir.iterdir())
 

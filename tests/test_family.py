@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 import effnet
-from effnet.deploy import latency
-from effnet.models import accounting, peers
+from effnet.models.paper import latency
+from effnet.models.paper import accounting, peers
 from tests.conftest import run_cli
 
 

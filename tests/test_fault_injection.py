@@ -103,8 +103,8 @@ def detect_world(tmp_path_factory):
     """A real COCO-layout set (`effnet data detect-digits`) and a tiny random EfficientDet saved as an effnet file
     (``--weights FILE`` trains that architecture)."""
     from effnet.data.detect_digits import write_detect_digits
-    from effnet.models.detector_config import detector_config
-    from effnet.models.registry import create_detector
+    from effnet.models.nets.detector_config import detector_config
+    from effnet.models.zoo.registry import create_detector
 
     root = tmp_path_factory.mktemp("detkill")
     write_detect_digits(root / "dd", train=8, val=2)
@@ -297,7 +297,7 @@ def test_weights_download_killed_at_chosen_byte_counts_then_completes(gated, hom
     reference logits -- and removes what the killed downloads left. A finished download is never touched by a
     killed one."""
     pytest.importorskip("torchvision")
-    from effnet.models import hub
+    from effnet.models.zoo import downloads
 
     src, served = served_torchvision_b0(gated.root)
     size, digest = served.stat().st_size, hashlib.sha256(served.read_bytes()).hexdigest()
@@ -305,11 +305,11 @@ def test_weights_download_killed_at_chosen_byte_counts_then_completes(gated, hom
                   sha256=digest, bn_eps=1e-5, tf_padding=False, resolution=64, crop_pct=0.875)
     entry = entry_for(tag="test_kill", **fields)
     other = entry_for(tag="test_kept", **fields)
-    cached = hub.cache_path(entry)
+    cached = downloads.cache_path(entry)
     folder = cached.parent
 
-    hub.fetch(other, progress=False)  # a finished download, beside the ones to be killed
-    kept = hashlib.sha256(hub.cache_path(other).read_bytes()).hexdigest()
+    downloads.fetch(other, progress=False)  # a finished download, beside the ones to be killed
+    kept = hashlib.sha256(downloads.cache_path(other).read_bytes()).hexdigest()
 
     def on_disk(pattern):
         return lambda: [p for p in folder.glob(pattern) if p.is_file() and p.stat().st_size == size]
@@ -334,11 +334,11 @@ def test_weights_download_killed_at_chosen_byte_counts_then_completes(gated, hom
 
     gated.gate(None)
     hits = len(gated.hits)
-    path = hub.fetch(entry, progress=False)  # the rerun: in this process, which never wrote here before
-    assert len(gated.hits) == hits + 1 and path == cached and hub._trusted(cached)
+    path = downloads.fetch(entry, progress=False)  # the rerun: in this process, which never wrote here before
+    assert len(gated.hits) == hits + 1 and path == cached and downloads._trusted(cached)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (effnet.load(cached).eval()(x) - src(x)).abs().max().item() <= 1e-4
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [cached.name, cached.name + ".sha256", hub.cache_path(other).name, hub.cache_path(other).name + ".sha256"])
-    assert hashlib.sha256(hub.cache_path(other).read_bytes()).hexdigest() == kept
+        [cached.name, cached.name + ".sha256", downloads.cache_path(other).name, downloads.cache_path(other).name + ".sha256"])
+    assert hashlib.sha256(downloads.cache_path(other).read_bytes()).hexdigest() == kept

@@ -33,7 +33,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.lstrip(".") and \
                 ((node.value in modules and "." in node.value) or (is_package and node.value.startswith("."))):
             # a module named in a string is imported lazily (importlib.import_module): the CLI's COMMANDS table,
-            # the facades' _EXPORTS ("effnet.models.config", or ".config" relative to the package)
+            # the facades' _EXPORTS ("effnet.models.nets.config", or ".config" relative to the package)
             rel = node.value
             if rel.startswith("."):
                 level = len(rel) - len(rel.lstrip("."))
@@ -102,7 +102,7 @@ def package_of(name: str) -> str:
 def test_graph_is_built_from_the_source():
     graph = import_graph()
     # the walker must see lazy imports and resolve relative ones, or the tests below prove nothing
-    assert "effnet.models.efficientnet" in graph["effnet.models.registry"]
+    assert "effnet.models.nets.efficientnet" in graph["effnet.models.zoo.registry"]
     assert "effnet.train.loop" in graph["effnet.train"]
     assert any(is_cli_layer(t) for t in graph["effnet.cli"])
     assert len(graph) > 30
@@ -163,7 +163,7 @@ def test_files_saved_before_the_reorganisation_still_load():
 
 # ---------------------------------------------------------------------------------------------- the task as the axis
 
-RESOLVER = "effnet.models.registry"  # the one module that decides whether a thing is a classifier or a detector
+RESOLVER = "effnet.models.zoo.registry"  # the one module that decides whether a thing is a classifier or a detector
 DISPATCH = "effnet.tasks"  # the table from its answer to each task's package: it may call task_of, nothing else
 # functions whose answer *is* that decision
 QUESTIONS = {"is_detector_name", "_is_detector_name", "read_detector_config", "task_of", "stored_config"}
@@ -248,8 +248,8 @@ def test_detector_saved_before_the_task_packages_still_loads():
     from safetensors.torch import load_file
 
     import effnet
-    from effnet.models.efficientdet import load_detector
-    from effnet.models.registry import load_model, task_of
+    from effnet.models.zoo.registry import load_detector
+    from effnet.models.zoo.registry import load_model, task_of
 
     data = Path(__file__).parent / "data"
     path = data / "tiny_detector_saved_by_d77e2bf.safetensors"

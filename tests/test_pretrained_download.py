@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 
 import effnet
 from effnet.data import eval_transform
-from effnet.models import hub
-from effnet.models.pretrained import PretrainedWeights, find_weights, register_weights, unregister_weights
+from effnet.models.zoo import downloads
+from effnet.models.zoo.classifier_weights import PretrainedWeights, find_weights, register_weights, unregister_weights
 from tests.conftest import randomize_bn, run_cli
 
 timm = pytest.importorskip("timm")
@@ -116,7 +116,7 @@ def test_torchvision_file_downloaded_checked_converted_once(server, home, entry_
     assert x.shape[-1] == 200
     with torch.no_grad():
         assert (model(x) - src(x)).abs().max().item() <= 1e-4
-    cached = hub.cache_path(entry)
+    cached = downloads.cache_path(entry)
     # the converted file and its record (sha256, size), nothing else
     assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name, cached.name + ".sha256"]
     assert effnet.load(cached).config == model.config  # the preprocessing travels with the file
@@ -150,10 +150,10 @@ def test_a_damaged_cache_file_is_removed_and_fetched_again(server, home, entry_f
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         want = effnet.create_model("efficientnet_b0", pretrained="test_cache").eval()(x)
-    cached = hub.cache_path(entry)
+    cached = downloads.cache_path(entry)
     stale = cached.parent / ".tv_b0.pth.0123.partial"  # what a download killed mid-way leaves
     stale.write_bytes(b"half a file")
-    os.utime(stale, (time.time() - 2 * hub.STALE_PARTIAL_S,) * 2)
+    os.utime(stale, (time.time() - 2 * downloads.STALE_PARTIAL_S,) * 2)
     for damage in (lambda b: b[:-1000] + bytes(x ^ 0xFF for x in b[-1000:]),  # flipped bytes
                    lambda b: b[: len(b) // 2]):  # cut short
         cached.write_bytes(damage(cached.read_bytes()))
@@ -173,9 +173,9 @@ def test_a_download_larger_than_its_weights_is_cut_off(server, home, entry_for):
     entry = entry_for(model="efficientnet_b0", tag="test_huge", origin="test", source="torchvision",
                       url=f"{server.url}/huge.pth", sha256=_sha256(path), bn_eps=1e-5, tf_padding=False,
                       resolution=64, crop_pct=0.875, params_m=0.1)  # a 0.4 MB file, 3 MB sent
-    with pytest.raises(hub.DownloadError, match="over twice the published size"):
+    with pytest.raises(downloads.DownloadError, match="over twice the published size"):
         effnet.create_model("efficientnet_b0", pretrained="test_huge")
-    assert not any(hub.cache_path(entry).parent.iterdir())
+    assert not any(downloads.cache_path(entry).parent.iterdir())
 
 
 def test_corrupt_download_keeps_nothing(server, home, entry_for):
@@ -184,9 +184,9 @@ def test_corrupt_download_keeps_nothing(server, home, entry_for):
     entry = entry_for(model="efficientnet_b0", tag="test_bad", origin="test", source="torchvision",
                       url=f"{server.url}/tv_b0.pth", sha256="0" * 64, bn_eps=1e-5, tf_padding=False,
                       resolution=224, crop_pct=0.875)
-    with pytest.raises(hub.DownloadError, match="sha256 mismatch"):
+    with pytest.raises(downloads.DownloadError, match="sha256 mismatch"):
         effnet.create_model("efficientnet_b0", pretrained="test_bad")
-    assert not hub.cache_path(entry).parent.exists() or not any(hub.cache_path(entry).parent.iterdir())
+    assert not downloads.cache_path(entry).parent.exists() or not any(downloads.cache_path(entry).parent.iterdir())
 
 
 def test_convert_a_file_fetched_elsewhere(server, home, tmp_path):
@@ -194,9 +194,9 @@ def test_convert_a_file_fetched_elsewhere(server, home, tmp_path):
     entry = find_weights("efficientnet_b0", "tv_in1k")
     wrong = tmp_path / entry.file_name
     torch.save(torchvision.models.efficientnet_b0(weights=None).state_dict(), wrong)
-    with pytest.raises(hub.DownloadError, match="sha256 mismatch"):
-        hub.convert_file(entry, wrong, hub.cache_path(entry))
-    assert not hub.cache_path(entry).exists()
+    with pytest.raises(downloads.DownloadError, match="sha256 mismatch"):
+        downloads.convert_file(entry, wrong, downloads.cache_path(entry))
+    assert not downloads.cache_path(entry).exists()
 
 
 def _refused_port() -> int:
@@ -217,7 +217,7 @@ def test_truncated_file_on_server_keeps_nothing(server, home, monkeypatch):
     torch.save(torchvision.models.efficientnet_b0(weights=None).state_dict(), real)
     _write_published_name(server, "half", real.read_bytes()[: real.stat().st_size // 2])
     monkeypatch.setenv("EFFNET_MIRROR", server.url + "/half")
-    with pytest.raises(hub.DownloadError, match="sha256 mismatch .*corrupt or truncated file, nothing was kept"):
+    with pytest.raises(downloads.DownloadError, match="sha256 mismatch .*corrupt or truncated file, nothing was kept"):
         effnet.create_model("efficientnet_b0", pretrained="tv_in1k")
     assert not [p for p in home.rglob("*") if p.is_file()]
 
@@ -252,10 +252,10 @@ def test_cli_download_errors_are_one_line(case, server, home, monkeypatch):
 def test_weights_command_lists_registry_and_cache(home):
     entry = find_weights("efficientnet_lite3")
     src = timm.create_model("tf_efficientnet_lite3")
-    hub.cache_path(entry).parent.mkdir(parents=True)
+    downloads.cache_path(entry).parent.mkdir(parents=True)
     state = home / "lite3.pth"
     torch.save(src.state_dict(), state)
-    hub.convert_file(entry, state, hub.cache_path(entry), check_sha=False)  # as if downloaded earlier
+    downloads.convert_file(entry, state, downloads.cache_path(entry), check_sha=False)  # as if downloaded earlier
     state.unlink()
     out = run_cli("weights").stdout.splitlines()
     assert out[0].split() == ["model", "tag", "source", "published", "res", "size", "cached"]

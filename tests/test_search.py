@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 import effnet
-from effnet.models.config import ModelConfig
+from effnet.models.nets.config import ModelConfig
 from effnet.search import PAPER, Candidate, Spread, decide, enumerate_grid, parse_range
 from effnet.search.plan import Plan
 from effnet.search.runner.budget import Costs, choose_plan, plan_seconds

@@ -28,9 +28,9 @@ from .conftest import ROOT, randomize_bn, run_cli
 httpx = pytest.importorskip("httpx", reason="the serve extra (httpx for the tests) is not installed")
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
-from effnet.models.config import ModelConfig  # noqa: E402
-from effnet.models.efficientnet import EfficientNet  # noqa: E402
-from effnet.models.weights import load, save  # noqa: E402
+from effnet.models.nets.config import ModelConfig  # noqa: E402
+from effnet.models.nets.efficientnet import EfficientNet  # noqa: E402
+from effnet import load, save  # noqa: E402
 from effnet.classify.predict import predict_files  # noqa: E402
 
 CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
@@ -271,7 +271,7 @@ def lite0_server(tmp_path_factory):
 
 
 def test_pretrained_lite0_says_chelsea_is_a_cat(lite0_server, photos):
-    from effnet.models.registry import create_model
+    from effnet.models.zoo.registry import create_model
 
     base, _, _ = lite0_server
     answer = post_image(base, photos["chelsea"].read_bytes(), "chelsea.png").json()
@@ -323,7 +323,7 @@ def test_tritonclient_and_kserve_agree_with_predict_on_real_photos(lite0_server,
         np.testing.assert_allclose(result.as_numpy("top_scores")[:, 0], [t["score"] for t in top1], atol=1e-4)
     # an already preprocessed tensor (effnet's own eval transform, in this process) gives the same classes
     from effnet.data import eval_transform, load_image
-    from effnet.models.registry import create_model
+    from effnet.models.zoo.registry import create_model
 
     transform = eval_transform(create_model("efficientnet_lite0").config)
     x = torch.stack([transform(load_image(p)) for p in paths]).numpy()

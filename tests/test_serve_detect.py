@@ -39,7 +39,7 @@ def assert_same_detections(got: list[dict], expected: list[dict], top: int = 5) 
 
 def test_detect_answers_boxes_like_detect_predict_batched(detector_server):
     from effnet.detect.predict import predict_files
-    from effnet.models.efficientdet import load_detector
+    from effnet.models.zoo.registry import load_detector
 
     base, proc, log, run, images = detector_server
     health = httpx.get(f"{base}/health").json()

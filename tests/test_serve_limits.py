@@ -22,9 +22,9 @@ from PIL import Image
 from .conftest import randomize_bn
 from .test_serve import httpx, post_image, running_server
 
-from effnet.models.config import ModelConfig
-from effnet.models.efficientnet import EfficientNet
-from effnet.models.weights import save
+from effnet.models.nets.config import ModelConfig
+from effnet.models.nets.efficientnet import EfficientNet
+from effnet.models.zoo.model_files import save
 
 
 @pytest.fixture(scope="module")

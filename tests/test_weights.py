@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import effnet
-from effnet.models.weights import CheckpointError, load, load_weights, save
+from effnet import load, save
+from effnet.errors import CheckpointError
+from effnet.models.zoo.importers import load_weights
 from tests.conftest import randomize_bn
 
 timm = pytest.importorskip("timm")
@@ -37,7 +39,7 @@ def test_timm_import_parity(timm_name, ours_name, tf_padding, bn_eps, size):
 
 @pytest.mark.parametrize("name,size", [("efficientnet_b0", 160), ("efficientnet_b2", 130)])
 def test_torchvision_import_parity(name, size, tmp_path):
-    from effnet.models.weights import torchvision_bn_eps
+    from effnet.models.zoo.importers import torchvision_bn_eps
 
     torch.manual_seed(0)
     src = getattr(torchvision.models, name)(weights=None)

@@ -17,9 +17,9 @@ from PIL import Image
 from ..data import scan_image_folder
 from ..deploy import BACKENDS, with_backend
 from ..errors import UsageError
-from ..models.accounting import family_profiles, format_family
-from ..models.registry import create_model, load_model
-from ..models.weights import run_weights
+from ..models.paper.accounting import family_profiles, format_family
+from ..models.zoo.registry import create_model, load_model
+from ..models.zoo.model_files import run_weights
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
 from ..train.config import check_numbers

@@ -17,7 +17,7 @@ from torch import nn
 from ..data import ImageSamples, eval_transform, scan_image_folder
 from ..deploy import with_backend
 from ..errors import DataError
-from ..models.config import ModelConfig
+from ..models.nets.config import ModelConfig
 
 
 @dataclass

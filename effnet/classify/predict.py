@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import results
 from ..data import eval_transform, load_image
 from ..errors import ImageLoadError, UsageError
-from ..models.imagenet import class_names_for
+from ..models.zoo.imagenet import class_names_for
 
 OUTPUT_FORMATS = (".jsonl", ".csv")
 

@@ -14,9 +14,9 @@ from torch import nn
 
 from ..data import eval_transform
 from ..deploy.engines import Engines, build_engines
-from ..errors import UsageError
-from ..models.imagenet import class_names_for
+from ..models.zoo.imagenet import class_names_for
 from ..results import classification
+from ..taskspec import TaskSpec
 
 # An image may be resized to at most this many times the pixels of the model's square resize (the eval
 # transform scales the short side to resolution / crop_pct): aspect ratios up to 16:1 pass, a 20000 x 4 strip
@@ -28,10 +28,10 @@ MAX_RESIZED_AREA = 16
 class Classifier:
     """An image classifier with its own preprocessing (resolution, crop, mean/std from its config)."""
 
+    task: TaskSpec  # classification's task object (its route, its options)
     engines: Engines
     name: str
     backend: str
-    kind: str = "classify"
 
     def __post_init__(self) -> None:
         config = self.engines.first.config
@@ -67,24 +67,17 @@ class Classifier:
         """Class probabilities for each input, computed as one batch."""
         return list(self.engines.get()(torch.stack(inputs)).float().softmax(-1))
 
-    def answer(self, probs: torch.Tensor, topk: int = 5, path: str | None = None) -> dict:
+    def answer(self, probs: torch.Tensor, path: str | None = None, *, topk: int) -> dict:
         values, indices = probs.topk(min(topk, len(self.labels)))
         return classification(indices.tolist(), values.tolist(), self.labels, path=path)
 
-    # ---- the Open Inference Protocol (effnet.serve.protocol): its request parameters and outputs
-    def options_from(self, parameters: dict) -> dict:
-        """``topk`` (1..1000, default 5) from a request's parameters; UsageError naming it otherwise."""
-        topk = parameters.get("topk", 5)
-        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= 1000:
-            raise UsageError(f"topk must be an integer in 1..1000, got {topk!r}")
-        return {"topk": topk}
-
+    # ---- the Open Inference Protocol (effnet.serve.protocol): its outputs
     def output_metadata(self) -> list[tuple[str, str, list[int]]]:
         n = len(self.labels)
         return [("probabilities", "FP32", [-1, n]), ("top_labels", "BYTES", [-1, -1]),
                 ("top_indices", "INT64", [-1, -1]), ("top_scores", "FP32", [-1, -1])]
 
-    def output_tensors(self, outputs: list[torch.Tensor], topk: int = 5) -> dict[str, np.ndarray]:
+    def output_tensors(self, outputs: list[torch.Tensor], *, topk: int) -> dict[str, np.ndarray]:
         """Every image's class probabilities, and its top-k classes best first (names, indices, scores)."""
         probs = torch.stack(outputs)
         values, indices = probs.topk(min(topk, len(self.labels)), dim=-1)
@@ -93,10 +86,10 @@ class Classifier:
                 "top_indices": indices.numpy().astype(np.int64), "top_scores": values.numpy()}
 
 
-def served_classifier(model: nn.Module, backend: str = "auto", calibration: str | None = None, copies: int = 1,
-                      threads: int | None = None) -> Classifier:
+def served_classifier(task: TaskSpec, model: nn.Module, backend: str = "auto", calibration: str | None = None,
+                      copies: int = 1, threads: int | None = None) -> Classifier:
     """``model`` behind ``backend`` with ``copies`` engines of ``threads`` threads, one per inference thread."""
     engines = build_engines(model, backend, calibration, copies, threads)
     if backend == "auto":  # say which runtime "auto" picked
         backend = f"auto ({type(engines[0]).__name__})"
-    return Classifier(Engines(engines), name=model.config.name, backend=backend)
+    return Classifier(task, Engines(engines), name=model.config.name, backend=backend)

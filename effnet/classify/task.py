@@ -5,6 +5,8 @@ its model, its loss and its metrics. Detection (``effnet.detect.task``) is the o
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import os
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,10 @@ import torch
 from torch import nn
 
 from ..data import ImageSamples, load_splits, train_transform
-from ..models.config import ModelConfig
-from ..models.efficientnet import EfficientNet
-from ..models.registry import create_model, is_model_file, load_model, require_task
-from ..models.weights import load_weights
+from ..models.nets.config import ModelConfig
+from ..models.nets.efficientnet import EfficientNet
+from ..models.zoo.registry import create_model, is_model_file, load_model, require_task
+from ..models.zoo.importers import load_weights
 from ..train import loop
 from ..train.config import TrainConfig
 from ..train.metrics import plot_curves
@@ -60,6 +62,7 @@ class ClassificationTask:
     name = "classification"
     collate_fn = None
     frozen_children = ("classifier",)  # with --freeze-backbone, these keep training
+    recipes = MappingProxyType({})  # the shared recipes (paper, finetune) are classification's
 
     def __init__(self, model_config: ModelConfig | None = None) -> None:
         self.model_config = model_config  # in-process use (the grid search): replaces cfg.model

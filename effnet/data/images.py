@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from ..errors import ImageLoadError, UsageError
-from ..models.config import ModelConfig
+from ..models.nets.config import ModelConfig
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

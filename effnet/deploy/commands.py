@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..tasks import export
+from ..tasks import export, export_flags
 from .options import add_export_arguments, export_options
 
 
@@ -19,5 +19,5 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("export")
-    add_export_arguments(p)
+    add_export_arguments(p, export_flags())
     p.set_defaults(func=cmd_export)

@@ -2,8 +2,8 @@
 interface each task implements (``effnet.classify.served``, ``effnet.detect.served``) so that ``effnet serve`` runs
 either kind the same way.
 
-A served model says its ``kind`` (the service maps a kind to its endpoint), turns one decoded image into a model
-input (``preprocess``, on a decoding thread), runs a batch of inputs (``run_batch``, on an inference thread) and turns
+A served model carries its task object (``task``: its route, the route's options, its wording), turns one decoded
+image into a model input (``preprocess``, on a decoding thread), runs a batch of inputs (``run_batch``, on an inference thread) and turns
 one result into the JSON answer (``answer``, on the event loop, so it must be cheap).
 
 Each inference thread gets an engine of its own: an ONNX Runtime session or OpenVINO compiled model is built once per
@@ -22,15 +22,17 @@ from PIL import Image
 from torch import nn
 
 from ..errors import UsageError
+from ..taskspec import TaskSpec
 from .predictors import ExecuTorchPredictor, OnnxPredictor, OpenVinoPredictor, with_backend
 
 
 class ServedModel(Protocol):
     """What ``effnet serve`` asks of a task's model (``classify.served.Classifier``, ``detect.served.Detector``):
-    its own routes (``POST /predict``, ``/detect``) and the Open Inference Protocol both go through these."""
+    its task's own route (``task.route``) and the Open Inference Protocol both go through these. ``options`` are
+    the task route's options, already checked (``task.route.parse``)."""
 
+    task: TaskSpec
     name: str
-    kind: str
     backend: str
 
     @property
@@ -45,8 +47,6 @@ class ServedModel(Protocol):
     def run_batch(self, inputs: list[Any]) -> list[Any]: ...
 
     def answer(self, output: Any, path: str | None = None, **options: Any) -> dict: ...  # effnet.results' schema
-
-    def options_from(self, parameters: dict) -> dict: ...  # the protocol's request parameters -> answer options
 
     def output_metadata(self) -> list[tuple[str, str, list[int]]]: ...  # (name, datatype, shape) per output
 

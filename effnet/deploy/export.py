@@ -7,6 +7,7 @@ import copy
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,17 @@ EXTENSIONS = {"onnx": "onnx", "openvino": "xml", "torchscript": "pt", "executorc
 FORMATS = tuple(EXTENSIONS)
 
 
+@dataclass(frozen=True)
+class ExportOutputs:
+    """What a task says about its model's output when it is exported by :func:`export_model`: the graph's output
+    name, what a value is called in the parity message, and how int8 is compared with fp32 on real images
+    (``agreement(fp32, int8) -> dict``, merged into the report; None: the largest difference only)."""
+
+    name: str = "output"
+    what: str = "output"
+    agreement: Callable[[np.ndarray, np.ndarray], dict] | None = None
+
+
 @dataclass
 class ExportReport:
     path: str
@@ -36,10 +48,13 @@ class ExportReport:
     max_abs_diff_real: float | None
     real_images: int
     int8: bool = False
-    top1_agreement: float | None = None  # int8 vs fp32 on real images
-    top1_agreement_confident: float | None = None  # ... where fp32's top-1 beats its top-2 by > 0.1 prob
-    confident_images: int = 0
+    agreement: dict = field(default_factory=dict)  # int8 vs fp32 on the real images (the task's measure)
     notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """The report ``--json`` prints: the fields, with the agreement measures at the top level."""
+        out = {k: v for k, v in self.__dict__.items() if k != "agreement"}
+        return {**out, **self.agreement}
 
 
 def real_batch(config, images_dir: str | None, limit: int = 256) -> tuple[torch.Tensor | None, list[str]]:
@@ -73,7 +88,7 @@ def real_batch(config, images_dir: str | None, limit: int = 256) -> tuple[torch.
 
 
 def _write(deploy_model: nn.Module, example: torch.Tensor, tmp_path: str, fmt: str, batch: str, opset: int,
-           int8: bool, calibration: str | None):
+           int8: bool, calibration: str | None, output: str):
     """Write the file in ``fmt`` and return a function that runs it on a batch (for the parity check)."""
     if int8 and not calibration:
         raise ExportError("--int8 needs --calibration DIR (real images representative of your inputs)")
@@ -81,9 +96,9 @@ def _write(deploy_model: nn.Module, example: torch.Tensor, tmp_path: str, fmt: s
         warnings.simplefilter("ignore")
         if fmt == "onnx":
             torch.onnx.export(
-                deploy_model, (example,), tmp_path, input_names=["input"], output_names=["logits"],
+                deploy_model, (example,), tmp_path, input_names=["input"], output_names=[output],
                 opset_version=opset, dynamo=False,
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if batch == "dynamic" else None)
+                dynamic_axes={"input": {0: "batch"}, output: {0: "batch"}} if batch == "dynamic" else None)
             session = ort_session(tmp_path)
             return lambda x: ort_run(session, x, batch == "dynamic")
         if fmt == "openvino":
@@ -125,22 +140,13 @@ def _fp32_path(path: str, fmt: str) -> str:
     return str(Path(path).with_suffix(".fp32.xml")) if fmt == "openvino" else f"{path}.fp32.{EXTENSIONS[fmt]}"
 
 
-def _agreement(report: ExportReport, fp32_logits: np.ndarray, int8_logits: np.ndarray) -> None:
-    """Top-1 agreement of int8 with fp32, overall and where fp32's top-1 beats its top-2 by > 0.1 prob."""
-    agree = fp32_logits.argmax(1) == int8_logits.argmax(1)
-    probs = np.sort(torch.from_numpy(fp32_logits).softmax(1).numpy(), axis=1)
-    confident = probs[:, -1] - probs[:, -2] > 0.1
-    report.int8 = True
-    report.top1_agreement = float(agree.mean())
-    report.confident_images = int(confident.sum())
-    report.top1_agreement_confident = float(agree[confident].mean()) if confident.any() else None
-
-
-def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool, deploy_model: nn.Module) -> None:
-    """int8 next to the verified fp32 file; top-1 agreement with fp32 on the real images into ``report``."""
+def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool, deploy_model: nn.Module,
+              outputs: ExportOutputs) -> None:
+    """int8 next to the verified fp32 file; its agreement with fp32 on the real images (the task's measure, and
+    the largest difference) into ``report``."""
     if report.format == "executorch":  # PT2E quantizes the graph before lowering, calibrated on the real images
         atomic_write(report.path, lambda tmp: Path(tmp).write_bytes(et.lower(deploy_model, real[:1], real)))
-        fp32_logits, int8_logits = et.PteRunner(fp32_path)(real), et.PteRunner(report.path)(real)
+        fp32_out, int8_out = et.PteRunner(fp32_path)(real), et.PteRunner(report.path)(real)
     elif report.format == "openvino":
         # NNCF on the verified IR; the calibration images are the ones already decoded for the parity check
         quantized = ovino.quantize_int8(ovino.require_openvino().Core().read_model(fp32_path), real)
@@ -151,26 +157,31 @@ def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic:
             _move_into_place(_files(tmp_xml, "openvino"), _files(report.path, "openvino"))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        fp32_logits = ovino.ov_run(ovino.compile_ir(fp32_path), real)
-        int8_logits = ovino.ov_run(ovino.compile_ir(report.path), real)
+        fp32_out = ovino.ov_run(ovino.compile_ir(fp32_path), real)
+        int8_out = ovino.ov_run(ovino.compile_ir(report.path), real)
     else:
         quantize_int8(fp32_path, report.path, real)
-        fp32_logits = ort_run(ort_session(fp32_path), real, dynamic)
-        int8_logits = ort_run(ort_session(report.path), real, dynamic)
-    _agreement(report, fp32_logits, int8_logits)
+        fp32_out = ort_run(ort_session(fp32_path), real, dynamic)
+        int8_out = ort_run(ort_session(report.path), real, dynamic)
+    report.int8 = True
+    report.agreement = {"int8_max_abs_diff": float(np.abs(fp32_out - int8_out).max())}
+    if outputs.agreement is not None:
+        report.agreement.update(outputs.agreement(fp32_out, int8_out))
     report.notes.append(f"fp32 model kept at {fp32_path}")
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", batch: str = "static",
                  resolution: int | None = None, int8: bool = False, calibration: str | None = None,
-                 tolerance: float = 1e-3, opset: int = 17) -> ExportReport:
+                 tolerance: float = 1e-3, opset: int = 17, outputs: ExportOutputs = ExportOutputs()) -> ExportReport:
     """Export ``model`` (plain ops, eval, BN folded) and verify the file against PyTorch.
 
     Parity is checked on random inputs and on real images (``calibration`` folder, else scikit-image photos):
-    the largest absolute logit difference must stay under ``tolerance`` or :class:`ExportError` is raised.
+    the largest absolute output difference must stay under ``tolerance`` or :class:`ExportError` is raised.
     ``fmt`` "openvino" writes OpenVINO IR: ``path`` (.xml) and the .bin beside it, checked in fp32.
     With ``int8``, ONNX Runtime static quantization (QDQ, per-channel weights) or NNCF post-training quantization
-    (OpenVINO) calibrated on ``calibration`` images; the report gives top-1 agreement with fp32 on those images.
+    (OpenVINO) calibrated on ``calibration`` images; the report gives the agreement with fp32 on those images that
+    ``outputs`` (the task's :class:`ExportOutputs`: a classifier's top-1) measures. The graph's output is named
+    ``outputs.name``.
     """
     config = model.config
     res = resolution or config.resolution
@@ -188,12 +199,13 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
     tmp_path = os.path.join(tmp_dir, "model.xml" if fmt == "openvino" else "model")
     try:
         run = _write(deploy_model, torch.zeros(1, config.in_chans, res, res), tmp_path, fmt, batch, opset, int8,
-                     calibration)
+                     calibration, outputs.name)
         diff_random = float(np.abs(run(x_random) - ref_random.numpy()).max())
         diff_real = float(np.abs(run(real) - ref_real.numpy()).max()) if real is not None else None
         worst = max(diff_random, diff_real or 0.0)
         if not worst <= tolerance:  # also catches NaN
-            raise ExportError(f"{path}: export does not match PyTorch: max |logit diff| {worst:.3g} > {tolerance:g}")
+            raise ExportError(f"{path}: export does not match PyTorch: max |{outputs.what} diff| {worst:.3g} > "
+                              f"{tolerance:g}")
         fp32_path = _fp32_path(path, fmt) if int8 else path
         _move_into_place(_files(tmp_path, fmt), _files(fp32_path, fmt))
     finally:
@@ -202,7 +214,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
     if int8:
         if real is None:
             raise ExportError(f"{calibration}: no readable calibration images")
-        _quantize(report, fp32_path, real, batch == "dynamic", deploy_model)
+        _quantize(report, fp32_path, real, batch == "dynamic", deploy_model, outputs)
     if fmt == "executorch":  # the runtime side needs no flags: preprocessing and class names beside the program
         text = config.replace(resolution=res).to_json()
         atomic_write(f"{path}.json", lambda tmp: Path(tmp).write_text(text))

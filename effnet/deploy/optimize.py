@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..models.bifpn import HeadNet, SeparableConv
-from ..models.layers import ConvBNAct, DropPath, SamePad2d
-from ..models.lean import set_memory_efficient
+from ..models.nets.bifpn import HeadNet, SeparableConv
+from ..models.nets.layers import ConvBNAct, DropPath, SamePad2d
+from ..models.nets.lean import set_memory_efficient
 
 
 def to_plain_ops(model: nn.Module) -> nn.Module:

@@ -1,8 +1,9 @@
-"""What ``effnet export`` asks of a task's exporter, and what it gets back: one options object for both kinds, so that
-one command (and ``effnet detect export``, its alias) exports a classifier or a detector."""
+"""What ``effnet export`` asks of a task's exporter, and what it gets back: one options object for every task, so that
+one command (and ``effnet detect export``, its alias) exports a model of any task."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,15 +15,20 @@ CHOICES = (*FORMATS, HUB)  # what `effnet export --format` takes
 
 @dataclass(frozen=True)
 class ExportOptions:
+    """What every task's exporter is given. Flags only one task reads (``--batch`` and ``--tolerance`` for
+    classifiers, ``--raw`` for detectors) are that task's ``export_flags`` and arrive in ``settings``."""
+
     output: str
-    format: str = "onnx"  # one of CHOICES (detectors: onnx, openvino, executorch)
-    batch: str = "static"  # static or dynamic batch axis (classifiers)
+    format: str = "onnx"  # one of CHOICES (each task says which it writes)
     resolution: int | None = None  # the graph's input size (default: the model's)
-    int8: bool = False  # post-training quantization (classifiers), calibrated on ``calibration``
+    int8: bool = False  # post-training quantization, calibrated on ``calibration``
     calibration: str | None = None  # a folder of real images: int8 calibration and parity checks
     images: tuple[str, ...] = ()  # real image files for parity checks (default: scikit-image's photos)
-    tolerance: float = 1e-3  # max |logit diff| vs PyTorch (classifiers)
-    raw: bool = False  # detectors: the raw per-level outputs instead of boxes with NMS inside
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the task's own flags (Flag.dest -> value)
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        value = self.settings.get(name)
+        return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,9 @@ class Exported:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def add_export_arguments(p) -> None:
-    """The flags of ``effnet export`` (and of its alias ``effnet detect export``), for either kind of model."""
+def add_export_arguments(p, task_flags=()) -> None:
+    """The flags of ``effnet export`` (and of its alias ``effnet detect export``), for any kind of model; each task's
+    own flags (``task_flags``: :class:`effnet.taskspec.Flag`) after the shared ones."""
     p.add_argument("model", metavar="MODEL", help="model name, config .json, effnet .safetensors or run directory; "
                                                   "a classifier or a detector")
     p.add_argument("-o", "--output", required=True)
@@ -43,7 +50,6 @@ def add_export_arguments(p) -> None:
                         "edge boards, with OUTPUT.json (preprocessing, class names) beside it; hub: OUTPUT/ as a "
                         "Hugging Face Hub folder timm loads (classifiers). Detectors: onnx and openvino end to end (NMS "
                         "inside), executorch the raw outputs (decoding + NMS by effnet's Predictor)")
-    p.add_argument("--batch", choices=["static", "dynamic"], default="static")
     p.add_argument("--resolution", type=int, help="the graph's fixed input size (default: the model's)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pretrained", action="store_true", help="with a name: its published weights")
@@ -54,11 +60,12 @@ def add_export_arguments(p) -> None:
                         "quantization, needs --calibration")
     p.add_argument("--calibration", help="folder of real images for int8 calibration and parity checks")
     p.add_argument("--images", nargs="+", default=(), help="real images to verify on (default: scikit-image photos)")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit diff| allowed vs PyTorch (classifiers)")
-    p.add_argument("--raw", action="store_true", help="detectors: the raw per-level outputs instead of boxes")
     p.add_argument("--json", action="store_true", help="also print the report as JSON")
+    for flag in task_flags:
+        flag.add_to(p)
+    p.set_defaults(task_flags=tuple(task_flags))
 
 
 def export_options(args) -> ExportOptions:
-    return ExportOptions(args.output, args.format, args.batch, args.resolution, args.int8, args.calibration,
-                         tuple(args.images or ()), args.tolerance, args.raw)
+    return ExportOptions(args.output, args.format, args.resolution, args.int8, args.calibration,
+                         tuple(args.images or ()), {flag.dest: getattr(args, flag.dest) for flag in args.task_flags})

@@ -39,7 +39,7 @@ class OnnxPredictor(nn.Module):
         return torch.from_numpy(ort_run(self.session, x.float().contiguous(), self.dynamic))
 
 
-def _cache_path(model: nn.Module, kind: str, suffix: str, calibration: str | None, ext: str) -> Path:
+def cache_path(model: nn.Module, kind: str, suffix: str, calibration: str | None, ext: str) -> Path:
     """A cache file keyed by the weights, the config and (for int8) the calibration images' identity."""
     h = hashlib.sha256(model.config.to_json().encode())
     for v in model.state_dict().values():
@@ -56,7 +56,7 @@ def _cache_path(model: nn.Module, kind: str, suffix: str, calibration: str | Non
 
 def _cached_export(model: nn.Module, fmt: str, int8: bool, calibration: str | None, batch: str = "dynamic") -> str:
     """``model`` exported (and verified) once in ``fmt``; later calls reuse the file."""
-    path = _cache_path(model, fmt, "int8" if int8 else "fp32", calibration if int8 else None, EXTENSIONS[fmt])
+    path = cache_path(model, fmt, "int8" if int8 else "fp32", calibration if int8 else None, EXTENSIONS[fmt])
     if not path.exists():
         export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration)
     return str(path)

@@ -1,7 +1,7 @@
 """Object detection, the task: training (``task``: :class:`DetectionTask` for the shared loop; ``loss``: focal +
 Huber), anchors, box coding and NMS (``boxes``), images in and final boxes out (``predictor``: :class:`Predictor`), COCO evaluation (``evaluate``), prediction on image files (``predict``), the
 end-to-end ONNX export (``export``) and serving (``served``: ``POST /detect``); ``commands``: ``effnet detect
-train|eval|predict|export``. The model itself is ``effnet.models.efficientdet`` + ``bifpn`` on the classifier's
+train|eval|predict|export``. The model itself is ``effnet.models.nets.efficientdet`` + ``bifpn`` on the classifier's
 backbone; classification (``effnet.classify``) is the sibling task."""
 
 from .predictor import Predictor

@@ -14,15 +14,17 @@ from ..deploy import BACKENDS
 from ..deploy.options import add_export_arguments, export_options
 from ..errors import DataError, UsageError
 from ..files import atomic_write
-from ..models.registry import load_model
+from ..models.zoo.registry import load_model
 from ..tasks import export
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
 from ..train.config import check_numbers
 from ..train.loop import train
 from .evaluate import evaluate_detector
+from .pipeline import SCORE_THRESHOLD
 from .predict import draw_detections, predict_paths
 from .predictor import DETECT_BACKENDS, Predictor
+from .spec import TASK
 from .task import BACKBONE_ONLY, DetectionTask
 
 
@@ -142,7 +144,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``effnet detect export``: ``effnet export`` for detectors only (same flags)."""
     if not args.pretrained:
         _needs_weights(args.model, args.weights)
-    exported = export(args.model, export_options(args), args.pretrained, args.weights, args.ema, task="detect")
+    exported = export(args.model, export_options(args), args.pretrained, args.weights, args.ema, task=TASK.name)
     print("\n".join(exported.lines))
     if args.json:
         print(json.dumps(exported.report))
@@ -155,14 +157,13 @@ def add_commands(sub) -> None:
 
     p = dsub.add_parser("train", help="train a detector on a COCO-layout dataset (the shared training loop)")
     p.add_argument("data_dir", nargs="?", help="DATA with annotations/instances_{train,val}.json, train/, val/")
-    add_train_arguments(p)
+    add_train_arguments(p, TASK.recipes)
     p.add_argument("--pretrained-backbone", dest="pretrained", action="store_const", const=BACKBONE_ONLY,
                    help="start the backbone from the classifier's installed ImageNet weights (--pretrained: the "
                         "published COCO detector, only the class output layer new)")
     p.add_argument("--fp32", dest="amp", action="store_false",
                    help="no bfloat16 autocast (the default where the CPU has native bf16)")
-    p.set_defaults(func=cmd_train, model="efficientdet_lite0", recipe="detect", batch_size=16, amp=bf16_native(),
-                   channels_last=True)
+    p.set_defaults(func=cmd_train, amp=bf16_native(), **TASK.train_defaults)
 
     p = dsub.add_parser("eval", help="COCO AP/AP50/AP75/APs/APm/APl of a run on DATA's val split")
     p.add_argument("run_or_model", help="run directory or detector .safetensors file")
@@ -188,7 +189,7 @@ def add_commands(sub) -> None:
                    help=f"torch, or the end-to-end exported graph: {', '.join(DETECT_BACKENDS[1:])} (auto: torch)")
     p.add_argument("--calibration", help="folder of images to calibrate openvino-int8 on")
     p.add_argument("--out", help="write <image>.png with boxes drawn and predictions.json here")
-    p.add_argument("--score-threshold", type=float, default=0.3)
+    p.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD)
     p.add_argument("--resolution", type=int)
     p.add_argument("--weights", help="with a detector name: weights to import (effdet checkpoint, effnet file)")
     p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
@@ -197,5 +198,5 @@ def add_commands(sub) -> None:
 
     p = dsub.add_parser("export", help="= effnet export, for detectors: ONNX with box decoding + NMS in the graph "
                                        "(verified vs PyTorch), or --raw")
-    add_export_arguments(p)
+    add_export_arguments(p, TASK.export_flags)
     p.set_defaults(func=cmd_export)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..data.coco import CocoSplit, DetectionSamples, collate_detection
-from .boxes import Detections, anchors_for, flatten_outputs, postprocess
+from .boxes import Detections
+from .pipeline import CANDIDATE_SCORE_THRESHOLD, DetectionPipeline
 from .predictor import Predictor
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -23,16 +24,17 @@ def eval_loader(split: CocoSplit, config, resolution: int, batch_size: int, work
 
 
 def detect_batch(model: nn.Module, x: torch.Tensor, scales: list[float], amp: bool = False,
-                 channels_last: bool = False, score_threshold: float = 0.0) -> list[Detections]:
-    """Raw forward + decoding + NMS for a batch of letterboxed images; boxes in original-image pixels."""
-    config = model.config
+                 channels_last: bool = False, score_threshold: float = 0.0,
+                 clip_sizes: list[tuple[float, float]] | None = None) -> list[Detections]:
+    """Raw forward + :class:`~effnet.detect.pipeline.DetectionPipeline` for a batch of letterboxed images; boxes
+    clipped to each image's own (height, width) in input pixels (``clip_sizes``, default the whole input) and
+    returned in original-image pixels."""
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         class_out, box_out = model(x)
-    cls, box = flatten_outputs(class_out, box_out, config.num_classes)
-    anchors = anchors_for(config, x.shape[-2], x.shape[-1])
-    return postprocess(cls, box, anchors, (x.shape[-2], x.shape[-1]), scales, score_threshold=score_threshold)
+    pipeline = DetectionPipeline.for_input(model.config, x.shape[-2:], score_threshold=score_threshold)
+    return pipeline(class_out, box_out, scales, clip_sizes)
 
 
 def coco_metrics(split: CocoSplit, results: list[dict]) -> dict[str, float | None]:
@@ -55,27 +57,26 @@ def coco_metrics(split: CocoSplit, results: list[dict]) -> dict[str, float | Non
 
 def _detector(model: nn.Module, split: CocoSplit, backend: str, calibration: str | None, amp: bool,
               channels_last: bool, score_threshold: float):
-    """(letterboxed batch, its targets) -> per image (boxes in original pixels, scores, labels): the PyTorch path,
-    or ``backend``'s end-to-end exported graph (:class:`effnet.detect.Predictor`'s engines: decoding and NMS in the
-    graph, each image clipped to its own area as the PyTorch path does)."""
-    if backend == "torch":
-        def run(x, targets):
-            dets = detect_batch(model, x, [t["scale"] for t in targets], amp, channels_last, score_threshold)
-            return [(d.boxes, d.scores, d.labels) for d in dets]
-        return run
-    engine = Predictor(model, backend, score_threshold, calibration)
+    """(letterboxed batch, its targets) -> per image (boxes in original pixels, scores, labels): the PyTorch path
+    (with ``amp`` / ``channels_last``), or ``backend``'s (:class:`effnet.detect.Predictor`'s engines); either way
+    each image's boxes are clipped to its own area, as effdet does."""
+    engine = None if backend == "torch" else Predictor(model, backend, score_threshold, calibration)
     sizes = {image.id: (image.height, image.width) for image in split.images}
 
     def run(x, targets):
         scales = [t["scale"] for t in targets]
         valid = [tuple(v * s for v in sizes[t["image_id"]]) for t, s in zip(targets, scales)]
-        return engine.detect(x, scales, valid)
+        if engine is not None:
+            return engine.detect(x, scales, valid)
+        dets = detect_batch(model, x, scales, amp, channels_last, score_threshold, valid)
+        return [(d.boxes, d.scores, d.labels) for d in dets]
     return run
 
 
 @torch.inference_mode()
 def evaluate_detector(model: nn.Module, split: CocoSplit, resolution: int, batch_size: int = 16, workers: int = 0,
-                      amp: bool = False, channels_last: bool = False, score_threshold: float = 0.05,
+                      amp: bool = False, channels_last: bool = False,
+                      score_threshold: float = CANDIDATE_SCORE_THRESHOLD,
                       backend: str = "torch", calibration: str | None = None) -> dict:
     """COCO metrics of ``model`` on ``split`` plus images/s (forward + decoding + NMS, not image decoding).
 

@@ -1,6 +1,6 @@
 """A detector as an ExecuTorch program (XNNPACK; fp32, or int8 by PT2E calibrated on real images): the raw
-per-level outputs (class P3..P7, box P3..P7) at batch 1, with decoding and NMS in Python
-(:func:`effnet.detect.boxes.postprocess`, the same code as the PyTorch path).
+per-level outputs (class levels, then box levels: P3..P7, D7x P3..P8) at batch 1, with decoding and NMS in Python
+(:class:`effnet.detect.pipeline.DetectionPipeline`, the same code as the PyTorch path).
 
 Why not end to end, as the ONNX and OpenVINO graphs are: ``torch.export`` stops at the size of NMS's output
 (data-dependent: "Could not guard on data-dependent expression" at the slice after ``nms``), and past that,
@@ -23,11 +23,11 @@ from ..deploy import executorch as et
 from ..deploy.optimize import optimize
 from ..errors import ExportError, UsageError
 from ..files import atomic_write, new_temp
-from ..models.bifpn import HeadNet, NearestUp2x, Resample
-from .boxes import anchors_for, flatten_outputs, postprocess
-from .export import DetectorExportReport, RawDetector, _calibration_batch, _match, _real_pairs, box_agreement
-
-SCORE_THRESHOLD = 0.05  # for the verification's detections, as the end-to-end graphs
+from ..models.nets.bifpn import HeadNet, NearestUp2x, Resample
+from .export import DetectorExportReport, RawDetector
+from .pipeline import CANDIDATE_SCORE_THRESHOLD as SCORE_THRESHOLD  # the verification's, as the end-to-end graphs'
+from .pipeline import DetectionPipeline
+from .verify import box_agreement, calibration_batch, match_detections, real_pairs
 
 
 def xnnpack_friendly(model: nn.Module) -> nn.Module:
@@ -48,18 +48,15 @@ def output_convs(model: nn.Module) -> tuple[str, ...]:
                  for level, convs in enumerate(module.folded))
 
 
-def _detections(model_config, outputs: list[torch.Tensor], hw: torch.Tensor, resolution: int):
-    """Final detections (input pixels) of one image from its ten raw outputs."""
-    cls, box = flatten_outputs(outputs[:5], outputs[5:], model_config.num_classes)
-    anchors = anchors_for(model_config, resolution, resolution)
-    return postprocess(cls, box, anchors, (resolution, resolution), score_threshold=SCORE_THRESHOLD,
-                       clip_sizes=[tuple(hw.tolist())])[0]
+def _detections(pipeline: DetectionPipeline, outputs: list[torch.Tensor], hw: torch.Tensor):
+    """Final detections (input pixels) of one image from its flat raw outputs (as many levels as the config has)."""
+    return pipeline.flat(outputs, clip_sizes=[hw])[0]
 
 
-def _int8_agreement(config, resolution: int, fp32: et.PteRunner, int8: et.PteRunner, pairs) -> dict:
-    """fp32 vs int8 programs on real images (:func:`effnet.detect.export.box_agreement`)."""
+def _int8_agreement(pipeline: DetectionPipeline, fp32: et.PteRunner, int8: et.PteRunner, pairs) -> dict:
+    """fp32 vs int8 programs on real images (:func:`effnet.detect.verify.box_agreement`)."""
     def boxes(runner, x, hw):
-        return _detections(config, [torch.from_numpy(o) for o in runner.outputs(x)], hw, resolution).boxes
+        return _detections(pipeline, [torch.from_numpy(o) for o in runner.outputs(x)], hw).boxes
 
     return box_agreement([(boxes(fp32, x, hw), boxes(int8, x, hw)) for x, hw in pairs])
 
@@ -78,31 +75,33 @@ def export_executorch_detector(model: nn.Module, path: str | os.PathLike, resolu
     model = model.eval()
     config, res = model.config, resolution or model.config.resolution
     deploy = RawDetector(xnnpack_friendly(optimize(model, channels_last=False))).eval()  # BatchNorm folded
-    pairs = _real_pairs(config, res, images)
+    pairs = real_pairs(config, res, images)
+    pipeline = DetectionPipeline.for_input(config, res, score_threshold=SCORE_THRESHOLD)
     path = str(path)
     fp32_path = f"{path}.fp32.pte" if int8 else path
     tmp = new_temp(path, directory=True)
     try:
         program = Path(tmp) / "fp32.pte"
         program.write_bytes(et.lower(deploy, torch.zeros(1, 3, res, res)))
-        box_diff, score_diff, out_diff = _verify(model, et.PteRunner(program), pairs, res, tolerance)
+        box_diff, score_diff, out_diff = _verify(model, et.PteRunner(program), pairs, pipeline, tolerance)
         os.replace(program, fp32_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     agreement = {}
     if int8:
-        feeds = _calibration_batch(config, res, calibration)
+        feeds = calibration_batch(config, res, calibration)
         calib = torch.from_numpy(np.concatenate([feed["image"] for feed in feeds]))
         program = et.lower(deploy, calib[:1], calib, keep_float=output_convs(deploy))
         atomic_write(path, lambda t: Path(t).write_bytes(program))
-        agreement = _int8_agreement(config, res, et.PteRunner(fp32_path), et.PteRunner(path), pairs)
+        agreement = _int8_agreement(pipeline, et.PteRunner(fp32_path), et.PteRunner(path), pairs)
     text = config.to_json()  # the runtime side needs no flags: input size, mean/std and class names
     atomic_write(f"{path}.json", lambda t: Path(t).write_text(text))
     report = DetectorExportReport(path, False, len(pairs), box_diff, score_diff, True, False)
     return report, dict(agreement, max_output_diff=out_diff)
 
 
-def _verify(model: nn.Module, runner: et.PteRunner, pairs, res: int, tolerance: float) -> tuple[float, float, float]:
+def _verify(model: nn.Module, runner: et.PteRunner, pairs, pipeline: DetectionPipeline,
+            tolerance: float) -> tuple[float, float, float]:
     """(max box diff px, max score diff, max raw output diff) of the program vs PyTorch; raises when they differ."""
     box_diff = score_diff = out_diff = 0.0
     for x, hw in pairs:
@@ -111,10 +110,10 @@ def _verify(model: nn.Module, runner: et.PteRunner, pairs, res: int, tolerance: 
         want = [*class_out, *box_out]
         got = [torch.from_numpy(o) for o in runner.outputs(x)]
         out_diff = max(out_diff, max(float((g - w).abs().max()) for g, w in zip(got, want)))
-        a, b = _detections(model.config, want, hw, res), _detections(model.config, got, hw, res)
-        d_box, d_score, same = _match(b.boxes.numpy(), b.scores.numpy(), b.labels.numpy(), a, tolerance)
+        a, b = _detections(pipeline, want, hw), _detections(pipeline, got, hw)
+        d_box, d_score, same = match_detections(b.boxes.numpy(), b.scores.numpy(), b.labels.numpy(), a, tolerance)
         box_diff, score_diff = max(box_diff, d_box), max(score_diff, d_score)
-        if not same or out_diff > tolerance or box_diff > tolerance * max(1.0, res / 100):
+        if not same or out_diff > tolerance or box_diff > tolerance * max(1.0, pipeline.height / 100):
             raise ExportError(f"ExecuTorch disagrees with PyTorch on real images (same detections: {same}, max output "
                               f"diff {out_diff:.3g}, max box diff {box_diff:.3g} px); nothing written")
     return box_diff, score_diff, out_diff
@@ -123,17 +122,17 @@ def _verify(model: nn.Module, runner: et.PteRunner, pairs, res: int, tolerance: 
 def executorch_runner(model: nn.Module, int8: bool, calibration: str | None):
     """``model``'s raw-output program, exported and verified once into the cache (keyed by weights, config and
     calibration images), as a function: preprocessed batch -> (class outputs, box outputs) like the model's."""
-    from ..deploy.predictors import _cache_path
+    from ..deploy.predictors import cache_path
 
     if int8 and not calibration:
         raise UsageError("--backend executorch-int8 needs --calibration DIR (real images to calibrate int8 on)")
-    path = _cache_path(model, "detect-executorch", "int8" if int8 else "fp32", calibration if int8 else None, "pte")
+    path = cache_path(model, "detect-executorch", "int8" if int8 else "fp32", calibration if int8 else None, "pte")
     if not path.exists():
         export_executorch_detector(model, path, int8=int8, calibration=calibration)
     runner = et.PteRunner(path)
+    pipeline = DetectionPipeline.for_input(model.config)  # for its level count: class levels, then box levels
 
     def run(x: torch.Tensor):
-        outputs = [torch.from_numpy(o) for o in runner.outputs(x)]
-        return outputs[:5], outputs[5:]
+        return pipeline.split([torch.from_numpy(o) for o in runner.outputs(x)])
 
     return run

@@ -18,7 +18,7 @@ def export_for_task(model: nn.Module, options: ExportOptions) -> Exported:
     and NMS inside) as ONNX or OpenVINO IR (``--int8 --calibration DIR``: NNCF), ``raw`` per-level ONNX outputs, or
     an ExecuTorch program of the raw outputs (``--int8``: PT2E)."""
     if options.format not in ("onnx", "openvino", "executorch") or (options.int8 and options.format == "onnx") or (
-            options.raw and options.format != "onnx"):
+            options.setting("raw", False) and options.format != "onnx"):
         raise UsageError("detectors export to --format onnx (fp32) or --format openvino [--int8 --calibration DIR], "
                          "end to end (boxes with NMS inside), or --raw outputs to onnx; --format executorch "
                          "[--int8 --calibration DIR] gives the raw outputs (decoding + NMS by effnet's Predictor)")
@@ -36,12 +36,18 @@ def export_for_task(model: nn.Module, options: ExportOptions) -> Exported:
             line += (f"; int8 vs fp32: {agreement['int8_detections']} vs {agreement['fp32_detections']} detections, "
                      f"{agreement['fp32_kept_by_int8']:.0%} of fp32's found at IoU >= 0.5")
         return Exported([line], dict(r.__dict__, **agreement))
-    r = export_detector(model, options.output, options.resolution, options.raw, images)
-    what = "raw outputs (class/box P3-P7)" if options.raw else "end to end: boxes, scores, classes; decoding + NMS inside"
+    raw = options.setting("raw", False)
+    r = export_detector(model, options.output, options.resolution, raw, images)
+    what = f"raw outputs (class/box {_levels(model)})" if raw else "end to end: boxes, scores, classes; decoding + NMS inside"
     checked = "ONNX Runtime" + (" and OpenVINO" if r.openvino_checked else "")
     line = (f"wrote {r.path} ({what}); {checked} vs PyTorch on {r.images} real images: max box diff "
-            f"{r.max_box_diff:.2e}" + ("" if options.raw else f" px, max score diff {r.max_score_diff:.2e}"))
+            f"{r.max_box_diff:.2e}" + ("" if raw else f" px, max score diff {r.max_score_diff:.2e}"))
     return Exported([line], dict(r.__dict__))
+
+
+def _levels(model: nn.Module) -> str:
+    """The pyramid levels of the raw outputs, as a reader counts them: P3-P7 (D7x: P3-P8)."""
+    return f"P{model.config.min_level}-P{model.config.max_level}"
 
 
 def _export_executorch(model: nn.Module, options: ExportOptions, images) -> Exported:
@@ -50,7 +56,7 @@ def _export_executorch(model: nn.Module, options: ExportOptions, images) -> Expo
     r, extra = export_executorch_detector(model, options.output, options.resolution, images, options.int8,
                                           options.calibration)
     line = (f"wrote {r.path} (ExecuTorch + XNNPACK{', int8 (PT2E)' if options.int8 else ''}, batch 1: raw outputs "
-            f"class/box P3-P7; decoding + NMS in Python by effnet.detect.Predictor, --backend executorch); "
+            f"class/box {_levels(model)}; decoding + NMS in Python by effnet.detect.Predictor, --backend executorch); "
             f"{'its fp32 program ' if options.int8 else ''}checked in ExecuTorch's runtime vs PyTorch on "
             f"{r.images} real images: max output diff {extra['max_output_diff']:.2e}, max box diff "
             f"{r.max_box_diff:.2e} px; config at {r.path}.json")

@@ -10,30 +10,18 @@ from torch import nn
 
 from ..data import check_image, load_image
 from ..errors import ImageLoadError
-from ..data.coco import detection_eval_image
 from ..results import detection
-from .evaluate import detect_batch
+from .pipeline import SCORE_THRESHOLD
+from .predictor import Predictor
 
 
-@torch.inference_mode()
-def predict_files(model: nn.Module, paths: list[str | os.PathLike], score_threshold: float = 0.3,
+def predict_files(model: nn.Module, paths: list[str | os.PathLike], score_threshold: float = SCORE_THRESHOLD,
                   resolution: int | None = None) -> list[dict]:
-    """Detections for each image file: ``{"file", "width", "height", "detections": [{"box" (x0, y0, x1, y1
-    pixels), "score", "label", "class"}]}``. An unreadable file raises :class:`effnet.errors.ImageLoadError`."""
-    model.eval()
-    config = model.config
-    res = resolution or config.resolution
-    names = config.class_names or tuple(str(i) for i in range(config.num_classes))
-    out = []
-    for path in paths:
-        image = load_image(path)
-        x, scale = detection_eval_image(image, config.mean, config.std, res)
-        det = detect_batch(model, x[None], [scale], score_threshold=score_threshold)[0]
-        boxes = [[round(v, 2) for v in b] for b in det.boxes.tolist()]
-        out.append(dict(file=str(path), width=image.width, height=image.height, detections=[
-            dict(box=b, score=round(s, 4), label=int(lab), **{"class": names[lab]})
-            for b, s, lab in zip(boxes, det.scores.tolist(), det.labels.tolist())]))
-    return out
+    """Detections for each image file, in :func:`effnet.results.detection`'s schema (``{"path", "width", "height",
+    "detections": [{"label" (class name), "index", "score", "box" (x1, y1, x2, y2 pixels)}]}``), by
+    :class:`effnet.detect.Predictor` at ``resolution`` (default the model's). An unreadable file raises
+    :class:`effnet.errors.ImageLoadError` before any work."""
+    return predict_paths(Predictor(model, score_threshold=score_threshold, resolution=resolution), paths)
 
 
 def predict_paths(predictor, paths: list[str | os.PathLike]) -> list[dict]:

@@ -4,8 +4,8 @@
 dict per image: ``boxes`` (K, 4) x1, y1, x2, y2 in that image's own pixels, ``scores`` (K,), ``labels`` (K,) the
 model's output indices, and ``names`` (K,) the class names the weights carry (COCO's for the published
 detectors). Each image is letterboxed to the model's input size with the model's own mean/std; the batch runs as one
-forward pass; decoding, clipping to the image and per-class NMS follow effdet / the official post-processing, so
-on the same weights the boxes are effdet's ``DetBenchPredict``'s.
+forward pass; decoding, clipping to the image and per-class NMS (:class:`effnet.detect.pipeline.DetectionPipeline`)
+follow effdet / the official post-processing, so on the same weights the boxes are effdet's ``DetBenchPredict``'s.
 
 ``backend`` other than ``torch`` runs the end-to-end exported graph (decoding and NMS inside; exported once,
 verified and cached, as ``predict --backend`` does for classifiers): ``onnx`` (ONNX Runtime), ``openvino``,
@@ -17,6 +17,7 @@ why not end to end).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from PIL import Image
@@ -25,10 +26,11 @@ from torch import nn
 from ..data.coco import detection_eval_image
 from ..deploy.optimize import optimize
 from ..errors import UsageError
-from .boxes import anchors_for, flatten_outputs, postprocess
+from ..results import label_names
+from .pipeline import CANDIDATE_SCORE_THRESHOLD as DEFAULT_SCORE_THRESHOLD  # below it, NMS only spends time
+from .pipeline import DetectionPipeline
 
 DETECT_BACKENDS = ("torch", "onnx", "openvino", "openvino-int8", "executorch", "executorch-int8")
-DEFAULT_SCORE_THRESHOLD = 0.05  # torchvision's RetinaNet default: below it, NMS only spends time
 
 
 def _as_input(image) -> Image.Image | torch.Tensor:
@@ -63,17 +65,23 @@ class Predictor:
     ``fold_batchnorm`` runs PyTorch on the inference copy (:func:`effnet.deploy.optimize`: BatchNorm folded,
     channels_last), ~4x faster for D0 at 512 px on a CPU; its scores differ from the plain model's by float rounding
     (boxes ~1e-3 px), so detections whose scores tie may come in another order. Off: effdet's boxes exactly.
+    ``resolution``: letterbox to this size instead of the model's (PyTorch only).
     """
 
     def __init__(self, model: nn.Module, backend: str = "torch", score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                  calibration: str | None = None, threads: int | None = None, max_detections: int = 100,
-                 fold_batchnorm: bool = False) -> None:
+                 fold_batchnorm: bool = False, resolution: int | None = None) -> None:
         backend = "torch" if backend == "auto" else backend  # exported graphs are opt-in: torch is exact
         if backend not in DETECT_BACKENDS:
             raise UsageError(f"unknown detector backend {backend!r} ({', '.join(DETECT_BACKENDS)})")
-        self.model, self.config = model.eval(), model.config
+        if resolution not in (None, model.config.resolution) and backend != "torch":
+            raise UsageError(f"--backend {backend} runs the graph exported at the model's input size; set "
+                             "model.config's resolution instead")  # the cached exports are keyed by the config
+        self.model, self.config = model.eval(), model.config.replace(resolution=resolution or model.config.resolution)
         self.backend, self.score_threshold, self.max_detections = backend, score_threshold, max_detections
-        self.class_names = self.config.class_names or tuple(str(i) for i in range(self.config.num_classes))
+        self.class_names = label_names(self.config.class_names, self.config.num_classes)
+        self.pipeline = DetectionPipeline.for_input(self.config, score_threshold=score_threshold,
+                                                    max_detections=max_detections)
         self.engine, self.runner = None, self.model
         if backend == "torch" and fold_batchnorm:
             folded = optimize(self.model)
@@ -91,17 +99,17 @@ class Predictor:
         return preprocess(self.config, images)
 
     @torch.inference_mode()
-    def detect(self, x: torch.Tensor, scales: list[float], valid: list[tuple[float, float]]) -> list[tuple]:
-        """(boxes in original pixels, scores, labels) per image of a preprocessed batch."""
+    def detect(self, x: torch.Tensor, scales: list[float], valid: list[tuple[float, float]],
+               score_threshold: float | None = None) -> list[tuple]:
+        """(boxes in original pixels, scores, labels) per image of a preprocessed batch; ``score_threshold``: this
+        call's instead of the predictor's (an exported graph keeps only what scores over its own ``CANDIDATE_SCORE_THRESHOLD``)."""
+        threshold = self.score_threshold if score_threshold is None else score_threshold
         if self.engine is not None:
-            found = self.engine(x, torch.tensor(valid, dtype=torch.float32), self.score_threshold)
+            found = self.engine(x, torch.tensor(valid, dtype=torch.float32), threshold)
             return [(b / s, sc, lab) for (b, sc, lab), s in zip(found, scales)]
-        class_out, box_out = self.runner(x)
-        cls, box = flatten_outputs(class_out, box_out, self.config.num_classes)
-        anchors = anchors_for(self.config, x.shape[-2], x.shape[-1])
-        dets = postprocess(cls, box, anchors, tuple(x.shape[-2:]), scales, max_detections=self.max_detections,
-                           score_threshold=self.score_threshold, clip_sizes=valid)
-        return [(d.boxes, d.scores, d.labels) for d in dets]
+        # sized by the batch: a caller may letterbox to another size (torch only; exported graphs are fixed)
+        pipeline = replace(self.pipeline, height=x.shape[-2], width=x.shape[-1], score_threshold=threshold)
+        return [(d.boxes, d.scores, d.labels) for d in pipeline(*self.runner(x), scales, valid)]
 
     def __call__(self, images: Sequence) -> list[dict]:
         if isinstance(images, (Image.Image, torch.Tensor)):

@@ -1,6 +1,6 @@
 """A detector behind ``effnet serve`` (``POST /detect``, and ``/v2/models/{name}/infer`` of the Open Inference
-Protocol): the :class:`~effnet.deploy.engines.ServedModel` of the detect task, giving exactly the boxes
-``effnet detect predict`` gives."""
+Protocol): the :class:`~effnet.deploy.engines.ServedModel` of the detect task, on any of
+:class:`~effnet.detect.Predictor`'s backends, giving exactly the boxes ``effnet detect predict`` gives with it."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from torch import nn
 from ..data.coco import detection_eval_image
 from ..deploy.engines import Engines
 from ..errors import UsageError
-from ..results import detection
-from .boxes import anchors_for, flatten_outputs, postprocess
+from ..results import detection, label_names
+from ..taskspec import TaskSpec
+from .predictor import Predictor
 
 
 @dataclass
@@ -32,20 +33,18 @@ class DetectInput:
 
 @dataclass
 class Detector:
-    """An EfficientDet: letterbox preprocessing, forward as one batch, decoding + per-class NMS per image,
-    exactly as ``effnet detect predict`` (:func:`effnet.detect.predict.predict_files`) does it."""
+    """An EfficientDet: letterbox preprocessing, then :class:`~effnet.detect.Predictor` (one per inference thread:
+    ``engines``) on the batch, exactly as ``effnet detect predict`` (:func:`effnet.detect.predict.predict_paths`)."""
 
-    engines: Engines
+    task: TaskSpec  # detection's task object (its route, its options)
+    engines: Engines  # of Predictor
     name: str
     backend: str
-    kind: str = "detect"
     config: Any = field(init=False)
 
     def __post_init__(self) -> None:
         self.config = self.engines.first.config
-        self.labels = self.config.class_names or tuple(str(i) for i in range(self.config.num_classes))
-        res = self.config.resolution
-        self.anchors = anchors_for(self.config, res, res)
+        self.labels = label_names(self.config.class_names, self.config.num_classes)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -56,40 +55,34 @@ class Detector:
         """Letterboxing only ever shrinks to the model's size: whatever --max-megapixels lets through is fine."""
         return None
 
-    def preprocess(self, image: Image.Image, score_threshold: float = 0.3, **options: Any) -> DetectInput:
+    def preprocess(self, image: Image.Image, *, score_threshold: float, **options: Any) -> DetectInput:
         x, scale = detection_eval_image(image, self.config.mean, self.config.std, self.config.resolution)
         return DetectInput(x, scale, image.width, image.height, score_threshold)
 
-    def tensor_input(self, x: torch.Tensor, score_threshold: float = 0.3, **options: Any) -> DetectInput:
+    def tensor_input(self, x: torch.Tensor, *, score_threshold: float, **options: Any) -> DetectInput:
         """An already letterboxed, normalised image: boxes come back in its own pixels."""
         return DetectInput(x, 1.0, x.shape[-1], x.shape[-2], score_threshold)
 
-    @torch.inference_mode()
     def run_batch(self, inputs: list[DetectInput]) -> list[dict]:
-        """Detections (boxes in original-image pixels) for each input; the forward pass is one batch."""
+        """Detections (boxes in original-image pixels, clipped to each image) for each input, as one batch at the
+        lowest threshold asked, then each image's own: NMS keeps boxes greedily by score, so what scores over a
+        higher threshold is exactly what it would have kept at that threshold."""
         x = torch.stack([i.x for i in inputs])
-        class_out, box_out = self.engines.get()(x)
-        cls, box = flatten_outputs(class_out, box_out, self.config.num_classes)
+        valid = [(i.height * i.scale, i.width * i.scale) for i in inputs]
+        found = self.engines.get().detect(x, [i.scale for i in inputs], valid,
+                                          min(i.score_threshold for i in inputs))
         out = []
-        for row, item in enumerate(inputs):  # each request has its own threshold: post-process image by image
-            det = postprocess(cls[row:row + 1], box[row:row + 1], self.anchors, tuple(x.shape[-2:]), [item.scale],
-                              score_threshold=item.score_threshold)[0]
-            out.append(dict(width=item.width, height=item.height, boxes=det.boxes.tolist(),
-                            scores=det.scores.tolist(), labels=det.labels.tolist()))
+        for item, (boxes, scores, labels) in zip(inputs, found):
+            keep = scores > item.score_threshold
+            out.append(dict(width=item.width, height=item.height, boxes=boxes[keep].tolist(),
+                            scores=scores[keep].tolist(), labels=labels[keep].tolist()))
         return out
 
     def answer(self, found: dict, path: str | None = None, **options: Any) -> dict:
         return detection(found["boxes"], found["scores"], found["labels"], self.labels, found["width"],
                          found["height"], path=path)
 
-    # ---- the Open Inference Protocol (effnet.serve.protocol): its request parameters and outputs
-    def options_from(self, parameters: dict) -> dict:
-        """``score_threshold`` (0..1, default 0.3) from a request's parameters; UsageError naming it otherwise."""
-        threshold = parameters.get("score_threshold", 0.3)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-            raise UsageError(f"score_threshold must be a number in 0..1, got {threshold!r}")
-        return {"score_threshold": float(threshold)}
-
+    # ---- the Open Inference Protocol (effnet.serve.protocol): its outputs
     def output_metadata(self) -> list[tuple[str, str, list[int]]]:
         return [("boxes", "FP32", [-1, -1, 4]), ("scores", "FP32", [-1, -1]), ("labels", "BYTES", [-1, -1]),
                 ("indices", "INT64", [-1, -1]), ("num_detections", "INT32", [-1])]
@@ -110,9 +103,19 @@ class Detector:
         return {"boxes": boxes, "scores": scores, "labels": labels, "indices": indices, "num_detections": counts}
 
 
-def served_detector(model: nn.Module, backend: str = "auto", calibration: str | None = None, copies: int = 1,
-                    threads: int | None = None) -> Detector:
-    """The plain eval model, as ``effnet detect predict`` runs it: the same boxes, not just close ones."""
-    if backend not in ("auto", "torch"):
-        raise UsageError(f"a detector is served with --backend torch (or auto), not {backend}")
-    return Detector(Engines([model.eval()] * copies), name=model.config.name, backend="torch")
+def served_detector(task: TaskSpec, model: nn.Module, backend: str = "auto", calibration: str | None = None,
+                    copies: int = 1, threads: int | None = None) -> Detector:
+    """``model`` behind :class:`~effnet.detect.Predictor` on ``backend`` (any of its backends; ``auto``: the plain
+    PyTorch model, whose boxes are effdet's exactly), ``copies`` engines for as many inference threads: the PyTorch
+    module is shared, an exported graph gets a runtime session each (``threads`` intra-op threads)."""
+    def predictor() -> Predictor:
+        return Predictor(model, backend, calibration=calibration, threads=threads)
+
+    try:
+        first = predictor()
+        engines = [first] * copies if first.backend == "torch" else [first] + [predictor() for _ in range(copies - 1)]
+    except UsageError:
+        raise
+    except Exception as exc:  # export / quantization problems: one line, not a traceback
+        raise UsageError(f"backend {backend}: {exc}") from None
+    return Detector(task, Engines(engines), name=model.config.name, backend=first.backend)

@@ -18,7 +18,7 @@ from torch import nn
 from ..data import eval_transform
 from ..errors import UsageError
 from ..extras import install_hint
-from ..models.imagenet import class_names_for
+from ..models.zoo.imagenet import class_names_for
 from .options import DEFAULT_LAYER, METHODS
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("give --model NAME [--pretrained] or a RUN directory / .safetensors file")
     if args.model and args.run:
         raise UsageError("give --model NAME or RUN, not both")
-    from ..models.registry import load_model
+    from ..models.zoo.registry import load_model
 
     model = load_model(args.model or args.run, pretrained=args.pretrained, task="classify")
     e = explain(model, photo, args.class_index, args.method, args.layer)

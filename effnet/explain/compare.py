@@ -34,7 +34,7 @@ class Column:
 def study_columns(study_dir: str | Path, phi: float | None = None) -> list[Column]:
     """The baseline and the depth / width / resolution / compound models of an ``effnet study`` at ``phi``
     (default: the largest it trained), loaded from their runs."""
-    from ..models.registry import load_model
+    from ..models.zoo.registry import load_model
 
     folder = Path(study_dir)
     table = folder / "study.json"
@@ -55,8 +55,8 @@ def study_columns(study_dir: str | Path, phi: float | None = None) -> list[Colum
 
 
 def named_columns(specs: list[str], pretrained: bool) -> list[Column]:
-    from ..models.accounting import profile
-    from ..models.registry import load_model
+    from ..models.paper.accounting import profile
+    from ..models.zoo.registry import load_model
 
     columns = []
     for spec in specs:

@@ -1,5 +1,6 @@
-"""The networks: the paper's tables as data (``config``), layers and MBConv blocks, EfficientNet and its
-feature backbone, the name registry, parameter/MAC accounting and weight files/importers.
+"""EfficientNet and EfficientDet in three floors: ``nets`` (the networks and the paper's tables as data), ``zoo``
+(names, the one resolver, published weights, model files, importers, the download cache, Hugging Face Hub
+folders) and ``paper`` (the paper's tables of peers, parameter/MAC accounting, the Table 4 latency protocol).
 
 Names are imported on first use (PEP 562): ``effnet list`` reads the tables without loading torch.
 """
@@ -8,22 +9,23 @@ from __future__ import annotations
 
 from ..lazy import lazy_exports
 
-_EXPORTS = {
-    **{name: (".config", name) for name in (
+# public name -> (module, attribute); effnet/__init__.py exports the same names
+EXPORTS: dict[str, tuple[str, str]] = {
+    **{name: ("effnet.models.nets.config", name) for name in (
         "B0_STAGES", "VARIANTS", "BlockArgs", "ModelConfig", "compound", "round_filters", "round_repeats", "scale")},
-    "EfficientNet": (".efficientnet", "EfficientNet"),
-    "EfficientNetFeatures": (".efficientnet", "EfficientNetFeatures"),
-    "create_model": (".registry", "create_model"),
-    "resolve_config": (".registry", "resolve_config"),
-    "list_models": (".names", "list_models"),
-    "load": (".registry", "load_any"),
-    "profile": (".accounting", "profile"),
-    "save": (".weights", "save"),
-    "load_weights": (".weights", "load_weights"),
-    "save_pretrained": (".hf", "save_pretrained"),
+    "EfficientNet": ("effnet.models.nets.efficientnet", "EfficientNet"),
+    "EfficientNetFeatures": ("effnet.models.nets.efficientnet", "EfficientNetFeatures"),
+    "create_model": ("effnet.models.zoo.registry", "create_model"),
+    "resolve_config": ("effnet.models.zoo.registry", "resolve_config"),
+    "list_models": ("effnet.models.zoo.names", "list_models"),
+    "load": ("effnet.models.zoo.registry", "load_any"),
+    "profile": ("effnet.models.paper.accounting", "profile"),
+    "save": ("effnet.models.zoo.model_files", "save"),
+    "load_weights": ("effnet.models.zoo.importers", "load_weights"),
+    "save_pretrained": ("effnet.models.zoo.hf_hub", "save_pretrained"),
 }
 
-__all__ = list(_EXPORTS)
+__all__ = list(EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), EXPORTS)

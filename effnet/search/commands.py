@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..files import atomic_write
-from ..models.accounting import profile
+from ..models.paper.accounting import profile
 from .grid import Candidate
 from .report import collect
 from .runner.clock import process_started

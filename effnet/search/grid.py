@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UsageError
-from ..models.accounting import profile
-from ..models.config import ModelConfig, compound, scale
-from ..models.efficientnet import EfficientNet
-from ..models.registry import resolve_config
+from ..models.paper.accounting import profile
+from ..models.nets.config import ModelConfig, compound, scale
+from ..models.nets.efficientnet import EfficientNet
+from ..models.zoo.registry import resolve_config
 
 
 def parse_range(text: str) -> list[float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..classify import train
 from ..data import dataset_hints
 from ..files import atomic_write
-from ..models.config import ModelConfig, compound
+from ..models.nets.config import ModelConfig, compound
 from ..train import TrainConfig
 from .grid import Candidate, macs_of, params_of, resolve_base
 from .settings import PAPER

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import dataset_hints
-from ..models.config import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
+from ..models.nets.config import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from .grid import Candidate, enumerate_grid, parse_range
 
-# the paper's coefficients (section 3.3; their one home is effnet.models.config): the reference every winner must beat
+# the paper's coefficients (section 3.3; their one home is effnet.models.nets.config): the reference every winner must beat
 PAPER = Candidate(PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA)
 DEFAULT_MAX_EPOCHS = 9  # without --budget-minutes: rungs at 1 and 3 epochs, finalists at 9
 

@@ -22,7 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         name=args.name, max_queue=args.max_queue, max_concurrency=args.max_concurrency,
         body_timeout=args.body_timeout, idle_timeout=args.idle_timeout, shutdown_timeout=args.shutdown_timeout)
     served = load_served(settings)
-    print(f"effnet serve: {served.name} ({served.kind}, backend {served.backend}) on "
+    print(f"effnet serve: {served.name} ({served.task.name}, backend {served.backend}) on "
           f"http://{settings.host}:{settings.port}  page: /  API docs: /docs  Open Inference Protocol: "
           f"/v2/models/{settings.name or served.name}  metrics: /metrics; at most {settings.concurrency_limit} "
           f"requests in progress, {settings.queue_limit} images queued", flush=True)

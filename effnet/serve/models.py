@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..deploy.engines import ServedModel
 from ..errors import UsageError
-from ..models.registry import load_model as resolve_model
+from ..models.zoo.registry import load_model as resolve_model
 from ..tasks import task_for
 
 __all__ = ["ServedModel", "load_model"]
@@ -14,7 +14,7 @@ __all__ = ["ServedModel", "load_model"]
 def load_model(spec: str, pretrained: bool = False, backend: str = "auto", calibration: str | None = None,
                copies: int = 1, threads: int | None = None) -> ServedModel:
     """``spec`` is a model name (with ``pretrained``), a config .json, a run directory or a .safetensors file
-    (:func:`effnet.models.registry.load_model` decides which kind it is); ``copies`` engines with ``threads``
+    (:func:`effnet.models.zoo.registry.load_model` decides which kind it is); ``copies`` engines with ``threads``
     threads each, one per inference thread."""
     if backend.endswith("int8") and not calibration:  # no uploads exist yet to calibrate on
         raise UsageError(f"--backend {backend} needs --calibration FOLDER of real images")

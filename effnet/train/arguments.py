@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import UsageError
 from .config import TrainConfig
+from .recipes import RECIPES
 
 
 # what a resume may change: where the data now lives and how it is read or logged; every other setting shapes the
@@ -77,8 +79,9 @@ def _resumed_config(args: argparse.Namespace, config_type, fields: set[str]):
         raise UsageError(f"{Path(args.resume) / 'args.json'}: {exc}") from None
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of ``effnet train`` after DATA_DIR (shared with ``effnet detect train``)."""
+def add_train_arguments(p: argparse.ArgumentParser, task_recipes: Iterable[str] = ()) -> None:
+    """The flags of ``effnet train`` after DATA_DIR (shared with ``effnet detect train``); ``task_recipes``: the
+    names of the task's own recipes, offered by ``--recipe`` beside the shared ones."""
     p.add_argument("--model", default=None, help="model name or config .json (default efficientnet_b0)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pretrained", action="store_true", default=None)
@@ -92,7 +95,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--val-split", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--recipe", choices=["auto", "paper", "finetune", "detect"])
+    p.add_argument("--recipe", choices=["auto", *RECIPES, *task_recipes])
     p.add_argument("--optimizer", choices=["rmsprop", "adamw", "sgd"])
     p.add_argument("--schedule", choices=["exp", "cosine", "constant"])
     p.add_argument("--weight-decay", type=float)

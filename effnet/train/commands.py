@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..models.registry import config_of
-from ..tasks import task_for
+from ..tasks import plot
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    print(f"wrote {task_for(config_of(args.run_dir)).plot(args.run_dir)}")
+    print(f"wrote {plot(args.run_dir)}")
     return 0
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from ..errors import UsageError
 from .recipes import RECIPES, Recipe
@@ -118,13 +120,15 @@ class TrainConfig:
             if problem is not None:
                 raise UsageError(problem)
 
-    def resolved_recipe(self) -> Recipe:
+    def resolved_recipe(self, task_recipes: Mapping[str, Recipe] = MappingProxyType({})) -> Recipe:
+        """The named recipe (the shared ones or the task's own), with this run's explicit settings over it."""
+        recipes = {**RECIPES, **task_recipes}
         name = self.recipe
         if name == "auto":
             name = "finetune" if (self.pretrained or self.weights) else "paper"
-        if name not in RECIPES:
-            raise UsageError(f"unknown recipe {name!r} (paper, finetune)")
-        base = RECIPES[name]
+        if name not in recipes:
+            raise UsageError(f"unknown recipe {name!r} ({', '.join(recipes)})")
+        base = recipes[name]
         overrides = {f.name: getattr(self, f.name) for f in dataclasses.fields(Recipe)
                      if hasattr(self, f.name) and getattr(self, f.name) is not None}
         overrides.pop("lr", None)

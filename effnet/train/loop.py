@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..data import HINTS_FILE, dataset_hints
 from ..errors import DataError, TrainingDiverged
 from ..files import atomic_write, unique_dir
-from ..models.weights import save
+from ..models.zoo.model_files import save
 from .allocator import allocator
 from .checkpoint import TrainState, rng_state, seed_everything, set_rng_state
 from .config import TrainConfig
@@ -99,7 +99,7 @@ def _setup(cfg: TrainConfig, task: Task, resume_dir: str | None) -> Run:
     log = (lambda *a: print(*a, flush=True)) if rank == 0 and not cfg.quiet else (lambda *a: None)
     seed_everything(cfg.seed)
     cfg = _with_dataset_hints(cfg, log)
-    recipe = cfg.resolved_recipe()
+    recipe = cfg.resolved_recipe(task.recipes)
     task.load_data(cfg, log)
     model = _prepare_model(task.build_model(cfg), cfg, distributed)
     train_ds = task.train_dataset(model.config, recipe, cfg.seed)

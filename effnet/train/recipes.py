@@ -36,17 +36,13 @@ class Recipe:
     ema_decay: float
 
 
+# the recipes every task may use; a task adds its own (its training task's ``recipes``: detection's "detect")
 RECIPES: dict[str, Recipe] = {
     # Paper section 5.2: RMSProp (decay 0.9, momentum 0.9), lr 0.256 per 4096 images, warmup 5 epochs, decay
     # 0.97 every 2.4 epochs, weight decay 1e-5, AutoAugment, label smoothing 0.1, EMA 0.9999.
     "paper": Recipe("rmsprop", 0.256, 4096, 1e-5, "exp", 5.0, 0.1, "autoaugment", 0.08, 0.5, 0.9999),
     # Fine-tuning pretrained weights: AdamW + cosine, milder crops, no AutoAugment.
     "finetune": Recipe("adamw", 2e-3, 32, 1e-5, "cosine", 1.0, 0.1, "none", 0.35, 0.5, 0.9999),
-    # EfficientDet from a pretrained backbone (`effnet detect train`, which also freezes the stem + first two
-    # stages and the backbone BN): AdamW at 1.2e-2 for batch 16 -- on detect-digits (6 epochs, 256 px) val AP50
-    # 0.151 at 3e-3 and 6e-3, 0.174 at 1.2e-2; no EMA (no gain in runs this short, and it doubles the per-epoch
-    # evaluation); label smoothing is unused (focal loss keeps hard targets).
-    "detect": Recipe("adamw", 1.2e-2, 16, 1e-5, "cosine", 1.0, 0.0, "none", 0.35, 0.5, 0.0),
 }
 
 

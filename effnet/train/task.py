@@ -8,7 +8,7 @@ one line naming what is missing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -51,6 +51,7 @@ class Task(Protocol):
     name: str  # "classification", "detection": what the log says is being trained
     collate_fn: Callable | None  # the DataLoader's collate function (None: PyTorch's default)
     frozen_children: tuple[str, ...]  # with --freeze-backbone, the model's children that keep training
+    recipes: Mapping[str, Recipe]  # the task's own named recipes, beside the shared ones (train.recipes.RECIPES)
 
     def load_data(self, cfg: TrainConfig, log: Callable[..., None]) -> None:
         """Read the dataset (``cfg.data_dir``); called once, before ``build_model``."""
@@ -97,7 +98,8 @@ class Task(Protocol):
 def check_task(task: Any) -> Task:
     """``task`` if it has every member of :class:`Task`, else one error naming what it lacks."""
     if task is None:
-        raise UsageError("train() needs a task: effnet.classify.ClassificationTask() or effnet.detect.DetectionTask()")
+        raise UsageError("train() needs a task: effnet.classify.ClassificationTask(), effnet.detect.DetectionTask() "
+                         "or another task's trainer (effnet.tasks)")
     members = [name for name in Task.__annotations__] + [
         name for name, value in vars(Task).items() if callable(value) and not name.startswith("_")]
     missing = [name for name in members if not hasattr(task, name)]

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ...models.config import ModelConfig
-from ...models.efficientnet import EfficientNet
+from ...models.nets.config import ModelConfig
+from ...models.nets.efficientnet import EfficientNet
 from ..plan import Plan
 
 MAX_REPEATS = 4  # seeds beyond this tighten the spread estimate little; longer runs are worth more

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...errors import UsageError
-from ...models.config import ModelConfig
+from ...models.nets.config import ModelConfig
 from ..grid import macs_of, resolve_base, same_models
 from ..plan import Plan
 from ..settings import SearchSettings, base_resolution_for, candidate_keys, grid_for

@@ -18,7 +18,7 @@ from ...classify.evaluate import eval_loader
 from ...classify.task import ClassificationTask
 from ...data import load_splits
 from ...data.folders import _decoded_budget, keep_decoded_images
-from ...models.config import ModelConfig
+from ...models.nets.config import ModelConfig
 from ...train import EpochEnd, TrainConfig, recalibrate_bn, train
 
 _SPLITS: dict[tuple, tuple] = {}  # (data_dir, val_split, seed) -> load_splits(...), once per worker process

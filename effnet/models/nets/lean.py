@@ -2,7 +2,7 @@
 
 What it is for: a lower memory peak when training (``model.set_memory_efficient()``, ``effnet train
 --memory-efficient``) and a faster bf16-autocast step on CPU, with the same parameters, state dict, gradients and
-BatchNorm statistics as the plain layers of :mod:`effnet.models.layers`. Eval and export never reach it.
+BatchNorm statistics as the plain layers of :mod:`effnet.models.nets.layers`. Eval and export never reach it.
 
 - SiLU that keeps only its input (:class:`MemoryEfficientSiLU`, lukemelas' MemoryEfficientSwish);
 - SE gating that keeps the small gate logits (:func:`gate_memory_efficient`);

@@ -1,6 +1,6 @@
 """EfficientDet's architecture as data (Tan, Pang & Le, CVPR 2020, Table 1): the scaling table
 :data:`DETECTOR_VARIANTS` and the frozen :class:`DetectorConfig` saved with every detector, beside the
-classifiers' table in :mod:`effnet.models.config`. No torch here: ``effnet list`` reads the names without it."""
+classifiers' table in :mod:`effnet.models.nets.config`. No torch here: ``effnet list`` reads the names without it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UnknownModelError, UsageError
+from ...errors import UnknownModelError, UsageError
 from .config import ModelConfig, variant_config
 
 # Paper Table 1 / official hparams_config.py, as data: backbone, BiFPN width (64 * 1.35^phi, rounded by

@@ -1,19 +1,16 @@
-"""``effnet list``, ``info``, ``family``, ``convert`` and ``weights``: the model family on the command line."""
+"""``effnet list``, ``info``, ``convert`` and ``weights``: the model zoo on the command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..errors import UsageError
+from ...errors import UsageError
 from .names import list_models
-from .pretrained import default_tag, find_weights, list_weights, split_name
+from .classifier_weights import default_tag, find_weights, list_weights, split_name
 
 # the modules that build models (and so load torch) are imported by the commands that use them: `effnet list`
 # reads the tables only and answers at once
-
-
-DEFAULT_CHART = "efficientnet_family.png"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -22,7 +19,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .accounting import format_profile, profile
+    from ..paper.accounting import format_profile, profile
     from .registry import resolve_config
 
     config = resolve_config(args.model)
@@ -37,36 +34,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_family(args: argparse.Namespace) -> int:
-    from . import accounting
-
-    if args.latency:
-        if not 1 <= args.runs <= 1000:
-            raise UsageError("--runs must be between 1 and 1000")
-        from ..deploy.latency import format_table4, table4
-
-        print(format_table4(table4(runs=args.runs), args.runs))
-        return 0
-    if args.peers:
-        measured = accounting.table2()
-        print(accounting.format_table2(measured))
-        chart = None if args.chart == DEFAULT_CHART else args.chart  # Figures 1 and 5 only when asked for
-        if chart:
-            accounting.plot_table2(measured, chart)
-            print(f"wrote {chart} (Figure 1: top-1 vs params; Figure 5: top-1 vs FLOPs)")
-        return 0
-    profiles = accounting.family_profiles()
-    print(accounting.format_family(profiles))
-    if args.chart:
-        accounting.plot_family(profiles, args.chart)
-        print(f"wrote {args.chart}")
-    return 0
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .hub import convert_file
+    from .downloads import convert_file
     from .registry import create_model
-    from .weights import load_weights, save
+    from .importers import load_weights
+    from .model_files import save
 
     if "." in args.model and not args.model.endswith((".json", ".safetensors")):  # NAME.TAG: a published file
         entry = find_weights(*split_name(args.model))
@@ -84,7 +56,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from .hub import effnet_home, status
+    from .downloads import effnet_home, status
 
     rows = list_weights(args.filter or "")
     print(f"{'model':<19} {'tag':<21} {'source':<19} {'published':>11} {'res':>4} {'size':>8}  cached")
@@ -98,7 +70,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
-    from .hub import fetch, status
+    from .downloads import fetch, status
 
     entry = find_weights(*split_name(args.name))
     if entry.package:
@@ -123,19 +95,6 @@ def add_commands(sub) -> None:
     p.add_argument("--resolution", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("family")
-    p.add_argument("--chart", default=DEFAULT_CHART,
-                   help="PNG path ('' to skip); with --peers: Figures 1 and 5 side by side (only when given)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--peers", action="store_true",
-                   help="the paper's Table 2: B0-B7 beside ResNet, DenseNet, Inception, ... (published numbers, "
-                        "measured params/MACs for the peers torchvision builds)")
-    g.add_argument("--latency", action="store_true",
-                   help="Table 4 protocol: B1 vs ResNet-152, B4 vs ResNet-50, batch 1, one thread, median of 20 "
-                        "runs, in PyTorch eager and OpenVINO")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per model with --latency (paper: 20)")
-    p.set_defaults(func=cmd_family)
 
     p = sub.add_parser("convert")
     p.add_argument("src")

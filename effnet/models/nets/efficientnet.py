@@ -1,4 +1,4 @@
-"""The EfficientNet model (Tan & Le 2019), built from a :class:`~effnet.models.config.ModelConfig`."""
+"""The EfficientNet model (Tan & Le 2019), built from a :class:`~effnet.models.nets.config.ModelConfig`."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ preprocessing, ``label_names``) and ``model.safetensors`` in timm's state-dict n
 ``timm.create_model("local-dir:DIR", pretrained=True)`` and ``"hf-hub:ORG/NAME"`` build the same network with the
 same weights. effnet adds its own config under ``"effnet"`` (timm ignores it) so nothing is lost coming back.
 
-The translation is hand-written because it is the inverse of :func:`effnet.models.weights._from_timm` (timm
+The translation is hand-written because it is the inverse of :func:`effnet.models.zoo.importers.from_timm` (timm
 itself is a test-only dependency: exporting must not need it).
 """
 
@@ -20,11 +20,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import CheckpointError, UsageError
-from ..files import atomic_write
-from .config import VARIANTS, ModelConfig, variant_config
+from ...errors import CheckpointError, UsageError
+from ...files import atomic_write
+from ..nets.config import VARIANTS, ModelConfig, variant_config
 from .names import HUB_PREFIXES
-from .weights import check_and_load, read_state_dict, translate_state_dict
+from .model_files import check_and_load, read_state_dict
+from .importers import translate_state_dict
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm writes the first; older folders the second
@@ -198,7 +199,7 @@ def read_hub_config(spec: str) -> ModelConfig:
 def load_hub_model(spec: str) -> nn.Module:
     """The model in a Hub folder: ``local-dir:DIR`` or ``hf-hub:ORG/NAME[@REVISION]``, written by timm or by
     :func:`save_pretrained`, with the folder's preprocessing in its config."""
-    from .efficientnet import EfficientNet
+    from ..nets.efficientnet import EfficientNet
 
     config_path, weights_path = _files(spec)
     model = EfficientNet(_parse_config(config_path))

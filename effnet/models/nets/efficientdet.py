@@ -1,9 +1,9 @@
 """EfficientDet (Tan, Pang & Le, CVPR 2020): the EfficientNet backbone + BiFPN + shared class/box nets.
 
-The detector is a sibling of :mod:`effnet.models.efficientnet`: the backbone is :class:`EfficientNetFeatures`
-(P3-P5 = strides 8, 16, 32), the neck and heads are in :mod:`effnet.models.bifpn`. Architecture is data: one
+The detector is a sibling of :mod:`effnet.models.nets.efficientnet`: the backbone is :class:`EfficientNetFeatures`
+(P3-P5 = strides 8, 16, 32), the neck and heads are in :mod:`effnet.models.nets.bifpn`. Architecture is data: one
 frozen :class:`DetectorConfig` (saved with the weights) and one scaling table, :data:`DETECTOR_VARIANTS`, both in
-:mod:`effnet.models.detector_config`.
+:mod:`effnet.models.nets.detector_config`.
 
 Raw forward returns ``(class_outputs, box_outputs)``: lists over P3-P7 of (N, anchors*classes, H, W) and
 (N, anchors*4, H, W) in the official/effdet channel layout (anchor-major; box codes ty, tx, th, tw).
@@ -11,28 +11,16 @@ Raw forward returns ``(class_outputs, box_outputs)``: lists over P3-P7 of (N, an
 
 from __future__ import annotations
 
-import json
-import os
-import re
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UsageError
 from .bifpn import BiFPN, HeadNet, SeparableConv, init_detector_weights
 from .detector_config import DetectorConfig
 from .efficientnet import EfficientNetFeatures
 from .layers import BNSettings
 from .lean import set_memory_efficient
-from .weights import (
-    CONFIG_KEY,
-    _from_timm,
-    check_and_load,
-    read_metadata,
-    read_state_dict,
-    register_importer,
-)
+
 
 class EfficientDet(nn.Module):
     """Backbone (P3-P5) -> BiFPN (P3-P7) -> class net and box net, shared across levels."""
@@ -103,75 +91,3 @@ class EfficientDet(nn.Module):
     def set_memory_efficient(self, enable: bool = True):
         set_memory_efficient(self, enable)
         return self
-
-
-# ---------------------------------------------------------------------------------------------- files
-
-def load_detector(path: str | os.PathLike) -> EfficientDet:
-    """Rebuild a detector saved with :func:`effnet.models.weights.save` (``effnet.load`` takes either kind)."""
-    text = read_metadata(path).get(CONFIG_KEY)
-    try:
-        config = DetectorConfig.from_dict(json.loads(text)) if text else None
-    except (ValueError, TypeError, KeyError, UsageError):
-        config = None
-    if config is None:
-        raise CheckpointError(f"{path}: not an effnet detector file (no EfficientDet config in its metadata)")
-    model = EfficientDet(config)
-    check_and_load(model, read_state_dict(path), path)
-    return model
-
-
-# ---------------------------------------------------------------------------------------------- effdet import
-
-def _effdet_neck_key(key: str) -> str:
-    """Rename one effdet BiFPN key (``fpn.resample.N`` / ``fpn.cell.R.fnode.K``) to ours."""
-    if m := re.match(r"fpn\.resample\.(\d+)\.conv\.(conv|bn)\.(\w+)$", key):
-        return f"fpn.extra.{int(m.group(1)) - 3}.conv.{m.group(2)}.{m.group(3)}"
-    m = re.match(r"fpn\.cell\.(\d+)\.fnode\.(\d+)\.(.+)$", key)
-    if not m:
-        raise CheckpointError(f"unexpected effdet key {key}")
-    prefix, rest = f"fpn.cells.{m.group(1)}.{m.group(2)}", m.group(3)
-    if rest == "combine.edge_weights":
-        return f"{prefix}.edge_weights"
-    if r := re.match(r"combine\.resample\.(\d+)\.conv\.(conv|bn)\.(\w+)$", rest):
-        return f"{prefix}.resample.{r.group(1)}.conv.{r.group(2)}.{r.group(3)}"
-    if r := re.match(r"after_combine\.conv\.(conv_dw|conv_pw|bn)\.(\w+)$", rest):
-        return f"{prefix}.conv.{ {'conv_dw': 'dw', 'conv_pw': 'pw', 'bn': 'bn'}[r.group(1)]}.{r.group(2)}"
-    raise CheckpointError(f"unexpected effdet key {key}")
-
-
-def _effdet_head_key(key: str) -> str:
-    m = re.match(r"(class_net|box_net)\.(.+)$", key)
-    net, rest = m.group(1), m.group(2)
-    if r := re.match(r"(conv_rep\.(\d+)|predict)\.(conv_dw|conv_pw)\.(\w+)$", rest):
-        conv = f"convs.{r.group(2)}" if r.group(2) is not None else "predict"
-        return f"{net}.{conv}.{'dw' if r.group(3) == 'conv_dw' else 'pw'}.{r.group(4)}"
-    if r := re.match(r"bn_rep\.(\d+)\.(\d+)\.bn\.(\w+)$", rest):  # repeat-first (the official layout)
-        return f"{net}.bns.{r.group(2)}.{r.group(1)}.{r.group(3)}"
-    if r := re.match(r"bn_rep\.(\d+)\.(\d+)\.(\w+)$", rest):  # level-first (effdet's torchscript layout)
-        return f"{net}.bns.{r.group(1)}.{r.group(2)}.{r.group(3)}"
-    raise CheckpointError(f"unexpected effdet key {key}")
-
-
-def _resample_index(model: EfficientDet, key: str) -> str:
-    """effdet names a node's resamplers by input node id; ours are numbered by position in the node."""
-    m = re.match(r"(fpn\.cells\.(\d+)\.(\d+)\.resample\.)(\d+)(\..+)$", key)
-    if not m:
-        return key
-    node = model.fpn.cells[int(m.group(2))][int(m.group(3))]
-    return f"{m.group(1)}{node.inputs.index(int(m.group(4)))}{m.group(5)}"
-
-
-def from_effdet(state: Mapping[str, torch.Tensor], model: EfficientDet) -> dict[str, torch.Tensor]:
-    """effdet (rwightman/efficientdet-pytorch) state dict -> ours. The backbone is a timm EfficientNet."""
-    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    out = {f"backbone.{k}": v for k, v in _from_timm(backbone, model.backbone).items()}
-    for key, value in state.items():
-        if key.startswith("backbone."):
-            continue
-        new = _effdet_neck_key(key) if key.startswith("fpn.") else _effdet_head_key(key)
-        out[_resample_index(model, new)] = value
-    return out
-
-
-register_importer("effdet", from_effdet, lambda state: any(k.startswith("class_net.") for k in state))

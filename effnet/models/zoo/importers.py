@@ -1,128 +1,34 @@
-"""Saving, loading and importing weights.
-
-Our files are safetensors with the model config in the metadata, so a saved model rebuilds itself.
-Importers translate the state-dict naming of timm, torchvision and lukemelas/EfficientNet-PyTorch.
-Nothing is ever fully unpickled: ``torch.load(weights_only=True)`` or safetensors only.
-"""
+"""Importers: foreign state dicts (timm, torchvision, lukemelas/EfficientNet-PyTorch, effdet) renamed to effnet's
+names, and :func:`load_weights`, which loads any of them into a model with the BatchNorm eps its weights need."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from ..errors import CheckpointError, UsageError
-from ..files import atomic_write
-from .config import ModelConfig
-from .efficientnet import EfficientNet
-
-CONFIG_KEY = "effnet_config"
-SOURCES = ("timm", "torchvision", "lukemelas")
-
-
-def save(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> None:
-    """Write ``model``'s weights as safetensors with its config in the metadata (atomic)."""
-    config: ModelConfig = model.config
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {CONFIG_KEY: config.to_json(), "format": "pt"}
-    metadata.update(extra_metadata or {})
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata header of a ``.safetensors`` file (where effnet keeps the model's config)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-
-
-def read_config(path: str | os.PathLike) -> ModelConfig:
-    """The classifier config stored in an effnet ``.safetensors`` file."""
-    meta = read_metadata(path)
-    if CONFIG_KEY not in meta:
-        raise CheckpointError(
-            f"{path}: no effnet config in this file; it is a foreign checkpoint -- use "
-            "effnet.load_weights(model, path) or 'effnet convert'"
-        )
-    try:
-        return ModelConfig.from_json(meta[CONFIG_KEY])
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: stored config is invalid ({exc})") from None
-
-
-def run_weights(run_dir: str | os.PathLike, ema: bool = False) -> Path:
-    """A training run directory's saved model: ``model.safetensors`` (or ``model_ema.safetensors``)."""
-    path = Path(run_dir) / ("model_ema.safetensors" if ema else "model.safetensors")
-    if not path.is_file():
-        raise UsageError(f"{run_dir}: no {path.name} in this run directory (has training finished?)")
-    return path
-
-
-def load(path: str | os.PathLike, map_location: str = "cpu") -> EfficientNet:
-    """Rebuild a model saved by :func:`save`, without naming it."""
-    config = read_config(path)
-    model = EfficientNet(config)
-    state = read_state_dict(path)
-    check_and_load(model, state, path)
-    return model.to(map_location)
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.safetensors`` file or a ``torch.save`` file (never fully unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-        is_zip_or_pickle = head.startswith(b"PK") or head[:1] == b"\x80"
-        if not is_zip_or_pickle:
-            return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or not a checkpoint?): {msg}") from None
-    except Exception as exc:  # pickle.UnpicklingError for forbidden globals
-        raise CheckpointError(f"{path}: refused to unpickle (only tensors are loaded): {exc}") from None
-    return unwrap_state_dict(obj, path)
-
-
-def unwrap_state_dict(obj, path: str | os.PathLike = "<state dict>") -> dict[str, torch.Tensor]:
-    """Find the state dict inside common training-checkpoint wrappers and strip a DDP ``module.`` prefix."""
-    if isinstance(obj, Mapping):
-        for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: does not contain a state dict of tensors")
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
-
-
-# ---------------------------------------------------------------------------------------------- importers
+from ...errors import CheckpointError, UsageError
+from ..nets.efficientdet import EfficientDet
+from ..nets.efficientnet import EfficientNet
+from .model_files import check_and_load, read_state_dict, unwrap_state_dict
 
 def detect_source(state: Mapping[str, torch.Tensor]) -> str:
-    for source, (_, recognises) in _REGISTERED.items():  # importers other model modules register
+    for source, recognises in _REGISTERED.items():  # importers others added
         if recognises(state):
             return source
+    if "stem.conv.weight" in state or "backbone.stem.conv.weight" in state:  # effnet's own classifier / detector
+        return "effnet"
+    if any(k.startswith("class_net.") for k in state):  # effdet's EfficientDet (its backbone is timm's)
+        return "effdet"
     if "conv_stem.weight" in state:
         return "timm"
     if "features.0.0.weight" in state:
         return "torchvision"
     if "_conv_stem.weight" in state:
         return "lukemelas"
-    if "stem.conv.weight" in state:
-        return "effnet"
     first = ", ".join(list(state)[:3])
     raise CheckpointError(f"unrecognised state-dict naming (first keys: {first})")
 
@@ -130,7 +36,7 @@ def detect_source(state: Mapping[str, torch.Tensor]) -> str:
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 
 
-def _from_timm(state: Mapping[str, torch.Tensor], model: EfficientNet) -> dict[str, torch.Tensor]:
+def from_timm(state: Mapping[str, torch.Tensor], model: EfficientNet) -> dict[str, torch.Tensor]:
     top = {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head.conv", "bn2": "head.bn",
            "classifier": "classifier"}
     # timm's "ds" block (no expansion) names its projection conv_pw; its "ir" block calls the expansion
@@ -204,15 +110,68 @@ def _from_lukemelas(state: Mapping[str, torch.Tensor], model: EfficientNet) -> d
     return out
 
 
-_IMPORTERS = {"timm": _from_timm, "torchvision": _from_torchvision, "lukemelas": _from_lukemelas}
-_REGISTERED: dict = {}
+# ---------------------------------------------------------------------------------------------- effdet
+
+def _effdet_neck_key(key: str) -> str:
+    """Rename one effdet BiFPN key (``fpn.resample.N`` / ``fpn.cell.R.fnode.K``) to ours."""
+    if m := re.match(r"fpn\.resample\.(\d+)\.conv\.(conv|bn)\.(\w+)$", key):
+        return f"fpn.extra.{int(m.group(1)) - 3}.conv.{m.group(2)}.{m.group(3)}"
+    m = re.match(r"fpn\.cell\.(\d+)\.fnode\.(\d+)\.(.+)$", key)
+    if not m:
+        raise CheckpointError(f"unexpected effdet key {key}")
+    prefix, rest = f"fpn.cells.{m.group(1)}.{m.group(2)}", m.group(3)
+    if rest == "combine.edge_weights":
+        return f"{prefix}.edge_weights"
+    if r := re.match(r"combine\.resample\.(\d+)\.conv\.(conv|bn)\.(\w+)$", rest):
+        return f"{prefix}.resample.{r.group(1)}.conv.{r.group(2)}.{r.group(3)}"
+    if r := re.match(r"after_combine\.conv\.(conv_dw|conv_pw|bn)\.(\w+)$", rest):
+        return f"{prefix}.conv.{ {'conv_dw': 'dw', 'conv_pw': 'pw', 'bn': 'bn'}[r.group(1)]}.{r.group(2)}"
+    raise CheckpointError(f"unexpected effdet key {key}")
+
+
+def _effdet_head_key(key: str) -> str:
+    m = re.match(r"(class_net|box_net)\.(.+)$", key)
+    net, rest = m.group(1), m.group(2)
+    if r := re.match(r"(conv_rep\.(\d+)|predict)\.(conv_dw|conv_pw)\.(\w+)$", rest):
+        conv = f"convs.{r.group(2)}" if r.group(2) is not None else "predict"
+        return f"{net}.{conv}.{'dw' if r.group(3) == 'conv_dw' else 'pw'}.{r.group(4)}"
+    if r := re.match(r"bn_rep\.(\d+)\.(\d+)\.bn\.(\w+)$", rest):  # repeat-first (the official layout)
+        return f"{net}.bns.{r.group(2)}.{r.group(1)}.{r.group(3)}"
+    if r := re.match(r"bn_rep\.(\d+)\.(\d+)\.(\w+)$", rest):  # level-first (effdet's torchscript layout)
+        return f"{net}.bns.{r.group(1)}.{r.group(2)}.{r.group(3)}"
+    raise CheckpointError(f"unexpected effdet key {key}")
+
+
+def _resample_index(model: EfficientDet, key: str) -> str:
+    """effdet names a node's resamplers by input node id; ours are numbered by position in the node."""
+    m = re.match(r"(fpn\.cells\.(\d+)\.(\d+)\.resample\.)(\d+)(\..+)$", key)
+    if not m:
+        return key
+    node = model.fpn.cells[int(m.group(2))][int(m.group(3))]
+    return f"{m.group(1)}{node.inputs.index(int(m.group(4)))}{m.group(5)}"
+
+
+def from_effdet(state: Mapping[str, torch.Tensor], model: EfficientDet) -> dict[str, torch.Tensor]:
+    """effdet (rwightman/efficientdet-pytorch) state dict -> ours. The backbone is a timm EfficientNet."""
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    out = {f"backbone.{k}": v for k, v in from_timm(backbone, model.backbone).items()}
+    for key, value in state.items():
+        if key.startswith("backbone."):
+            continue
+        new = _effdet_neck_key(key) if key.startswith("fpn.") else _effdet_head_key(key)
+        out[_resample_index(model, new)] = value
+    return out
+
+
+_IMPORTERS = {"timm": from_timm, "torchvision": _from_torchvision, "lukemelas": _from_lukemelas, "effdet": from_effdet}
+_REGISTERED: dict = {}  # source -> recognises(state), for the importers others add
 
 
 def register_importer(source: str, importer, recognises) -> None:
-    """Add a ``source`` for :func:`load_weights` from another model module (e.g. ``effdet`` for EfficientDet,
-    registered by ``efficientdet.py``): ``importer(state, model)`` renames, ``recognises(state)`` detects."""
+    """Add a ``source`` for :func:`load_weights` (e.g. a company's own naming): ``importer(state, model)``
+    renames, ``recognises(state)`` detects."""
     _IMPORTERS[source] = importer
-    _REGISTERED[source] = (importer, recognises)
+    _REGISTERED[source] = recognises
 
 
 def resolve_source(state: Mapping[str, torch.Tensor], source: str = "auto") -> str:
@@ -232,25 +191,6 @@ def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet,
     another model module registered: effdet)."""
     source = resolve_source(state, source)
     return dict(state) if source == "effnet" else _IMPORTERS[source](state, model)
-
-
-def check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], path) -> None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
-             if k in state and state[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (first: {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatches (first: {'; '.join(wrong[:3])})")
-    if problems:
-        name = getattr(getattr(model, "config", None), "name", type(model).__name__)
-        raise CheckpointError(f"{path}: does not fit {name}: " + "; ".join(problems))
-    model.load_state_dict(state)
 
 
 def set_bn_eps(model: nn.Module, eps: float) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import IMAGENET_MEAN, IMAGENET_STD
+from ..nets.config import IMAGENET_MEAN, IMAGENET_STD
 from .published import PublishedFile
-from .detector_config import DetectorConfig, detector_config
+from ..nets.detector_config import DetectorConfig, detector_config
 
 # COCO 2017 categories by id - 1 (torchvision's COCO_V1 meta without "__background__"): "N/A" marks the 10 ids
 # the 2017 release does not use (the detectors keep 90 outputs, as the official models do).
@@ -85,7 +85,7 @@ class DetectorWeights(PublishedFile):
                             redundant_bias=self.redundant_bias, class_names=self.class_names)
 
     def build(self):
-        from .efficientdet import EfficientDet  # the table stays free of torch: `effnet list` reads it
+        from ..nets.efficientdet import EfficientDet  # the table stays free of torch: `effnet list` reads it
 
         return EfficientDet(self.config())
 

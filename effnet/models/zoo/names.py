@@ -1,7 +1,7 @@
 """Model names as users write them: timm's ``architecture.tag`` (``efficientnet_b0.ra_in1k``) and
 ``list_models`` with glob patterns (``"efficientnet_b*"``), read from the tables without building anything.
 
-``local-dir:DIR`` and ``hf-hub:ORG/NAME`` name Hugging Face Hub folders (:mod:`effnet.models.hf`).
+``local-dir:DIR`` and ``hf-hub:ORG/NAME`` name Hugging Face Hub folders (:mod:`effnet.models.zoo.hf_hub`).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import fnmatch
 import os
 
-from .config import VARIANTS
-from .detector_config import DETECTOR_VARIANTS
-from .pretrained import list_weights
+from ..nets.config import VARIANTS
+from ..nets.detector_config import DETECTOR_VARIANTS
+from .classifier_weights import list_weights
 
 HUB_PREFIXES = ("local-dir:", "hf-hub:")  # timm's spelling of a Hub folder, local or remote
 

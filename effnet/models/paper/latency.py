@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.peers import LATENCY_PAIRS, TABLE4, LatencyClaim
+from .peers import LATENCY_PAIRS, TABLE4, LatencyClaim
 
 RUNS = 20  # section 5.2: "average latency over 20 runs"; the median of 20 here, robust to a busy shared machine
 WARMUP = 3
@@ -50,8 +50,8 @@ def _models(claim: LatencyClaim) -> list[tuple[nn.Module, int]]:
     """(model, resolution) of the EfficientNet (its native resolution) and of the peer (224 px)."""
     import torchvision.models as tvm
 
-    from ..models.registry import create_model
-    from .optimize import to_plain_ops
+    from ..zoo.registry import create_model
+    from ...deploy.optimize import to_plain_ops
 
     ours = to_plain_ops(create_model(claim.effnet)).eval()  # plain ops: OpenVINO traces it
     return [(ours, ours.config.resolution), (getattr(tvm, claim.peer)().eval(), 224)]
@@ -63,7 +63,7 @@ def _runner(engine: str, model: nn.Module, x: torch.Tensor):
             with torch.inference_mode():
                 model(x)
         return run
-    from .openvino import compile_ir, convert
+    from ...deploy.openvino import compile_ir, convert
 
     compiled = compile_ir(convert(model, x, dynamic_batch=False), "fp32", threads=1)
     data = x.numpy()
@@ -90,7 +90,7 @@ def table4(engines: tuple[str, ...] = ENGINES, runs: int = RUNS, progress: bool 
     """Every pair of ``LATENCY_PAIRS`` in every engine, on one thread (restored afterwards)."""
     jobs = [(c, e) for c in LATENCY_PAIRS for e in engines]
     if progress:
-        from ..models.accounting import progress_bar
+        from .accounting import progress_bar
 
         jobs = progress_bar(jobs, "timing", unit="pair")
     threads = torch.get_num_threads()

@@ -1,5 +1,5 @@
-"""What every published weights row (:class:`~effnet.models.pretrained.PretrainedWeights` for classifiers,
-:class:`~effnet.models.detector_weights.DetectorWeights` for detectors) derives the same way from its fields."""
+"""What every published weights row (:class:`~effnet.models.zoo.classifier_weights.PretrainedWeights` for classifiers,
+:class:`~effnet.models.zoo.detector_weights.DetectorWeights` for detectors) derives the same way from its fields."""
 
 from __future__ import annotations
 

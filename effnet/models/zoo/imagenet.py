@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ...results import label_names
+
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
@@ -13,9 +15,8 @@ def imagenet_classes() -> tuple[str, ...]:
 
 
 def class_names_for(config) -> tuple[str, ...]:
-    """The model's own class names, ImageNet's for a 1000-class model, else ``class_<i>``."""
-    if config.class_names:
-        return tuple(config.class_names)
-    if config.num_classes == 1000:
+    """The model's own class names, ImageNet's for a 1000-class model, else ``class_<i>``
+    (:func:`effnet.results.label_names`, the fallback every task answers with)."""
+    if not config.class_names and config.num_classes == 1000:
         return imagenet_classes()
-    return tuple(f"class_{i}" for i in range(config.num_classes))
+    return label_names(config.class_names, config.num_classes)

@@ -1,7 +1,7 @@
 """Building blocks: conv+BN+activation, TF "SAME" padding, squeeze-excitation, stochastic depth.
 
 These are the paper's layers as plain PyTorch ops. Lean CPU training (``set_memory_efficient``, bf16 autocast)
-swaps some of their training steps for the hand-written kernels of :mod:`effnet.models.lean`: each layer with
+swaps some of their training steps for the hand-written kernels of :mod:`effnet.models.nets.lean`: each layer with
 such a path names it in one call.
 """
 
@@ -135,7 +135,7 @@ class ConvBNAct(nn.Sequential, HasLeanPath):
         self.memory_efficient = False
 
     def lean(self) -> bool:
-        """Whether this call runs BatchNorm + activation through :func:`~effnet.models.lean.batchnorm_act`."""
+        """Whether this call runs BatchNorm + activation through :func:`~effnet.models.nets.lean.batchnorm_act`."""
         return (self.memory_efficient and self.bn.training and torch.is_grad_enabled()
                 and type(self.bn) is nn.BatchNorm2d and self.act_name() is not None)
 

@@ -55,6 +55,6 @@ class MBConv(nn.Module):
 
     def fuses_lean(self, x: torch.Tensor) -> bool:
         """Lean training on CPU (``set_memory_efficient``): the expansion's BatchNorm + activation and the
-        depthwise conv may run as one kernel (:func:`~effnet.models.lean.fused_expand_depthwise`)."""
+        depthwise conv may run as one kernel (:func:`~effnet.models.nets.lean.fused_expand_depthwise`)."""
         return (isinstance(self.expand, ConvBNAct) and self.expand.lean() and self.dw.lean()
                 and x.device.type == "cpu" and "pad" not in self.dw._modules)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from ..nets.config import ModelConfig
 from .peers import TABLE2, Published, effnet_rows
 
 
@@ -48,7 +48,7 @@ def _params(module: nn.Module) -> int:
 
 def profile(model_or_name: nn.Module | str | ModelConfig, resolution: int | None = None) -> Profile:
     """Count params and MACs (batch 1, at ``resolution`` or the model's native one) per Table-1 stage."""
-    from .registry import create_model
+    from ..zoo.registry import create_model
 
     if isinstance(model_or_name, nn.Module):
         model = model_or_name
@@ -98,7 +98,7 @@ def format_profile(p: Profile) -> str:
 
 
 # Paper Table 2 (arXiv:1905.11946 v5, 2020): params (M), FLOPs (B), ImageNet top-1 (%) of B0-B7; the table's one
-# home, peers included, is effnet.models.peers.
+# home, peers included, is effnet.models.paper.peers.
 # The ICML 2019 version printed other top-1s (B0 76.3 ... B7 84.4), kept here for reference.
 PAPER_TABLE: dict[str, tuple[float, float, float]] = {r.effnet: (r.params_m, r.flops_b, r.top1)
                                                       for r in effnet_rows()}
@@ -200,7 +200,7 @@ def plot_table2(measured: list[Measured], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..files import atomic_write
+    from ...files import atomic_write
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     ours = [m for m in measured if m.row.effnet]
@@ -237,7 +237,7 @@ def plot_table2(measured: list[Measured], path: str) -> None:
 
 
 def format_family(profiles: list[Profile]) -> str:
-    from .config import VARIANTS
+    from ..nets.config import VARIANTS
 
     head = (f"{'model':<16} {'width':>5} {'depth':>5} {'res':>4} {'params':>12} {'MACs (G)':>9} "
             f"{'paper params':>12} {'paper FLOPs':>11} {'top-1 v5':>8} {'top-1 ICML':>10}")
@@ -260,7 +260,7 @@ def plot_family(profiles: list[Profile], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..files import atomic_write
+    from ...files import atomic_write
 
     fig, ax = plt.subplots(figsize=(7, 5))
     macs = [p.macs / 1e9 for p in profiles]

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UnknownModelError, UsageError
-from .config import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, VARIANTS, ModelConfig, variant_config
+from ...errors import UnknownModelError, UsageError
+from ..nets.config import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, VARIANTS, ModelConfig, variant_config
 from .published import PublishedFile
 from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
-from .detector_config import DETECTOR_VARIANTS
+from ..nets.detector_config import DETECTOR_VARIANTS
 
 TF_MEAN = (0.5, 0.5, 0.5)  # timm's mean/std for AdvProp and the Lite ports: inputs scaled to [-1, 1]
 TF_STD = (0.5, 0.5, 0.5)
@@ -69,7 +69,7 @@ class PretrainedWeights(PublishedFile):
         return f"{self.resolution}px crop {self.crop_pct:.3f} {self.interpolation}"
 
     def build(self):
-        from .efficientnet import EfficientNet  # the table stays free of torch: `effnet list` reads it
+        from ..nets.efficientnet import EfficientNet  # the table stays free of torch: `effnet list` reads it
 
         return EfficientNet(self.config())
 

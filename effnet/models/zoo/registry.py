@@ -17,16 +17,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UnknownModelError, UsageError
-from .config import VARIANTS, ModelConfig, variant_config
-from .detector_config import DetectorConfig, detector_config
-from .efficientdet import EfficientDet
-from .efficientnet import EfficientNet, EfficientNetFeatures
-from .hub import load_pretrained, load_pretrained_detector
+from ...errors import CheckpointError, UnknownModelError, UsageError
+from ..nets.config import VARIANTS, ModelConfig, variant_config
+from ..nets.detector_config import DetectorConfig, detector_config
+from ..nets.efficientdet import EfficientDet
+from ..nets.efficientnet import EfficientNet, EfficientNetFeatures
+from .downloads import load_pretrained, load_pretrained_detector
+from .importers import load_weights
+from .model_files import CONFIG_KEY, check_and_load, read_metadata, read_state_dict, run_weights
 from .names import HUB_PREFIXES, split_tag
-from .weights import CONFIG_KEY, check_and_load, load_weights, read_metadata, read_state_dict, run_weights
 
-TASKS = ("classify", "detect")  # what a model is for; each has its package (effnet.classify, effnet.detect)
+# what a model is for, by the type of its config, and how messages name one: each task's object registers its
+# own (effnet.tasks.register); these two are known before any task package is imported
+CONFIG_TASKS: dict[type, str] = {ModelConfig: "classify", DetectorConfig: "detect"}
+_WHAT = {"classify": "a classifier", "detect": "a detector (EfficientDet)"}
+
+
+def register_config(config_type: type, task: str, noun: str) -> None:
+    """Models whose config is a ``config_type`` are for ``task``, ``noun`` in messages (a task's registration)."""
+    CONFIG_TASKS[config_type] = task
+    _WHAT.setdefault(task, noun)
 
 
 # ---------------------------------------------------------------------------------------------- the question
@@ -36,10 +46,13 @@ def _is_detector_name(name: Any) -> bool:
 
 
 def task_of(thing: nn.Module | ModelConfig | DetectorConfig | str | os.PathLike) -> str:
-    """``"detect"`` for an EfficientDet (model, config, name, saved file or run), ``"classify"`` otherwise."""
+    """The task a model is for (its model, config, name, saved file or run): ``"detect"`` for an EfficientDet,
+    ``"classify"`` for an EfficientNet, a registered task's name for a model of its config type."""
     config = getattr(thing, "config", thing)
-    if isinstance(config, (ModelConfig, DetectorConfig)):
-        return "detect" if isinstance(config, DetectorConfig) else "classify"
+    if type(config) in CONFIG_TASKS:
+        return CONFIG_TASKS[type(config)]
+    if not isinstance(config, (str, os.PathLike)):
+        raise UsageError(f"no task knows a model configured by {type(config).__name__}")
     return task_of(config_of(thing))
 
 
@@ -80,7 +93,7 @@ def config_of(spec: str | os.PathLike) -> ModelConfig | DetectorConfig:
             return config_of(json.loads(args.read_text()).get("model") or "efficientnet_b0")
         raise UsageError(f"{spec}: not a training run directory (no model.safetensors, no args.json)")
     if str(spec).startswith(HUB_PREFIXES):
-        from .hf import read_hub_config
+        from .hf_hub import read_hub_config
 
         return read_hub_config(str(spec))
     name, _ = split_tag(spec)
@@ -103,6 +116,13 @@ def load_any(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
     if path.is_dir():
         path = run_weights(path)
     return _file_model(path).to(map_location)
+
+
+def load_detector(path: str | os.PathLike) -> EfficientDet:
+    """Rebuild a detector saved by :func:`effnet.save` (``effnet.load`` takes either kind)."""
+    model = _file_model(path)
+    require_task(model, "detect", path)
+    return model
 
 
 def load_model(spec: str | os.PathLike, pretrained: bool | str = False, weights: str | os.PathLike | None = None,
@@ -148,8 +168,6 @@ def _named_model(spec: str | os.PathLike, pretrained: bool | str, weights: str |
         return _file_model(weights) if is_model_file(weights) else load_weights(create_model(spec), weights)
     return create_model(spec, pretrained=pretrained)
 
-
-_WHAT = {"classify": "a classifier", "detect": "a detector (EfficientDet)"}
 
 
 def require_task(thing, task: str, label: str | os.PathLike | None = None) -> None:
@@ -239,7 +257,7 @@ def create_model(
 
 
 def _hub_model(spec: str, num_classes: int | None, features_only: bool) -> nn.Module:
-    from .hf import load_hub_model
+    from .hf_hub import load_hub_model
 
     model = load_hub_model(spec)
     if num_classes is not None and num_classes != model.config.num_classes:

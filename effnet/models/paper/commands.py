@@ -1,0 +1,53 @@
+"""``effnet family``: B0-B7 beside the paper's numbers (Table 2 with its peers, Figures 1 and 5) or its Table 4
+latency protocol."""
+
+from __future__ import annotations
+
+import argparse
+
+from ...errors import UsageError
+
+# the modules that build models (and so load torch) are imported by the command when it runs
+
+DEFAULT_CHART = "efficientnet_family.png"
+
+
+def cmd_family(args: argparse.Namespace) -> int:
+    from . import accounting
+
+    if args.latency:
+        if not 1 <= args.runs <= 1000:
+            raise UsageError("--runs must be between 1 and 1000")
+        from .latency import format_table4, table4
+
+        print(format_table4(table4(runs=args.runs), args.runs))
+        return 0
+    if args.peers:
+        measured = accounting.table2()
+        print(accounting.format_table2(measured))
+        chart = None if args.chart == DEFAULT_CHART else args.chart  # Figures 1 and 5 only when asked for
+        if chart:
+            accounting.plot_table2(measured, chart)
+            print(f"wrote {chart} (Figure 1: top-1 vs params; Figure 5: top-1 vs FLOPs)")
+        return 0
+    profiles = accounting.family_profiles()
+    print(accounting.format_family(profiles))
+    if args.chart:
+        accounting.plot_family(profiles, args.chart)
+        print(f"wrote {args.chart}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("family")
+    p.add_argument("--chart", default=DEFAULT_CHART,
+                   help="PNG path ('' to skip); with --peers: Figures 1 and 5 side by side (only when given)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--peers", action="store_true",
+                   help="the paper's Table 2: B0-B7 beside ResNet, DenseNet, Inception, ... (published numbers, "
+                        "measured params/MACs for the peers torchvision builds)")
+    g.add_argument("--latency", action="store_true",
+                   help="Table 4 protocol: B1 vs ResNet-152, B4 vs ResNet-50, batch 1, one thread, median of 20 "
+                        "runs, in PyTorch eager and OpenVINO")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per model with --latency (paper: 20)")
+    p.set_defaults(func=cmd_family)
