@@ -33,7 +33,7 @@ from effnet.data.coco import load_coco
 from effnet.data.detect_digits import write_detect_digits
 from effnet.detect.evaluate import evaluate_detector
 from effnet.detect.predictor import DETECT_BACKENDS
-from effnet.detect.commands import bf16_native
+from effnet.cpu import bf16_native
 from effnet.detect.task import BACKBONE_ONLY, DetectionTask
 from effnet.models.zoo.registry import load_detector
 from effnet.train import TrainConfig, train

@@ -26,7 +26,7 @@ class RouteOption:
     an Open Inference Protocol request): its type, default and bounds, checked here and nowhere else."""
 
     name: str  # e.g. "topk"
-    kind: type  # int or float
+    value_type: type  # int or float
     default: int | float
     low: int | float
     high: int | float
@@ -34,12 +34,12 @@ class RouteOption:
 
     def check(self, value: Any) -> int | float:
         """``value`` as this option's type, or a :class:`UsageError` naming the option and its range."""
-        allowed = (int,) if self.kind is int else (int, float)
+        allowed = (int,) if self.value_type is int else (int, float)
         if (isinstance(value, bool) or not isinstance(value, allowed) or not math.isfinite(value)
                 or not self.low <= value <= self.high):
-            what = "an integer" if self.kind is int else "a number"
+            what = "an integer" if self.value_type is int else "a number"
             raise UsageError(f"{self.name} must be {what} in {self.low:g}..{self.high:g}, got {value!r}")
-        return self.kind(value)
+        return self.value_type(value)
 
 
 @dataclass(frozen=True)

@@ -93,29 +93,73 @@ def detector(tmp_path_factory):
     return model, path
 
 
-def test_detector_program_gives_the_torch_predictors_boxes(detector, monkeypatch, tmp_path):
-    """The raw outputs as an ExecuTorch program, decoded and NMS'd in Python: PyTorch's detections on real photos."""
+def _level_counts() -> list[int]:
+    """Every number of pyramid levels a registered detector has (P3-P7: 5; D7x's P3-P8: 6)."""
+    from effnet.detect.pipeline import level_count
+    from effnet.models.nets.detector_config import DETECTOR_VARIANTS, detector_config
+
+    return sorted({level_count(detector_config(name)) for name in DETECTOR_VARIANTS})
+
+
+def _photos():
     import skimage.data
     from PIL import Image
 
+    return [Image.fromarray(np.asarray(getattr(skimage.data, n)())) for n in ("chelsea", "coffee", "astronaut")]
+
+
+def _tiny_detector(levels: int, images):
+    """The first registered detector with ``levels`` pyramid levels, shrunk to seconds of lowering (quarter-width,
+    quarter-depth backbone, 32-wide BiFPN, one cell and head layer; 2^max_level px: every level an exact 2x of the
+    next, so XNNPACK runs the upsampling). Random weights, with BatchNorm statistics measured on ``images`` (one
+    "precise BN" pass): with them the detections depend on the photo, as a trained model's do, instead of fading
+    to the head's biases (a program that ignored its input would pass)."""
+    from effnet.detect.pipeline import level_count
+    from effnet.detect.predictor import preprocess
+    from effnet.models.nets.detector_config import DETECTOR_VARIANTS, detector_config
+
+    name = next(n for n in DETECTOR_VARIANTS if level_count(detector_config(n)) == levels)
+    config = detector_config(name, 3)
+    config = config.replace(fpn_channels=32, fpn_repeats=1, head_repeats=1, resolution=2 ** config.max_level,
+                            class_names=("cat", "cup", "person"),
+                            backbone=config.backbone.replace(width_mult=0.25, depth_mult=0.25, drop_path_rate=0.0))
+    torch.manual_seed(levels)
+    model = effnet.create_model(config, num_classes=3)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.reset_running_stats()
+        bn.momentum = None  # the plain average over the pass
+    with torch.no_grad():
+        model.train()(preprocess(model.config, images)[0])
+    return model.eval()
+
+
+@pytest.mark.parametrize("levels", _level_counts())
+def test_detector_program_of_every_level_count_gives_the_torch_predictors_boxes(levels, monkeypatch, tmp_path):
+    """The raw outputs (class levels, then box levels) as an ExecuTorch program, split at the config's level count
+    and decoded + NMS'd in Python: PyTorch's detections on real photos, for D7x's six levels as for the others' five."""
+    from effnet.deploy.executorch import PteRunner
+    from effnet.deploy.optimize import optimize
     from effnet.detect import Predictor
+    from effnet.detect.executorch import output_convs
 
     monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "home"))
-    model, _ = detector
-    images = [Image.fromarray(np.asarray(getattr(skimage.data, n)())) for n in ("chelsea", "coffee", "astronaut")]
-    want = Predictor(model, score_threshold=0.1)(images)
+    images = _photos()
+    model = _tiny_detector(levels, images)
+    assert model.config.max_level - model.config.min_level + 1 == levels
+    want = Predictor(model, score_threshold=0.2)(images)
     assert sum(len(w["scores"]) for w in want) >= 6
-    got = Predictor(model, backend="executorch", score_threshold=0.1)(images)
+    assert len({len(w["scores"]) for w in want}) > 1  # the photos get different detections
+    got = Predictor(model, backend="executorch", score_threshold=0.2)(images)
     for g, w in zip(got, want):
         assert torch.equal(g["labels"], w["labels"]) and g["names"] == w["names"]
         assert float((g["scores"] - w["scores"]).abs().max()) < 1e-4
         assert float((g["boxes"] - w["boxes"]).abs().max()) < 1e-2  # pixels of the photo (up to 600 px)
-    assert list((tmp_path / "home").rglob("*.pte"))  # exported once into the cache
-    from effnet.deploy.optimize import optimize
-    from effnet.detect.executorch import output_convs
-
-    names = output_convs(optimize(model, channels_last=False))  # int8 keeps these float: 2 heads x 5 levels
-    assert len(names) == 10 and names[0] == "class_net.folded.0.1" and names[-1] == "box_net.folded.4.1"
+    (program,) = (tmp_path / "home").rglob("*.pte")  # exported once into the cache
+    res = model.config.resolution
+    assert len(PteRunner(program).outputs(torch.zeros(1, 3, res, res))) == 2 * levels
+    names = output_convs(optimize(model, channels_last=False))  # int8 keeps these float: 2 heads x the levels
+    assert len(names) == 2 * levels and names[0] == "class_net.folded.0.1"
+    assert names[-1] == f"box_net.folded.{levels - 1}.1"
 
 
 def test_detector_int8_export_from_the_cli(detector, photos, tmp_path):

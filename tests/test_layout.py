@@ -94,9 +94,11 @@ def is_cli_layer(name: str) -> bool:
 
 
 def package_of(name: str) -> str:
-    """effnet.train.loop -> effnet.train; root modules (effnet.errors) stand for themselves."""
+    """effnet.train.loop -> effnet.train; root modules (effnet.errors) stand for themselves; models/ is three
+    packages by job (effnet.models.nets, .zoo, .paper: the networks, the zoo above them, the paper's tables and
+    measurements above both), each a package of its own."""
     parts = name.split(".")
-    return ".".join(parts[:2])
+    return ".".join(parts[:3] if parts[:2] == ["effnet", "models"] and len(parts) > 3 else parts[:2])
 
 
 def test_graph_is_built_from_the_source():
@@ -138,7 +140,7 @@ def test_library_never_imports_the_command_line():
 @pytest.mark.parametrize("pkg", sorted({package_of(n) for n in all_modules() if n.count(".") >= 2}))
 def test_each_package_owns_its_commands(pkg):
     """Every capability package that has commands exposes them through add_commands, and cli.py uses it."""
-    commands = PACKAGE_DIR / pkg.split(".")[1] / "commands.py"
+    commands = PACKAGE_DIR.joinpath(*pkg.split(".")[1:]) / "commands.py"
     if not commands.exists():
         pytest.skip(f"{pkg} has no commands")
     assert "def add_commands(" in commands.read_text()
@@ -263,3 +265,110 @@ def test_detector_saved_before_the_task_packages_still_loads():
             assert torch.allclose(b, expected[f"box_p{level}"], atol=1e-5)
     with pytest.raises(Exception, match="a detector"):
         load_model(str(path), task="classify")
+
+
+# ---------------------------------------------------------------------------------------------- one object per task
+
+# where a task's name may stand; effnet.extras names pip's `effnet[detect]` extra, a distribution's name
+TASK_PLACES = ("effnet.classify", "effnet.detect", RESOLVER, DISPATCH, "effnet.cli", "effnet.extras")
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 400
+
+
+def task_names() -> set[str]:
+    import effnet.tasks
+
+    return {task.name for task in effnet.tasks.all_tasks()}
+
+
+def _keyed_on_kind(node: ast.AST) -> bool:
+    """``TABLE[x.kind]``, ``TABLE[x.task]``, ``TABLE.get(x.kind)``: a table keyed by what kind a thing is."""
+    if isinstance(node, ast.Subscript):
+        keys = [node.slice]
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "pop"):
+        keys = node.args[:1]
+    else:
+        return False
+    return any(isinstance(n, ast.Attribute) and n.attr in ("kind", "task") for key in keys for n in ast.walk(key))
+
+
+def kind_lookups(source: str) -> list[str]:
+    return [f"line {node.lineno}" for node in ast.walk(ast.parse(source)) if _keyed_on_kind(node)]
+
+
+def task_literals(source: str, names: set[str]) -> list[str]:
+    return [f"line {node.lineno}: {node.value!r}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and node.value in names]
+
+
+def _imported_modules(tree: ast.AST) -> set[str]:
+    """Names bound to modules by ``import x`` / ``import x as y`` (roots of attribute chains to check)."""
+    return {(alias.asname or alias.name).split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+            for alias in node.names}
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_crossings(source: str) -> list[str]:
+    """A private name taken from another module: ``from m import _x``, ``from pkg._mod import x``, or
+    ``module._x`` / ``module.sub._x`` on an imported module (effnet's own or a library's)."""
+    tree = ast.parse(source)
+    modules = _imported_modules(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            path = (node.module or "").split(".")
+            found += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names
+                      if _private(a.name) or any(_private(p) for p in path)]
+        elif isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names
+                      if any(_private(p) for p in a.name.split("."))]
+        elif isinstance(node, ast.Attribute) and _private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in modules:
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    return [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_the_rule_finders_find_what_they_look_for():
+    assert kind_lookups("ENDPOINTS[served.kind]") and kind_lookups("x = TABLE.get(model.task)")
+    assert not kind_lookups("served.task.route.path\nTASKS[name]")
+    assert task_literals("x = {'detect': 1}", {"detect"}) and not task_literals("'detector'", {"detect"})
+    assert private_crossings("from .export import _match")
+    assert private_crossings("from torchvision.models._meta import CATEGORIES")
+    assert private_crossings("import torch\ntorch.ops.mkldnn._is_supported()")
+    assert not private_crossings("self._x = 1\nobj._cache.clear()\nimport torch\ntorch.__version__")
+    assert long_functions("def f():\n" + "    x = 1\n" * 61) and not long_functions("def f():\n    pass\n")
+
+
+def test_no_table_is_keyed_by_a_kind():
+    """A task's route, wording and options live in its task object; nothing looks them up by its name."""
+    offenders = {name: lines for name, path in all_modules().items() if (lines := kind_lookups(path.read_text()))}
+    assert not offenders, offenders
+
+
+def test_task_names_stand_only_in_the_task_packages_the_resolver_and_the_list():
+    names = task_names()
+    assert {"classify", "detect"} <= names
+    offenders = {name: lines for name, path in all_modules().items()
+                 if not name.startswith(TASK_PLACES) and (lines := task_literals(path.read_text(), names))}
+    assert not offenders, offenders
+
+
+def test_no_private_name_crosses_a_module():
+    offenders = {name: lines for name, path in all_modules().items() if (lines := private_crossings(path.read_text()))}
+    assert not offenders, offenders
+
+
+def test_functions_and_modules_are_short_enough_to_read():
+    long = {name: found for name, path in all_modules().items() if (found := long_functions(path.read_text()))}
+    big = {name: n for name, path in all_modules().items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long and not big, (long, big)

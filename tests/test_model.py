@@ -56,6 +56,19 @@ def test_forward_shapes_and_new_head():
     assert trainable == ["classifier.weight", "classifier.bias"]
 
 
+def test_create_model_refuses_an_argument_the_family_cannot_honour():
+    """A detector has no dropout, stochastic depth, feature-only form or other input channels; a classifier no
+    pretrained backbone: each is refused with one line naming it, not dropped. The paper's shorthand and
+    ``in_chans`` alone (without ``num_classes``) are honoured."""
+    for argument, value in (("dropout", 0.1), ("drop_path_rate", 0.1), ("features_only", True), ("in_chans", 1)):
+        with pytest.raises(effnet.errors.UsageError, match=f"efficientdet_d0 is a detector .*takes no '{argument}'"):
+            effnet.create_model("efficientdet_d0", **{argument: value})
+    with pytest.raises(effnet.errors.UsageError, match="is a classifier, which takes no 'pretrained_backbone'"):
+        effnet.create_model("efficientnet_b0", pretrained_backbone=True)
+    gray = effnet.create_model("b0", in_chans=1)
+    assert gray.config.name == "efficientnet_b0" and gray.stem.conv.in_channels == 1
+
+
 def test_features_only_strides_and_channels():
     feats = effnet.create_model("efficientnet_b0", features_only=True).eval()
     assert [f["reduction"] for f in feats.feature_info] == [2, 4, 8, 16, 32]

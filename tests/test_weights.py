@@ -39,7 +39,7 @@ def test_timm_import_parity(timm_name, ours_name, tf_padding, bn_eps, size):
 
 @pytest.mark.parametrize("name,size", [("efficientnet_b0", 160), ("efficientnet_b2", 130)])
 def test_torchvision_import_parity(name, size, tmp_path):
-    from effnet.models.zoo.importers import torchvision_bn_eps
+    from effnet.models.zoo.classifier_weights import torchvision_bn_eps
 
     torch.manual_seed(0)
     src = getattr(torchvision.models, name)(weights=None)

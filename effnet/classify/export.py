@@ -17,7 +17,7 @@ from ..deploy.export import ExportOutputs, export_model
 from ..deploy.options import HUB, Exported, ExportOptions
 from ..errors import UsageError
 from ..taskspec import Flag
-from ..models.zoo.hf_hub import load_hub_model, save_pretrained
+from ..models.zoo.hf_hub import load_hf_hub_model, save_pretrained
 
 
 def top1_agreement(fp32_logits: np.ndarray, int8_logits: np.ndarray) -> dict:
@@ -74,7 +74,7 @@ def _export_hub(model: nn.Module, options: ExportOptions) -> Exported:
         raise UsageError("--int8 is for runtime graphs (onnx, openvino, executorch); a Hub folder keeps fp32 weights")
     folder = save_pretrained(model, options.output)
     x = torch.randn(2, model.config.in_chans, model.config.resolution, model.config.resolution)
-    diff = (load_hub_model(f"local-dir:{folder}")(x) - model.eval()(x)).abs().max().item()
+    diff = (load_hf_hub_model(f"local-dir:{folder}")(x) - model.eval()(x)).abs().max().item()
     if diff > options.setting("tolerance", 1e-3):
         raise UsageError(f"{folder}: the reloaded folder differs from the model by {diff:.2e}")
     return Exported([f"wrote {folder}/ (Hugging Face Hub folder: config.json + model.safetensors in timm's naming; "

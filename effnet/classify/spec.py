@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ..models.nets.config import ModelConfig
+from ..models.zoo.registry import CLASSIFY
 from ..taskspec import Route, RouteOption, TaskSpec
 from .export import EXPORT_FLAGS, export_classifier
 from .served import served_classifier
@@ -19,7 +20,7 @@ def _result() -> type:
 TOPK = RouteOption("topk", int, 5, 1, 1000, "how many classes to answer, best first")
 
 TASK = TaskSpec(
-    name="classify", noun="a classifier", plural="classifiers", config_type=ModelConfig,
+    name=CLASSIFY, noun="a classifier", plural="classifiers", config_type=ModelConfig,
     trainer=ClassificationTask,
     route=Route("/predict", "top-k classes of each uploaded image (multipart field `file`, repeated for several)",
                 _result, (TOPK,)),

@@ -27,6 +27,11 @@ def keep_decoded_images(max_bytes: int = 2 << 30) -> None:
     _decoded_budget[0] = max_bytes
 
 
+def decoded_images_kept() -> bool:
+    """Whether :func:`keep_decoded_images` turned the in-memory cache on in this process."""
+    return _decoded_budget[0] > 0
+
+
 def decoded_image(path: str | os.PathLike):
     """:func:`load_image`, through the in-memory cache when :func:`keep_decoded_images` turned it on."""
     if _decoded_budget[0] <= 0:

@@ -56,10 +56,8 @@ def compile_for_inference(model: nn.Module, bf16: bool = False):
     Returns a callable taking an NCHW float batch; the first call compiles (tens of seconds on 2 cores).
     With ``bf16`` it runs under bfloat16 autocast (AVX-512 BF16 / AMX where the CPU has them).
     """
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True  # fold weights into the graph: lets Inductor pre-pack conv weights
-    fast = torch.compile(optimize(model))
+    # freezing folds the weights into the graph as constants: lets Inductor pre-pack conv weights
+    fast = torch.compile(optimize(model), options={"freezing": True})
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
+from ..cpu import bf16_native
 from ..data.coco import read_coco_split
 from ..deploy import BACKENDS
 from ..deploy.options import add_export_arguments, export_options
@@ -52,14 +52,6 @@ def _val_split(data_dir: str, class_names: tuple[str, ...] | None):
         split = read_coco_split(root / "annotations" / "instances_val.json", root / "val", lambda msg: None,
                                 [by_name[n] for n in class_names])
     return split
-
-
-def bf16_native() -> bool:
-    """Whether this CPU runs bfloat16 natively (AVX512-BF16 / AMX): then bf16 autocast trains ~1.3x faster."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def cmd_train(args: argparse.Namespace) -> int:

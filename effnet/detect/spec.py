@@ -4,6 +4,7 @@ and ``effnet plot`` need from this task."""
 from __future__ import annotations
 
 from ..models.nets.detector_config import DetectorConfig
+from ..models.zoo.registry import DETECT
 from ..taskspec import Flag, Route, RouteOption, TaskSpec
 from .export_task import export_for_task
 from .pipeline import SCORE_THRESHOLD
@@ -20,7 +21,7 @@ def _result() -> type:
 THRESHOLD = RouteOption("score_threshold", float, SCORE_THRESHOLD, 0.0, 1.0, "boxes scoring below this are dropped")
 
 TASK = TaskSpec(
-    name="detect", noun="a detector", plural="detectors", config_type=DetectorConfig,
+    name=DETECT, noun="a detector", plural="detectors", config_type=DetectorConfig,
     trainer=DetectionTask,
     route=Route("/detect", "boxes (x1, y1, x2, y2 in the image's pixels), scores and classes of the objects in each "
                            "uploaded image (multipart field `file`, repeated for several)", _result, (THRESHOLD,)),

@@ -21,9 +21,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("give --model NAME [--pretrained] or a RUN directory / .safetensors file")
     if args.model and args.run:
         raise UsageError("give --model NAME or RUN, not both")
-    from ..models.zoo.registry import load_model
+    from ..models.zoo.registry import CLASSIFY, load_model
 
-    model = load_model(args.model or args.run, pretrained=args.pretrained, task="classify")
+    model = load_model(args.model or args.run, pretrained=args.pretrained, task=CLASSIFY)
     e = explain(model, photo, args.class_index, args.method, args.layer)
     atomic_write(args.output, lambda tmp: overlay(photo, e.heatmap).save(tmp, format="PNG"))
     if args.heatmap:

@@ -34,7 +34,7 @@ class Column:
 def study_columns(study_dir: str | Path, phi: float | None = None) -> list[Column]:
     """The baseline and the depth / width / resolution / compound models of an ``effnet study`` at ``phi``
     (default: the largest it trained), loaded from their runs."""
-    from ..models.zoo.registry import load_model
+    from ..models.zoo.registry import CLASSIFY, load_model
 
     folder = Path(study_dir)
     table = folder / "study.json"
@@ -50,17 +50,17 @@ def study_columns(study_dir: str | Path, phi: float | None = None) -> list[Colum
         run = folder / "runs" / f"{kind}-phi{row['phi']:g}"
         label = (f"{TITLES[kind]}\n(w {row['width_mult']:.2f}, d {row['depth_mult']:.2f}, r {row['resolution']})\n"
                  f"val top-1 {row['top1']:.1f}%")  # how far the study trained it: a map of a weak model says little
-        columns.append(Column(label, load_model(run, task="classify"), row["macs"]))
+        columns.append(Column(label, load_model(run, task=CLASSIFY), row["macs"]))
     return columns
 
 
 def named_columns(specs: list[str], pretrained: bool) -> list[Column]:
     from ..models.paper.accounting import profile
-    from ..models.zoo.registry import load_model
+    from ..models.zoo.registry import CLASSIFY, load_model
 
     columns = []
     for spec in specs:
-        model = load_model(spec, pretrained=pretrained and not Path(spec).exists(), task="classify")
+        model = load_model(spec, pretrained=pretrained and not Path(spec).exists(), task=CLASSIFY)
         columns.append(Column(Path(spec).name if Path(spec).exists() else spec, model, profile(model.config).macs))
     return columns
 

@@ -91,6 +91,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
+    _add_search(sub)
+    _add_scale(sub)
+    _add_study(sub)
+
+
+def _add_search(sub) -> None:
     p = sub.add_parser("search")
     p.add_argument("data_dir")
     p.add_argument("--base", help="base model name (b0) or config .json")
@@ -127,6 +133,8 @@ def add_commands(sub) -> None:
     p.add_argument("--precise-bn", type=int, help="train batches for BN recalibration before each evaluation (default 10)")
     p.set_defaults(func=cmd_search)
 
+
+def _add_scale(sub) -> None:
     p = sub.add_parser("scale")
     p.add_argument("--alpha", type=float)
     p.add_argument("--beta", type=float)
@@ -140,6 +148,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="scaled")
     p.set_defaults(func=cmd_scale)
 
+
+def _add_study(sub) -> None:
     p = sub.add_parser("study")
     p.add_argument("data_dir")
     p.add_argument("--max-phi", type=int, default=2)

@@ -46,7 +46,7 @@ FILE = File(..., min_length=1, description="one or more images (JPEG, PNG, WebP,
 def _signature(route: Route) -> inspect.Signature:
     """The endpoint's parameters as FastAPI reads them: the files, then each option as a bounded query parameter."""
     params = [inspect.Parameter("file", inspect.Parameter.KEYWORD_ONLY, default=FILE, annotation=list[UploadFile])]
-    params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=o.kind,
+    params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=o.value_type,
                                  default=Query(o.default, ge=o.low, le=o.high, description=o.help))
                for o in route.options]
     return inspect.Signature(params, return_annotation=JSONResponse)

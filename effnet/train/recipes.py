@@ -149,11 +149,10 @@ def ema_multi_avg_fn(decay: float):
     def update(ema_params, model_params, num_averaged) -> None:
         n = int(num_averaged)
         d = min(decay, (1.0 + n) / (10.0 + n))
-        floats = [(e, m) for e, m in zip(ema_params, model_params) if torch.is_floating_point(e)]
-        if floats:
-            torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - d)
         for e, m in zip(ema_params, model_params):
-            if not torch.is_floating_point(e):
+            if torch.is_floating_point(e):
+                e.lerp_(m, 1.0 - d)
+            else:
                 e.copy_(m)
 
     return update

@@ -20,6 +20,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite is quantization-friendly: inputs are (x*255 - 127) / 128 (official lite/README).
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
+# TensorFlow's [-1, 1] input scaling: timm's and effdet's ports of the AdvProp and Lite checkpoints
+TF_MEAN = (0.5, 0.5, 0.5)
+TF_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
@@ -223,8 +226,15 @@ def scale(config: ModelConfig) -> ScaledArch:
     return ScaledArch(stem_channels=stem, stages=tuple(stages), head_channels=head)
 
 
+def variant_name(name: str) -> str:
+    """The :data:`VARIANTS` name ``name`` stands for: the paper's shorthand ``"b0"`` is ``"efficientnet_b0"``
+    (``"lite0"``, ``"l2"`` likewise); any other name comes back unchanged."""
+    return f"efficientnet_{name}" if f"efficientnet_{name}" in VARIANTS else name
+
+
 def variant_config(name: str) -> ModelConfig:
-    """The config of a named variant from :data:`VARIANTS`."""
+    """The config of a named variant from :data:`VARIANTS` (or its shorthand, ``"b0"``)."""
+    name = variant_name(name)
     if name not in VARIANTS:
         raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(VARIANTS)}")
     width, depth, res, dropout = VARIANTS[name]
@@ -270,10 +280,7 @@ def compound(
             f"alpha*beta^2*gamma^2 = {ratio:.3f} is far from 2: FLOPs will grow by {ratio:.2f}^phi, not 2^phi",
             stacklevel=2,
         )
-    if isinstance(base, str):
-        base_cfg = variant_config(base if base.startswith("efficientnet_") else f"efficientnet_{base}")
-    else:
-        base_cfg = base
+    base_cfg = variant_config(base) if isinstance(base, str) else base
     res = base_cfg.resolution * gamma**phi
     res = max(resolution_divisor, int(round(res / resolution_divisor)) * resolution_divisor)
     name = f"{base_cfg.name}-phi{phi:g}-a{alpha:g}-b{beta:g}-g{gamma:g}"

@@ -18,7 +18,7 @@ from torch import nn
 from .bifpn import BiFPN, HeadNet, SeparableConv, init_detector_weights
 from .detector_config import DetectorConfig
 from .efficientnet import EfficientNetFeatures
-from .layers import BNSettings
+from .layers import BATCHNORMS, BNSettings
 from .lean import set_memory_efficient
 
 
@@ -80,7 +80,7 @@ class EfficientDet(nn.Module):
         super().train(mode)
         if mode and getattr(self, "frozen_backbone_bn", False):
             for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if isinstance(m, BATCHNORMS):
                     m.eval()
         return self
 

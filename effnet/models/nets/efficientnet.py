@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .blocks import MBConv
 from .config import ModelConfig, scale
-from .layers import BNSettings, ConvBNAct
+from .layers import BATCHNORMS, BNSettings, ConvBNAct
 from .lean import set_memory_efficient
 
 # timm-compatible feature taps: the last stage at each stride 2, 4, 8, 16, 32.
@@ -22,7 +22,7 @@ FEATURE_STRIDES = (2, 4, 8, 16, 32)
 def _frozen_bn_stats(module: nn.Module):
     """During checkpoint recomputation BatchNorm must not update its running statistics a second time:
     momentum 0 leaves them unchanged (batch statistics are still used for the recomputed forward)."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in module.modules() if isinstance(m, BATCHNORMS)]
     saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
     for m in bns:
         m.momentum = 0.0

@@ -23,6 +23,9 @@ from .lean import (
     gate_memory_efficient,
 )
 
+# every BatchNorm layer (torch's common base class, _BatchNorm, is private)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
 
 @dataclass(frozen=True)
 class BNSettings:

@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import UnknownModelError, UsageError
-from ..nets.config import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, VARIANTS, ModelConfig, variant_config
-from .published import PublishedFile
-from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
+from ..nets.config import (
+    IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, TF_MEAN, TF_STD, VARIANTS, ModelConfig, variant_config,
+)
 from ..nets.detector_config import DETECTOR_VARIANTS
+from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
+from .published import PublishedFile, hash_prefix
 
-TF_MEAN = (0.5, 0.5, 0.5)  # timm's mean/std for AdvProp and the Lite ports: inputs scaled to [-1, 1]
-TF_STD = (0.5, 0.5, 0.5)
 BIC, BIL = "bicubic", "bilinear"
 IN, TF = "imagenet", "tf"  # mean/std: ImageNet's, or 0.5 (inputs in [-1, 1])
 _NORMS = {IN: (IMAGENET_MEAN, IMAGENET_STD), TF: (TF_MEAN, TF_STD)}
@@ -164,17 +164,18 @@ _PACKAGES = [
 ]
 
 
-def _hash_prefix(file_name: str) -> str:
-    return file_name.rsplit("-", 1)[-1].split(".")[0]
+def torchvision_bn_eps(name: str) -> float:
+    """torchvision trained B0-B4 itself (eps 1e-5) and ported B5-B7 from TF (eps 1e-3); the importer applies it to
+    any torchvision-named file."""
+    return 1e-5 if name in {f"efficientnet_b{i}" for i in range(5)} else 1e-3
 
 
 def _torchvision_entries() -> list[PretrainedWeights]:
     out = []
     for model, tag, file, top1, params, crop, resize, interp in _TORCHVISION:
-        eps = 1e-5 if model in {f"efficientnet_b{i}" for i in range(5)} else 1e-3
         out.append(PretrainedWeights(
-            model, tag, "torchvision", "torchvision", _TV + file, _hash_prefix(file), top1, params / 1e6,
-            bn_eps=eps, tf_padding=False, resolution=crop, crop_pct=crop / resize, interpolation=interp))
+            model, tag, "torchvision", "torchvision", _TV + file, hash_prefix(file), top1, params / 1e6,
+            bn_eps=torchvision_bn_eps(model), tf_padding=False, resolution=crop, crop_pct=crop / resize, interpolation=interp))
     return out
 
 
@@ -184,7 +185,7 @@ def _timm_entries() -> list[PretrainedWeights]:
         model, tf, url = f"efficientnet_{short}", tag.startswith("tf_"), host + file
         mean, std = _NORMS[norm]
         out.append(PretrainedWeights(
-            model, tag, "timm (TF port)" if tf else "timm", "timm", url, _hash_prefix(url), top1, params,
+            model, tag, "timm (TF port)" if tf else "timm", "timm", url, hash_prefix(url), top1, params,
             bn_eps=1e-3 if tf else 1e-5, tf_padding=tf, resolution=res, crop_pct=crop, interpolation=interp,
             mean=mean, std=std))
     return out
@@ -227,14 +228,6 @@ def list_weights(pattern: str = "") -> list[PretrainedWeights | DetectorWeights]
 
 def default_tag(model: str) -> str | None:
     return _DEFAULT_TAGS.get(model)
-
-
-def split_name(text: str) -> tuple[str, str | None]:
-    """``"efficientnet_b0.tv_in1k"`` -> (model, tag); ``"b0"`` -> ("efficientnet_b0", None)."""
-    model, _, tag = text.partition(".")
-    if model not in _MODELS and f"efficientnet_{model}" in VARIANTS:
-        model = f"efficientnet_{model}"
-    return model, (tag or None)
 
 
 def find_weights(model: str, tag: str | None = None) -> PretrainedWeights | DetectorWeights:

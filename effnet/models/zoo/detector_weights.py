@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..nets.config import IMAGENET_MEAN, IMAGENET_STD
-from .published import PublishedFile
+from ..nets.config import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD
 from ..nets.detector_config import DetectorConfig, detector_config
+from .published import PublishedFile, hash_prefix
 
 # COCO 2017 categories by id - 1 (torchvision's COCO_V1 meta without "__background__"): "N/A" marks the 10 ids
 # the 2017 release does not use (the detectors keep 90 outputs, as the official models do).
@@ -34,9 +34,6 @@ COCO_CLASSES: tuple[str, ...] = (
     "refrigerator", "N/A", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 UNUSED_CLASS = "N/A"
-
-TF_MEAN = (0.5, 0.5, 0.5)  # effdet's Lite and AdvProp ports take inputs scaled to [-1, 1]
-TF_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
@@ -127,12 +124,8 @@ _EFFDET = [
 ]
 
 
-def _hash_prefix(file_name: str) -> str:
-    return file_name.rsplit("-", 1)[-1].split(".")[0]
-
-
 def detector_entries() -> list[DetectorWeights]:
-    return [DetectorWeights(model, tag, effdet_name, _RELEASE + file, _hash_prefix(file), ap, params, resolution=res,
+    return [DetectorWeights(model, tag, effdet_name, _RELEASE + file, hash_prefix(file), ap, params, resolution=res,
                             **settings)
             for model, tag, effdet_name, file, ap, params, res, settings in _EFFDET]
 

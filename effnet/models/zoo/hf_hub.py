@@ -23,7 +23,7 @@ from torch import nn
 from ...errors import CheckpointError, UsageError
 from ...files import atomic_write
 from ..nets.config import VARIANTS, ModelConfig, variant_config
-from .names import HUB_PREFIXES
+from .names import HF_HUB_PREFIXES
 from .model_files import check_and_load, read_state_dict
 from .importers import translate_state_dict
 
@@ -75,7 +75,7 @@ def timm_architecture(config: ModelConfig) -> str:
     return config.name
 
 
-def hub_config(model: nn.Module) -> dict:
+def hf_hub_config(model: nn.Module) -> dict:
     """``config.json`` for ``model``: what timm needs to rebuild it and preprocess its inputs."""
     config: ModelConfig = model.config
     from .imagenet import class_names_for
@@ -104,7 +104,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Write ``model`` as a Hugging Face Hub folder timm loads (``timm.create_model("local-dir:DIR",
     pretrained=True)``), ready for ``huggingface_hub.upload_folder``. Each file is written atomically."""
     directory = Path(directory)
-    config = hub_config(model)  # refuses before anything is written
+    config = hf_hub_config(model)  # refuses before anything is written
     tensors = timm_state_dict(model)
     atomic_write(directory / WEIGHT_FILES[0], lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
@@ -155,7 +155,7 @@ def _local_files(spec: str) -> tuple[Path, Path]:
     raise UsageError(f"{folder}: no weights ({' or '.join(WEIGHT_FILES)})")
 
 
-def _hub_files(repo: str) -> tuple[Path, Path]:
+def _hf_hub_files(repo: str) -> tuple[Path, Path]:
     """``config.json`` and the weights of ``ORG/NAME[@REVISION]`` through huggingface_hub: its cache,
     ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and token handling are the user's."""
     from huggingface_hub import hf_hub_download
@@ -178,9 +178,9 @@ def _hub_files(repo: str) -> tuple[Path, Path]:
 
 
 def _files(spec: str) -> tuple[Path, Path]:
-    if not spec.startswith(HUB_PREFIXES):
+    if not spec.startswith(HF_HUB_PREFIXES):
         raise UsageError(f"{spec}: a Hub folder is named local-dir:DIR or hf-hub:ORG/NAME")
-    return _local_files(spec) if spec.startswith("local-dir:") else _hub_files(spec.removeprefix("hf-hub:"))
+    return _local_files(spec) if spec.startswith("local-dir:") else _hf_hub_files(spec.removeprefix("hf-hub:"))
 
 
 def _parse_config(config_path: Path) -> ModelConfig:
@@ -191,12 +191,12 @@ def _parse_config(config_path: Path) -> ModelConfig:
         raise UsageError(f"{config_path}: not a valid Hub model config: {exc}") from None
 
 
-def read_hub_config(spec: str) -> ModelConfig:
+def read_hf_hub_config(spec: str) -> ModelConfig:
     """The effnet config of a Hub folder (``local-dir:DIR`` / ``hf-hub:ORG/NAME``), preprocessing included."""
     return _parse_config(_files(spec)[0])
 
 
-def load_hub_model(spec: str) -> nn.Module:
+def load_hf_hub_model(spec: str) -> nn.Module:
     """The model in a Hub folder: ``local-dir:DIR`` or ``hf-hub:ORG/NAME[@REVISION]``, written by timm or by
     :func:`save_pretrained`, with the folder's preprocessing in its config."""
     from ..nets.efficientnet import EfficientNet

@@ -9,9 +9,9 @@ from ...results import label_names
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    from torchvision.models import EfficientNet_B0_Weights  # any ImageNet-1k weights' meta: torchvision's public list
 
-    return tuple(_IMAGENET_CATEGORIES)
+    return tuple(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def class_names_for(config) -> tuple[str, ...]:

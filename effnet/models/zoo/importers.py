@@ -13,6 +13,8 @@ from torch import nn
 from ...errors import CheckpointError, UsageError
 from ..nets.efficientdet import EfficientDet
 from ..nets.efficientnet import EfficientNet
+from ..nets.layers import BATCHNORMS
+from .classifier_weights import torchvision_bn_eps
 from .model_files import check_and_load, read_state_dict, unwrap_state_dict
 
 def detect_source(state: Mapping[str, torch.Tensor]) -> str:
@@ -196,7 +198,7 @@ def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet,
 def set_bn_eps(model: nn.Module, eps: float) -> None:
     """Set every BatchNorm's epsilon (PyTorch-trained weights use 1e-5, TF-trained 1e-3)."""
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, BATCHNORMS):
             m.eps = eps
     if hasattr(model, "config"):
         model.config = model.config.replace(bn_eps=eps)
@@ -229,8 +231,3 @@ def load_weights(
     if bn_eps is not None:
         set_bn_eps(model, bn_eps)
     return model
-
-
-def torchvision_bn_eps(name: str) -> float:
-    """torchvision trained B0-B4 itself (eps 1e-5) and ported B5-B7 from TF (eps 1e-3)."""
-    return 1e-5 if name in {f"efficientnet_b{i}" for i in range(5)} else 1e-3

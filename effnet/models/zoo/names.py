@@ -9,11 +9,11 @@ from __future__ import annotations
 import fnmatch
 import os
 
-from ..nets.config import VARIANTS
+from ..nets.config import VARIANTS, variant_name
 from ..nets.detector_config import DETECTOR_VARIANTS
 from .classifier_weights import list_weights
 
-HUB_PREFIXES = ("local-dir:", "hf-hub:")  # timm's spelling of a Hub folder, local or remote
+HF_HUB_PREFIXES = ("local-dir:", "hf-hub:")  # timm's spelling of a Hugging Face Hub folder, local or remote
 
 
 def architectures() -> list[str]:
@@ -47,12 +47,14 @@ def list_models(filter: str = "", pretrained: bool = False, include_tags: bool |
 
 
 def split_tag(spec: str | os.PathLike) -> tuple[str, str | None]:
-    """``"efficientnet_b0.ra_in1k"`` -> (``"efficientnet_b0"``, ``"ra_in1k"``); anything else (a plain name, a
-    file such as ``cfg.json``, a Hub folder) comes back unchanged with no tag."""
+    """The one parser of ``NAME.TAG``: ``"efficientnet_b0.ra_in1k"`` -> (``"efficientnet_b0"``, ``"ra_in1k"``),
+    the shorthand ``"b0"`` -> (``"efficientnet_b0"``, None); anything else (a file such as ``cfg.json``, a Hub
+    folder, an unknown name) comes back unchanged with no tag."""
     text = str(spec)
-    if text.startswith(HUB_PREFIXES):
+    if text.startswith(HF_HUB_PREFIXES) or os.path.exists(text):
         return text, None
-    model, dot, tag = text.partition(".")
-    if dot and tag and model in architectures():
-        return model, tag
+    model, _, tag = text.partition(".")
+    model = variant_name(model)
+    if model in architectures():
+        return model, tag or None
     return text, None

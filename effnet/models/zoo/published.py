@@ -4,6 +4,12 @@
 from __future__ import annotations
 
 
+def hash_prefix(file_name: str) -> str:
+    """The start of a published file's sha256 that its name carries (``efficientnet_b0_ra-3dd342df.pth``:
+    ``3dd342df``), torch.hub's and timm's convention."""
+    return file_name.rsplit("-", 1)[-1].split(".")[0]
+
+
 class PublishedFile:
     """A mixin for frozen dataclasses with ``model``, ``tag``, ``url``, ``file`` and ``params_m`` fields."""
 

@@ -18,19 +18,20 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError, UnknownModelError, UsageError
-from ..nets.config import VARIANTS, ModelConfig, variant_config
+from ..nets.config import VARIANTS, ModelConfig, variant_config, variant_name
 from ..nets.detector_config import DetectorConfig, detector_config
 from ..nets.efficientdet import EfficientDet
 from ..nets.efficientnet import EfficientNet, EfficientNetFeatures
 from .downloads import load_pretrained, load_pretrained_detector
 from .importers import load_weights
 from .model_files import CONFIG_KEY, check_and_load, read_metadata, read_state_dict, run_weights
-from .names import HUB_PREFIXES, split_tag
+from .names import HF_HUB_PREFIXES, split_tag
 
 # what a model is for, by the type of its config, and how messages name one: each task's object registers its
 # own (effnet.tasks.register); these two are known before any task package is imported
-CONFIG_TASKS: dict[type, str] = {ModelConfig: "classify", DetectorConfig: "detect"}
-_WHAT = {"classify": "a classifier", "detect": "a detector (EfficientDet)"}
+CLASSIFY, DETECT = "classify", "detect"  # the answers for EfficientNet and EfficientDet (their task objects' names)
+CONFIG_TASKS: dict[type, str] = {ModelConfig: CLASSIFY, DetectorConfig: DETECT}
+_WHAT = {CLASSIFY: "a classifier", DETECT: "a detector (EfficientDet)"}
 
 
 def register_config(config_type: type, task: str, noun: str) -> None:
@@ -92,10 +93,10 @@ def config_of(spec: str | os.PathLike) -> ModelConfig | DetectorConfig:
         if args.is_file():
             return config_of(json.loads(args.read_text()).get("model") or "efficientnet_b0")
         raise UsageError(f"{spec}: not a training run directory (no model.safetensors, no args.json)")
-    if str(spec).startswith(HUB_PREFIXES):
-        from .hf_hub import read_hub_config
+    if str(spec).startswith(HF_HUB_PREFIXES):
+        from .hf_hub import read_hf_hub_config
 
-        return read_hub_config(str(spec))
+        return read_hf_hub_config(str(spec))
     name, _ = split_tag(spec)
     if _is_detector_name(name):
         return detector_config(name)
@@ -148,7 +149,7 @@ def load_model(spec: str | os.PathLike, pretrained: bool | str = False, weights:
         name, tag = split_tag(spec)
         if tag is not None and not weights:  # `--model efficientnet_b0.ra_in1k`: those published weights
             spec, pretrained = name, _one_tag(name, tag, pretrained)
-        if task is not None and not str(spec).startswith(HUB_PREFIXES):  # refusing a D7 should not build it
+        if task is not None and not str(spec).startswith(HF_HUB_PREFIXES):  # refusing a D7 should not build it
             require_task(spec, task)
         model = _named_model(spec, pretrained, weights)
     if task is not None:
@@ -184,10 +185,8 @@ def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConf
     if isinstance(name_or_config, ModelConfig):
         return name_or_config
     text = str(name_or_config)
-    if text in VARIANTS:
+    if variant_name(text) in VARIANTS:  # a name, or its shorthand ("b0")
         return variant_config(text)
-    if text.startswith("b") and f"efficientnet_{text}" in VARIANTS:  # "b0" shorthand
-        return variant_config(f"efficientnet_{text}")
     path = Path(text)
     if path.suffix == ".json" and path.is_file():
         try:
@@ -223,43 +222,62 @@ def create_model(
     Names are timm's too: ``"efficientnet_b0.ra_in1k"`` with ``pretrained=True`` loads that tag (without it,
     only the architecture, as in timm); ``"local-dir:DIR"`` and ``"hf-hub:ORG/NAME"`` load a Hugging Face Hub
     folder with its weights and preprocessing (timm's or :func:`effnet.save_pretrained`'s).
+
+    An argument the model's family cannot honour is refused with one line: a detector has no ``dropout``,
+    ``drop_path_rate``, ``features_only`` or ``in_chans``; a classifier no ``pretrained_backbone``.
     """
-    if isinstance(name_or_config, str) and name_or_config.startswith(HUB_PREFIXES):
-        return _hub_model(name_or_config, num_classes, features_only)
+    training = {k: v for k, v in (("drop_path_rate", drop_path_rate), ("dropout", dropout)) if v is not None}
+    if isinstance(name_or_config, str) and name_or_config.startswith(HF_HUB_PREFIXES):
+        _refuse(name_or_config, "classify", pretrained_backbone=pretrained_backbone)
+        return _adapted(_hf_hub_model(name_or_config, training), num_classes, in_chans, features_only)
     if isinstance(name_or_config, str):
         name_or_config, tag = split_tag(name_or_config)
         if tag is not None and pretrained:
             pretrained = _one_tag(name_or_config, tag, pretrained)
     if _is_detector_name(name_or_config):
+        _refuse(name_or_config, "detect", dropout=dropout is not None, drop_path_rate=drop_path_rate is not None,
+                features_only=features_only, in_chans=in_chans != 3)
         return create_detector(name_or_config, 90 if num_classes is None else num_classes, pretrained,
                                pretrained_backbone, tf_padding)
+    _refuse(name_or_config, "classify", pretrained_backbone=pretrained_backbone)
     config = resolve_config(name_or_config)
-    changes: dict = {"tf_padding": tf_padding or config.tf_padding}
-    if drop_path_rate is not None:
-        changes["drop_path_rate"] = drop_path_rate
-    if dropout is not None:
-        changes["dropout"] = dropout
-    if not pretrained and num_classes is not None:
-        changes["num_classes"] = num_classes
-        changes["in_chans"] = in_chans
-    config = config.replace(**changes)
-
     if pretrained:
-        overrides = {k: changes[k] for k in ("dropout", "drop_path_rate") if k in changes}
-        model = load_pretrained(config.name, None if pretrained is True else str(pretrained), **overrides)
-        if in_chans != 3:
-            _adapt_input_conv(model, in_chans)
-        if num_classes is not None and num_classes != model.config.num_classes:
-            model.reset_classifier(num_classes)
-    else:
-        model = EfficientNet(config)
+        model = load_pretrained(config.name, None if pretrained is True else str(pretrained), **training)
+        return _adapted(model, num_classes, in_chans, features_only)
+    changes = {"tf_padding": tf_padding or config.tf_padding, **training}
+    if num_classes is not None:
+        changes["num_classes"] = num_classes
+    if in_chans != 3:
+        changes["in_chans"] = in_chans
+    model = EfficientNet(config.replace(**changes))
     return _features(model) if features_only else model
 
 
-def _hub_model(spec: str, num_classes: int | None, features_only: bool) -> nn.Module:
-    from .hf_hub import load_hub_model
+def _refuse(model: str | os.PathLike | ModelConfig | DetectorConfig, task: str, **given: bool) -> None:
+    """One error line naming the first argument given (``given[name]`` true) that a model for ``task`` cannot
+    honour."""
+    for argument, is_given in given.items():
+        if is_given:
+            label = getattr(model, "name", None) or str(model)
+            raise UsageError(f"create_model: {label} is {_WHAT[task]}, which takes no {argument!r}")
 
-    model = load_hub_model(spec)
+
+def _hf_hub_model(spec: str, training: dict) -> EfficientNet:
+    """The model of a Hugging Face Hub folder, rebuilt with ``training`` (dropout, drop_path_rate) when given."""
+    from .hf_hub import load_hf_hub_model
+
+    model = load_hf_hub_model(spec)
+    if not training:
+        return model
+    rebuilt = EfficientNet(model.config.replace(**training))
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.eval()
+
+
+def _adapted(model: EfficientNet, num_classes: int | None, in_chans: int, features_only: bool) -> nn.Module:
+    """A model with weights made to fit: ``in_chans`` inputs, a new head for ``num_classes``, or its backbone."""
+    if in_chans != 3:
+        _adapt_input_conv(model, in_chans)
     if num_classes is not None and num_classes != model.config.num_classes:
         model.reset_classifier(num_classes)
     return _features(model) if features_only else model

@@ -17,15 +17,11 @@ import torch
 from ...classify.evaluate import eval_loader
 from ...classify.task import ClassificationTask
 from ...data import load_splits
-from ...data.folders import _decoded_budget, keep_decoded_images
+from ...data.folders import decoded_images_kept, keep_decoded_images
 from ...models.nets.config import ModelConfig
 from ...train import EpochEnd, TrainConfig, recalibrate_bn, train
 
 _SPLITS: dict[tuple, tuple] = {}  # (data_dir, val_split, seed) -> load_splits(...), once per worker process
-
-
-def decoded_images_kept() -> bool:
-    return _decoded_budget[0] > 0
 
 
 def reuse_decoded_images() -> None:
