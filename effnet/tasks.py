@@ -75,4 +75,4 @@ def export(spec: str, options: ExportOptions, pretrained: bool = False, weights:
 
 def plot(run_dir: str | os.PathLike):
     """``effnet plot``: the run's curves, drawn by its task."""
-    return task_for(config_of(run_dir)).plot(run_dir)
+    return task_for(config_of(run_dir)).trainer.plot(run_dir)

@@ -89,13 +89,11 @@ class TaskSpec:
     noun: str  # "a classifier": how messages name one of its models
     plural: str  # "classifiers"
     config_type: type  # the config class its models carry
-    trainer: Callable[..., Any]  # (**options) -> an effnet.train.task.Task for the shared loop
+    trainer: type  # its training task (effnet.train.task.Task): its recipes and curves are class attributes
     route: Route  # its endpoint of `effnet serve`
     make_served: Callable[..., Any]  # (task, model, backend, calibration, copies, threads) -> a ServedModel
     export: Callable[..., Any]  # (model, effnet.deploy.options.ExportOptions) -> Exported (verified)
-    plot: Callable[..., Any]  # (run_dir) -> curves.png
     export_flags: tuple[Flag, ...] = ()  # its own flags of `effnet export` (in ExportOptions.settings)
-    recipes: Mapping[str, Any] = field(default_factory=dict)  # its own named training recipes (effnet.train.recipes.Recipe), beside RECIPES
     train_defaults: Mapping[str, Any] = field(default_factory=dict)  # its `train` command's defaults (model, recipe, ...)
 
     def served(self, model, backend: str = "auto", calibration: str | None = None, copies: int = 1,

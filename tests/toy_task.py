@@ -132,7 +132,8 @@ class BrightnessTask:
     def done_line(self, summary: dict, ema: bool) -> str:
         return f"val_mae {summary['val_mae']:.4f}"
 
-    def plot(self, run_dir: Path) -> Path:
+    @staticmethod
+    def plot(run_dir) -> Path:
         return plot_run(run_dir)
 
 
@@ -215,4 +216,4 @@ TASK = TaskSpec(
     trainer=BrightnessTask,
     route=Route("/brightness", "how bright each uploaded image is (0..1)", _result,
                 (RouteOption("digits", int, 3, 0, 6, "decimal digits of the answer"),)),
-    make_served=served, export=export, plot=plot_run, recipes=BrightnessTask.recipes)
+    make_served=served, export=export,)

@@ -33,8 +33,8 @@ LOGITS = ExportOutputs(name="logits", what="logit", agreement=top1_agreement)  #
 
 # the classifier's own flags of `effnet export` (in ExportOptions.settings)
 EXPORT_FLAGS = (
-    Flag("--batch", "static or dynamic batch axis", default="static", options={"choices": ["static", "dynamic"]}),
-    Flag("--tolerance", "max |logit diff| allowed vs PyTorch", default=1e-3, options={"type": float}),
+    Flag("--batch", "classifiers: a static or dynamic batch axis", default="static", options={"choices": ["static", "dynamic"]}),
+    Flag("--tolerance", "classifiers: the largest |logit diff| allowed vs PyTorch", default=1e-3, options={"type": float}),
 )
 
 

@@ -8,7 +8,7 @@ from ..models.zoo.registry import CLASSIFY
 from ..taskspec import Route, RouteOption, TaskSpec
 from .export import EXPORT_FLAGS, export_classifier
 from .served import served_classifier
-from .task import ClassificationTask, plot_run
+from .task import ClassificationTask
 
 
 def _result() -> type:
@@ -24,4 +24,4 @@ TASK = TaskSpec(
     trainer=ClassificationTask,
     route=Route("/predict", "top-k classes of each uploaded image (multipart field `file`, repeated for several)",
                 _result, (TOPK,)),
-    make_served=served_classifier, export=export_classifier, plot=plot_run, export_flags=EXPORT_FLAGS)
+    make_served=served_classifier, export=export_classifier, export_flags=EXPORT_FLAGS)

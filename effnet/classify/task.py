@@ -137,8 +137,7 @@ class ClassificationTask:
         return (f"val top-1 {summary['val_top1']:.2f}%" + (f", EMA {summary['ema_val_top1']:.2f}%" if ema else "")
                 + f"; {len(self.skipped)} file(s) skipped")
 
-    def plot(self, run_dir: Path) -> Path:
-        return plot_run(run_dir)
+    plot = staticmethod(plot_run)  # also `effnet plot` (effnet.tasks.plot), without a task instance
 
 
 def train(cfg: TrainConfig, resume_dir: str | None = None, model_config: ModelConfig | None = None,

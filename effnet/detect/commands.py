@@ -149,7 +149,7 @@ def add_commands(sub) -> None:
 
     p = dsub.add_parser("train", help="train a detector on a COCO-layout dataset (the shared training loop)")
     p.add_argument("data_dir", nargs="?", help="DATA with annotations/instances_{train,val}.json, train/, val/")
-    add_train_arguments(p, TASK.recipes)
+    add_train_arguments(p, TASK.trainer.recipes)
     p.add_argument("--pretrained-backbone", dest="pretrained", action="store_const", const=BACKBONE_ONLY,
                    help="start the backbone from the classifier's installed ImageNet weights (--pretrained: the "
                         "published COCO detector, only the class output layer new)")

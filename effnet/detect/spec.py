@@ -9,7 +9,7 @@ from ..taskspec import Flag, Route, RouteOption, TaskSpec
 from .export_task import export_for_task
 from .pipeline import SCORE_THRESHOLD
 from .served import served_detector
-from .task import DetectionTask, plot_detection_run
+from .task import DetectionTask
 
 
 def _result() -> type:
@@ -25,8 +25,7 @@ TASK = TaskSpec(
     trainer=DetectionTask,
     route=Route("/detect", "boxes (x1, y1, x2, y2 in the image's pixels), scores and classes of the objects in each "
                            "uploaded image (multipart field `file`, repeated for several)", _result, (THRESHOLD,)),
-    make_served=served_detector, export=export_for_task, plot=plot_detection_run,
-    export_flags=(Flag("--raw", "the raw per-level outputs instead of boxes (onnx)", default=False,
+    make_served=served_detector, export=export_for_task,
+    export_flags=(Flag("--raw", "detectors: the raw per-level outputs instead of boxes (onnx)", default=False,
                        options={"action": "store_true"}),),
-    recipes=DetectionTask.recipes,
     train_defaults={"model": "efficientdet_lite0", "recipe": "detect", "batch_size": 16, "channels_last": True})

@@ -152,5 +152,4 @@ class DetectionTask:
         return (f"val AP {summary['val_AP']:.3f} AP50 {summary['val_AP50']:.3f}{ema_txt}; "
                 f"{summary['skipped_annotations']} annotation(s) and {summary['skipped_images']} image(s) skipped")
 
-    def plot(self, run_dir: Path) -> Path:
-        return plot_detection_run(run_dir)
+    plot = staticmethod(plot_detection_run)  # also `effnet plot` (effnet.tasks.plot), without a task instance
