@@ -20,9 +20,9 @@ from .extras import install_hint
 # command -> (module that adds it, one-line help), in the order `effnet --help` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("effnet.models.zoo.commands", "list model names (globs: 'efficientnet_b*'; --pretrained: name.tag)"),
-    "info": ("effnet.models.zoo.commands", "Table-1 view of a model with params and MACs per stage"),
     "convert": ("effnet.models.zoo.commands", "import timm/torchvision/lukemelas weights into an effnet file"),
     "weights": ("effnet.models.zoo.commands", "published pretrained weights: list them, or download one into the cache"),
+    "info": ("effnet.models.paper.commands", "Table-1 view of a model with params and MACs per stage"),
     "family": ("effnet.models.paper.commands", "B0-B7 side by side with the paper's numbers; bubble chart"),
     "train": ("effnet.classify.commands", "train / fine-tune on an ImageFolder (torchrun for many processes)"),
     "eval": ("effnet.classify.commands", "top-1/top-5/loss/per-class accuracy of a run or weights file"),

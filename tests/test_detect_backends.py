@@ -12,6 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 
 import effnet
 from effnet.detect import Predictor
+from effnet.detect.spec import TASK
 from effnet.errors import UsageError
 from tests.conftest import randomize_bn, run_cli
 
@@ -58,12 +59,31 @@ def test_exported_graph_gives_the_torch_predictors_boxes(detector, home):
         assert torch.equal(t["labels"], w["labels"]) and torch.allclose(t["boxes"], w["boxes"])
     with pytest.raises(UsageError, match="PIL images or CHW float tensors"):
         Predictor(model)([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+    torch_served = TASK.served(model, "auto", copies=2)
+    assert torch_served.backend == "torch" and torch_served.engines.first is torch_served.engines.get()
+    assert_served_like(torch_served, images, want)
     for backend in ("onnx", "openvino"):  # one verified ONNX graph (cached), then its OpenVINO IR
         got = Predictor(model, backend=backend, score_threshold=0.1)(images)
         for g, w in zip(got, want):
             assert torch.equal(g["labels"], w["labels"]) and g["names"] == w["names"]
             assert float((g["scores"] - w["scores"]).abs().max()) < 1e-5
             assert float((g["boxes"] - w["boxes"]).abs().max()) < 1e-2  # pixels of the photo (up to 600 px)
+        assert_served_like(TASK.served(model, backend, copies=2), images, want)
+
+
+def assert_served_like(served, images, want) -> None:
+    """``effnet serve``'s detector gives the Predictor's boxes, each request at its own threshold though they run
+    as one batch, in effnet.results' schema."""
+    # the first at the Predictor's 0.1, the others at their median score: about half their boxes go
+    thresholds = [0.1] + [float(w["scores"].median()) if len(w["scores"]) else 0.1 for w in want[1:]]
+    found = served.run_batch([served.preprocess(im, score_threshold=t) for im, t in zip(images, thresholds)])
+    for f, w, t, image in zip(found, want, thresholds, images):
+        keep = w["scores"] > t
+        assert f["labels"] == w["labels"][keep].tolist() and (f["width"], f["height"]) == image.size
+        assert np.abs(np.array(f["boxes"]).reshape(-1, 4) - w["boxes"][keep].numpy()).max(initial=0) < 1e-2
+        answer = served.answer(f, path="photo.jpg")
+        assert [d["label"] for d in answer["detections"]] == [n for n, k in zip(w["names"], keep) if k]
+    assert any(0 < len(f["scores"]) < len(w["scores"]) for f, w in zip(found, want))  # a threshold of its own
 
 
 def test_openvino_int8_export_and_backend_choices(detector, tmp_path, photos, home):

@@ -220,7 +220,7 @@ def test_the_question_finder_finds_questions():
 
 
 def test_only_the_resolver_asks_whether_a_model_is_a_detector():
-    """Classifier or detector is decided once (``models/registry.py``: by the name, or the saved config's kind);
+    """Classifier or detector is decided once (``models/zoo/registry.py``: by the name, or the saved config's kind);
     everything else dispatches on its answer through a table (``effnet/tasks.py``)."""
     found = {name: detector_questions(path.read_text()) for name, path in all_modules().items() if name != RESOLVER}
     found[DISPATCH] = [line for line in found[DISPATCH] if not line.endswith("uses task_of")]
@@ -300,10 +300,11 @@ def task_literals(source: str, names: set[str]) -> list[str]:
             if isinstance(node, ast.Constant) and node.value in names]
 
 
-def _imported_modules(tree: ast.AST) -> set[str]:
-    """Names bound to modules by ``import x`` / ``import x as y`` (roots of attribute chains to check)."""
-    return {(alias.asname or alias.name).split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-            for alias in node.names}
+def _imported_names(tree: ast.AST) -> set[str]:
+    """Names an import binds (``import x``, ``from torch import nn``, ``from .m import f``): what another module
+    owns, so a private attribute reached through them crosses a module."""
+    return {(alias.asname or alias.name).split(".")[0] for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
 
 
 def _private(name: str) -> bool:
@@ -312,9 +313,9 @@ def _private(name: str) -> bool:
 
 def private_crossings(source: str) -> list[str]:
     """A private name taken from another module: ``from m import _x``, ``from pkg._mod import x``, or
-    ``module._x`` / ``module.sub._x`` on an imported module (effnet's own or a library's)."""
+    ``name._x`` / ``name.sub._x`` on an imported name (effnet's own or a library's)."""
     tree = ast.parse(source)
-    modules = _imported_modules(tree)
+    modules = _imported_names(tree)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -345,6 +346,7 @@ def test_the_rule_finders_find_what_they_look_for():
     assert private_crossings("from .export import _match")
     assert private_crossings("from torchvision.models._meta import CATEGORIES")
     assert private_crossings("import torch\ntorch.ops.mkldnn._is_supported()")
+    assert private_crossings("from torch import nn\nisinstance(m, nn.modules.batchnorm._BatchNorm)")
     assert not private_crossings("self._x = 1\nobj._cache.clear()\nimport torch\ntorch.__version__")
     assert long_functions("def f():\n" + "    x = 1\n" * 61) and not long_functions("def f():\n    pass\n")
 

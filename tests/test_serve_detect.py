@@ -8,6 +8,8 @@ import asyncio
 
 import pytest
 
+from effnet.detect.pipeline import SCORE_THRESHOLD
+
 from .conftest import run_cli
 from .test_serve import httpx, running_server
 from .test_serve_page import browser, open_page  # noqa: F401  (the fixture is shared)
@@ -27,13 +29,12 @@ def detector_server(tmp_path_factory):
 
 
 def assert_same_detections(got: list[dict], expected: list[dict], top: int = 5) -> None:
-    """The in-process top ``top`` boxes are among the server's best (near-equal scores may swap places).
-    ``got`` is in effnet's result schema (label: class name, index), ``expected`` is ``predict_files``' (label:
-    index, class: name)."""
+    """The in-process top ``top`` boxes are among the server's best (near-equal scores may swap places); both in
+    effnet's result schema (label: class name, index)."""
     assert got and abs(len(got) - len(expected)) <= 2, (len(got), len(expected))  # NMS ties at the edge
     best = sorted(got, key=lambda d: -d["score"])[:top + 3]
     for e in sorted(expected, key=lambda d: -d["score"])[:top]:
-        assert any(g["index"] == e["label"] and g["label"] == e["class"] and g["score"] == pytest.approx(
+        assert any(g["index"] == e["index"] and g["label"] == e["label"] and g["score"] == pytest.approx(
             e["score"], abs=1e-3) and g["box"] == pytest.approx(e["box"], abs=0.05) for g in best), (e, best)
 
 
@@ -59,10 +60,11 @@ def test_detect_answers_boxes_like_detect_predict_batched(detector_server):
         (result,) = answer["results"]
         assert (result["width"], result["height"]) == (exp["width"], exp["height"])
         assert all(set(d) == {"label", "index", "score", "box"} for d in result["detections"])
+        assert set(result) - {"path"} == set(exp) - {"path"}  # predict_files' schema is the service's
         assert_same_detections(result["detections"], exp["detections"])
     assert httpx.get(f"{base}/health").json()["stats"]["largest_batch"] > 1
     default = httpx.post(f"{base}/detect", files={"file": ("a.jpg", images[0].read_bytes())}).json()
-    assert all(d["score"] > 0.3 for d in default["results"][0]["detections"])  # the default threshold is 0.3
+    assert all(d["score"] > SCORE_THRESHOLD for d in default["results"][0]["detections"])  # the default threshold
 
 
 def test_detector_refuses_predict_and_bad_inputs_with_4xx_json(detector_server):
@@ -133,9 +135,7 @@ def test_protocol_boxes_match_detect(detector_server):
         assert (indices[row, n:] == -1).all() and (scores[row, n:] == 0).all()  # padding past the real boxes
         got = [{"label": labels[row, k].decode(), "index": int(indices[row, k]), "score": float(scores[row, k]),
                 "box": boxes[row, k].tolist()} for k in range(n)]
-        expected = [{"label": d["index"], "class": d["label"], "score": d["score"], "box": d["box"]}
-                    for d in found["detections"]]
-        assert_same_detections(got, expected)
+        assert_same_detections(got, found["detections"])
 
 
 def test_openapi_fuzzing_of_a_detector(detector_server, tmp_path):

@@ -25,6 +25,7 @@ from ..data import HINTS_FILE, dataset_hints
 from ..errors import DataError, TrainingDiverged
 from ..files import atomic_write, unique_dir
 from ..models.zoo.model_files import save
+from ..models.nets.layers import BATCHNORMS
 from .allocator import allocator
 from .checkpoint import TrainState, rng_state, seed_everything, set_rng_state
 from .config import TrainConfig
@@ -111,7 +112,7 @@ def _setup(cfg: TrainConfig, task: Task, resume_dir: str | None) -> Run:
     total_steps = steps_per_epoch * cfg.epochs
     bn_momentum = bn_momentum_for_run(model.config.bn_momentum, total_steps)
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, BATCHNORMS):
             m.momentum = bn_momentum
     lr = cfg.lr if cfg.lr is not None else recipe.lr * cfg.batch_size * world / recipe.ref_batch
     optimizer = build_optimizer(recipe.optimizer, model, lr, recipe.weight_decay)

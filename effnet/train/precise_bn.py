@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models.nets.layers import BATCHNORMS
+
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, loader, batches: int, channels_last: bool = False) -> None:
     """Replace BatchNorm running statistics by their plain average over ``batches`` training batches ``(x, _)``.
     After a short run the exponential running averages still carry early-training statistics, and eval-mode
     accuracy can sit at chance while train accuracy climbs (as NAS methods do before evaluating)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.modules() if isinstance(m, BATCHNORMS)]
     if not bns:
         return
     saved = [m.momentum for m in bns]

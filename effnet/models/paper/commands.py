@@ -1,15 +1,32 @@
-"""``effnet family``: B0-B7 beside the paper's numbers (Table 2 with its peers, Figures 1 and 5) or its Table 4
-latency protocol."""
+"""``effnet info`` (a model as the paper's Table 1, with params and MACs per stage) and ``effnet family``: B0-B7
+beside the paper's numbers (Table 2 with its peers, Figures 1 and 5) or its Table 4 latency protocol."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from ...errors import UsageError
 
 # the modules that build models (and so load torch) are imported by the command when it runs
 
 DEFAULT_CHART = "efficientnet_family.png"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..zoo.registry import resolve_config
+    from .accounting import format_profile, profile
+
+    config = resolve_config(args.model)
+    p = profile(config, resolution=args.resolution)
+    if args.json:
+        print(json.dumps({"name": p.name, "resolution": p.resolution, "params": p.params, "macs": p.macs,
+                          "stages": [r.__dict__ for r in p.rows]}))
+        return 0
+    print(format_profile(p))
+    print(f"params {p.params:,}  MACs {p.macs / 1e9:.3f} G  (width {config.width_mult:g}, depth "
+          f"{config.depth_mult:g}, resolution {config.resolution}, dropout {config.dropout:g})")
+    return 0
 
 
 def cmd_family(args: argparse.Namespace) -> int:
@@ -39,6 +56,12 @@ def cmd_family(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
+    p = sub.add_parser("info")
+    p.add_argument("model", help="model name or config .json")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
     p = sub.add_parser("family")
     p.add_argument("--chart", default=DEFAULT_CHART,
                    help="PNG path ('' to skip); with --peers: Figures 1 and 5 side by side (only when given)")

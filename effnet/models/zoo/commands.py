@@ -1,9 +1,8 @@
-"""``effnet list``, ``info``, ``convert`` and ``weights``: the model zoo on the command line."""
+"""``effnet list``, ``convert`` and ``weights``: the model zoo on the command line."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from ...errors import UsageError
 from .classifier_weights import default_tag, find_weights, list_weights
@@ -15,22 +14,6 @@ from .names import list_models, split_tag
 
 def cmd_list(args: argparse.Namespace) -> int:
     print("\n".join(list_models(args.filter or "", pretrained=args.pretrained)))
-    return 0
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from ..paper.accounting import format_profile, profile
-    from .registry import resolve_config
-
-    config = resolve_config(args.model)
-    p = profile(config, resolution=args.resolution)
-    if args.json:
-        print(json.dumps({"name": p.name, "resolution": p.resolution, "params": p.params, "macs": p.macs,
-                          "stages": [r.__dict__ for r in p.rows]}))
-        return 0
-    print(format_profile(p))
-    print(f"params {p.params:,}  MACs {p.macs / 1e9:.3f} G  (width {config.width_mult:g}, depth "
-          f"{config.depth_mult:g}, resolution {config.resolution}, dropout {config.dropout:g})")
     return 0
 
 
@@ -89,12 +72,6 @@ def add_commands(sub) -> None:
     p.add_argument("--pretrained", action="store_true",
                    help="only models with published weights, one line per set as NAME.TAG (as timm lists them)")
     p.set_defaults(func=cmd_list)
-
-    p = sub.add_parser("info")
-    p.add_argument("model", help="model name or config .json")
-    p.add_argument("--resolution", type=int)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("convert")
     p.add_argument("src")
