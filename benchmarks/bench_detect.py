@@ -175,7 +175,8 @@ def _recipe(data: Path, args):
     """effnet's ``detect`` recipe (with the dataset's hints, e.g. no flips for digits) and its lr for the batch."""
     cfg = TrainConfig(data_dir=str(data), recipe="detect", pretrained=True, batch_size=args.batch_size)
     hints = dataset_hints(str(data)) or {}
-    recipe = dataclasses.replace(cfg.resolved_recipe(), **{k: v for k, v in hints.items() if k == "hflip"})
+    recipe = dataclasses.replace(cfg.resolved_recipe(DetectionTask.recipes),
+                                 **{k: v for k, v in hints.items() if k == "hflip"})
     return recipe, args.lr if args.lr is not None else recipe.lr * args.batch_size / recipe.ref_batch
 
 
@@ -184,7 +185,7 @@ def prediction_picture(model, data: Path, out: Path, count: int = 6) -> Path:
     from PIL import Image
 
     files = sorted((data / "val").glob("*.jpg"))[:count]
-    drawn = [draw_detections(p["file"], p) for p in predict_files(model, files, score_threshold=0.2)]
+    drawn = [draw_detections(p["path"], p) for p in predict_files(model, files, score_threshold=0.2)]
     w, h = sum(d.width for d in drawn), max(d.height for d in drawn)
     grid = Image.new("RGB", (w, h), "white")
     x = 0

@@ -59,7 +59,7 @@ def main() -> int:
                 page = browser.new_page(viewport={"width": 1000, "height": 640})
                 page.goto(f"{base}/")
                 page.wait_for_function("document.getElementById('model').textContent.includes('detect')")
-                page.fill("#threshold", str(args.threshold))
+                page.fill("#score_threshold", str(args.threshold))
                 page.set_input_files("#file", str(sorted((data / "val").glob("*.jpg"))[0]))
                 page.wait_for_selector("#preview[data-drawn='1']", timeout=60_000)
                 print(f"{page.get_attribute('#boxes', 'data-boxes')} boxes drawn")

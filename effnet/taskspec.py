@@ -61,6 +61,11 @@ class Route:
     def defaults(self) -> dict[str, Any]:
         return {o.name: o.default for o in self.options}
 
+    def describe(self) -> list[dict[str, Any]]:
+        """The options as JSON (``GET /health``; the page makes an input of each)."""
+        return [{"name": o.name, "type": o.value_type.__name__, "default": o.default, "low": o.low,
+                 "high": o.high, "help": o.help} for o in self.options]
+
 
 @dataclass(frozen=True)
 class Flag:

@@ -15,6 +15,7 @@ from effnet.detect import Predictor
 from effnet.detect.spec import TASK
 from effnet.errors import UsageError
 from tests.conftest import randomize_bn, run_cli
+from tests.test_detect_pipeline import assert_served_like
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -69,21 +70,6 @@ def test_exported_graph_gives_the_torch_predictors_boxes(detector, home):
             assert float((g["scores"] - w["scores"]).abs().max()) < 1e-5
             assert float((g["boxes"] - w["boxes"]).abs().max()) < 1e-2  # pixels of the photo (up to 600 px)
         assert_served_like(TASK.served(model, backend, copies=2), images, want)
-
-
-def assert_served_like(served, images, want) -> None:
-    """``effnet serve``'s detector gives the Predictor's boxes, each request at its own threshold though they run
-    as one batch, in effnet.results' schema."""
-    # the first at the Predictor's 0.1, the others at their median score: about half their boxes go
-    thresholds = [0.1] + [float(w["scores"].median()) if len(w["scores"]) else 0.1 for w in want[1:]]
-    found = served.run_batch([served.preprocess(im, score_threshold=t) for im, t in zip(images, thresholds)])
-    for f, w, t, image in zip(found, want, thresholds, images):
-        keep = w["scores"] > t
-        assert f["labels"] == w["labels"][keep].tolist() and (f["width"], f["height"]) == image.size
-        assert np.abs(np.array(f["boxes"]).reshape(-1, 4) - w["boxes"][keep].numpy()).max(initial=0) < 1e-2
-        answer = served.answer(f, path="photo.jpg")
-        assert [d["label"] for d in answer["detections"]] == [n for n, k in zip(w["names"], keep) if k]
-    assert any(0 < len(f["scores"]) < len(w["scores"]) for f, w in zip(found, want))  # a threshold of its own
 
 
 def test_openvino_int8_export_and_backend_choices(detector, tmp_path, photos, home):

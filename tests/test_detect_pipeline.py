@@ -1,7 +1,9 @@
 """The one detection pipeline (decode, clip, per-class NMS, back to image pixels), for every level count the
 registry has: its traced form (inside the exported graphs) equals its eager form, flat raw outputs split at the
-config's level count; and both tasks name an unnamed class the same way."""
+config's level count; both tasks name an unnamed class the same way. :func:`assert_served_like` is the served
+detector's check on each backend (tests/test_detect_backends.py, tests/test_executorch.py)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +75,18 @@ def test_unnamed_classes_read_the_same_for_both_tasks():
     classifier = effnet.create_model("efficientnet_lite0", num_classes=3)
     assert Predictor(detector).class_names == class_names_for(classifier.config) == ("class_0", "class_1", "class_2")
     assert label_names(("cat", "dog"), 2) == ("cat", "dog")
+
+
+def assert_served_like(served, images, want, threshold: float = 0.1, box_tolerance: float = 1e-2) -> None:
+    """``effnet serve``'s detector gives the Predictor's boxes (``want``, at ``threshold``), each request at its
+    own threshold though they run as one batch, in effnet.results' schema."""
+    # the first at the Predictor's threshold, the others at their median score: about half their boxes go
+    thresholds = [threshold] + [float(w["scores"].median()) if len(w["scores"]) else threshold for w in want[1:]]
+    found = served.run_batch([served.preprocess(im, score_threshold=t) for im, t in zip(images, thresholds)])
+    for f, w, t, image in zip(found, want, thresholds, images):
+        keep = w["scores"] > t
+        assert f["labels"] == w["labels"][keep].tolist() and (f["width"], f["height"]) == image.size
+        assert np.abs(np.array(f["boxes"]).reshape(-1, 4) - w["boxes"][keep].numpy()).max(initial=0) < box_tolerance
+        answer = served.answer(f, path="photo.jpg")
+        assert [d["label"] for d in answer["detections"]] == [n for n, k in zip(w["names"], keep) if k]
+    assert any(0 < len(f["scores"]) < len(w["scores"]) for f, w in zip(found, want))  # a threshold of its own

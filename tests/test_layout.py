@@ -339,6 +339,25 @@ def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[str]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit]
 
 
+POSTPROCESS = "effnet.detect.pipeline"  # the one module that turns a detector's raw outputs into boxes
+BOX_OPS = "effnet.detect.boxes"  # where the box operations are defined
+POSTPROCESS_NAMES = {"postprocess", "decode", "nms", "batched_nms"}
+
+
+def postprocessing_calls(source: str) -> list[str]:
+    """Where ``source`` imports or uses detection post-processing (decode, NMS) itself. A method called
+    ``.decode`` (bytes) is something else; ``.nms`` / ``.postprocess`` / ``.batched_nms`` on a module is not."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            found += [f"line {node.lineno}: imports {a.name}" for a in node.names if a.name in POSTPROCESS_NAMES]
+        elif isinstance(node, ast.Name) and node.id in POSTPROCESS_NAMES and isinstance(node.ctx, ast.Load):
+            found.append(f"line {node.lineno}: {node.id}")
+        elif isinstance(node, ast.Attribute) and node.attr in POSTPROCESS_NAMES - {"decode"}:
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
 def test_the_rule_finders_find_what_they_look_for():
     assert kind_lookups("ENDPOINTS[served.kind]") and kind_lookups("x = TABLE.get(model.task)")
     assert not kind_lookups("served.task.route.path\nTASKS[name]")
@@ -349,6 +368,8 @@ def test_the_rule_finders_find_what_they_look_for():
     assert private_crossings("from torch import nn\nisinstance(m, nn.modules.batchnorm._BatchNorm)")
     assert not private_crossings("self._x = 1\nobj._cache.clear()\nimport torch\ntorch.__version__")
     assert long_functions("def f():\n" + "    x = 1\n" * 61) and not long_functions("def f():\n    pass\n")
+    assert postprocessing_calls("from .boxes import postprocess") and postprocessing_calls("torchvision.ops.nms(b, s, 0.5)")
+    assert not postprocessing_calls("text = data.decode('utf-8')")
 
 
 def test_no_table_is_keyed_by_a_kind():
@@ -374,3 +395,12 @@ def test_functions_and_modules_are_short_enough_to_read():
     long = {name: found for name, path in all_modules().items() if (found := long_functions(path.read_text()))}
     big = {name: n for name, path in all_modules().items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long and not big, (long, big)
+
+
+def test_detection_post_processing_is_called_from_one_module():
+    """Decode + NMS is put together once (``detect/pipeline.py``: ``DetectionPipeline``); evaluation, prediction,
+    serving, the exports and their verification all call the pipeline."""
+    offenders = {name: lines for name, path in all_modules().items() if name not in (POSTPROCESS, BOX_OPS)
+                 and (lines := postprocessing_calls(path.read_text()))}
+    assert not offenders, offenders
+    assert postprocessing_calls((PACKAGE_DIR / "detect" / "pipeline.py").read_text())  # the rule sees the real one

@@ -112,7 +112,8 @@ def _add_service_routes(app: FastAPI, served: ServedModel, settings: ServeSettin
     @app.get("/health", summary="model name once it is loaded, limits and batching counters")
     async def health() -> dict:
         return {"status": "ok", "model": served.name, "kind": served.task.name, "backend": served.backend,
-                "endpoint": served.task.route.path, "protocol_name": name, "max_batch": settings.max_batch,
+                "endpoint": served.task.route.path, "options": served.task.route.describe(),
+                "protocol_name": name, "max_batch": settings.max_batch,
                 "infer_threads": settings.inference_threads, "threads": settings.engine_threads,
                 "max_queue": settings.queue_limit, "max_concurrency": settings.concurrency_limit,
                 "stats": vars(batcher.stats)}

@@ -37,7 +37,7 @@ def add_commands(sub) -> None:
     p.add_argument("--pretrained", action="store_true", help="real ImageNet weights installed locally")
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                    help="auto (default: ONNX Runtime when installed, one engine per core), or any backend "
-                        "`effnet predict --backend` takes; detectors are served with torch")
+                        "`effnet predict --backend` takes, for a detector too (auto: PyTorch for a detector)")
     p.add_argument("--calibration", help="folder of real images to calibrate an int8 backend")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -69,8 +69,8 @@ class InferRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str | None = None
     parameters: dict[str, Any] | None = Field(
-        None, description="`topk` (classifier, 1..1000, default 5), `score_threshold` (detector, 0..1, default "
-                          "0.3), `binary_data_output` (all outputs as binary data)")
+        None, description="the served task's options (`GET /health` lists them: a classifier's `topk`, a "
+                          "detector's `score_threshold`), `binary_data_output` (all outputs as binary data)")
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
 

@@ -1,5 +1,7 @@
 // The page: pick or drop an image, POST it to the model's endpoint, draw the answer.
-// One renderer per model kind (what /health reports): bars for a classifier, boxes over the image for a detector.
+// One renderer per model kind (what /health reports): bars for a classifier, boxes over the image for a detector,
+// the JSON itself for any other task. The route's options (name, default, bounds: /health's "options", from the
+// task object) become number inputs whose values go in the query string.
 // The endpoint answers {model, ms, results: [one result per image]} in effnet's one result schema
 // (effnet/results.py): label = class name, index = the model's class index.
 "use strict";
@@ -99,7 +101,29 @@ function renderDetection(answer) {
 }
 
 const RENDERERS = { classify: renderClassification, detect: renderDetection };
-const QUERY = { classify: "?topk=5", detect: "?score_threshold=" };
+
+function renderJSON(answer) {
+  $("top").textContent = JSON.stringify(answer);
+  $("bars").replaceChildren();
+}
+
+function showOptions(options) {
+  const box = $("options");
+  box.replaceChildren();
+  for (const o of options) {
+    const label = document.createElement("label");
+    const input = document.createElement("input");
+    Object.assign(input, { id: o.name, type: "number", min: o.low, max: o.high, value: o.default,
+                           step: o.type === "int" ? 1 : (o.high - o.low) / 20, title: o.help });
+    label.append(o.name.replaceAll("_", " ") + " ", input);
+    box.append(label);
+  }
+}
+
+function query() {
+  const inputs = [...$("options").querySelectorAll("input")];
+  return inputs.length ? "?" + new URLSearchParams(inputs.map((i) => [i.id, i.value])) : "";
+}
 
 async function send(file) {
   $("error").hidden = true;
@@ -110,8 +134,7 @@ async function send(file) {
   form.append("file", file);
   let response;
   try {
-    const query = kind === "detect" ? QUERY.detect + $("threshold").value : QUERY.classify;
-    response = await fetch(endpoint + query, { method: "POST", body: form });
+    response = await fetch(endpoint + query(), { method: "POST", body: form });
   } catch (err) {
     showError("the server did not answer: " + err);
     return;
@@ -122,7 +145,7 @@ async function send(file) {
     showError(typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail));
     return;
   }
-  RENDERERS[kind](answer.results[0]);
+  (RENDERERS[kind] || renderJSON)(answer.results[0]);
   $("timing").textContent = `${answer.model} · ${answer.ms} ms on the server`;
   $("result").hidden = false;
 }
@@ -134,7 +157,7 @@ async function loadModel() {
     kind = health.kind;
     $("model").textContent = `model ${health.model} (${health.kind}, backend ${health.backend})`;
     $("api").textContent = `POST ${endpoint}`;
-    $("threshold-box").hidden = kind !== "detect";
+    showOptions(health.options);
   } catch (err) {
     $("model").textContent = "model not reachable: " + err;
   }
