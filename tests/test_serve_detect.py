@@ -95,7 +95,7 @@ def test_page_draws_boxes_for_a_detector(browser, detector_server):  # noqa: F81
     page, outside = open_page(browser, base)
     page.wait_for_function("document.getElementById('model').textContent.includes('detect')")
     assert page.text_content("#api") == "POST /detect"
-    page.fill("#threshold", str(THRESHOLD))
+    page.fill("#score_threshold", str(THRESHOLD))  # an input per route option (from /health)
     page.set_input_files("#file", str(images[0]))
     page.wait_for_selector("#preview[data-drawn='1']", timeout=60_000)
     boxes = int(page.get_attribute("#boxes", "data-boxes"))

@@ -28,7 +28,7 @@ CANDIDATE_SCORE_THRESHOLD = 0.05
 
 def level_count(config) -> int:
     """How many pyramid levels a detector's heads output (5 for P3-P7, 6 for D7x's P3-P8)."""
-    return config.max_level - config.min_level + 1
+    return config.num_levels
 
 
 @dataclass(frozen=True)

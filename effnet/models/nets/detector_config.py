@@ -67,6 +67,11 @@ class DetectorConfig:
     kind: str = "efficientdet"
 
     @property
+    def num_levels(self) -> int:
+        """Pyramid levels the BiFPN and heads work on: 5 for P3-P7, 6 for D7x's P3-P8."""
+        return self.max_level - self.min_level + 1
+
+    @property
     def activation(self) -> str:
         return self.backbone.activation
 

@@ -31,7 +31,7 @@ class EfficientDet(nn.Module):
         self.backbone = backbone if backbone is not None else EfficientNetFeatures(config.backbone)
         in_ch = [info["num_chs"] for info in self.backbone.feature_info[2:]]  # strides 8, 16, 32
         bn = BNSettings.of(config)
-        levels = config.max_level - config.min_level + 1
+        levels = config.num_levels
         self.fpn = BiFPN(in_ch, config.fpn_channels, config.fpn_repeats, config.fusion, config.activation,
                          config.tf_padding, config.redundant_bias, bn, config.min_level, config.max_level)
         head = dict(activation=config.activation, redundant_bias=config.redundant_bias, bn=bn)
@@ -48,7 +48,7 @@ class EfficientDet(nn.Module):
         """A new, freshly initialised class net for ``num_classes`` (transfer learning)."""
         c = self.config
         bn = BNSettings.of(c)
-        self.class_net = HeadNet(c.fpn_channels, c.head_repeats, c.max_level - c.min_level + 1, num_classes,
+        self.class_net = HeadNet(c.fpn_channels, c.head_repeats, c.num_levels, num_classes,
                                  c.num_anchors, c.activation, c.redundant_bias, bn)
         init_detector_weights(nn.Identity(), [self.class_net], self.class_net)
         self.config = c.replace(num_classes=num_classes, class_names=class_names)
