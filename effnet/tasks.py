@@ -49,6 +49,11 @@ def task_for(thing: nn.Module | Any | str | os.PathLike) -> TaskSpec:
     return get(task_of(thing))
 
 
+def backends() -> tuple[str, ...]:
+    """Every backend some task's models run on (``effnet serve --backend``; each task refuses the others)."""
+    return tuple(dict.fromkeys(backend for task in all_tasks() for backend in task.backends))
+
+
 def export_flags() -> tuple[Flag, ...]:
     """Every task's own flags of ``effnet export`` (each task reads its own from ``ExportOptions.settings``)."""
     return tuple(flag for task in all_tasks() for flag in task.export_flags)

@@ -98,10 +98,13 @@ class TaskSpec:
     route: Route  # its endpoint of `effnet serve`
     make_served: Callable[..., Any]  # (task, model, backend, calibration, copies, threads) -> a ServedModel
     export: Callable[..., Any]  # (model, effnet.deploy.options.ExportOptions) -> Exported (verified)
+    backends: tuple[str, ...] = ("torch",)  # what its models run on for predict / eval / serve, besides "auto"
     export_flags: tuple[Flag, ...] = ()  # its own flags of `effnet export` (in ExportOptions.settings)
     train_defaults: Mapping[str, Any] = field(default_factory=dict)  # its `train` command's defaults (model, recipe, ...)
 
     def served(self, model, backend: str = "auto", calibration: str | None = None, copies: int = 1,
                threads: int | None = None):
         """``model`` behind ``backend`` for ``effnet serve``: ``copies`` engines of ``threads`` threads."""
+        if backend != "auto" and backend not in self.backends:
+            raise UsageError(f"{self.plural} run on --backend auto, {', '.join(self.backends)}; not {backend}")
         return self.make_served(self, model, backend, calibration, copies, threads)

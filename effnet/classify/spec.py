@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..deploy.predictors import BACKENDS
 from ..models.nets.config import ModelConfig
 from ..models.zoo.registry import CLASSIFY
 from ..taskspec import Route, RouteOption, TaskSpec
@@ -24,4 +25,5 @@ TASK = TaskSpec(
     trainer=ClassificationTask,
     route=Route("/predict", "top-k classes of each uploaded image (multipart field `file`, repeated for several)",
                 _result, (TOPK,)),
-    make_served=served_classifier, export=export_classifier, export_flags=EXPORT_FLAGS)
+    make_served=served_classifier, export=export_classifier, backends=BACKENDS,
+    export_flags=EXPORT_FLAGS)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..cpu import bf16_native
 from ..data.coco import read_coco_split
-from ..deploy import BACKENDS
 from ..deploy.options import add_export_arguments, export_options
 from ..errors import DataError, UsageError
 from ..files import atomic_write
@@ -177,7 +176,7 @@ def add_commands(sub) -> None:
     p.add_argument("--model", help="a detector name (with --pretrained: its published COCO weights) or file")
     p.add_argument("--pretrained", action="store_true",
                    help="with --model NAME: its published COCO weights (default tag; 'effnet weights efficientdet')")
-    p.add_argument("--backend", choices=["auto", *BACKENDS], default="torch",
+    p.add_argument("--backend", choices=["auto", *DETECT_BACKENDS], default="torch",
                    help=f"torch, or the end-to-end exported graph: {', '.join(DETECT_BACKENDS[1:])} (auto: torch)")
     p.add_argument("--calibration", help="folder of images to calibrate openvino-int8 on")
     p.add_argument("--out", help="write <image>.png with boxes drawn and predictions.json here")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..deploy.predictors import BACKENDS
+from ..tasks import backends
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -35,9 +35,10 @@ def add_commands(sub) -> None:
     p.add_argument("--model", required=True, help="model name (with --pretrained), config .json, training run "
                                                    "directory (its model.safetensors) or effnet .safetensors file")
     p.add_argument("--pretrained", action="store_true", help="real ImageNet weights installed locally")
-    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+    p.add_argument("--backend", default="auto", choices=["auto", *backends()],
                    help="auto (default: ONNX Runtime when installed, one engine per core), or any backend "
-                        "`effnet predict --backend` takes, for a detector too (auto: PyTorch for a detector)")
+                        "backend the model's task runs on (`effnet predict --backend` for a classifier, `effnet detect "
+                        "predict --backend` for a detector; auto: PyTorch for a detector)")
     p.add_argument("--calibration", help="folder of real images to calibrate an int8 backend")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
