@@ -13,6 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 # `effnet train` re-executes itself under tcmalloc when installed (effnet/train/allocator.py): ~2 s of start-up
 # per command; tests keep the system allocator except test_train_runs_under_tcmalloc, which asks for it
 os.environ.setdefault("EFFNET_MALLOC", "system")
+# The commands under test (run_cli's children, subprocesses, servers) run on one OpenMP thread: they share two cores
+# with pytest, often a second command, sometimes other work, and there OpenMP's spinning threads slow the tiny models
+# the tests train several-fold (test_kill_9_then_resume_is_bit_exact: 13 s on an idle machine and 77 s beside two
+# CPU-bound processes on two threads, 11 s and 21-33 s on one). Set after `import torch`: this process keeps the
+# thread count OpenMP read when torch loaded.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _effnet_home(tmp_path_factory):
+    """Exports, caches and downloads go to a folder of this session, as on a fresh machine: a run does not read
+    what an earlier run left in ~/.cache/effnet (its timings and results do not depend on it) nor leave files
+    there. Tests that need a home of their own still set $EFFNET_HOME themselves."""
+    saved = os.environ.get("EFFNET_HOME")
+    os.environ["EFFNET_HOME"] = str(tmp_path_factory.mktemp("effnet_home"))
+    yield
+    if saved is None:
+        os.environ.pop("EFFNET_HOME", None)
+    else:
+        os.environ["EFFNET_HOME"] = saved
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +60,12 @@ def _stop_fork_server():
         server.close()
 
 
-def run_cli(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+# A hang guard, never a speed test: the longest command of the suite (Lite0's 3-epoch fine-tune on digits) takes
+# about a minute on two idle cores; on a loaded machine several times that. Past this, it has hung.
+HANG_S = 1200
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = HANG_S) -> subprocess.CompletedProcess:
     """Run the real `effnet` command in a process of its own: forked from a server that has imported torch and
     friends once (tests/forkrun.py), or, with EFFNET_TEST_SUBPROCESS=1, as `python -m effnet.cli`."""
     server = _fork_server()

@@ -279,7 +279,7 @@ def test_loop_refuses_what_is_not_a_task(small_digits):
         def load_data(self, cfg, log):
             raise AssertionError("the loop must check the task before using it")
 
-    with pytest.raises(UsageError, match="lacks collate_fn, frozen_children, build_model"):
+    with pytest.raises(UsageError, match="lacks collate_fn, frozen_children, recipes, build_model"):
         train(TrainConfig(data_dir=str(small_digits)), task=Half())
     with pytest.raises(UsageError, match="needs a task"):
         train(TrainConfig(data_dir=str(small_digits)))
