@@ -1,4 +1,12 @@
 import os
+
+# Every process of the suite (this one, run_cli's children, subprocesses, servers) runs one OpenMP thread: two cores
+# are shared by pytest, often a second command, sometimes other work, and there OpenMP's spinning threads slowed the
+# tiny models the tests use several-fold, up to fiftyfold (test_kill_9_then_resume_is_bit_exact: 13 s on an idle
+# machine, 77 s beside two CPU-bound processes on two threads; 11 s and 21-33 s on one; in-process tests ran as fast
+# on one thread as on two). Set before numpy and torch load: OpenMP reads it once, when the library loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import shutil
 import subprocess
 import sys
@@ -13,12 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # `effnet train` re-executes itself under tcmalloc when installed (effnet/train/allocator.py): ~2 s of start-up
 # per command; tests keep the system allocator except test_train_runs_under_tcmalloc, which asks for it
 os.environ.setdefault("EFFNET_MALLOC", "system")
-# The commands under test (run_cli's children, subprocesses, servers) run on one OpenMP thread: they share two cores
-# with pytest, often a second command, sometimes other work, and there OpenMP's spinning threads slow the tiny models
-# the tests train several-fold (test_kill_9_then_resume_is_bit_exact: 13 s on an idle machine and 77 s beside two
-# CPU-bound processes on two threads, 11 s and 21-33 s on one). Set after `import torch`: this process keeps the
-# thread count OpenMP read when torch loaded.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -141,3 +143,51 @@ def config_file(folder: Path, name: str, **fields) -> Path:
     path = folder / f"{name}.json"
     path.write_text(ModelConfig(name=name, **fields).to_json())
     return path
+
+
+# ------------------------------------------------------------------------------------------------------ tiers
+# `make check` (pytest -m quick) is the inner loop, `make test` runs every test. A test is quick unless it is listed
+# here: those that train past a few steps, export, quantize or lower a real-sized network, start servers, browsers
+# or extra interpreters, or wait on a real process by design -- each about 3 s or more on two idle cores (`make
+# test` prints the slowest). A whole module is listed as ALL. A listed name that its module does not define stops
+# the run, so that a renamed test cannot leave the table unnoticed.
+ALL = "*"
+SLOW: dict[str, str | frozenset[str]] = {
+    "test_cli.py": frozenset({"test_convert_then_predict_with_weights", "test_family_table_and_chart", "test_info_prints_table_1_view", "test_predict_any_image_mode_and_bad_files"}),
+    "test_deploy.py": frozenset({"test_int8_export_agrees_with_fp32_on_real_photos"}),
+    "test_detect_backends.py": ALL,
+    "test_detect_cli.py": frozenset({"test_effnet_export_takes_a_detector_run", "test_eval_scores_the_int8_graph_calibrated_on_train"}),
+    "test_detect_model.py": frozenset({"test_end_to_end_onnx_export_matches_pytorch"}),
+    "test_executorch.py": ALL,
+    "test_family.py": frozenset({"test_family_peers_cli_prints_table_2_and_draws_figures_1_and_5", "test_latency_protocol_times_a_pair_in_both_engines"}),
+    "test_fault_injection.py": frozenset({"test_detect_train_killed_twice_resumes_bit_exact", "test_export_killed_while_verifying_and_between_fp32_and_int8"}),
+    "test_hub.py": frozenset({"test_an_architecture_timm_cannot_build_is_refused_before_writing", "test_hf_hub_names_download_through_huggingface_hub_then_work_offline"}),
+    "test_model.py": frozenset({"test_exact_parameter_counts"}),
+    "test_openvino.py": ALL,
+    "test_packaging.py": ALL,
+    "test_predict_folder.py": ALL,
+    "test_search.py": ALL,
+    "test_search_budget.py": ALL,
+    "test_serve.py": ALL,
+    "test_serve_detect.py": ALL,
+    "test_serve_limits.py": ALL,
+    "test_serve_page.py": ALL,
+    "test_study.py": ALL,
+    "test_train.py": frozenset({"test_corrupt_files_are_skipped_and_counted", "test_empty_class_or_empty_dir_is_one_clear_error", "test_eval_matches_hand_computation", "test_finetune_pretrained_lite0_on_digits_reaches_97", "test_kill_9_then_resume_is_bit_exact", "test_nan_loss_stops_and_keeps_last_good_checkpoint", "test_torchrun_two_processes_end_identical", "test_train_runs_under_tcmalloc_and_learns_the_same"}),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each collected test ``slow`` (listed in SLOW) or ``quick`` (every other one)."""
+    modules = {item.path.name: item.module for item in items}
+    for name, listed in SLOW.items():
+        if not (Path(__file__).parent / name).is_file():
+            raise pytest.UsageError(f"tests/conftest.py SLOW names {name}, which does not exist")
+        missing = [] if name not in modules or listed == ALL else sorted(
+            test for test in listed if not hasattr(modules[name], test))
+        if missing:
+            raise pytest.UsageError(f"tests/conftest.py SLOW names {', '.join(missing)}, not in {name}")
+    for item in items:
+        listed = SLOW.get(item.path.name, frozenset())
+        slow = listed == ALL or getattr(item, "originalname", item.name) in listed
+        item.add_marker(pytest.mark.slow if slow else pytest.mark.quick)

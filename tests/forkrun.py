@@ -73,12 +73,16 @@ def _child(request: dict) -> None:
 def serve() -> None:
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing the libraries print may corrupt the reply channel
+    before = _import_env(dict(os.environ))
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
-    print(json.dumps({"ready": os.getpid()}), file=replies)
+    # variables the libraries set themselves while loading (torch's TORCHINDUCTOR_CACHE_DIR): the pytest process
+    # gets the same ones when it imports them, which must not make the server look unusable
+    own = sorted(k for k, v in _import_env(dict(os.environ)).items() if before.get(k) != v)
+    print(json.dumps({"ready": os.getpid(), "own": own}), file=replies)
     for line in sys.stdin:
         request = json.loads(line)
         sys.stdout.flush()
@@ -99,8 +103,8 @@ class ForkServer:
         self.root = root
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.forkrun"], cwd=root, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ))
-        self.env = _import_env(dict(os.environ))
-        self._read(600)
+        self.own = frozenset(self._read(600)["own"])
+        self.env = self._import_env()
 
     def _read(self, timeout: float) -> dict:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -111,8 +115,11 @@ class ForkServer:
             raise RuntimeError("the effnet fork server died")
         return json.loads(line)
 
+    def _import_env(self) -> dict[str, str]:
+        return {k: v for k, v in _import_env(dict(os.environ)).items() if k not in self.own}
+
     def usable(self) -> bool:
-        return self.proc.poll() is None and _import_env(dict(os.environ)) == self.env
+        return self.proc.poll() is None and self._import_env() == self.env
 
     def run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as tmp:

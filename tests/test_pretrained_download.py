@@ -234,8 +234,8 @@ def test_cli_download_errors_are_one_line(case, server, home, monkeypatch):
         _write_published_name(server, "full", data)
     url = f"http://127.0.0.1:{_refused_port()}" if case == "refused" else server.url + mirror[case]
     monkeypatch.setenv("EFFNET_MIRROR", url)
-    t0 = time.monotonic()
-    proc = run_cli("weights", "download", "efficientnet_b0.tv_in1k", "-q", check=False)
+    # a hang guard, not a speed test: a refused or missing mirror fails at once (the connect timeout is 5 s)
+    proc = run_cli("weights", "download", "efficientnet_b0.tv_in1k", "-q", check=False, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -245,7 +245,6 @@ def test_cli_download_errors_are_one_line(case, server, home, monkeypatch):
     else:
         assert url in lines[0] and "effnet convert" in lines[0]
         assert ("404" in lines[0]) if case == "404" else ("refused" in lines[0].lower())
-        assert time.monotonic() - t0 < 60  # interpreter start included; the connect timeout is 5 s
     assert not home.exists() or not [p for p in home.rglob("*") if p.is_file()]
 
 

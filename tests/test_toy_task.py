@@ -23,8 +23,6 @@ from effnet.train.loop import train
 
 from . import toy_task
 
-pytestmark = pytest.mark.quick
-
 effnet.tasks.register(toy_task.TASK)  # the one registration line
 
 
