@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 import effnet
-from tests.conftest import ROOT
+from tests.conftest import HANG_S, ROOT
 from tests.test_pretrained_download import entry_for, home, served_torchvision_b0  # noqa: F401  (test-only registry rows, cache folder)
 
 # one thread per command: two cores shared by many processes, where OpenMP's spinning threads slow a tiny model
@@ -72,7 +72,7 @@ class _Child:
         return "", ""
 
 
-def _kill_when(proc: subprocess.Popen, moment, timeout: float = 120.0):
+def _kill_when(proc: subprocess.Popen, moment, timeout: float = HANG_S):
     """SIGKILL ``proc`` as soon as ``moment()`` returns something truthy (polled every few milliseconds); return
     that value. The command must not finish first: the moment is one it passes through."""
     deadline = time.monotonic() + timeout

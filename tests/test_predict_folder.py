@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from effnet.cli import main
-from tests.conftest import ROOT, config_file, run_cli
+from tests.conftest import HANG_S, ROOT, config_file, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_sigkill_then_resume_gives_every_file_exactly_once(corpus, tmp_path):
     out = tmp_path / "preds.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *_predict(corpus, "--output", str(out))],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
+    deadline = time.time() + HANG_S
     while time.time() < deadline and proc.poll() is None:  # kill once 300 rows are on disk, mid-stream
         if out.exists() and out.read_bytes().count(b"\n") >= 300:
             break

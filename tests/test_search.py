@@ -23,7 +23,7 @@ from effnet.models.nets.config import ModelConfig
 from effnet.search import PAPER, Candidate, Spread, decide, enumerate_grid, parse_range
 from effnet.search.plan import Plan
 from effnet.search.runner.budget import Costs, choose_plan, plan_seconds
-from tests.conftest import ROOT, config_file, digit_subset, run_cli
+from tests.conftest import HANG_S, ROOT, config_file, digit_subset, run_cli
 
 FAST = ["--budget-epochs", "1", "--batch-size", "16", "--base-resolution", "32", "--tolerance", "0.5", "--threads", "1",
         "--top", "1", "--repeats", "1"]
@@ -203,7 +203,7 @@ def test_kill_9_then_rerun_keeps_finished_trials(data, base_cfg, tmp_path):
             "--storage", db, "--study", "k", "--out", str(tmp_path / "out"), "--heartbeat", "1", "--grace", "2", *FAST]
     proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
+    deadline = time.time() + HANG_S
     while time.time() < deadline:
         try:
             trials = _trials(db, "k")

@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import ROOT, randomize_bn, run_cli
+from .conftest import HANG_S, ROOT, randomize_bn, run_cli
 
 httpx = pytest.importorskip("httpx", reason="the serve extra (httpx for the tests) is not installed")
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, *args: str, ready_timeout: float = 240):
+def running_server(tmp_path: Path, *args: str, ready_timeout: float = HANG_S):
     """`effnet serve ARGS` on a free loopback port; yields (base_url, process, log file); SIGTERM at the end."""
     port = free_port()
     log_path = tmp_path / f"serve-{port}.log"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import randomize_bn
+from .conftest import HANG_S, randomize_bn
 from .test_serve import httpx, post_image, running_server
 
 from effnet.models.nets.config import ModelConfig
@@ -175,7 +175,7 @@ def test_stalled_uploads_and_heads_are_dropped_at_the_timeout(limited, photos):
 def wait_until_queued(base: str, answered: list) -> None:
     """Until the server's own gauge shows an image waiting in the batching window (not a guess at how long a
     loaded machine takes to send it); or, where the machine was too slow to catch the window, the answer came."""
-    deadline = time.monotonic() + 120  # a hang guard
+    deadline = time.monotonic() + HANG_S  # a hang guard
     while "effnet_queue_depth 1.0" not in httpx.get(f"{base}/metrics").text and not answered:
         assert time.monotonic() < deadline, "the request never reached the server"
         time.sleep(0.02)

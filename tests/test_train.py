@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import effnet
-from tests.conftest import ROOT, config_file, digit_subset, run_cli
+from tests.conftest import HANG_S, ROOT, config_file, digit_subset, run_cli
 
 TINY = ["--resolution", "32", "--batch-size", "16", "--workers", "0", "--quiet"]
 
@@ -42,7 +42,7 @@ def test_finetune_pretrained_lite0_on_digits_reaches_97(digits, tmp_path):
     """The issue's command: real pretrained Lite0, 3 epochs; digits declare 64 px and no flips."""
     out = tmp_path / "run"
     run_cli("train", str(digits), "--model", "efficientnet_lite0", "--pretrained", "--epochs", "3",
-            "--out", str(out), "--quiet", timeout=600)
+            "--out", str(out), "--quiet")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resolution"] == 64
     assert summary["val_top1"] >= 97.0, summary
@@ -71,7 +71,7 @@ def test_finetune_pretrained_lite0_on_digits_reaches_97(digits, tmp_path):
     assert theirs.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
     # the same labelled data through the on-device path: ExecuTorch int8 (PT2E, calibrated on DATA/train; its
     # export first verifies the fp32 program against PyTorch on those images) within 0.5 points of fp32
-    res = {b: json.loads(run_cli("eval", str(out), str(digits), "--backend", b, "--json", timeout=600).stdout)
+    res = {b: json.loads(run_cli("eval", str(out), str(digits), "--backend", b, "--json").stdout)
            for b in ("torch", "executorch-int8")}
     assert abs(res["executorch-int8"]["top1"] - res["torch"]["top1"]) <= 0.5, res
     assert res["executorch-int8"]["loss"] != res["torch"]["loss"]  # really quantized
@@ -87,7 +87,7 @@ def test_kill_9_then_resume_is_bit_exact(small_digits, tiny_config, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args, "--out", str(killed)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = killed / "checkpoint.pt"
-    deadline = time.time() + 120
+    deadline = time.time() + HANG_S
     state = None
     while time.time() < deadline:
         if ckpt.exists():
