@@ -25,12 +25,21 @@ TF_MEAN = (0.5, 0.5, 0.5)
 TF_STD = (0.5, 0.5, 0.5)
 
 
+# The block kinds a stage can be made of (models/nets/blocks.py builds them), with timm's block-string codes:
+# "mbconv" 1x1 expand -> kxk depthwise -> SE -> 1x1 project (EfficientNet, V2's later stages; timm "ir"/"ds");
+# "fused" Fused-MBConv, kxk expand conv -> SE -> 1x1 project (EfficientNetV2 section 3.2; timm "er");
+# "conv"  one kxk conv + BN + act with a residual, what the V2 paper's "Fused-MBConv1" is in the official code
+#         (no separate projection at expansion 1; timm "cn ... skip", torchvision's FusedMBConv(expand_ratio=1)).
+BLOCK_KINDS = {"mbconv": "ir", "fused": "er", "conv": "cn"}
+_KIND_OF_CODE = {"ir": "mbconv", "ds": "mbconv", "er": "fused", "cn": "conv"}
+
+
 @dataclass(frozen=True)
 class BlockArgs:
-    """One row of the paper's Table 1 (a stage of identical MBConv blocks), *unscaled*.
+    """One row of the paper's Table 1 (a stage of identical blocks), *unscaled*.
 
-    ``out_channels`` and ``repeats`` are the B0 values; :func:`scale` applies width/depth.
-    ``stride`` applies to the first block of the stage only.
+    ``out_channels`` and ``repeats`` are the unscaled values; :func:`scale` applies width/depth.
+    ``stride`` applies to the first block of the stage only; ``block`` is one of :data:`BLOCK_KINDS`.
     """
 
     expand_ratio: int
@@ -39,20 +48,28 @@ class BlockArgs:
     out_channels: int
     repeats: int
     se_ratio: float = 0.25
+    block: str = "mbconv"
+
+    def __post_init__(self) -> None:
+        if self.block not in BLOCK_KINDS:
+            raise ValueError(f"unknown block kind {self.block!r}; expected one of {', '.join(BLOCK_KINDS)}")
 
     def to_string(self) -> str:
-        """timm-style block string, e.g. ``ir_r2_k3_s2_e6_c24_se0.25``."""
-        s = f"ir_r{self.repeats}_k{self.kernel_size}_s{self.stride}_e{self.expand_ratio}_c{self.out_channels}"
+        """timm-style block string, e.g. ``ir_r2_k3_s2_e6_c24_se0.25`` (``er_``: Fused-MBConv, ``cn_``: conv)."""
+        s = (f"{BLOCK_KINDS[self.block]}_r{self.repeats}_k{self.kernel_size}_s{self.stride}_e{self.expand_ratio}"
+             f"_c{self.out_channels}")
         return s + (f"_se{self.se_ratio:g}" if self.se_ratio > 0 else "")
 
     @staticmethod
     def from_string(text: str) -> "BlockArgs":
-        """Parse a timm-style block string (``ir``/``ds`` prefix, r/k/s/e/c/se fields)."""
+        """Parse a timm-style block string (``ir``/``ds``/``er``/``cn`` prefix, r/k/s/e/c/se fields)."""
         parts = text.split("_")
-        if parts[0] not in ("ir", "ds"):
-            raise ValueError(f"block string {text!r}: only 'ir' and 'ds' blocks are supported")
+        if parts[0] not in _KIND_OF_CODE:
+            raise ValueError(f"block string {text!r}: only {', '.join(_KIND_OF_CODE)} blocks are supported")
         values: dict[str, str] = {}
         for p in parts[1:]:
+            if p in ("skip", "noskip"):  # timm's residual switch: effnet adds one wherever shapes allow
+                continue
             key = "se" if p.startswith("se") else p[0]
             values[key] = p[len(key):]
         try:
@@ -63,6 +80,7 @@ class BlockArgs:
                 out_channels=int(values["c"]),
                 repeats=int(values.get("r", "1")),
                 se_ratio=float(values.get("se", "0")),
+                block=_KIND_OF_CODE[parts[0]],
             )
         except KeyError as exc:
             raise ValueError(f"block string {text!r}: missing field {exc}") from None
@@ -138,6 +156,8 @@ class ModelConfig:
     crop_pct: float = 0.875  # eval: resize to resolution / crop_pct, center-crop resolution
     interpolation: str = "bicubic"  # eval resize filter ("bicubic" or "bilinear"), as the weights were evaluated
     class_names: tuple[str, ...] | None = None  # None with 1000 classes means ImageNet
+    train_resolution: int | None = None  # the training image size, when not ``resolution`` (EfficientNetV2)
+    round_limit: float = 0.9  # width rounding never goes below this fraction (V1's 10% rule; V2's base rule: 0)
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """``dataclasses.replace``; an unknown field raises TypeError."""
@@ -170,15 +190,16 @@ class ModelConfig:
         return ModelConfig.from_dict(json.loads(text))
 
 
-def round_filters(filters: int, width_mult: float, divisor: int = 8) -> int:
+def round_filters(filters: int, width_mult: float, divisor: int = 8, round_limit: float = 0.9) -> int:
     """Scale a channel count by ``width_mult`` and round to a multiple of ``divisor``.
 
     As the official ``round_filters``: round to the nearest multiple, but never more than 10% below the
-    unrounded value (so B3's first stage gets 24 channels, not 16).
+    unrounded value (so B3's first stage gets 24 channels, not 16). EfficientNetV2-B0..B3 round without that
+    limit (``round_limit=0``: automl's effnetv2 ``round_filters`` has no 10% rule; timm's ``round_limit=0.``).
     """
     scaled = filters * width_mult
     rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * scaled:  # the 10% rule
+    if rounded < round_limit * scaled:  # the 10% rule
         rounded += divisor
     return int(rounded)
 
@@ -200,6 +221,7 @@ class StageSpec:
     stride: int
     expand_ratio: int
     se_ratio: float
+    block: str = "mbconv"
 
 
 @dataclass(frozen=True)
@@ -212,29 +234,28 @@ class ScaledArch:
 def scale(config: ModelConfig) -> ScaledArch:
     """Apply width/depth multipliers to the unscaled table (paper eq. 3, rounded as the official code)."""
     w, d, div = config.width_mult, config.depth_mult, config.depth_divisor
-    stem = round_filters(config.stem_channels, w, div) if config.scale_stem_head else config.stem_channels
+
+    def width(channels: int) -> int:
+        return round_filters(channels, w, div, config.round_limit)
+
+    stem = width(config.stem_channels) if config.scale_stem_head else config.stem_channels
     stages = []
     in_ch = stem
     last = len(config.blocks) - 1
     for i, b in enumerate(config.blocks):
-        out_ch = round_filters(b.out_channels, w, div)
+        out_ch = width(b.out_channels)
         fixed = config.fix_first_last_repeats and i in (0, last)
         repeats = b.repeats if fixed else round_repeats(b.repeats, d)
-        stages.append(StageSpec(i, in_ch, out_ch, repeats, b.kernel_size, b.stride, b.expand_ratio, b.se_ratio))
+        stages.append(StageSpec(i, in_ch, out_ch, repeats, b.kernel_size, b.stride, b.expand_ratio, b.se_ratio,
+                                b.block))
         in_ch = out_ch
-    head = round_filters(config.head_channels, w, div) if config.scale_stem_head else config.head_channels
+    head = width(config.head_channels) if config.scale_stem_head else config.head_channels
     return ScaledArch(stem_channels=stem, stages=tuple(stages), head_channels=head)
 
 
-def variant_name(name: str) -> str:
-    """The :data:`VARIANTS` name ``name`` stands for: the paper's shorthand ``"b0"`` is ``"efficientnet_b0"``
-    (``"lite0"``, ``"l2"`` likewise); any other name comes back unchanged."""
-    return f"efficientnet_{name}" if f"efficientnet_{name}" in VARIANTS else name
-
-
-def variant_config(name: str) -> ModelConfig:
-    """The config of a named variant from :data:`VARIANTS` (or its shorthand, ``"b0"``)."""
-    name = variant_name(name)
+def efficientnet_config(name: str) -> ModelConfig:
+    """The config of a named EfficientNet (V1) from :data:`VARIANTS`. Any family, any spelling ("b0", timm's,
+    torchvision's): :func:`effnet.models.nets.families.classifier_config`."""
     if name not in VARIANTS:
         raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(VARIANTS)}")
     width, depth, res, dropout = VARIANTS[name]
@@ -280,7 +301,10 @@ def compound(
             f"alpha*beta^2*gamma^2 = {ratio:.3f} is far from 2: FLOPs will grow by {ratio:.2f}^phi, not 2^phi",
             stacklevel=2,
         )
-    base_cfg = variant_config(base) if isinstance(base, str) else base
+    if isinstance(base, str):  # a V1 name or its shorthand; any other family's base comes as its config
+        base_cfg = efficientnet_config(f"efficientnet_{base}" if f"efficientnet_{base}" in VARIANTS else base)
+    else:
+        base_cfg = base
     res = base_cfg.resolution * gamma**phi
     res = max(resolution_divisor, int(round(res / resolution_divisor)) * resolution_divisor)
     name = f"{base_cfg.name}-phi{phi:g}-a{alpha:g}-b{beta:g}-g{gamma:g}"

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UnknownModelError, UsageError
-from .config import ModelConfig, variant_config
+from .config import ModelConfig
+from .families import classifier_config
 
 # Paper Table 1 / official hparams_config.py, as data: backbone, BiFPN width (64 * 1.35^phi, rounded by
 # the authors), BiFPN depth (3 + phi, capped at 8), box/class depth (3 + floor(phi / 3)), input size
@@ -47,7 +48,7 @@ class DetectorConfig:
     """Everything needed to rebuild a detector; stored with every checkpoint (JSON, ``kind`` marks it)."""
 
     name: str = "efficientdet_d0"
-    backbone: ModelConfig = dataclasses.field(default_factory=lambda: variant_config("efficientnet_b0"))
+    backbone: ModelConfig = dataclasses.field(default_factory=lambda: classifier_config("efficientnet_b0"))
     fpn_channels: int = 64
     fpn_repeats: int = 3
     head_repeats: int = 3
@@ -115,7 +116,7 @@ def detector_config(name: str, num_classes: int = 90, tf_padding: bool = False) 
     if name not in DETECTOR_VARIANTS:
         raise UnknownModelError(f"unknown detector {name!r}; known: {', '.join(DETECTOR_VARIANTS)}")
     backbone, width, depth, head_depth, res, anchor_scale, fusion, drop_path, max_level = DETECTOR_VARIANTS[name]
-    bb = variant_config(backbone).replace(drop_path_rate=drop_path, num_classes=0, tf_padding=tf_padding)
+    bb = classifier_config(backbone).replace(drop_path_rate=drop_path, num_classes=0, tf_padding=tf_padding)
     return DetectorConfig(name=name, backbone=bb, fpn_channels=width, fpn_repeats=depth, head_repeats=head_depth,
                           resolution=res, anchor_scale=anchor_scale, fusion=fusion, num_classes=num_classes,
                           tf_padding=tf_padding, max_level=max_level)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .blocks import MBConv
+from .blocks import BLOCKS
 from .config import ModelConfig, scale
 from .layers import BATCHNORMS, BNSettings, ConvBNAct
 from .lean import set_memory_efficient
@@ -79,7 +79,8 @@ class LeanTraining:
 
 
 class EfficientNet(LeanTraining, nn.Module):
-    """Stem conv3x3/s2 -> 7 MBConv stages -> head conv1x1 -> global average pool -> dropout -> linear.
+    """Stem conv3x3/s2 -> the stages of the config's table (V1: 7 MBConv stages; V2: Fused-MBConv then MBConv)
+    -> head conv1x1 -> global average pool -> dropout -> linear.
 
     Input (N, in_chans, H, W), any H/W (native: ``config.resolution``); output logits (N, num_classes).
     """
@@ -101,7 +102,7 @@ class EfficientNet(LeanTraining, nn.Module):
             blocks = []
             for i in range(spec.repeats):
                 blocks.append(
-                    MBConv(
+                    BLOCKS[spec.block](
                         spec.in_channels if i == 0 else spec.out_channels,
                         spec.out_channels,
                         spec.kernel_size,

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from ...errors import UnknownModelError, UsageError
 from ..nets.config import (
-    IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, TF_MEAN, TF_STD, VARIANTS, ModelConfig, variant_config,
+    IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, TF_MEAN, TF_STD, VARIANTS, ModelConfig,
 )
 from ..nets.detector_config import DETECTOR_VARIANTS
+from ..nets.families import CLASSIFIERS, classifier_config
 from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
 from .published import PublishedFile, hash_prefix
 
@@ -75,7 +76,7 @@ class PretrainedWeights(PublishedFile):
 
     def config(self) -> ModelConfig:
         """The architecture with the padding, eps and preprocessing these weights were trained/evaluated with."""
-        return variant_config(self.model).replace(
+        return classifier_config(self.model).replace(
             bn_eps=self.bn_eps, tf_padding=self.tf_padding, resolution=self.resolution, crop_pct=self.crop_pct,
             interpolation=self.interpolation, mean=self.mean, std=self.std,
         )
@@ -205,7 +206,7 @@ def _package_entries() -> list[PretrainedWeights]:
 _REGISTRY: dict[str, PretrainedWeights | DetectorWeights] = {
     e.name: e for e in (*_package_entries(), *_torchvision_entries(), *_timm_entries(), *detector_entries())
 }
-_MODELS = (*VARIANTS, *DETECTOR_VARIANTS)  # the architectures weights can be published for
+_MODELS = (*CLASSIFIERS, *DETECTOR_VARIANTS)  # the architectures weights can be published for
 # The tag pretrained=True takes: offline packages first, then torchvision's DEFAULT, then timm's first.
 _DEFAULT_TAGS: dict[str, str] = {
     **{f"efficientnet_b{i}": "tv_in1k" for i in range(8)},

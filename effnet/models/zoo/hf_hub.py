@@ -22,7 +22,7 @@ from torch import nn
 
 from ...errors import CheckpointError, UsageError
 from ...files import atomic_write
-from ..nets.config import VARIANTS, ModelConfig, variant_config
+from ..nets.config import VARIANTS, ModelConfig, efficientnet_config
 from .names import HF_HUB_PREFIXES
 from .model_files import check_and_load, read_state_dict
 from .importers import translate_state_dict
@@ -68,7 +68,7 @@ def timm_architecture(config: ModelConfig) -> str:
     if config.name not in VARIANTS:
         raise UsageError(f"{config.name}: timm has no architecture for this config (a Hub folder needs one of "
                          f"{', '.join(VARIANTS)}, with any classes, dropout, padding or preprocessing)")
-    base = variant_config(config.name)
+    base = efficientnet_config(config.name)
     if config.replace(**{f: getattr(base, f) for f in _PORTABLE}) != base:
         raise UsageError(f"{config.name}: this config changes the architecture (width, depth, blocks, stem or "
                          "head), which timm cannot rebuild; save it with effnet.save instead")
@@ -142,7 +142,7 @@ def _config_from_timm(cfg: dict) -> ModelConfig:
     # ImageNet folders name classes by WordNet synset (n01440764): effnet's own ImageNet names read better
     if isinstance(labels, list) and len(labels) == changes["num_classes"] and not re.fullmatch(r"n\d{8}", labels[0]):
         changes["class_names"] = tuple(str(v) for v in labels)
-    return variant_config(name).replace(**changes)
+    return efficientnet_config(name).replace(**changes)
 
 
 def _local_files(spec: str) -> tuple[Path, Path]:

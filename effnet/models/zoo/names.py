@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 
-from ..nets.config import VARIANTS, variant_name
+from ..nets.families import CLASSIFIERS, TF_PREFIX, classifier_name
 from ..nets.detector_config import DETECTOR_VARIANTS
 from .classifier_weights import list_weights
 
@@ -18,7 +18,7 @@ HF_HUB_PREFIXES = ("local-dir:", "hf-hub:")  # timm's spelling of a Hugging Face
 
 def architectures() -> list[str]:
     """Every buildable name: the classifiers, then the EfficientDet detectors."""
-    return [*VARIANTS, *DETECTOR_VARIANTS]
+    return [*CLASSIFIERS, *DETECTOR_VARIANTS]
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -48,13 +48,17 @@ def list_models(filter: str = "", pretrained: bool = False, include_tags: bool |
 
 def split_tag(spec: str | os.PathLike) -> tuple[str, str | None]:
     """The one parser of ``NAME.TAG``: ``"efficientnet_b0.ra_in1k"`` -> (``"efficientnet_b0"``, ``"ra_in1k"``),
-    the shorthand ``"b0"`` -> (``"efficientnet_b0"``, None); anything else (a file such as ``cfg.json``, a Hub
-    folder, an unknown name) comes back unchanged with no tag."""
+    the shorthand ``"b0"`` -> (``"efficientnet_b0"``, None), torchvision's ``"efficientnet_v2_s"`` ->
+    (``"efficientnetv2_s"``, None), timm's TF ports by effnet's tag for them (``"tf_efficientnetv2_s.in1k"`` ->
+    (``"efficientnetv2_s"``, ``"tf_in1k"``); without a tag the name stays: ``tf_`` builds TF "SAME" padding);
+    anything else (a file such as ``cfg.json``, a Hub folder, an unknown name) comes back unchanged with no tag."""
     text = str(spec)
     if text.startswith(HF_HUB_PREFIXES) or os.path.exists(text):
         return text, None
     model, _, tag = text.partition(".")
-    model = variant_name(model)
-    if model in architectures():
-        return model, tag or None
-    return text, None
+    canonical = classifier_name(model)
+    if canonical not in CLASSIFIERS and model not in architectures():
+        return text, None
+    if model.startswith(TF_PREFIX):
+        return (canonical, TF_PREFIX + tag) if tag else (model, None)
+    return (canonical if canonical in CLASSIFIERS else model), tag or None

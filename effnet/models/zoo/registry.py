@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError, UnknownModelError, UsageError
-from ..nets.config import VARIANTS, ModelConfig, variant_config, variant_name
+from ..nets.config import ModelConfig
 from ..nets.detector_config import DetectorConfig, detector_config
 from ..nets.efficientdet import EfficientDet
 from ..nets.efficientnet import EfficientNet, EfficientNetFeatures
+from ..nets.families import CLASSIFIERS, classifier_config, classifier_name
 from .downloads import load_pretrained, load_pretrained_detector
 from .importers import load_weights
 from .model_files import CONFIG_KEY, check_and_load, read_metadata, read_state_dict, run_weights
@@ -185,8 +186,8 @@ def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConf
     if isinstance(name_or_config, ModelConfig):
         return name_or_config
     text = str(name_or_config)
-    if variant_name(text) in VARIANTS:  # a name, or its shorthand ("b0")
-        return variant_config(text)
+    if classifier_name(text) in CLASSIFIERS:  # a name of either family, or its shorthand ("b0", "v2_s")
+        return classifier_config(text)
     path = Path(text)
     if path.suffix == ".json" and path.is_file():
         try:
@@ -196,7 +197,7 @@ def resolve_config(name_or_config: str | os.PathLike | ModelConfig) -> ModelConf
             raise UsageError(f"{path}: not a valid effnet model config: {exc}") from None
     if path.suffix == ".safetensors" and path.is_file():
         return stored_config(path)
-    raise UnknownModelError(f"unknown model {text!r}: expected one of {', '.join(VARIANTS)}, or a .json config file")
+    raise UnknownModelError(f"unknown model {text!r}: expected one of {', '.join(CLASSIFIERS)}, or a .json config file")
 
 
 def create_model(
