@@ -2,7 +2,7 @@
 
 dependencies = ["torch", "torchvision", "safetensors"]
 
-from effnet.models.nets.config import VARIANTS as _VARIANTS  # noqa: E402
+from effnet.models.nets.families import CLASSIFIERS as _CLASSIFIERS  # noqa: E402
 from effnet.models.zoo.registry import create_model as _create_model  # noqa: E402
 
 
@@ -15,5 +15,5 @@ def _entry(name):
     return build
 
 
-for _name in _VARIANTS:
+for _name in _CLASSIFIERS:  # both families: efficientnet_b0 ... efficientnetv2_xl
     globals()[_name] = _entry(_name)

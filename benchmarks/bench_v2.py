@@ -21,6 +21,7 @@ The CPU model and flags go beside every number (``effnet.cpu``).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -32,7 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from effnet.train.metrics import read_csv  # noqa: E402  (no torch: the parent stays small for wait4's peak RSS)
 
 # (name, effnet architecture, training size, evaluation size) as the papers train and evaluate them
 MODELS = (("V2-S", "efficientnetv2_s", 300, 384), ("B4", "efficientnet_b4", 380, 380))
@@ -56,12 +56,19 @@ def train_configs(scale: float) -> dict[str, dict]:
 
 
 def write_config(cfg: dict, num_classes: int, path: Path) -> Path:
-    from effnet.models.nets.families import classifier_config
+    from effnet.models.nets.families import classifier_config  # no torch (the peak RSS of wait4 stays the child's)
 
     config = classifier_config(cfg["arch"]).replace(resolution=cfg["eval"], train_resolution=cfg["train"],
                                                     num_classes=num_classes, crop_pct=1.0)
     path.write_text(config.to_json())
     return path
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def train_once(label: str, cfg: dict, data: Path, workdir: Path, epochs: int, batch: int) -> dict:
@@ -79,7 +86,8 @@ def train_once(label: str, cfg: dict, data: Path, workdir: Path, epochs: int, ba
     if status != 0:
         raise SystemExit(f"{label}: effnet train failed:\n{out[-3000:]}")
     summary = json.loads((run / "summary.json").read_text())
-    rows = read_csv(run / "metrics.csv")
+    with open(run / "metrics.csv", newline="") as fh:  # csv, not effnet's reader: this process stays without torch
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
     return dict(label=label, **cfg, wall_s=wall, peak_rss_mib=usage.ru_maxrss / 1024, summary=summary,
                 epochs=rows, log_tail=out.splitlines()[-3:])
 
@@ -140,7 +148,7 @@ def main() -> None:
     ap.add_argument("--skip-infer", action="store_true")
     ap.add_argument("--json", default="bench-out/bench_v2.json")
     args = ap.parse_args()
-    from effnet.cpu import cpu_flags, cpu_name
+    from effnet.cpu import cpu_flags, cpu_name  # no torch
 
     workdir = Path(tempfile.mkdtemp(prefix="effnet-bench-v2-"))
     machine = dict(cpu=cpu_name(), flags=sorted(cpu_flags()), cores=os.cpu_count())
