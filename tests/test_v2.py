@@ -101,3 +101,21 @@ def test_v2_saves_and_loads_with_identical_outputs(tmp_path, photos):
     assert isinstance(loaded.config, ModelConfig) and loaded.config == model.config
     x = eval_transform(model.config)(Image.open(next(iter(photos.values()))).convert("RGB"))[None]
     assert torch.equal(model(x), loaded(x))
+
+
+def test_efficientdet_stands_on_a_v2_backbone(tmp_path):
+    """The detector takes any features_only backbone: a D0 head on V2-B0's strides 8/16/32 builds, runs, saves
+    (its config carries the V2 table) and loads with identical outputs."""
+    from effnet.models.nets.detector_config import detector_config
+    from effnet.models.zoo.registry import create_detector
+
+    backbone = classifier_config("efficientnetv2_b0").replace(num_classes=0, width_mult=0.5, depth_mult=0.5)
+    config = detector_config("efficientdet_d0").replace(name="efficientdet_v2b0", backbone=backbone, resolution=128)
+    model = create_detector(config, num_classes=3).eval()
+    x = torch.rand(1, 3, 128, 128)
+    classes, boxes = model(x)
+    assert [tuple(c.shape[-2:]) for c in classes] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    effnet.save(model, tmp_path / "det.safetensors")
+    loaded = effnet.load(tmp_path / "det.safetensors").eval()
+    assert loaded.config.backbone.blocks[1].block == "fused"
+    assert all(torch.equal(a, b) for a, b in zip(loaded(x)[0], classes))
