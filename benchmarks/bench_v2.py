@@ -52,7 +52,8 @@ def train_configs(scale: float) -> dict[str, dict]:
     for label, arch, train_px, eval_px in MODELS:
         for progressive in (False, True):
             out[f"{label}{' progressive' if progressive else ''}"] = dict(
-                arch=arch, train=_size(train_px * scale), eval=_size(eval_px * scale), progressive=progressive)
+                arch=arch, train=_size(train_px * scale), eval=_size(eval_px * scale), progressive=progressive,
+                start=_size(128 * scale))
     return out
 
 
@@ -78,7 +79,8 @@ def train_once(label: str, cfg: dict, data: Path, workdir: Path, epochs: int, ba
     run = workdir / f"run_{label.replace(' ', '_')}_{time.time_ns()}"
     cmd = [sys.executable, "-m", "effnet.cli", "train", str(data), "--model", str(config), "--epochs", str(epochs),
            "--batch-size", str(batch), "--out", str(run), "--seed", "0", "--workers", "0", "--quiet"]
-    cmd += ["--progressive"] if cfg["progressive"] else ["--resolution", str(cfg["train"])]
+    if cfg["progressive"]:  # Table 6's S row (both models), its 128 px start scaled like every other size
+        cmd += ["--progressive", "--progressive-size", f"{cfg['start']}:{cfg['train']}"]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()

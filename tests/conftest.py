@@ -166,6 +166,7 @@ SLOW: dict[str, str | frozenset[str]] = {
     "test_openvino.py": ALL,
     "test_packaging.py": ALL,
     "test_predict_folder.py": ALL,
+    "test_progressive.py": frozenset({"test_kill_9_in_the_middle_of_a_stage_then_resume_is_bit_exact", "test_progressive_fine_tune_logs_each_epochs_stage"}),
     "test_search.py": ALL,
     "test_search_budget.py": ALL,
     "test_serve.py": ALL,
@@ -174,6 +175,7 @@ SLOW: dict[str, str | frozenset[str]] = {
     "test_serve_page.py": ALL,
     "test_study.py": ALL,
     "test_train.py": frozenset({"test_corrupt_files_are_skipped_and_counted", "test_empty_class_or_empty_dir_is_one_clear_error", "test_eval_matches_hand_computation", "test_finetune_pretrained_lite0_on_digits_reaches_97", "test_kill_9_then_resume_is_bit_exact", "test_nan_loss_stops_and_keeps_last_good_checkpoint", "test_torchrun_two_processes_end_identical", "test_train_runs_under_tcmalloc_and_learns_the_same"}),
+    "test_v2_weights.py": frozenset({"test_convert_a_timm_v2_file_then_predict", "test_large_v2_file_converts_to_equal_logits"}),
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.transforms import v2
 
 from ..data import ImageSamples, load_splits, train_transform
 from ..models.nets.config import ModelConfig
@@ -22,6 +23,7 @@ from ..models.zoo.importers import load_weights
 from ..train import loop
 from ..train.config import TrainConfig
 from ..train.metrics import plot_curves
+from ..train.progressive import Stage
 from ..train.recipes import Recipe
 from ..train.task import StepResult
 from .evaluate import eval_loader, evaluate
@@ -66,6 +68,7 @@ class ClassificationTask:
 
     def __init__(self, model_config: ModelConfig | None = None) -> None:
         self.model_config = model_config  # in-process use (the grid search): replaces cfg.model
+        self.mixup: v2.MixUp | None = None  # set per stage by progressive learning
 
     def load_data(self, cfg: TrainConfig, log) -> None:
         self.train_samples, self.val_samples, self.classes, self.skipped = load_splits(
@@ -79,26 +82,48 @@ class ClassificationTask:
             model = initial_model(cfg, len(class_names), class_names)
         mcfg = model.config
         self.resolution = cfg.resolution or mcfg.resolution
+        # EfficientNetV2 trains smaller than it evaluates (V2-S: 300 px, 384 px; official effnetv2_configs.py);
+        # --resolution sets both
+        self.train_resolution = cfg.resolution or mcfg.train_resolution or self.resolution
         self.crop_pct = cfg.crop_pct or (mcfg.crop_pct if cfg.resolution is None else 0.875)
         # the saved model carries the preprocessing it was trained with (predict/eval/export use it)
-        model.config = mcfg.replace(resolution=self.resolution, crop_pct=self.crop_pct)
+        model.config = mcfg.replace(resolution=self.resolution, crop_pct=self.crop_pct,
+                                    train_resolution=None if cfg.resolution else mcfg.train_resolution)
         self.eval_batch, self.workers = max(cfg.batch_size, 64), cfg.workers
         return model
 
     def train_dataset(self, model_config: ModelConfig, recipe: Recipe, seed: int):
-        tf = train_transform(model_config, self.resolution, recipe.auto_augment, recipe.rrc_scale_min, recipe.hflip)
+        tf = train_transform(model_config, self.train_resolution, recipe.auto_augment, recipe.rrc_scale_min,
+                             recipe.hflip)
+        return ImageSamples(self.train_samples, tf, seed=seed)
+
+    def begin_stage(self, model: nn.Module, recipe: Recipe, seed: int, stage: Stage):
+        """Progressive learning (:class:`effnet.train.progressive.ProgressiveTask`): the stage's head dropout and
+        mixup alpha (0: none), and the training set cropped to its image size with RandAugment at its magnitude
+        (0: none). Only ``stage`` decides them, so a run resumed in the middle of a stage trains as it would have."""
+        model.dropout.p = stage.dropout
+        self.mixup = v2.MixUp(alpha=stage.mixup, num_classes=len(self.classes)) if stage.mixup > 0 else None
+        tf = train_transform(model.config, stage.size, "randaugment" if stage.randaug > 0 else "none",
+                             recipe.rrc_scale_min, recipe.hflip, stage.randaug)
         return ImageSamples(self.train_samples, tf, seed=seed)
 
     def criterion(self, recipe: Recipe) -> nn.Module:
+        # takes class indices or, under mixup, class probabilities; label smoothing mixes either with uniform
         return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     def loss(self, model: nn.Module, batch, criterion, amp: bool, channels_last: bool) -> StepResult:
         x, y = batch
+        target = y
+        if self.mixup is not None:
+            # batch-level mixup (Zhang et al. 2018) as in EfficientNetV2's progressive learning: each image blended
+            # with its neighbour in the batch by one lambda ~ Beta(alpha, alpha) from the global generator (restored
+            # on resume), the targets likewise as probabilities; top-1 still counts the image's own label
+            x, target = self.mixup(x, y)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
-            loss = criterion(logits.float(), y)
+            loss = criterion(logits.float(), target)
         return StepResult(loss, x.shape[0], {"correct": int((logits.argmax(1) == y).sum())})
 
     def train_metrics(self, acc: dict) -> dict[str, float]:

@@ -67,15 +67,21 @@ def eval_transform(config: ModelConfig, resolution: int | None = None) -> v2.Com
 
 
 def train_transform(config: ModelConfig, resolution: int, auto_augment: str = "none", scale_min: float = 0.08,
-                    hflip: float = 0.5) -> v2.Compose:
-    """RandomResizedCrop + flip (+ AutoAugment / RandAugment), as the paper; PIL in, tensor out."""
+                    hflip: float = 0.5, randaug_magnitude: int = 9) -> v2.Compose:
+    """RandomResizedCrop to ``resolution`` + flip (+ AutoAugment / RandAugment), as the paper; PIL in, tensor out.
+
+    RandAugment applies two operations at ``randaug_magnitude``, torchvision's bin of 31 (0-30, 30 = each
+    operation's strongest: 30 degrees of rotation, shear 0.3, ...). TensorFlow's RandAugment, which the
+    EfficientNetV2 paper's magnitudes (5-25, Table 6) are written for, reaches those strengths at 10 (and goes past
+    them above), so its magnitude m is torchvision's 3m. Progressive learning (effnet.train.progressive) sets it
+    per stage."""
     ops: list = [v2.ToImage(), v2.RandomResizedCrop(resolution, scale=(scale_min, 1.0), antialias=True)]
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))
     if auto_augment == "autoaugment":
         ops.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
     elif auto_augment == "randaugment":
-        ops.append(v2.RandAugment(num_ops=2, magnitude=9))
+        ops.append(v2.RandAugment(num_ops=2, magnitude=randaug_magnitude))
     elif auto_augment != "none":
         raise UsageError(f"unknown auto-augment {auto_augment!r} (none, autoaugment, randaugment)")
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(config.mean), list(config.std))]

@@ -57,6 +57,29 @@ def _given(args: argparse.Namespace, name: str):
     return None if value is None or value == default else value
 
 
+def _same(saved, value) -> bool:
+    """A saved setting equals a flag's value: args.json holds a START:END range as a list, the flag a tuple."""
+    return saved == value or (isinstance(value, tuple) and saved == list(value))
+
+
+def span(kind: type):
+    """The argparse type of a ``START:END`` flag: two numbers of ``kind`` (one number N: N:N, a constant)."""
+
+    def parse(text: str) -> tuple:
+        parts = text.split(":")
+        try:
+            if len(parts) in (1, 2):
+                values = tuple(kind(p) for p in parts)
+                return values * 2 if len(values) == 1 else values
+        except ValueError:
+            pass
+        raise argparse.ArgumentTypeError(f"expected START:END ({'whole numbers' if kind is int else 'numbers'}), "
+                                         f"got {text!r}")
+
+    parse.__name__ = f"{kind.__name__} START:END"
+    return parse
+
+
 def _resumed_config(args: argparse.Namespace, config_type, fields: set[str]):
     saved = read_run_args(args.resume, config_type)
     differ = []
@@ -66,7 +89,7 @@ def _resumed_config(args: argparse.Namespace, config_type, fields: set[str]):
             continue
         if name in RESUME_MAY_CHANGE:
             saved[name] = value
-        elif saved.get(name) != value:
+        elif not _same(saved.get(name), value):
             differ.append(f"--{name.replace('_', '-')} {value} (run has {saved.get(name)})")
     if differ:
         raise UsageError(f"--resume {args.resume} continues the run with its saved settings; these flags differ: "
@@ -123,4 +146,19 @@ def add_train_arguments(p: argparse.ArgumentParser, task_recipes: Iterable[str] 
     p.add_argument("--precise-bn", type=int, help="recompute BN statistics over N train batches before the final eval")
     p.add_argument("--dump-rank-weights", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", default=None)
+    add_progressive_arguments(p)
     p.set_defaults(train_parser=p)  # config_for tells flags given from defaults (also those set after this)
+
+
+def add_progressive_arguments(p: argparse.ArgumentParser) -> None:
+    """EfficientNetV2's progressive learning (effnet.train.progressive); each range defaults to the model's row of
+    the paper's Table 6."""
+    g = p.add_argument_group("progressive learning (EfficientNetV2, Algorithm 1)")
+    g.add_argument("--progressive", action="store_true", default=None,
+                   help="grow the image size and the regularization (dropout, RandAugment, mixup) over the stages")
+    g.add_argument("--progressive-stages", type=int, metavar="M", help="number of stages (default 4)")
+    g.add_argument("--progressive-size", type=span(int), metavar="START:END", help="training image size")
+    g.add_argument("--progressive-randaug", type=span(int), metavar="START:END",
+                   help="RandAugment magnitude (torchvision's 0-30; 0: none)")
+    g.add_argument("--progressive-mixup", type=span(float), metavar="START:END", help="mixup alpha (0: none)")
+    g.add_argument("--progressive-dropout", type=span(float), metavar="START:END", help="classifier dropout rate")

@@ -35,29 +35,51 @@ NUMBER_BOUNDS: dict[str, tuple[type, float, float, bool]] = {
     "checkpoint_stages": (int, 1, 64, True),
     "budget_minutes": (float, 0.0, 1e7, False),
     "precise_bn": (int, 0, 1 << 20, True),
+    "progressive_stages": (int, 1, 10_000, True),
     # flags of eval / predict only, checked by the same table (check_numbers)
     "topk": (int, 1, 100_000, True),
     "score_threshold": (float, 0.0, 1.0, True),
 }
 
 
+# The START:END ranges of --progressive (effnet.train.progressive): field -> the bounds each end obeys, as above.
+# RandAugment magnitudes are torchvision's bins (0-30, 30 = each operation's strongest).
+RANGE_BOUNDS: dict[str, tuple[type, float, float, bool]] = {
+    "progressive_size": NUMBER_BOUNDS["resolution"],
+    "progressive_randaug": (int, 0, 30, True),
+    "progressive_mixup": (float, 0.0, 100.0, True),
+    "progressive_dropout": NUMBER_BOUNDS["dropout"],
+}
+
+
+def _bound_problem(bounds: tuple[type, float, float, bool], value) -> str | None:
+    """What ``value`` must be to lie in ``bounds`` (None: it does)."""
+    kind, low, high, inclusive = bounds
+    allowed = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        return "a whole number" if kind is int else "a number"
+    if math.isfinite(value) and (low <= value <= high if inclusive else low < value < high):
+        return None
+    if math.isinf(high):
+        return f"a finite number above {low:g}"
+    return f"{low:g} to {high:g}" if inclusive else f"between {low:g} and {high:g} (exclusive)"
+
+
 def number_problem(name: str, value) -> str | None:
-    """Why ``value`` is not a valid setting ``name`` of :data:`NUMBER_BOUNDS` (None: it is, or None itself)."""
+    """Why ``value`` is not a valid setting ``name`` of :data:`NUMBER_BOUNDS` or :data:`RANGE_BOUNDS` (None: it is,
+    or None itself)."""
+    flag = "--" + name.replace("_", "-")
+    if value is not None and name in RANGE_BOUNDS:
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            return f"{flag} must be START:END, got {value!r}"
+        wrong = [_bound_problem(RANGE_BOUNDS[name], v) for v in value]
+        problem = next((w for w in wrong if w is not None), None)
+        got = f"{value[0]!r}:{value[1]!r}"
+        return None if problem is None else f"{flag} START and END must each be {problem}, got {got}"
     if value is None or name not in NUMBER_BOUNDS:
         return None
-    kind, low, high, inclusive = NUMBER_BOUNDS[name]
-    allowed = (int,) if kind is int else (int, float)
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool) or not isinstance(value, allowed):
-        return f"{flag} must be {'a whole number' if kind is int else 'a number'}, got {value!r}"
-    ok = math.isfinite(value) and (low <= value <= high if inclusive else low < value < high)
-    if not ok:
-        if math.isinf(high):
-            rng = f"a finite number above {low:g}"
-        else:
-            rng = f"{low:g} to {high:g}" if inclusive else f"between {low:g} and {high:g} (exclusive)"
-        return f"{flag} must be {rng}, got {value!r}"
-    return None
+    problem = _bound_problem(NUMBER_BOUNDS[name], value)
+    return None if problem is None else f"{flag} must be {problem}, got {value!r}"
 
 
 def check_numbers(**values) -> None:
@@ -111,6 +133,14 @@ class TrainConfig:
     precise_bn: int = 0  # batches to recompute BatchNorm statistics with before the final evaluation
     dump_rank_weights: bool = False  # every rank writes its final weights (tests of DDP sync)
     quiet: bool = False
+    # EfficientNetV2's progressive learning (effnet.train.progressive): image size, RandAugment magnitude, mixup alpha
+    # and head dropout go from START to END over the stages; None: the model's row of the paper's Table 6
+    progressive: bool = False
+    progressive_stages: int | None = None  # M (None: 4, the paper's)
+    progressive_size: tuple[int, int] | None = None
+    progressive_randaug: tuple[int, int] | None = None
+    progressive_mixup: tuple[float, float] | None = None
+    progressive_dropout: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, str) or not isinstance(self.model, str):
@@ -119,6 +149,20 @@ class TrainConfig:
             problem = number_problem(f.name, getattr(self, f.name))
             if problem is not None:
                 raise UsageError(problem)
+            if f.name in RANGE_BOUNDS and isinstance(getattr(self, f.name), list):  # read back from args.json
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+        self._check_progressive()
+
+    def _check_progressive(self) -> None:
+        """The --progressive-* flags need --progressive, which schedules the head's dropout and RandAugment itself."""
+        given = [f.name for f in dataclasses.fields(self)
+                 if f.name.startswith("progressive_") and getattr(self, f.name) is not None]
+        if given and not self.progressive:
+            raise UsageError(f"--{given[0].replace('_', '-')} needs --progressive")
+        for name, instead in (("dropout", "progressive_dropout"), ("auto_augment", "progressive_randaug")):
+            if self.progressive and getattr(self, name) is not None:
+                raise UsageError(f"--{name.replace('_', '-')} is scheduled per stage by --progressive: give "
+                                 f"--{instead.replace('_', '-')} START:END instead")
 
     def resolved_recipe(self, task_recipes: Mapping[str, Recipe] = MappingProxyType({})) -> Recipe:
         """The named recipe (the shared ones or the task's own), with this run's explicit settings over it."""

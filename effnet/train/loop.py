@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .distributed import EpochSampler, dist_info, init_distributed, sync_buffers_from_rank0
 from .metrics import append_csv, read_csv, tensorboard_writer
 from .precise_bn import recalibrate_bn
+from .progressive import Schedule, Stage, check_progressive_task, schedule_for
 from .task import EpochEnd, Task, check_task
 from .recipes import (
     Recipe, bn_momentum_for_run, build_optimizer, build_scheduler, ema_decay_for_run, ema_multi_avg_fn, warmup_steps_for,
@@ -60,6 +61,8 @@ class Run:
     log: Any
     tb: Any = None
     started: float = 0.0
+    schedule: Schedule | None = None  # --progressive: the stage of each epoch
+    stage: Stage | None = None  # the stage the current epoch trains in
 
     @property
     def is_main(self) -> bool:
@@ -72,6 +75,8 @@ class Run:
 
 def _with_dataset_hints(cfg: TrainConfig, log) -> TrainConfig:
     hints = dataset_hints(cfg.data_dir)
+    if cfg.progressive:  # progressive learning schedules RandAugment itself
+        hints.pop("auto_augment", None)
     if hints:
         # the dataset's own defaults (e.g. digits are not flip-invariant); explicit settings win
         cfg = dataclasses.replace(cfg, **{k: v for k, v in hints.items() if getattr(cfg, k) is None})
@@ -98,9 +103,13 @@ def _setup(cfg: TrainConfig, task: Task, resume_dir: str | None) -> Run:
     rank, world, _ = dist_info()
     distributed = init_distributed(world)
     log = (lambda *a: print(*a, flush=True)) if rank == 0 and not cfg.quiet else (lambda *a: None)
+    if cfg.progressive:
+        check_progressive_task(task)
     seed_everything(cfg.seed)
     cfg = _with_dataset_hints(cfg, log)
     recipe = cfg.resolved_recipe(task.recipes)
+    if cfg.progressive:  # RandAugment at each stage's magnitude replaces the recipe's policy
+        recipe = dataclasses.replace(recipe, auto_augment="randaugment")
     task.load_data(cfg, log)
     model = _prepare_model(task.build_model(cfg), cfg, distributed)
     train_ds = task.train_dataset(model.config, recipe, cfg.seed)
@@ -127,6 +136,7 @@ def _setup(cfg: TrainConfig, task: Task, resume_dir: str | None) -> Run:
     run_dir = _new_run_dir(cfg, model.config.name, resume_dir, distributed)
     run = Run(cfg, task, recipe, criterion, model, model, state, train_ds, sampler, steps_per_epoch, lr, bn_momentum,
               run_dir, rank, world, log)
+    run.schedule = schedule_for(cfg, model.config)
     _open_run_dir(run, resume_dir)
     if distributed:
         run.train_model = nn.parallel.DistributedDataParallel(model)
@@ -168,6 +178,18 @@ def _new_run_dir(cfg: TrainConfig, name: str, resume_dir: str | None, distribute
 def _checkpoint(run: Run, epoch: int, batch_in_epoch: int) -> None:
     if run.is_main and run.cfg.checkpoint:
         run.state.save(run.ckpt_path, epoch, batch_in_epoch)
+
+
+def _enter_stage(run: Run, epoch: int) -> None:
+    """With --progressive: the epoch's stage (a pure function of the epoch, so a resumed run picks up where it was),
+    handed to the task before the epoch's loader is built; one line whenever the stage changes (or a run resumes)."""
+    if run.schedule is None:
+        return
+    stage = run.schedule.at(epoch)
+    run.train_ds = run.task.begin_stage(run.model, run.recipe, run.cfg.seed, stage)
+    if run.stage is None or run.stage.index != stage.index:
+        run.log(stage.describe())
+    run.stage = stage
 
 
 def _train_epoch(run: Run, epoch: int, skip: int) -> tuple[int, bool]:
@@ -242,7 +264,8 @@ def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> dict | No
                                train_loss=acc["loss"] / max(1, acc["seen"]), **run.task.train_metrics(acc),
                                lr=state.optimizer.param_groups[0]["lr"],
                                img_per_s=acc["seen"] * run.world / max(1e-9, acc["seconds"]),
-                               epoch_seconds=time.perf_counter() - t_epoch)
+                               epoch_seconds=time.perf_counter() - t_epoch,
+                               **(run.stage.metrics() if run.stage is not None else {}))
     if not run.is_main:
         return None
     row.update(run.task.evaluate(run.model, cfg.amp, cfg.channels_last, epoch=epoch + 1))
@@ -252,8 +275,9 @@ def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> dict | No
     if run.tb is not None:
         for key, value in row.items():
             run.tb.add_scalar(key, value, epoch + 1)
+    stage = f", stage {run.stage.index + 1}/{run.stage.stages} at {run.stage.size}px" if run.stage is not None else ""
     run.log(f"epoch {epoch + 1}/{cfg.epochs}: {run.task.log_line(row, state.ema is not None)}, "
-            f"{row['img_per_s']:.0f} img/s, {row['epoch_seconds']:.1f} s")
+            f"{row['img_per_s']:.0f} img/s, {row['epoch_seconds']:.1f} s{stage}")
     return row
 
 
@@ -304,6 +328,7 @@ def _run_epochs(run: Run, on_epoch_end: Callable[[EpochEnd], bool] | None) -> St
         if skip == 0 or not state.epoch_acc:
             state.epoch_acc = dict(loss=0.0, seen=0, seconds=0.0)
         t_epoch = time.perf_counter()
+        _enter_stage(run, epoch)
         done, out_of_time = _train_epoch(run, epoch, skip)
         last = epoch == cfg.epochs - 1
         row = _end_of_epoch(run, epoch, out_of_time or last, t_epoch)
@@ -340,6 +365,8 @@ def train(cfg: TrainConfig, resume_dir: str | None = None, task: Task | None = N
     run.log(f"training {run.model.config.name} on {run.task.describe()}; recipe {run.recipe}; lr {run.lr:.3g}; "
             f"{run.steps_per_epoch} steps/epoch x {run.cfg.epochs}; {run.world} process(es); "
             f"BN momentum {run.bn_momentum:.3g}; memory allocator {allocator()}")
+    if run.schedule is not None:
+        run.log(run.schedule.describe())
     run.started = called
     summary = _finish(run, _run_epochs(run, on_epoch_end))
     if run.tb is not None:

@@ -46,7 +46,9 @@ class EpochEnd:
 class Task(Protocol):
     """A task of the shared training loop. The loop calls, in order: ``load_data``, ``build_model``,
     ``train_dataset``, ``criterion``; each step ``loss``; each epoch ``train_metrics``, ``evaluate`` (model and EMA),
-    ``log_line``; at the end ``bn_loader`` (precise BN), ``summary``, ``done_line`` and ``plot``."""
+    ``log_line``; at the end ``bn_loader`` (precise BN), ``summary``, ``done_line`` and ``plot``. A task that can
+    train progressively (``--progressive``) also has ``begin_stage``, called before every epoch
+    (:class:`effnet.train.progressive.ProgressiveTask`); the loop refuses ``--progressive`` for one without."""
 
     name: str  # "classification", "detection": what the log says is being trained
     collate_fn: Callable | None  # the DataLoader's collate function (None: PyTorch's default)
