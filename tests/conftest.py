@@ -174,6 +174,8 @@ SLOW: dict[str, str | frozenset[str]] = {
     "test_serve_limits.py": ALL,
     "test_serve_page.py": ALL,
     "test_study.py": ALL,
+    "test_v2_cli.py": ALL,
+    "test_v2_deploy.py": frozenset({"test_executorch_fp32_and_int8_programs", "test_explain_a_v2_on_a_photo_it_knows", "test_onnx_int8_export_agrees_with_fp32_on_real_photos", "test_openvino_fp32_and_int8_exports"}),
     "test_train.py": frozenset({"test_corrupt_files_are_skipped_and_counted", "test_empty_class_or_empty_dir_is_one_clear_error", "test_eval_matches_hand_computation", "test_finetune_pretrained_lite0_on_digits_reaches_97", "test_kill_9_then_resume_is_bit_exact", "test_nan_loss_stops_and_keeps_last_good_checkpoint", "test_torchrun_two_processes_end_identical", "test_train_runs_under_tcmalloc_and_learns_the_same"}),
     "test_v2_weights.py": frozenset({"test_convert_a_timm_v2_file_then_predict", "test_large_v2_file_converts_to_equal_logits"}),
 }

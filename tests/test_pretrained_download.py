@@ -98,11 +98,14 @@ def served_torchvision_b0(root: Path) -> tuple[torch.nn.Module, Path]:
     return src, path
 
 
-def _photo_batch(config):
+def _photos() -> list[Image.Image]:
     import skimage.data
 
-    imgs = [Image.fromarray(np.asarray(getattr(skimage.data, n)())).convert("RGB") for n in ("chelsea", "coffee")]
-    return torch.stack([eval_transform(config)(img) for img in imgs])
+    return [Image.fromarray(np.asarray(getattr(skimage.data, n)())).convert("RGB") for n in ("chelsea", "coffee")]
+
+
+def _photo_batch(config):
+    return torch.stack([eval_transform(config)(img) for img in _photos()])
 
 
 def test_torchvision_file_downloaded_checked_converted_once(server, home, entry_for):
@@ -140,6 +143,35 @@ def test_timm_safetensors_through_mirror(server, home, entry_for, monkeypatch):
     x = _photo_batch(model.config)  # odd size: TF's asymmetric SAME padding matters
     with torch.no_grad():
         assert (model(x) - src(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("row,reference", [("efficientnetv2_b0.tf_in1k", "tf_efficientnetv2_b0"),
+                                           ("efficientnetv2_s.tv_in1k", "efficientnet_v2_s")])
+def test_v2_row_downloads_through_the_mirror(row, reference, server, home, entry_for, monkeypatch):
+    """A published EfficientNetV2 row, as registered (padding, eps, preprocessing), fetched under its published
+    file name from the mirror: random weights in that naming stand in for the file, so the test row carries their
+    sha256 in place of the published one."""
+    import dataclasses
+
+    published = find_weights(*row.split("."))
+    src = timm.create_model(reference) if published.source == "timm" else \
+        getattr(torchvision.models, reference)(weights=None)
+    src.eval()
+    randomize_bn(src)
+    torch.save(src.state_dict(), server.root / published.file_name)
+    fields = dataclasses.asdict(published) | {"tag": "test_v2", "sha256": _sha256(server.root / published.file_name)}
+    entry = entry_for(**fields)
+    monkeypatch.setenv("EFFNET_MIRROR", server.url)
+    model = effnet.create_model(published.model, pretrained="test_v2").eval()
+    assert server.hits == [f"/{published.file_name}"]
+    config = model.config
+    assert (config.tf_padding, config.bn_eps, config.mean, config.crop_pct) == (
+        published.tf_padding, published.bn_eps, published.mean, published.crop_pct)
+    # at 64 px every stride-2 conv of the TF port pads asymmetrically (odd sizes pad as symmetric padding does)
+    x = torch.stack([eval_transform(config, resolution=64)(img) for img in _photos()])
+    with torch.no_grad():
+        assert (model(x) - src(x)).abs().max().item() <= 1e-4
+    assert effnet.load(downloads.cache_path(entry)).config == config
 
 
 def test_a_damaged_cache_file_is_removed_and_fetched_again(server, home, entry_for, capfd):
@@ -259,7 +291,7 @@ def test_weights_command_lists_registry_and_cache(home):
     out = run_cli("weights").stdout.splitlines()
     assert out[0].split() == ["model", "tag", "source", "published", "res", "size", "cached"]
     rows = {tuple(line.split()[:2]): line for line in out[1:-1]}
-    assert len(rows) == 57 + 23  # the classifiers, then the COCO detectors
+    assert len(rows) == 57 + 21 + 23  # EfficientNet's, EfficientNetV2's, then the COCO detectors
     assert "AP 34.2" in rows[("efficientdet_d0", "tf_coco")] and " 512 " in rows[("efficientdet_d0", "tf_coco")]
     assert rows[("efficientnet_lite3", "tf_in1k")].split()[-1] == "cached"
     assert rows[("efficientnet_b0", "tv_in1k")].split()[-1] == "-"

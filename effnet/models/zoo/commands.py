@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ...errors import UsageError
+from ...errors import CheckpointError, UsageError
 from .classifier_weights import default_tag, find_weights, list_weights
 from .names import list_models, split_tag
 
@@ -20,22 +21,57 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .downloads import convert_file
     from .registry import create_model
-    from .importers import load_weights
-    from .model_files import save
+    from .importers import classes_in, load_weights, resolve_source
+    from .model_files import read_state_dict, save
 
-    if "." in args.model and not args.model.endswith((".json", ".safetensors")):  # NAME.TAG: a published file
+    if args.model and "." in args.model and not args.model.endswith((".json", ".safetensors")):  # NAME.TAG
         entry = find_weights(*split_tag(args.model))
         model = convert_file(entry, args.src, args.output)
         print(f"wrote {args.output} ({entry.name}: sha256 checked, bn_eps {entry.bn_eps:g}, tf_padding "
               f"{entry.tf_padding}, {entry.preprocessing})")
         return 0
-    model = create_model(args.model, num_classes=args.num_classes, tf_padding=args.tf_padding)
-    load_weights(model, args.src, source=args.source, bn_eps=args.bn_eps)  # torchvision's eps: by the library
+    state = read_state_dict(args.src)
+    try:
+        source = resolve_source(state, args.source)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{args.src}: {exc}") from None
+    name, bn_eps = (args.model, args.bn_eps) if args.model else _architecture_of(state, source, args.src)
+    # the file's own head unless --num-classes says otherwise (timm's ImageNet-21k sets have 21843 classes)
+    classes = args.num_classes if args.num_classes is not None else classes_in(state, source)
+    model = create_model(name, num_classes=classes, tf_padding=args.tf_padding)
+    bn_eps = bn_eps if args.bn_eps is None else args.bn_eps  # None: the model's, or torchvision's by the importer
+    load_weights(model, state, source=source, bn_eps=bn_eps, label=args.src)
     save(model, args.output)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output} ({model.config.name}, {n:,} params, bn_eps {model.config.bn_eps:g}, "
           f"tf_padding {model.config.tf_padding})")
     return 0
+
+
+def _architecture_of(state, source: str, src: str) -> tuple[str, float | None]:
+    """The architecture (and BatchNorm eps) of a file converted without ``--model``, read from its shapes where its
+    naming also fixes how it runs: any torchvision file (the importer knows its eps), a timm file of an
+    architecture timm builds one way only (:data:`~effnet.models.zoo.importers.TIMM_ONE_WAY`). Otherwise one line
+    asking for ``--model``, naming what the shapes say and, for a published file, its ``NAME.TAG``."""
+    from .importers import TIMM_ONE_WAY, recognise_architecture
+
+    published = [e.name for e in list_weights() if e.file_name == Path(src).name]
+    if published:
+        raise UsageError(f"{src}: the published {published[0]}: convert it with --model {published[0]} "
+                         "(sha256 checked, its padding, eps and preprocessing)")
+    found = recognise_architecture(state, source)
+    if source == "torchvision" and len(found) == 1:
+        return found[0], None
+    if source == "timm" and len(found) == 1 and found[0] in TIMM_ONE_WAY:
+        builder = TIMM_ONE_WAY[found[0]]
+        return builder, None if builder.startswith("tf_") else 1e-5
+    if source == "timm" and len(found) == 1:
+        raise UsageError(f"{src}: timm naming of {found[0]}, which timm builds two ways and whose keys do not "
+                         f"tell which: give --model tf_{found[0]} for a TF port (tf_* files: SAME padding, eps "
+                         f"1e-3) or --model {found[0]} --bn-eps 1e-5 for one trained in PyTorch")
+    what = f"{source} naming, no effnet architecture of these shapes" if source in ("timm", "torchvision") \
+        else f"{source} naming"
+    raise UsageError(f"{src}: {what}; give --model NAME (see 'effnet list')")
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -78,11 +114,14 @@ def add_commands(sub) -> None:
     p.add_argument("--from", dest="source", default="auto",
                    choices=["auto", "timm", "torchvision", "lukemelas", "effdet"],
                    help="the file's state-dict naming (auto: read from its keys; effdet with a detector --model)")
-    p.add_argument("--model", required=True,
-                   help="architecture, or NAME.TAG of a published file (see 'effnet weights')")
+    p.add_argument("--model",
+                   help="architecture, or NAME.TAG of a published file (see 'effnet weights'); without it, read "
+                        "from the file's shapes where its naming says how it runs (torchvision's; timm's "
+                        "EfficientNetV2-B0..B3 and rw_*)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--num-classes", type=int,
-                   help="outputs of the file's classifier or class net (default: the model's, 1000 / COCO's 90)")
+                   help="outputs of the file's classifier or class net (default: the file's own, e.g. 21843 for "
+                        "ImageNet-21k weights; a detector's: COCO's 90)")
     p.add_argument("--tf-padding", action="store_true", help="TF 'SAME' padding (timm tf_* weights)")
     p.add_argument("--bn-eps", type=float, default=None,
                    help="BatchNorm eps of the source (1e-5 for timm's non-tf_ models; torchvision is automatic)")

@@ -22,10 +22,11 @@ from torch import nn
 
 from ...errors import CheckpointError, UsageError
 from ...files import atomic_write
-from ..nets.config import VARIANTS, ModelConfig, efficientnet_config
+from ..nets.config import ModelConfig
+from ..nets.families import CLASSIFIERS, TF_PREFIX, classifier_config, classifier_name
 from .names import HF_HUB_PREFIXES
 from .model_files import check_and_load, read_state_dict
-from .importers import translate_state_dict
+from .importers import TIMM_BLOCK_NAMES, TIMM_ONE_WAY, TIMM_SE_NAMES, translate_state_dict
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm writes the first; older folders the second
@@ -39,40 +40,58 @@ _PORTABLE = ("num_classes", "in_chans", "dropout", "drop_path_rate", "bn_eps", "
 
 # ---------------------------------------------------------------------------------------------- writing
 
-def _timm_key(key: str, expanding: set[str]) -> str:
-    """One effnet state-dict key in timm's naming (``blocks.i.j`` is timm's "ir" block when it expands)."""
-    top = {"stem.conv": "conv_stem", "stem.bn": "bn1", "head.conv": "conv_head", "head.bn": "bn2"}
+# effnet's module names -> timm's, per timm block kind (the inverse of the importer's table)
+_TIMM_OF = {kind: {ours: theirs for theirs, ours in table.items()} for kind, table in TIMM_BLOCK_NAMES.items()}
+_TIMM_TOP = {"stem.conv": "conv_stem", "stem.bn": "bn1", "head.conv": "conv_head", "head.bn": "bn2"}
+
+
+def _timm_kind(parts: set[str]) -> str:
+    """timm's block kind of one of our blocks, from its parts: a conv block is "cn", expansion with a depthwise
+    conv "ir", expansion without one (Fused-MBConv) "er", a depthwise conv alone "ds"."""
+    if "conv" in parts:
+        return "cn"
+    if "expand" in parts:
+        return "ir" if "dw" in parts else "er"
+    return "ds"
+
+
+def _timm_key(key: str, kinds: dict[str, str]) -> str:
+    """One effnet state-dict key in timm's naming (``kinds``: block ``S.B`` -> timm's kind of it)."""
     if m := re.match(r"(stem\.conv|stem\.bn|head\.conv|head\.bn)\.(\w+)$", key):
-        return f"{top[m.group(1)]}.{m.group(2)}"
+        return f"{_TIMM_TOP[m.group(1)]}.{m.group(2)}"
     if m := re.match(r"blocks\.(\d+\.\d+)\.(\w+\.\w+)\.(\w+)$", key):
         block, module, param = m.groups()
-        ir = {"expand.conv": "conv_pw", "expand.bn": "bn1", "dw.conv": "conv_dw", "dw.bn": "bn2",
-              "project.conv": "conv_pwl", "project.bn": "bn3"}
-        ds = {"dw.conv": "conv_dw", "dw.bn": "bn1", "project.conv": "conv_pw", "project.bn": "bn2"}
-        table = {**(ir if block in expanding else ds), "se.reduce": "se.conv_reduce", "se.expand": "se.conv_expand"}
-        return f"blocks.{block}.{table[module]}.{param}"
+        table = {**_TIMM_OF[kinds[block]], **{ours: theirs for theirs, ours in TIMM_SE_NAMES.items()}}
+        if module in table:
+            return f"blocks.{block}.{table[module]}.{param}"
     if key.startswith("classifier."):
         return key
     raise CheckpointError(f"no timm name for effnet key {key}")
 
 
 def timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model``'s tensors under timm's names."""
+    """``model``'s tensors under timm's names (EfficientNet and EfficientNetV2 blocks alike)."""
     state = model.state_dict()
-    expanding = {m.group(1) for k in state if (m := re.match(r"blocks\.(\d+\.\d+)\.expand\.", k))}
-    return {_timm_key(k, expanding): v.detach().contiguous().cpu() for k, v in state.items()}
+    parts: dict[str, set[str]] = {}
+    for key in state:
+        if m := re.match(r"blocks\.(\d+\.\d+)\.(\w+)\.", key):
+            parts.setdefault(m.group(1), set()).add(m.group(2))
+    kinds = {block: _timm_kind(names) for block, names in parts.items()}
+    return {_timm_key(k, kinds): v.detach().contiguous().cpu() for k, v in state.items()}
 
 
 def timm_architecture(config: ModelConfig) -> str:
-    """The timm model that builds ``config``: its named variant, when only portable fields differ."""
-    if config.name not in VARIANTS:
+    """The timm model that builds ``config``: its named variant (EfficientNet or EfficientNetV2), when only
+    portable fields differ."""
+    if config.name not in CLASSIFIERS:
         raise UsageError(f"{config.name}: timm has no architecture for this config (a Hub folder needs one of "
-                         f"{', '.join(VARIANTS)}, with any classes, dropout, padding or preprocessing)")
-    base = efficientnet_config(config.name)
+                         f"{', '.join(CLASSIFIERS)}, with any classes, dropout, padding or preprocessing)")
+    base = classifier_config(config.name)
     if config.replace(**{f: getattr(base, f) for f in _PORTABLE}) != base:
         raise UsageError(f"{config.name}: this config changes the architecture (width, depth, blocks, stem or "
                          "head), which timm cannot rebuild; save it with effnet.save instead")
-    return config.name
+    # timm's one builder of it (tf_efficientnetv2_b0 for B0); model_args set the padding and eps either way
+    return TIMM_ONE_WAY.get(config.name, config.name)
 
 
 def hf_hub_config(model: nn.Module) -> dict:
@@ -116,16 +135,16 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
 def _config_from_timm(cfg: dict) -> ModelConfig:
     """The effnet config of a folder timm wrote: architecture, model_args and pretrained_cfg."""
     arch = str(cfg.get("architecture", ""))
-    name = arch.removeprefix("tf_")
-    if name not in VARIANTS:
+    name = classifier_name(arch)
+    if name not in CLASSIFIERS or not arch.removeprefix(TF_PREFIX).startswith("efficientnet"):
         raise UsageError(f"Hub folder architecture {arch!r} is not an EfficientNet effnet builds "
-                         f"({', '.join(VARIANTS)}, or their tf_ versions)")
+                         f"({', '.join(CLASSIFIERS)}, or their tf_ versions)")
     args = cfg.get("model_args") or {}
     pre = cfg.get("pretrained_cfg") or {}
-    tf = arch.startswith("tf_") or args.get("pad_type") == "same"
+    tf_port = arch.startswith(TF_PREFIX)  # timm's tf_* builders default to SAME padding and eps 1e-3
     changes = {
-        "tf_padding": tf,
-        "bn_eps": float(args.get("bn_eps", TF_BN_EPS if arch.startswith("tf_") else TORCH_BN_EPS)),
+        "tf_padding": args.get("pad_type", "same" if tf_port else "") == "same",
+        "bn_eps": float(args.get("bn_eps", TF_BN_EPS if tf_port else TORCH_BN_EPS)),
         "num_classes": int(cfg.get("num_classes", pre.get("num_classes", 1000))),
         "in_chans": int(args.get("in_chans", (pre.get("input_size") or [3])[0])),
     }
@@ -142,7 +161,7 @@ def _config_from_timm(cfg: dict) -> ModelConfig:
     # ImageNet folders name classes by WordNet synset (n01440764): effnet's own ImageNet names read better
     if isinstance(labels, list) and len(labels) == changes["num_classes"] and not re.fullmatch(r"n\d{8}", labels[0]):
         changes["class_names"] = tuple(str(v) for v in labels)
-    return efficientnet_config(name).replace(**changes)
+    return classifier_config(name).replace(**changes)
 
 
 def _local_files(spec: str) -> tuple[Path, Path]:
