@@ -59,7 +59,10 @@ def _extractor(method: str, model: nn.Module, layer: str, resolution: int):
         raise UsageError(f"effnet explain {install_hint('torchcam')}") from None
     names = dict(model.named_modules())
     if layer not in names:
-        raise UsageError(f"no layer {layer!r} in {model.config.name} (e.g. head, blocks.6, blocks.5)")
+        # the model's own last stages: V1 has seven (blocks.6 last), V2-S six, V2-M/L/XL seven
+        stages = [name for name in names if name.startswith("blocks.") and name.count(".") == 1]
+        examples = ", ".join([DEFAULT_LAYER, *stages[:-3:-1]])
+        raise UsageError(f"no layer {layer!r} in {model.config.name} (e.g. {examples})")
     return getattr(methods, METHODS[method])(model, target_layer=layer, input_shape=(3, resolution, resolution))
 
 

@@ -10,6 +10,11 @@ BatchNorm statistics as the plain layers of :mod:`effnet.models.nets.layers`. Ev
   lean path);
 - MBConv's expansion BatchNorm + activation + depthwise conv that keeps only the expansion conv's output
   (:func:`fused_expand_depthwise`, for the big early blocks);
+- EfficientNetV2's Fused-MBConv and one-conv blocks take the same kernels through their layers: each k x k
+  ConvBNAct's BatchNorm + activation through :func:`batchnorm_act`, the SE gating through
+  :func:`gate_memory_efficient`. They have no depthwise conv, so there is no expansion to fuse into one (their
+  expansion *is* the k x k conv, whose output is what :func:`batchnorm_act` keeps) and no depthwise backward to run
+  in float32;
 - under bf16 autocast (switch or not), the depthwise backward in float32 a few images at a time, where oneDNN's
   bf16 one is slow (:func:`depthwise_fp32_backward`, DepthwiseConv2d's training path).
 

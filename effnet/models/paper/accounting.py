@@ -1,15 +1,19 @@
-"""Model accounting: parameters and multiply-adds per stage, in the paper's Table 1 layout."""
+"""Model accounting: parameters and multiply-adds per stage, in the layout of the paper's Table 1 (EfficientNet)
+or Table 4 (EfficientNetV2), and each family beside its published numbers."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..nets.blocks import ConvBlock, FusedMBConv, MBConv
 from ..nets.config import ModelConfig
-from .peers import TABLE2, Published, effnet_rows
+from ..nets.efficientnet_v2 import V2_VARIANTS
+from .peers import TABLE2, V2_README, V2_ROWS, V2_SOURCE, V2_TABLE7, Published, effnet_rows
 
 
 @dataclass
@@ -61,26 +65,42 @@ def profile(model_or_name: nn.Module | str | ModelConfig, resolution: int | None
     model.eval()
     rows: list[StageRow] = []
     x = torch.zeros(1, config.in_chans, res, res, device=next(model.parameters()).device)
+    # each paper numbers its own table: V1's Table 1 from 1 (stem) to 9 (head), V2's Table 4 from 0
+    first = 1 if all(isinstance(stage[0], MBConv) for stage in model.blocks) else 0
     with torch.no_grad():
         y, macs = _count_macs(model.stem, x)
-        rows.append(StageRow(1, "Conv3x3", (res, res), y.shape[1], 1, _params(model.stem), macs))
+        rows.append(StageRow(first, "Conv3x3", (res, res), y.shape[1], 1, _params(model.stem), macs))
         for i, stage in enumerate(model.blocks):
-            first = stage[0]
-            k = first.dw.conv.kernel_size[0]
-            mid, cin = first.dw.conv.out_channels, rows[-1].channels
-            op = f"MBConv{mid // cin}, k{k}x{k}"
             hw = tuple(y.shape[-2:])
+            op = stage_operator(stage[0], rows[-1].channels)
             y, macs = _count_macs(stage, y)
-            rows.append(StageRow(i + 2, op, hw, y.shape[1], len(stage), _params(stage), macs))
+            rows.append(StageRow(first + i + 1, op, hw, y.shape[1], len(stage), _params(stage), macs))
         hw = tuple(y.shape[-2:])
         y, macs_head = _count_macs(model.head, y)
         pooled = torch.flatten(model.pool(y), 1)
         _, macs_fc = _count_macs(model.classifier, pooled)
         head_params = _params(model.head) + _params(model.classifier)
-        rows.append(StageRow(len(model.blocks) + 2, "Conv1x1 & Pooling & FC", hw, y.shape[1], 1, head_params,
-                             macs_head + macs_fc))
+        rows.append(StageRow(first + len(model.blocks) + 1, "Conv1x1 & Pooling & FC", hw, y.shape[1], 1,
+                             head_params, macs_head + macs_fc))
     model.train(was_training)
     return Profile(config.name, res, _params(model), sum(r.macs for r in rows), rows)
+
+
+def stage_operator(block: nn.Module, in_channels: int) -> str:
+    """A stage's operator as the papers' tables print it, from its first block: "MBConv6, k5x5" (V1 Table 1,
+    V2 Table 4), "Fused-MBConv4, k3x3" (V2 Table 4). V2's one-conv block (:class:`ConvBlock`) is what Table 4
+    calls "Fused-MBConv1, k3x3": the official code builds Fused-MBConv at expansion 1 as that one conv."""
+    if isinstance(block, MBConv):
+        name, conv = "MBConv", block.dw.conv
+    elif isinstance(block, FusedMBConv):
+        name, conv = "Fused-MBConv", block.expand.conv
+    elif isinstance(block, ConvBlock):
+        name, conv = "Fused-MBConv", block.conv.conv
+    else:
+        raise TypeError(f"no operator name for a {type(block).__name__} block")
+    k = conv.kernel_size[0]
+    expansion = 1 if isinstance(block, ConvBlock) else conv.out_channels // in_channels
+    return f"{name}{expansion}, k{k}x{k}"
 
 
 def format_profile(p: Profile) -> str:
@@ -237,24 +257,52 @@ def plot_table2(measured: list[Measured], path: str) -> None:
 
 
 def format_family(profiles: list[Profile]) -> str:
-    from ..nets.config import VARIANTS
+    """EfficientNet B0-B7 (or any V1 names) measured, beside the paper's Table 2."""
+    from ..nets.families import classifier_config
 
     head = (f"{'model':<16} {'width':>5} {'depth':>5} {'res':>4} {'params':>12} {'MACs (G)':>9} "
             f"{'paper params':>12} {'paper FLOPs':>11} {'top-1 v5':>8} {'top-1 ICML':>10}")
     lines = [head]
     for p in profiles:
-        w, d, r, _ = VARIANTS[p.name]
+        c = classifier_config(p.name)
         pp, pf, pt = PAPER_TABLE.get(p.name, (float("nan"),) * 3)
         icml = PAPER_TOP1_ICML.get(p.name, float("nan"))
-        lines.append(f"{p.name:<16} {w:>5.1f} {d:>5.1f} {r:>4} {p.params:>12,} {p.macs / 1e9:>9.2f} "
-                     f"{pp:>11.1f}M {pf:>10.2f}B {pt:>8.1f} {icml:>10.1f}")
+        lines.append(f"{p.name:<16} {c.width_mult:>5.1f} {c.depth_mult:>5.1f} {c.resolution:>4} {p.params:>12,} "
+                     f"{p.macs / 1e9:>9.2f} {pp:>11.1f}M {pf:>10.2f}B {pt:>8.1f} {icml:>10.1f}")
     lines.append(f"(paper columns: {PAPER_VERSION}; 'top-1 ICML' is the ICML 2019 proceedings version; "
                  "FLOPs in the paper are multiply-adds)")
     return "\n".join(lines)
 
 
-def plot_family(profiles: list[Profile], path: str) -> None:
-    """Bubble chart: MACs vs paper top-1, bubble area proportional to params (written atomically)."""
+def format_v2_family(profiles: list[Profile]) -> str:
+    """EfficientNetV2 measured (params, MACs at the eval size), beside the published params, FLOPs and top-1
+    (:data:`~effnet.models.paper.peers.V2_ROWS`: the paper's Table 7, the official README for B0-B3)."""
+    from ..nets.families import classifier_config
+
+    published = {r.effnet: r for r in V2_ROWS}
+    head = (f"{'model':<20} {'width':>5} {'depth':>5} {'train':>5} {'eval':>4} {'params':>12} {'MACs (G)':>8} | "
+            f"{'published':>9} {'diff':>6} {'FLOPs':>6} {'diff':>6} {'top-1':>5} {'21k':>5}  source")
+    lines = [head, "-" * len(head)]
+    for p in profiles:
+        c, r = classifier_config(p.name), published.get(p.name)
+        mine = (f"{p.name:<20} {c.width_mult:>5.1f} {c.depth_mult:>5.1f} {c.train_resolution or c.resolution:>5} "
+                f"{p.resolution:>4} {p.params:>12,} {p.macs / 1e9:>8.2f} |")
+        if r is None:
+            lines.append(f"{mine} {'':>9} {'':>6} {'':>6} {'':>6} {'':>5} {'':>5}  - (timm's own, no paper row)")
+            continue
+        dp, dm = p.params / (r.params_m * 1e6) - 1, p.macs / (r.flops_b * 1e9) - 1
+        top1 = "-" if r.top1 is None else f"{r.top1:.1f}"
+        t21 = "-" if r.top1_21k is None else f"{r.top1_21k:.1f}"
+        lines.append(f"{mine} {r.params_m:>8g}M {_pct(dp):>6} {r.flops_b:>5g}B {_pct(dm):>6} {top1:>5} {t21:>5}  "
+                     f"{'README' if r.source == V2_README else 'Table 7'}")
+    lines.append(f"(published columns: {V2_TABLE7} for S/M/L/XL, {V2_README} for B0-B3; FLOPs = multiply-adds; "
+                 "'21k': pretrained on ImageNet-21k; measured: counted here on the meta device, batch 1, at 'eval')")
+    return "\n".join(lines)
+
+
+def plot_family(profiles: list[Profile], path: str, table: FamilyTable | None = None) -> None:
+    """Bubble chart: MACs vs published top-1, bubble area proportional to params (written atomically); models
+    without a published top-1 (V2-XL, timm's rw_*) are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,18 +310,43 @@ def plot_family(profiles: list[Profile], path: str) -> None:
 
     from ...files import atomic_write
 
+    table = table or FAMILY_TABLES["efficientnet"]
+    shown = [p for p in profiles if p.name in table.top1]
     fig, ax = plt.subplots(figsize=(7, 5))
-    macs = [p.macs / 1e9 for p in profiles]
-    top1 = [PAPER_TABLE[p.name][2] for p in profiles]
-    sizes = [p.params / 1e5 for p in profiles]
-    ax.scatter(macs, top1, s=sizes, alpha=0.5, edgecolors="k")
-    for p, x, y in zip(profiles, macs, top1):
-        ax.annotate(p.name.replace("efficientnet_", "").upper(), (x, y), ha="center", va="center", fontsize=8)
+    macs = [p.macs / 1e9 for p in shown]
+    ys = [table.top1[p.name] for p in shown]
+    ax.scatter(macs, ys, s=[p.params / 1e5 for p in shown], alpha=0.5, edgecolors="k")
+    for p, x, y in zip(shown, macs, ys):
+        label = p.name.replace("efficientnetv2_", "v2-").replace("efficientnet_", "").upper()
+        ax.annotate(label, (x, y), ha="center", va="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("multiply-adds (G, measured)")
-    ax.set_ylabel(f"ImageNet top-1 % ({PAPER_VERSION})")
-    ax.set_title("EfficientNet family (bubble area = parameters)")
+    ax.set_ylabel(f"ImageNet top-1 % ({table.source})")
+    ax.set_title(f"{table.family} family (bubble area = parameters)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
+
+
+@dataclass(frozen=True)
+class FamilyTable:
+    """One family as ``effnet family --family`` shows it: its models, the table of them beside the published
+    numbers, the published top-1 its chart plots (and where it is from), and the chart's default file."""
+
+    family: str  # a key of effnet.models.nets.families.FAMILIES
+    names: tuple[str, ...]
+    format: Callable[[list[Profile]], str]
+    top1: Mapping[str, float]
+    source: str
+    chart: str
+
+
+FAMILY_TABLES: dict[str, FamilyTable] = {  # by the lower-case family name `effnet family --family` takes
+    "efficientnet": FamilyTable("EfficientNet", tuple(PAPER_TABLE), format_family,
+                                {name: row[2] for name, row in PAPER_TABLE.items()}, PAPER_VERSION,
+                                "efficientnet_family.png"),
+    "efficientnetv2": FamilyTable("EfficientNetV2", tuple(V2_VARIANTS), format_v2_family,
+                                  {r.effnet: r.top1 for r in V2_ROWS if r.top1 is not None},
+                                  f"{V2_SOURCE} T7; B0-B3: README", "efficientnetv2_family.png"),
+}

@@ -4,6 +4,9 @@ latency), with the peers torchvision can build counted here, on the meta device,
 Every number below is copied from arXiv:1905.11946v5 (Tan & Le, 11 Sep 2020): Table 2 "EfficientNet
 Performance Results on ImageNet" and Table 4 "Inference Latency Comparison" (batch 1, one core of an Intel Xeon
 CPU E5-2690). The paper's "FLOPs" are multiply-adds (B = 10^9). This module imports no torch at load time.
+
+EfficientNetV2's published numbers (:data:`V2_ROWS`) come from arXiv:2104.00298 (Tan & Le, ICML 2021) Table 7 and
+the official code's README (google/automl ``efficientnetv2/README.md``), each row naming its source.
 """
 
 from __future__ import annotations
@@ -103,3 +106,43 @@ def rows(names: list[str] | None = None) -> list[Published]:
 
 def effnet_rows() -> list[Published]:
     return [r for r in TABLE2_ROWS if r.effnet]
+
+
+# --- EfficientNetV2 (Tan & Le, ICML 2021) ---------------------------------------------------------------------
+
+V2_SOURCE = "arXiv:2104.00298"
+V2_TABLE7 = f"{V2_SOURCE} Table 7"
+V2_README = "google/automl efficientnetv2/README.md"
+
+
+@dataclass(frozen=True)
+class PublishedV2:
+    """One published EfficientNetV2: ImageNet top-1 (trained on ImageNet-1k; ``top1_21k``: pretrained on
+    ImageNet-21k, fine-tuned on 1k), params (M) and FLOPs (B multiply-adds) at its eval size, and where they
+    are printed."""
+
+    effnet: str
+    top1: float | None
+    top1_21k: float | None
+    params_m: float
+    flops_b: float
+    source: str
+
+
+# S/M/L/XL: the paper's Table 7 "EfficientNetV2 Performance Results on ImageNet" (XL only pretrained on 21k; 87.3%
+# is also the abstract's number). B0-B3: the official README's table of "smaller V2 models using the same scaling
+# and preprocessing as V1" (they are not in the paper). The README also lists S/M/L, rounded otherwise than the
+# paper: 21.5M/8.4B/83.9%, 54.1M/24.7B/85.2%, 119.5M/56.3B/85.7% (21k: 84.9, 86.2, 86.9; XL 87.2). Counted here
+# (equal to timm's): 21.46M/8.37B, 54.14M/24.58B, 118.52M/56.08B -- nearer the README's than Table 7's (V2-L's
+# 53B is 5.8% under the count).
+# timm's efficientnetv2_rw_t/s/m were trained by timm, not published by the authors: no row.
+V2_ROWS: tuple[PublishedV2, ...] = (
+    PublishedV2("efficientnetv2_b0", 78.7, None, 7.1, 0.72, V2_README),
+    PublishedV2("efficientnetv2_b1", 79.8, None, 8.1, 1.2, V2_README),
+    PublishedV2("efficientnetv2_b2", 80.5, None, 10.1, 1.7, V2_README),
+    PublishedV2("efficientnetv2_b3", 82.1, None, 14.4, 3.0, V2_README),
+    PublishedV2("efficientnetv2_s", 83.9, 84.9, 22, 8.8, V2_TABLE7),
+    PublishedV2("efficientnetv2_m", 85.1, 86.2, 54, 24, V2_TABLE7),
+    PublishedV2("efficientnetv2_l", 85.7, 86.8, 120, 53, V2_TABLE7),
+    PublishedV2("efficientnetv2_xl", None, 87.3, 208, 94, V2_TABLE7),
+)
