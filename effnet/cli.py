@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("effnet.models.zoo.commands", "import timm/torchvision/lukemelas weights into an effnet file"),
     "weights": ("effnet.models.zoo.commands", "published pretrained weights: list them, or download one into the cache"),
     "info": ("effnet.models.paper.commands", "Table-1 view of a model with params and MACs per stage"),
-    "family": ("effnet.models.paper.commands", "B0-B7 side by side with the paper's numbers; bubble chart"),
+    "family": ("effnet.models.paper.commands", "B0-B7 (or --family efficientnetv2) beside the papers' numbers; bubble chart"),
     "train": ("effnet.classify.commands", "train / fine-tune on an ImageFolder (torchrun for many processes)"),
     "eval": ("effnet.classify.commands", "top-1/top-5/loss/per-class accuracy of a run or weights file"),
     "predict": ("effnet.classify.commands", "classify images, folders or globs (streamed to --output, sharded)"),

@@ -35,8 +35,9 @@ def _frozen_bn_stats(module: nn.Module):
 
 
 def run_stages(stages: nn.Sequential, x: torch.Tensor, checkpointing: int, taps: set[int] | None = None):
-    """Run the MBConv stages; in the first ``checkpointing`` stages (training only) store each block's input
-    alone and recompute the block in backward. Returns the last output, or the outputs of the stages in ``taps``.
+    """Run the stages (blocks of any kind); in the first ``checkpointing`` stages (training only) store each
+    block's input alone and recompute the block in backward. Returns the last output, or the outputs of the
+    stages in ``taps``.
 
     Per block, as timm (``checkpoint_seq(blocks, flatten=True)``): the same one extra forward as per stage,
     but backward then holds one block's activations at a time -- the early 112-px blocks dominate the peak."""
@@ -62,7 +63,7 @@ class LeanTraining:
 
     def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None):
         """Per-block gradient checkpointing (torch.utils.checkpoint), as timm's ``set_grad_checkpointing``;
-        ``stages``: only the blocks of the first ``stages`` MBConv stages (the high-resolution ones that hold
+        ``stages``: only the blocks of the first ``stages`` stages (the high-resolution ones that hold
         most of the activations), the rest store theirs and are not recomputed."""
         self.grad_checkpointing, self.checkpoint_stages = enable, stages
         return self

@@ -36,7 +36,8 @@ def classifier_name(name: str) -> str:
     ``"efficientnet_v2_s"`` -> ``"efficientnetv2_s"``, timm's ``"tf_efficientnetv2_s"`` -> ``"efficientnetv2_s"``;
     any other name comes back unchanged."""
     bare = name.removeprefix(TF_PREFIX)
-    for candidate in (bare, f"efficientnet_{bare}", f"efficientnet{bare}", bare.replace("efficientnet_v2", "efficientnetv2")):
+    spellings = (bare, f"efficientnet_{bare}", f"efficientnet{bare}", bare.replace("efficientnet_v2", "efficientnetv2"))
+    for candidate in spellings:
         if candidate in CLASSIFIERS:
             return candidate
     return name
