@@ -404,3 +404,23 @@ def test_detection_post_processing_is_called_from_one_module():
                  and (lines := postprocessing_calls(path.read_text()))}
     assert not offenders, offenders
     assert postprocessing_calls((PACKAGE_DIR / "detect" / "pipeline.py").read_text())  # the rule sees the real one
+
+
+FAMILIES = "effnet.models.nets.families"
+FAMILY_BUILDERS = ("efficientnet_config", "v2_config")  # each family module's one name -> config function
+
+
+def family_builder_calls(source: str) -> list[str]:
+    """Lines calling a family module's own config builder (the families module is the one place that does)."""
+    return [ast.unparse(node) for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+            and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) in FAMILY_BUILDERS]
+
+
+def test_a_name_becomes_a_config_in_one_place():
+    """Both families' names resolve through ``families.classifier_config``: no other module builds a config from a
+    family's own table, so a third family is one module plus its line in ``FAMILIES``."""
+    assert family_builder_calls("x = v2_config('efficientnetv2_s')") and not family_builder_calls("classifier_config(n)")
+    homes = {FAMILIES, "effnet.models.nets.config", "effnet.models.nets.efficientnet_v2"}
+    offenders = {name: lines for name, path in all_modules().items()
+                 if name not in homes and (lines := family_builder_calls(path.read_text()))}
+    assert not offenders, offenders
