@@ -138,6 +138,14 @@ def tiny_v2(tmp_path_factory) -> Path:
     return path
 
 
+def test_the_papers_randaugment_magnitudes_on_torchvisions_scale():
+    """Table 6 speaks TensorFlow's RandAugment (10 = each operation's strongest), torchvision's bins go to 30;
+    past the strongest torchvision's operations stay there."""
+    from effnet.data import torchvision_magnitude
+
+    assert [torchvision_magnitude(m) for m in (0, 5, 8, 10, 15, 25)] == [0, 15, 24, 30, 30, 30]
+
+
 def _randaugment(dataset) -> list:
     from torchvision.transforms import v2
 
@@ -150,7 +158,7 @@ def test_classification_stage_sets_crop_randaugment_dropout_and_mixup(small_digi
     from effnet.classify import ClassificationTask
 
     cfg = TrainConfig(data_dir=str(small_digits), model=str(tiny_v2), progressive=True, epochs=4,
-                      progressive_size=(24, 40), progressive_mixup=(0.0, 0.6), progressive_randaug=(0, 12))
+                      progressive_size=(24, 40), progressive_mixup=(0.0, 0.6), progressive_randaug=(0, 8))
     task = ClassificationTask()
     task.load_data(cfg, lambda *a: None)
     model = task.build_model(cfg)
@@ -161,7 +169,7 @@ def test_classification_stage_sets_crop_randaugment_dropout_and_mixup(small_digi
     assert not _randaugment(first)  # magnitude 0: none
     last = task.begin_stage(model, recipe, 0, schedule.at(3))
     assert last[0][0].shape == (3, 40, 40) and model.dropout.p == 0.3
-    assert [(r.num_ops, r.magnitude) for r in _randaugment(last)] == [(2, 12)]
+    assert [(r.num_ops, r.magnitude) for r in _randaugment(last)] == [(2, 24)]  # TF's 8: torchvision's 24
     assert first[5][0].shape != last[5][0].shape and torch.equal(last[5][0], last[5][0])  # seeded per sample
     x = torch.stack([last[i][0] for i in range(0, 120, 15)])
     y = torch.tensor([last[i][1] for i in range(0, 120, 15)])

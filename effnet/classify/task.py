@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from ..data import ImageSamples, load_splits, train_transform
+from ..data import ImageSamples, load_splits, torchvision_magnitude, train_transform
 from ..models.nets.config import ModelConfig
 from ..models.nets.efficientnet import EfficientNet
 from ..models.zoo.registry import create_model, is_model_file, load_model, require_task
@@ -100,11 +100,12 @@ class ClassificationTask:
     def begin_stage(self, model: nn.Module, recipe: Recipe, seed: int, stage: Stage):
         """Progressive learning (:class:`effnet.train.progressive.ProgressiveTask`): the stage's head dropout and
         mixup alpha (0: none), and the training set cropped to its image size with RandAugment at its magnitude
-        (0: none). Only ``stage`` decides them, so a run resumed in the middle of a stage trains as it would have."""
+        (the paper's TensorFlow scale, 0: none). Only ``stage`` decides them, so a run resumed in the middle of a
+        stage trains as it would have."""
         model.dropout.p = stage.dropout
         self.mixup = v2.MixUp(alpha=stage.mixup, num_classes=len(self.classes)) if stage.mixup > 0 else None
         tf = train_transform(model.config, stage.size, "randaugment" if stage.randaug > 0 else "none",
-                             recipe.rrc_scale_min, recipe.hflip, stage.randaug)
+                             recipe.rrc_scale_min, recipe.hflip, torchvision_magnitude(stage.randaug))
         return ImageSamples(self.train_samples, tf, seed=seed)
 
     def criterion(self, recipe: Recipe) -> nn.Module:

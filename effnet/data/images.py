@@ -66,15 +66,25 @@ def eval_transform(config: ModelConfig, resolution: int | None = None) -> v2.Com
     ])
 
 
+TF_MAX_MAGNITUDE, TORCHVISION_MAX_MAGNITUDE = 10, 30  # each operation's strongest, on either scale
+
+
+def torchvision_magnitude(tf_magnitude: float) -> int:
+    """torchvision's RandAugment magnitude for TensorFlow's ``tf_magnitude``, the scale the EfficientNetV2 paper's
+    Table 6 (5-25) and the official code are written in: TF reaches each operation's strongest at 10
+    (autoaugment.py ``_MAX_LEVEL``), torchvision at 30, so m is 3m; past the strongest, TF's ops go further (and
+    some wrap round), torchvision's stay at their strongest -- which is where this keeps them."""
+    scale = TORCHVISION_MAX_MAGNITUDE / TF_MAX_MAGNITUDE
+    return min(TORCHVISION_MAX_MAGNITUDE, int(round(tf_magnitude * scale)))
+
+
 def train_transform(config: ModelConfig, resolution: int, auto_augment: str = "none", scale_min: float = 0.08,
                     hflip: float = 0.5, randaug_magnitude: int = 9) -> v2.Compose:
     """RandomResizedCrop to ``resolution`` + flip (+ AutoAugment / RandAugment), as the paper; PIL in, tensor out.
 
     RandAugment applies two operations at ``randaug_magnitude``, torchvision's bin of 31 (0-30, 30 = each
-    operation's strongest: 30 degrees of rotation, shear 0.3, ...). TensorFlow's RandAugment, which the
-    EfficientNetV2 paper's magnitudes (5-25, Table 6) are written for, reaches those strengths at 10 (and goes past
-    them above), so its magnitude m is torchvision's 3m. Progressive learning (effnet.train.progressive) sets it
-    per stage."""
+    operation's strongest: 30 degrees of rotation, shear 0.3, ...). Progressive learning sets it per stage from the
+    paper's magnitudes through :func:`torchvision_magnitude`."""
     ops: list = [v2.ToImage(), v2.RandomResizedCrop(resolution, scale=(scale_min, 1.0), antialias=True)]
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))

@@ -159,6 +159,6 @@ def add_progressive_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--progressive-stages", type=int, metavar="M", help="number of stages (default 4)")
     g.add_argument("--progressive-size", type=span(int), metavar="START:END", help="training image size")
     g.add_argument("--progressive-randaug", type=span(int), metavar="START:END",
-                   help="RandAugment magnitude (torchvision's 0-30; 0: none)")
+                   help="RandAugment magnitude on the paper's (TensorFlow's) scale, 10 = strongest; 0: none")
     g.add_argument("--progressive-mixup", type=span(float), metavar="START:END", help="mixup alpha (0: none)")
     g.add_argument("--progressive-dropout", type=span(float), metavar="START:END", help="classifier dropout rate")

@@ -42,8 +42,8 @@ NUMBER_BOUNDS: dict[str, tuple[type, float, float, bool]] = {
 }
 
 
-# The START:END ranges of --progressive (effnet.train.progressive): field -> the bounds each end obeys, as above.
-# RandAugment magnitudes are torchvision's bins (0-30, 30 = each operation's strongest).
+# RandAugment magnitudes are the paper's (TensorFlow's: 10 = each operation's strongest; torchvision's 30).
+# Above 10 every operation stays at its strongest (effnet.data.images.torchvision_magnitude).
 RANGE_BOUNDS: dict[str, tuple[type, float, float, bool]] = {
     "progressive_size": NUMBER_BOUNDS["resolution"],
     "progressive_randaug": (int, 0, 30, True),

@@ -9,7 +9,8 @@ Training is divided into M stages (the paper: four, "about 87 epochs per stage" 
 
 so the first stage trains small images weakly regularized and the last the full size with the strongest
 regularization. The regularizations are the paper's three: the classifier head's dropout rate, the RandAugment
-magnitude and the mixup alpha (0: no mixup). Sizes and magnitudes are rounded to the nearest whole number.
+magnitude (the paper's TensorFlow scale, on which 10 is each operation's strongest; the task converts it to
+torchvision's) and the mixup alpha (0: no mixup). Sizes and magnitudes are rounded to the nearest whole number.
 
 Epochs are split evenly into stages as the official code does (google/automl ``efficientnetv2/main_tf2.py``: stage i
 runs epochs ``int(i / M * E)`` up to ``int((i + 1) / M * E)``): a remainder falls one extra epoch to a stage
@@ -35,7 +36,7 @@ class Progression:
     """The (start, end) of the image size and of each regularization: a row of the paper's Table 6."""
 
     size: tuple[int, int]
-    randaug: tuple[int, int]  # RandAugment magnitude, torchvision's scale (effnet.data.images.train_transform)
+    randaug: tuple[int, int]  # RandAugment magnitude, TensorFlow's scale (data.images.torchvision_magnitude)
     mixup: tuple[float, float]  # mixup alpha; 0 = no mixup
     dropout: tuple[float, float]  # the classifier head's dropout rate
 
