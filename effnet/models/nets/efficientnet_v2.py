@@ -10,7 +10,7 @@ row of :data:`V2_VARIANTS` per published model; :func:`v2_config` is the one pla
 
 Sources of the facts: the paper's Table 4 (V2-S) and the official code (google/automl ``efficientnetv2/
 effnetv2_configs.py``: ``v2_base_block`` ... ``v2_xl_block`` and ``efficientnetv2_params`` -- width, depth,
-train size, eval size, dropout, RandAugment magnitude, mixup alpha); timm's ``efficientnetv2_rw_t/s/m``, Ross
+train size, eval size, dropout); timm's ``efficientnetv2_rw_t/s/m``, Ross
 Wightman's variants trained in PyTorch before the official code was out (timm ``_gen_efficientnetv2_s``).
 No torch here: ``effnet list`` reads the names without it.
 """
@@ -84,8 +84,9 @@ V2_RW_M_STAGES: tuple[BlockArgs, ...] = tuple(
 
 @dataclass(frozen=True)
 class V2Variant:
-    """One published EfficientNetV2: its table, scaling, and the official training/eval sizes and
-    regularization (``dropout``, RandAugment ``randaug`` magnitude, ``mixup`` alpha at the end of training)."""
+    """One published EfficientNetV2: its table, scaling, the official training and evaluation sizes and the head's
+    dropout. (The official table's RandAugment and mixup columns are not kept here: progressive learning's
+    defaults come from the paper's Table 6, in effnet.train.progressive.)"""
 
     stages: tuple[BlockArgs, ...]
     width: float
@@ -93,8 +94,6 @@ class V2Variant:
     train_size: int
     eval_size: int
     dropout: float
-    randaug: int = 0
-    mixup: float = 0.0
     stem: int = 24
     head: int = 1280
     round_limit: float = 0.9
@@ -108,10 +107,10 @@ V2_VARIANTS: dict[str, V2Variant] = {
     "efficientnetv2_b1": V2Variant(V2_BASE_STAGES, 1.0, 1.1, 192, 240, 0.2, **_B),
     "efficientnetv2_b2": V2Variant(V2_BASE_STAGES, 1.1, 1.2, 208, 260, 0.3, **_B),
     "efficientnetv2_b3": V2Variant(V2_BASE_STAGES, 1.2, 1.4, 240, 300, 0.3, **_B),
-    "efficientnetv2_s": V2Variant(V2_S_STAGES, 1.0, 1.0, 300, 384, 0.2, 10, 0.0),
-    "efficientnetv2_m": V2Variant(V2_M_STAGES, 1.0, 1.0, 384, 480, 0.3, 15, 0.2),
-    "efficientnetv2_l": V2Variant(V2_L_STAGES, 1.0, 1.0, 384, 480, 0.4, 20, 0.5, stem=32),
-    "efficientnetv2_xl": V2Variant(V2_XL_STAGES, 1.0, 1.0, 384, 512, 0.4, 20, 0.5, stem=32),
+    "efficientnetv2_s": V2Variant(V2_S_STAGES, 1.0, 1.0, 300, 384, 0.2),
+    "efficientnetv2_m": V2Variant(V2_M_STAGES, 1.0, 1.0, 384, 480, 0.3),
+    "efficientnetv2_l": V2Variant(V2_L_STAGES, 1.0, 1.0, 384, 480, 0.4, stem=32),
+    "efficientnetv2_xl": V2Variant(V2_XL_STAGES, 1.0, 1.0, 384, 512, 0.4, stem=32),
     # timm's own (trained in PyTorch; sizes from its pretrained cfgs: train input_size, test_input_size)
     "efficientnetv2_rw_t": V2Variant(V2_S_STAGES, 0.8, 0.9, 224, 288, 0.2),
     "efficientnetv2_rw_s": V2Variant(V2_RW_STAGES, 1.0, 1.0, 288, 384, 0.2, head=1792),

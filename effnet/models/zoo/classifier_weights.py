@@ -28,8 +28,8 @@ from ..nets.config import (
 from ..nets.detector_config import DETECTOR_VARIANTS
 from ..nets.families import CLASSIFIERS, classifier_config, classifier_name
 from .detector_weights import DEFAULT_DETECTOR_TAG, DetectorWeights, detector_entries
-from .published import PublishedFile, hash_prefix
-from .v2_weights import BIC, BIL, IN, TF, TIMM_V2, TORCHVISION_V2, V2_DEFAULT_TAGS
+from .published import BIC, BIL, IN, TF, PublishedFile, hash_prefix
+from .v2_weights import TIMM_V2, TORCHVISION_V2, V2_DEFAULT_TAGS
 
 _NORMS = {IN: (IMAGENET_MEAN, IMAGENET_STD), TF: (TF_MEAN, TF_STD)}
 
@@ -232,8 +232,18 @@ def list_weights(pattern: str = "") -> list[PretrainedWeights | DetectorWeights]
     return sorted(found, key=lambda e: (order.get(e.model, len(order)), e.model, e.score))
 
 
-def default_tag(model: str) -> str | None:
-    return _DEFAULT_TAGS.get(model)
+def default_tag(model: str, tf_port: bool = False) -> str | None:
+    """The tag ``pretrained=True`` takes for ``model``. ``tf_port`` (the model was named as timm's ``tf_`` port,
+    ``tf_efficientnetv2_s``): TensorFlow-trained weights, as timm loads for that name -- the default when it is
+    TF-trained (Lite0-2's official checkpoints, V2-B0..B3), else the best-scoring TF port with an ImageNet-1k head
+    (timm's first cfg: ``in21k_ft_in1k`` for V2-S/M/L/XL, ``ns_jft_in1k`` for B0-B7)."""
+    tag = _DEFAULT_TAGS.get(model)
+    if tf_port and not (tag and getattr(_REGISTRY.get(f"{model}.{tag}"), "tf_padding", False)):
+        ports = [e for e in list_weights() if e.model == model and e.tag.startswith("tf_")
+                 and getattr(e, "num_classes", 1000) == 1000 and e.score is not None]
+        if ports:
+            return max(ports, key=lambda e: e.score).tag
+    return tag
 
 
 def find_weights(model: str, tag: str | None = None) -> PretrainedWeights | DetectorWeights:

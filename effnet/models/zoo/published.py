@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+# the weight tables' shorthand: evaluation resize filter, and mean/std -- ImageNet's, or 0.5 (inputs in [-1, 1])
+BIC, BIL = "bicubic", "bilinear"
+IN, TF = "imagenet", "tf"
+
 
 def hash_prefix(file_name: str) -> str:
     """The start of a published file's sha256 that its name carries (``efficientnet_b0_ra-3dd342df.pth``:

@@ -22,7 +22,8 @@ from ..nets.config import ModelConfig
 from ..nets.detector_config import DetectorConfig, detector_config
 from ..nets.efficientdet import EfficientDet
 from ..nets.efficientnet import EfficientNet, EfficientNetFeatures
-from ..nets.families import CLASSIFIERS, classifier_config, classifier_name
+from ..nets.families import CLASSIFIERS, TF_PREFIX, classifier_config, classifier_name
+from .classifier_weights import default_tag
 from .downloads import load_pretrained, load_pretrained_detector
 from .importers import load_weights
 from .model_files import CONFIG_KEY, check_and_load, read_metadata, read_state_dict, run_weights
@@ -235,6 +236,8 @@ def create_model(
         name_or_config, tag = split_tag(name_or_config)
         if tag is not None and pretrained:
             pretrained = _one_tag(name_or_config, tag, pretrained)
+        if pretrained is True and name_or_config.startswith(TF_PREFIX):  # timm's tf_ name: its TF-port weights
+            pretrained = default_tag(classifier_name(name_or_config), tf_port=True) or True
     if _is_detector_name(name_or_config):
         _refuse(name_or_config, "detect", dropout=dropout is not None, drop_path_rate=drop_path_rate is not None,
                 features_only=features_only, in_chans=in_chans != 3)

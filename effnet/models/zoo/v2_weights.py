@@ -26,8 +26,8 @@ borders of a non-square photo.
 
 from __future__ import annotations
 
-BIC, BIL = "bicubic", "bilinear"
-IN, TF = "imagenet", "tf"  # mean/std: ImageNet's, or 0.5 (inputs in [-1, 1])
+from .published import BIC, BIL, IN, TF  # the rows' shorthand, shared with V1's table
+
 IN21K = 21843  # classes of the ImageNet-21k (fall 2011) heads
 
 _EFFV2 = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/"
