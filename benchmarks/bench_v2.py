@@ -94,7 +94,8 @@ def train_once(label: str, cfg: dict, data: Path, workdir: Path, epochs: int, ba
     config = write_config(cfg, 10, workdir / f"{label.replace(' ', '_')}.json")
     run = workdir / f"run_{label.replace(' ', '_')}_{time.time_ns()}"
     cmd = [sys.executable, "-m", "effnet.cli", "train", str(data), "--model", str(config), "--epochs", str(epochs),
-           "--batch-size", str(batch), "--out", str(run), "--seed", "0", "--workers", "0", "--quiet"]
+           "--batch-size", str(batch), "--out", str(run), "--seed", "0", "--workers", "0", "--quiet",
+           "--resolution", str(cfg["train"])]  # trained and evaluated there (not at the digits' hint, 64 px)
     if cfg["progressive"]:  # Table 6's S row (both models), its 128 px start scaled like every other size
         cmd += ["--progressive", "--progressive-size", f"{cfg['start']}:{cfg['train']}"]
     t = time.perf_counter()
