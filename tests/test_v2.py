@@ -67,6 +67,9 @@ def test_names_as_users_type_them():
     assert split_tag("efficientnetv2_rw_s.ra2_in1k") == ("efficientnetv2_rw_s", "ra2_in1k")
     assert classifier_config("tf_efficientnetv2_s").tf_padding and not classifier_config("efficientnetv2_s").tf_padding
     assert set(effnet.list_models("*v2*")) == set(V2_VARIANTS) and set(V2_VARIANTS) <= set(CLASSIFIERS)
+    assert effnet.list_models("tf_efficientnetv2_b*") == effnet.list_models("efficientnetv2_b*")  # timm's spelling
+    assert effnet.list_models("efficientnet_v2_*") == effnet.list_models("efficientnetv2_*")  # torchvision's
+    assert len(effnet.list_models("efficientnetv2*", pretrained=True)) == 21
     with pytest.raises(effnet.errors.UnknownModelError, match="efficientnetv2_s"):
         effnet.create_model("efficientnetv2_q")
 

@@ -22,10 +22,12 @@ def architectures() -> list[str]:
 
 
 def _matches(name: str, pattern: str) -> bool:
-    # timm's filters are globs; a plain word keeps effnet's substring match (`effnet list b0`)
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(name, pattern)
-    return pattern in name
+    # timm's filters are globs; a plain word keeps effnet's substring match (`effnet list b0`). timm's tf_ and
+    # torchvision's efficientnet_v2 spellings of a pattern find effnet's names (classifier_name's rules)
+    for spelling in {pattern, pattern.removeprefix(TF_PREFIX), pattern.replace("efficientnet_v2", "efficientnetv2")}:
+        if fnmatch.fnmatchcase(name, spelling) if any(c in spelling for c in "*?[") else spelling in name:
+            return True
+    return False
 
 
 def list_models(filter: str = "", pretrained: bool = False, include_tags: bool | None = None) -> list[str]:
