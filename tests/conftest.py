@@ -81,6 +81,30 @@ def run_cli(*args: str, check: bool = True, timeout: float = HANG_S) -> subproce
     return proc
 
 
+def kill_in_second_epoch(args: list[str], out: Path) -> dict | None:
+    """Run ``effnet ARGS --out OUT``, kill -9 it at its first checkpoint inside the second epoch, return that
+    checkpoint's state (None if none came within the hang guard)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args, "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt, state = out / "checkpoint.pt", None
+    deadline = time.time() + HANG_S
+    while time.time() < deadline:
+        if ckpt.exists():
+            try:
+                state = torch.load(ckpt, weights_only=True)
+            except Exception:  # being replaced right now
+                state = None
+            if state and state["epoch"] == 1 and state["batch_in_epoch"] > 0:
+                break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return state
+
+
 @pytest.fixture(scope="session")
 def photos(tmp_path_factory) -> dict[str, Path]:
     """Real photos shipped with scikit-image, written as PNG files."""

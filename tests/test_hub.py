@@ -112,7 +112,8 @@ def test_hf_hub_names_download_through_huggingface_hub_then_work_offline(timm_fo
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "hf-hub:org/other" in missing.stderr
 
 
-@pytest.mark.parametrize("name,kw", [("efficientnet_b0", {}), ("efficientnet_lite0", {"tf_padding": True})])
+@pytest.mark.parametrize("name,kw", [("efficientnet_b0", {}), ("efficientnet_lite0", {"tf_padding": True}),
+                                     ("efficientnetv2_b0", {"tf_padding": True}), ("efficientnetv2_rw_t", {})])
 def test_an_effnet_folder_loads_in_timm_with_equal_logits(name, kw, tmp_path):
     model = effnet.create_model(name, num_classes=4, **kw).eval()
     randomize_bn(model)

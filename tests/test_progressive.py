@@ -6,11 +6,6 @@ bit after a kill -9 in the middle of a stage."""
 import argparse
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +17,7 @@ from effnet.models.nets.families import classifier_config
 from effnet.train import TrainConfig
 from effnet.train.arguments import add_train_arguments, config_for
 from effnet.train.progressive import TABLE_6, Schedule, check_progressive_task, default_progression, schedule_for
-from tests.conftest import HANG_S, ROOT, digit_subset, run_cli
+from tests.conftest import digit_subset, kill_in_second_epoch, run_cli
 
 FAST = ["--batch-size", "8", "--workers", "0"]
 
@@ -220,26 +215,6 @@ def test_progressive_fine_tune_logs_each_epochs_stage(small_digits, tiny_v2, tmp
     assert summary["resolution"] == 48 and summary["stop_reason"] == "completed"
 
 
-def _kill_mid_stage(args: list[str], out: Path) -> dict:
-    """Start the run, kill -9 it at its first checkpoint inside the second epoch (the middle of stage 1 of 2)."""
-    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt, state = out / "checkpoint.pt", None
-    deadline = time.time() + HANG_S
-    while time.time() < deadline:
-        if ckpt.exists():
-            try:
-                state = torch.load(ckpt, weights_only=True)
-            except Exception:  # being replaced right now
-                state = None
-            if state and state["epoch"] == 1 and state["batch_in_epoch"] > 0:
-                break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return state
-
-
 def test_kill_9_in_the_middle_of_a_stage_then_resume_is_bit_exact(small_digits, tiny_v2, tmp_path):
     """Killed inside stage 1 (epochs 1-2 of 4), resumed: it finishes that stage at its size, RandAugment and mixup,
     changes stage, and ends with the uninterrupted run's weights, bit for bit."""
@@ -249,7 +224,7 @@ def test_kill_9_in_the_middle_of_a_stage_then_resume_is_bit_exact(small_digits, 
     straight = tmp_path / "straight"
     run_cli(*args, "--out", str(straight))
     killed = tmp_path / "killed"
-    state = _kill_mid_stage(args, killed)
+    state = kill_in_second_epoch(args, killed)  # the middle of stage 1 of 2
     assert state is not None and state["epoch"] == 1 and 0 < state["batch_in_epoch"] < 15, "not killed mid-stage"
     assert not (killed / "model.safetensors").exists()
     run_cli("train", "--resume", str(killed))

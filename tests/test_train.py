@@ -3,10 +3,8 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import effnet
-from tests.conftest import HANG_S, ROOT, config_file, digit_subset, run_cli
+from tests.conftest import ROOT, config_file, digit_subset, kill_in_second_epoch, run_cli
 
 TINY = ["--resolution", "32", "--batch-size", "16", "--workers", "0", "--quiet"]
 
@@ -84,22 +82,7 @@ def test_kill_9_then_resume_is_bit_exact(small_digits, tiny_config, tmp_path):
     run_cli(*args, "--out", str(straight))
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args, "--out", str(killed)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = killed / "checkpoint.pt"
-    deadline = time.time() + HANG_S
-    state = None
-    while time.time() < deadline:
-        if ckpt.exists():
-            try:
-                state = torch.load(ckpt, weights_only=True)
-            except Exception:  # being replaced right now
-                state = None
-            if state and state["epoch"] == 1 and state["batch_in_epoch"] > 0:
-                break  # mid-way through the second epoch
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    state = kill_in_second_epoch(args, killed)  # mid-way through the second epoch
     assert state is not None and state["epoch"] == 1 and 0 < state["batch_in_epoch"] < 15, "not killed mid-epoch"
     assert not (killed / "model.safetensors").exists()
 
