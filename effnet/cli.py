@@ -39,7 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                          "optional int8; or a Hub folder) or a detector (ONNX with NMS inside), "
                                          "verified against PyTorch"),
     "detect": ("effnet.detect.commands", "object detection with EfficientDet: train, eval (COCO mAP), predict, export"),
-    "serve": ("effnet.serve.commands", "HTTP service + web page: POST /predict (classifier) or /detect (detector), "
+    "segment": ("effnet.segment.commands", "semantic segmentation, U-Net / FPN on EfficientNet encoders: train, eval "
+                                           "(mIoU), predict (mask PNGs, overlays), export"),
+    "serve": ("effnet.serve.commands", "HTTP service + web page: POST /predict (classifier), /detect (detector) or "
+                                       "/segment (segmenter), "
                                        "GET / (page), /docs"),
 }
 

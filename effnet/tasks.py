@@ -15,6 +15,7 @@ from torch import nn
 from .classify.spec import TASK as CLASSIFY
 from .deploy.options import Exported, ExportOptions
 from .detect.spec import TASK as DETECT
+from .segment.spec import TASK as SEGMENT
 from .errors import UsageError
 from .models.zoo.registry import config_of, load_model, register_config, task_of
 from .taskspec import Flag, TaskSpec
@@ -29,7 +30,7 @@ def register(task: TaskSpec) -> TaskSpec:
     return task
 
 
-for _task in (CLASSIFY, DETECT):
+for _task in (CLASSIFY, DETECT, SEGMENT):
     register(_task)
 
 

@@ -55,6 +55,28 @@ def run_stages(stages: nn.Sequential, x: torch.Tensor, checkpointing: int, taps:
     return x if taps is None else out
 
 
+def run_blocks(stages: nn.Sequential, x: torch.Tensor, checkpointing: int, taps: tuple[int, ...]) -> list[torch.Tensor]:
+    """Run the stages as :func:`run_stages` does (per-block checkpointing of the first ``checkpointing`` stages);
+    return the outputs of the blocks whose global index (counted across stages from 0) is in ``taps``, in order.
+    A segmenter's encoder taps blocks, not stages: smp's B0 encoder takes one from inside stage 5."""
+    out = []
+    ckpt = checkpointing if torch.is_grad_enabled() and stages.training else 0
+    index = 0
+    for i, stage in enumerate(stages):
+        for block in stage:
+            if i < ckpt:
+                x = checkpoint(block, x, use_reentrant=False,
+                               context_fn=lambda b=block: (contextlib.nullcontext(), _frozen_bn_stats(b)))
+            else:
+                x = block(x)
+            if index in taps:
+                out.append(x)
+            index += 1
+            if index > taps[-1]:  # the blocks after the last tap feed nothing
+                return out
+    return out
+
+
 class LeanTraining:
     """timm's switches for memory-lean training, shared by the classifier and the feature backbone."""
 

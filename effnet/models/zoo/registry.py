@@ -1,6 +1,6 @@
 """The one resolver: names, config files, saved models and training runs in; models out.
 
-``create_model`` builds by name (classifier or EfficientDet), ``load_model`` turns whatever a user names -- a
+``create_model`` builds by name (classifier, EfficientDet or segmenter), ``load_model`` turns whatever a user names -- a
 registered name (+ ``pretrained`` or ``weights``), a config ``.json``, an effnet ``.safetensors`` or a training run
 directory -- into a model. Whether a thing is a classifier or a detector is decided here and nowhere else: by the
 name for a name, by the saved config's ``kind`` for a file. Everything above (the task packages, serve, export)
@@ -23,6 +23,8 @@ from ..nets.detector_config import DetectorConfig, detector_config
 from ..nets.efficientdet import EfficientDet
 from ..nets.efficientnet import EfficientNet, EfficientNetFeatures
 from ..nets.families import CLASSIFIERS, TF_PREFIX, classifier_config, classifier_name
+from ..nets.segmenter import Segmenter, SegmentationEncoder
+from ..nets.segmenter_config import SegmenterConfig, is_segmenter_name, segmenter_config
 from .classifier_weights import default_tag
 from .downloads import load_pretrained, load_pretrained_detector
 from .importers import load_weights
@@ -31,9 +33,12 @@ from .names import HF_HUB_PREFIXES, split_tag
 
 # what a model is for, by the type of its config, and how messages name one: each task's object registers its
 # own (effnet.tasks.register); these two are known before any task package is imported
-CLASSIFY, DETECT = "classify", "detect"  # the answers for EfficientNet and EfficientDet (their task objects' names)
-CONFIG_TASKS: dict[type, str] = {ModelConfig: CLASSIFY, DetectorConfig: DETECT}
-_WHAT = {CLASSIFY: "a classifier", DETECT: "a detector (EfficientDet)"}
+CLASSIFY, DETECT, SEGMENT = "classify", "detect", "segment"  # the answers for EfficientNet, EfficientDet, segmenters
+CONFIG_TASKS: dict[type, str] = {ModelConfig: CLASSIFY, DetectorConfig: DETECT, SegmenterConfig: SEGMENT}
+_WHAT = {CLASSIFY: "a classifier", DETECT: "a detector (EfficientDet)", SEGMENT: "a segmenter"}
+# the network each config type builds, and the config type of each saved ``kind`` (a classifier's has none)
+NETWORKS: dict[type, type] = {ModelConfig: EfficientNet, DetectorConfig: EfficientDet, SegmenterConfig: Segmenter}
+KINDS: dict[str, type] = {"efficientdet": DetectorConfig, "segmenter": SegmenterConfig}
 
 
 def register_config(config_type: type, task: str, noun: str) -> None:
@@ -68,9 +73,7 @@ def stored_config(path: str | os.PathLike) -> ModelConfig | DetectorConfig:
             "effnet.load_weights(model, path) or 'effnet convert'")
     try:
         data = json.loads(meta[CONFIG_KEY])
-        if data.get("kind") == "efficientdet":
-            return DetectorConfig.from_dict(data)
-        return ModelConfig.from_dict(data)
+        return KINDS.get(data.get("kind"), ModelConfig).from_dict(data)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{path}: stored config is invalid ({exc})") from None
 
@@ -102,12 +105,14 @@ def config_of(spec: str | os.PathLike) -> ModelConfig | DetectorConfig:
     name, _ = split_tag(spec)
     if _is_detector_name(name):
         return detector_config(name)
+    if is_segmenter_name(name):
+        return segmenter_config(name)
     return resolve_config(name)
 
 
 def _file_model(path: str | os.PathLike) -> nn.Module:
     config = stored_config(path)
-    model = EfficientDet(config) if isinstance(config, DetectorConfig) else EfficientNet(config)
+    model = NETWORKS[type(config)](config)
     check_and_load(model, read_state_dict(path), path)
     return model
 
@@ -243,6 +248,15 @@ def create_model(
                 features_only=features_only, in_chans=in_chans != 3)
         return create_detector(name_or_config, 90 if num_classes is None else num_classes, pretrained,
                                pretrained_backbone, tf_padding)
+    if is_segmenter_name(name_or_config):
+        if pretrained:
+            raise UsageError(f"{getattr(name_or_config, 'name', name_or_config)}: no segmenter weights are published; "
+                             "pretrained_backbone=True (--pretrained-backbone) starts its encoder from ImageNet, and "
+                             "`effnet convert MODEL.pth --from smp` imports one trained in smp")
+        _refuse(name_or_config, SEGMENT, dropout=dropout is not None, features_only=features_only,
+                in_chans=in_chans != 3)
+        return create_segmenter(name_or_config, 21 if num_classes is None else num_classes, pretrained_backbone,
+                                tf_padding, drop_path_rate=drop_path_rate)
     _refuse(name_or_config, "classify", pretrained_backbone=pretrained_backbone)
     config = resolve_config(name_or_config)
     if pretrained:
@@ -337,3 +351,30 @@ def create_detector(name_or_config: str | DetectorConfig, num_classes: int = 90,
         # the pretrained weights decide the backbone's padding and normalisation: record what was built
         config = config.replace(backbone=backbone.config.replace(num_classes=0))
     return EfficientDet(config, backbone)
+
+
+def create_segmenter(name_or_config: str | SegmenterConfig, num_classes: int = 21, pretrained_backbone: bool = False,
+                     tf_padding: bool = False, class_names: tuple[str, ...] | None = None,
+                     drop_path_rate: float | None = None) -> Segmenter:
+    """Build a U-Net or FPN segmenter (``unet_efficientnet_b0``, ``fpn_efficientnet_lite0``, or a config).
+    ``pretrained_backbone`` starts the encoder from its classifier's published ImageNet weights (smp's
+    ``encoder_weights="imagenet"``; the weights decide its padding, BatchNorm eps and normalisation); the decoder
+    and head start as smp starts them. No segmenter weights are published: import one trained in smp with
+    ``effnet convert model.pth --from smp``."""
+    if isinstance(name_or_config, SegmenterConfig):
+        config = name_or_config.replace(num_classes=num_classes, class_names=class_names)
+    else:
+        config = segmenter_config(name_or_config, num_classes).replace(class_names=class_names)
+    backbone = config.backbone.replace(tf_padding=tf_padding or config.backbone.tf_padding)
+    if drop_path_rate is not None:
+        backbone = backbone.replace(drop_path_rate=drop_path_rate)
+    config = config.replace(backbone=backbone)
+    if not pretrained_backbone:
+        return Segmenter(config)
+    features = create_model(backbone.name, pretrained=True, features_only=True,
+                            drop_path_rate=backbone.drop_path_rate)
+    # the pretrained weights decide the encoder's padding and normalisation: record what was built
+    config = config.replace(backbone=features.config.replace(num_classes=0))
+    encoder = SegmentationEncoder(config)
+    encoder.load_state_dict(features.state_dict())
+    return Segmenter(config, encoder)
