@@ -270,7 +270,7 @@ def test_detector_saved_before_the_task_packages_still_loads():
 # ---------------------------------------------------------------------------------------------- one object per task
 
 # where a task's name may stand; effnet.extras names pip's `effnet[detect]` extra, a distribution's name
-TASK_PLACES = ("effnet.classify", "effnet.detect", RESOLVER, DISPATCH, "effnet.cli", "effnet.extras")
+TASK_PLACES = ("effnet.classify", "effnet.detect", "effnet.segment", RESOLVER, DISPATCH, "effnet.cli", "effnet.extras")
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 400
 
 

@@ -33,7 +33,7 @@ BACKGROUND = 0  # class 0 is left undrawn in overlays (the background of VOC-lay
 def overlay(image: Image.Image, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
     """``image`` with every pixel of a class other than the background tinted by the class's VOC colour."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    colours = np.asarray(voc_palette(), dtype=np.float32).reshape(256, 3)[np.asarray(mask) % 256]
+    colours = np.asarray(voc_palette(), dtype=np.float32).reshape(256, 3)[np.asarray(mask, dtype=np.intp) % 256]
     tint = (np.asarray(mask) != BACKGROUND)[..., None] * alpha
     return Image.fromarray((rgb * (1 - tint) + colours * tint).round().astype(np.uint8), "RGB")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..models.nets.segmenter_config import SegmenterConfig
 from ..models.zoo.registry import SEGMENT
-from ..taskspec import Route, TaskSpec
+from ..taskspec import Route, RouteOption, TaskSpec
 from .predictor import SEGMENT_BACKENDS
 from .task import SegmentationTask
 
@@ -28,10 +28,16 @@ def _export(model, options):
     return export_segmenter(model, options)
 
 
+PNG = RouteOption("png", int, 0, 0, 1, "1: each mask as one base64 PNG (palette, pixel value = class index) "
+                                        "instead of each class's COCO RLE")
+
 TASK = TaskSpec(
     name=SEGMENT, noun="a segmenter", plural="segmenters", config_type=SegmenterConfig,
     trainer=SegmentationTask,
     route=Route("/segment", "a class index for every pixel of each uploaded image (multipart field `file`, repeated "
-                            "for several): the mask run-length encoded, in the image's own pixels", _result),
+                            "for several), in the image's own pixels: the classes present with their pixel counts, "
+                            "each class's pixels in COCO's uncompressed RLE ({\"size\": [h, w], \"counts\": [...]}, "
+                            "column-major: pycocotools.mask.frPyObjects reads it), or with png=1 the whole mask as "
+                            "one base64 palette PNG (pixel value = class index)", _result, (PNG,)),
     make_served=_served, export=_export, backends=SEGMENT_BACKENDS,
     train_defaults={"model": "unet_efficientnet_b0", "recipe": "segment", "batch_size": 8, "channels_last": True})

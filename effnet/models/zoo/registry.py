@@ -249,12 +249,8 @@ def create_model(
         return create_detector(name_or_config, 90 if num_classes is None else num_classes, pretrained,
                                pretrained_backbone, tf_padding)
     if is_segmenter_name(name_or_config):
-        if pretrained:
-            raise UsageError(f"{getattr(name_or_config, 'name', name_or_config)}: no segmenter weights are published; "
-                             "pretrained_backbone=True (--pretrained-backbone) starts its encoder from ImageNet, and "
-                             "`effnet convert MODEL.pth --from smp` imports one trained in smp")
-        _refuse(name_or_config, SEGMENT, dropout=dropout is not None, features_only=features_only,
-                in_chans=in_chans != 3)
+        _refuse(name_or_config, SEGMENT, pretrained=bool(pretrained), dropout=dropout is not None,
+                features_only=features_only, in_chans=in_chans != 3)
         return create_segmenter(name_or_config, 21 if num_classes is None else num_classes, pretrained_backbone,
                                 tf_padding, drop_path_rate=drop_path_rate)
     _refuse(name_or_config, "classify", pretrained_backbone=pretrained_backbone)
@@ -271,13 +267,20 @@ def create_model(
     return _features(model) if features_only else model
 
 
+# why an argument is refused, where a user would expect it to work
+_NO_PUBLISHED = {(SEGMENT, "pretrained"): (
+    ": no segmenter weights are published; pretrained_backbone=True (--pretrained-backbone) starts its encoder "
+    "from ImageNet, and `effnet convert MODEL.pth --from smp` imports one trained in smp")}
+
+
 def _refuse(model: str | os.PathLike | ModelConfig | DetectorConfig, task: str, **given: bool) -> None:
     """One error line naming the first argument given (``given[name]`` true) that a model for ``task`` cannot
     honour."""
     for argument, is_given in given.items():
         if is_given:
             label = getattr(model, "name", None) or str(model)
-            raise UsageError(f"create_model: {label} is {_WHAT[task]}, which takes no {argument!r}")
+            raise UsageError(f"create_model: {label} is {_WHAT[task]}, which takes no {argument!r}"
+                             + _NO_PUBLISHED.get((task, argument), ""))
 
 
 def _hf_hub_model(spec: str, training: dict) -> EfficientNet:
