@@ -53,6 +53,23 @@ PHOTO_NAMES = ("astronaut", "cat", "chelsea", "coffee", "rocket", "immunohistoch
                "retina", "colorwheel", "camera", "moon", "coins", "brick", "grass", "gravel", "page", "text")
 
 
+def load_photos(min_side: int = 0) -> list[tuple[str, Image.Image]]:
+    """scikit-image's bundled photos (:data:`PHOTO_NAMES`) as (name, RGB image), those with both sides at least
+    ``min_side`` px; a photo missing from this scikit-image build is left out."""
+    import skimage.data
+
+    photos = []
+    for name in PHOTO_NAMES:
+        fn = getattr(skimage.data, name, None)
+        try:
+            img = to_rgb(Image.fromarray(np.asarray(fn()))) if fn is not None else None
+        except Exception:  # a data file missing from this scikit-image build
+            img = None
+        if img is not None and min(img.size) >= min_side:
+            photos.append((name, img))
+    return photos
+
+
 def write_photos(out_dir: str | os.PathLike, count: int = 100, seed: int = 0) -> int:
     """Real photographs bundled with scikit-image (``skimage.data``), as ``count`` JPEG views: each a random
     crop (30-100% of the area) with random flip of one photo, so that calibration and agreement checks
@@ -65,18 +82,8 @@ def write_photos(out_dir: str | os.PathLike, count: int = 100, seed: int = 0) ->
 
 
 def _write_photos(out_dir, count: int, seed: int) -> int:
-    import skimage.data
-
     rng = np.random.default_rng(seed)
-    photos = []
-    for name in PHOTO_NAMES:
-        fn = getattr(skimage.data, name, None)
-        if fn is None:
-            continue
-        try:
-            photos.append((name, to_rgb(Image.fromarray(np.asarray(fn())))))
-        except Exception:  # a data file missing from this scikit-image build
-            continue
+    photos = load_photos()
     for i in range(count):
         name, img = photos[i % len(photos)]
         w, h = img.size

@@ -14,25 +14,9 @@ from PIL import Image
 
 from ..files import atomic_dir
 from ..errors import UsageError
-from .bundled import MAX_COUNT, PHOTO_NAMES
-from .images import to_rgb
+from .bundled import MAX_COUNT, load_photos
 
 CLASSES = tuple(str(d) for d in range(10))
-
-
-def _photos() -> list[Image.Image]:
-    import skimage.data
-
-    out = []
-    for name in PHOTO_NAMES:
-        fn = getattr(skimage.data, name, None)
-        try:
-            img = to_rgb(Image.fromarray(np.asarray(fn()))) if fn is not None else None
-        except Exception:  # a data file missing from this scikit-image build
-            img = None
-        if img is not None and min(img.size) >= 256:
-            out.append(img)
-    return out
 
 
 def _tile(scan: np.ndarray, size: int, rng: np.random.Generator) -> tuple[Image.Image, Image.Image]:
@@ -105,7 +89,7 @@ def _write_detect_digits(out_dir: str, train: int, val: int, seed: int, min_size
     idx = np.arange(len(digits.images))
     tr, va = train_test_split(idx, test_size=0.25, random_state=seed, stratify=digits.target)
     rng = np.random.default_rng(seed)
-    photos = _photos()
+    photos = [img for _, img in load_photos(min_side=256)]
     os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
     counts = {}
     for split, n, chosen in (("train", train, tr), ("val", val, va)):

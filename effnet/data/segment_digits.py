@@ -20,30 +20,13 @@ from PIL import Image
 
 from ..errors import UsageError
 from ..files import atomic_dir
-from .bundled import MAX_COUNT, PHOTO_NAMES
+from .bundled import MAX_COUNT, load_photos
 from .detect_digits import CLASSES
 from .folders import HINTS_FILE
-from .images import to_rgb
 from .masks import CLASSES_FILE, mask_image
 
 CLASS_NAMES = ("background", *CLASSES)  # mask value i is CLASS_NAMES[i]: digit d is class d + 1
 INK_THRESHOLD = 0.5  # ink alpha from which a pixel is the digit's
-
-
-def _backgrounds() -> list[Image.Image]:
-    """The bundled photos with both sides >= 256 px (room for a 224-320 px crop), as RGB."""
-    import skimage.data
-
-    out = []
-    for name in PHOTO_NAMES:
-        fn = getattr(skimage.data, name, None)
-        try:
-            img = to_rgb(Image.fromarray(np.asarray(fn()))) if fn is not None else None
-        except Exception:  # a data file missing from this scikit-image build
-            img = None
-        if img is not None and min(img.size) >= 256:
-            out.append(img)
-    return out
 
 
 def _ink_alpha(scan: np.ndarray, size: int) -> np.ndarray:
@@ -127,7 +110,7 @@ def _write_segment_digits(out_dir: str, train: int, val: int, seed: int, min_siz
     tr, va = train_test_split(idx, test_size=0.25, random_state=seed, stratify=digits.target)
     # one stream per split, both spawned from the seed: val is drawn apart from train, whatever the counts
     streams = np.random.SeedSequence(seed).spawn(2)
-    photos = _backgrounds()
+    photos = [img for _, img in load_photos(min_side=256)]  # room for a 224-320 px crop
     counts: dict = {}
     ink = pixels = 0
     for (split, n, chosen), stream in zip((("train", train, tr), ("val", val, va)), streams):
