@@ -197,6 +197,7 @@ SLOW: dict[str, str | frozenset[str]] = {
     "test_serve_detect.py": ALL,
     "test_serve_limits.py": ALL,
     "test_serve_page.py": ALL,
+    "test_serve_segment.py": ALL,
     "test_study.py": ALL,
     "test_v2_cli.py": ALL,
     "test_v2_deploy.py": frozenset({"test_executorch_fp32_and_int8_programs", "test_explain_a_v2_on_a_photo_it_knows", "test_onnx_int8_export_agrees_with_fp32_on_real_photos", "test_openvino_fp32_and_int8_exports"}),

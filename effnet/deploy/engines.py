@@ -1,6 +1,6 @@
 """Inference engines for serving: one per inference thread (:class:`Engines`), and the :class:`ServedModel`
-interface each task implements (``effnet.classify.served``, ``effnet.detect.served``) so that ``effnet serve`` runs
-either kind the same way.
+interface each task implements (``effnet.classify.served``, ``effnet.detect.served``, ``effnet.segment.served``)
+so that ``effnet serve`` runs every kind the same way.
 
 A served model carries its task object (``task``: its route, the route's options, its wording), turns one decoded
 image into a model input (``preprocess``, on a decoding thread), runs a batch of inputs (``run_batch``, on an inference thread) and turns
@@ -50,7 +50,8 @@ class ServedModel(Protocol):
 
     def output_metadata(self) -> list[tuple[str, str, list[int]]]: ...  # (name, datatype, shape) per output
 
-    def output_tensors(self, outputs: list[Any], **options: Any) -> dict[str, Any]: ...  # the protocol's outputs
+    # the protocol's outputs; a UsageError (outputs too large to pack for this request) is answered 422
+    def output_tensors(self, outputs: list[Any], **options: Any) -> dict[str, Any]: ...
 
 
 class Engines:

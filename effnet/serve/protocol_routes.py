@@ -29,7 +29,7 @@ V2_ERRORS = {status: {**V2_ERROR, "description": text} for status, text in (
     (400, "malformed request, or an image that cannot be read"), (404, "no model of that name"),
     (408, "the body did not arrive within --body-timeout"),
     (413, "body over --max-upload-mb, or more images than --max-queue"), (415, "an image that is not an image"),
-    (422, "an image over the size limits"))}
+    (422, "an image over the size limits, or outputs too large to answer in one request"))}
 V2_ERRORS[503] = {**BUSY, "model": v2.ProtocolErrorBody}
 INFER_OK = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
             "description": "with binary outputs: the JSON part, then the tensors (Inference-Header-Content-Length "
@@ -78,8 +78,11 @@ class ProtocolModel:
         tensor = req.inputs[0]
         found = await (self.run_images(tensor, options) if tensor.name == IMAGE_INPUT
                        else self.run_tensors(tensor, options))
-        content, header = v2.encode_response(self.name, req, self.served.output_tensors(found, **options),
-                                             self.datatypes)
+        try:
+            tensors = self.served.output_tensors(found, **options)
+        except UsageError as exc:  # outputs the model will not pack into tensors for this request (too large)
+            raise v2.ProtocolError(str(exc), status=422) from None
+        content, header = v2.encode_response(self.name, req, tensors, self.datatypes)
         if header is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream",

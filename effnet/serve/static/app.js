@@ -1,6 +1,6 @@
 // The page: pick or drop an image, POST it to the model's endpoint, draw the answer.
 // One renderer per model kind (what /health reports): bars for a classifier, boxes over the image for a detector,
-// the JSON itself for any other task. The route's options (name, default, bounds: /health's "options", from the
+// the mask as a colour overlay with a legend for a segmenter, the JSON itself for any other task. The route's options (name, default, bounds: /health's "options", from the
 // task object) become number inputs whose values go in the query string.
 // The endpoint answers {model, ms, results: [one result per image]} in effnet's one result schema
 // (effnet/results.py): label = class name, index = the model's class index.
@@ -100,7 +100,101 @@ function renderDetection(answer) {
   else img.onload = () => drawBoxes(answer);
 }
 
-const RENDERERS = { classify: renderClassification, detect: renderDetection };
+// Pascal VOC's colour of class i (its devkit's labelcolormap, as effnet.data.masks.voc_palette): the colours of
+// the palette PNG the segmenter answers with png=1, so both answers draw the same overlay.
+function vocColour(i) {
+  let r = 0, g = 0, b = 0;
+  for (let j = 0, c = i; j < 8; j++, c >>= 3) {
+    r |= (c & 1) << (7 - j);
+    g |= ((c >> 1) & 1) << (7 - j);
+    b |= ((c >> 2) & 1) << (7 - j);
+  }
+  return [r, g, b];
+}
+
+const BACKGROUND = 0; // class 0 is left clear, as `effnet segment predict --overlays` leaves it
+const MASK_ALPHA = 128; // the overlay is half class colour, half image
+
+// The mask from each class's COCO RLE: run lengths down the columns (column-major), the first run outside.
+function maskFromRLE(answer, pixels) {
+  const h = answer.height;
+  for (const cls of answer.classes) {
+    if (cls.index === BACKGROUND) continue;
+    const [r, g, b] = vocColour(cls.index);
+    let at = 0, inside = false;
+    for (const run of cls.rle.counts) {
+      if (inside) {
+        for (let k = at; k < at + run; k++) {
+          const y = k % h, o = 4 * (y * answer.width + (k - y) / h);
+          pixels[o] = r; pixels[o + 1] = g; pixels[o + 2] = b; pixels[o + 3] = MASK_ALPHA;
+        }
+      }
+      at += run;
+      inside = !inside;
+    }
+  }
+}
+
+// The mask from the palette PNG (png=1): the browser decodes it to VOC's colours; class 0's black is cleared.
+async function maskFromPNG(answer, pixels) {
+  const bytes = Uint8Array.from(atob(answer.png), (c) => c.charCodeAt(0));
+  const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+  const scratch = new OffscreenCanvas(answer.width, answer.height).getContext("2d");
+  scratch.drawImage(bitmap, 0, 0);
+  const decoded = scratch.getImageData(0, 0, answer.width, answer.height).data;
+  const [r0, g0, b0] = vocColour(BACKGROUND);
+  for (let o = 0; o < decoded.length; o += 4) {
+    if (decoded[o] === r0 && decoded[o + 1] === g0 && decoded[o + 2] === b0) continue;
+    pixels[o] = decoded[o]; pixels[o + 1] = decoded[o + 1]; pixels[o + 2] = decoded[o + 2];
+    pixels[o + 3] = MASK_ALPHA;
+  }
+}
+
+// The overlay, like the boxes, is drawn in the uploaded image's pixels and stretched over the preview by CSS.
+async function drawMask(answer) {
+  const canvas = $("boxes");
+  canvas.width = answer.width;
+  canvas.height = answer.height;
+  const ctx = canvas.getContext("2d");
+  const overlay = ctx.createImageData(answer.width, answer.height);
+  await (answer.png ? maskFromPNG(answer, overlay.data) : maskFromRLE(answer, overlay.data));
+  ctx.putImageData(overlay, 0, 0);
+  canvas.dataset.classes = String(answer.classes.length);
+  canvas.dataset.encoding = answer.png ? "png" : "rle";
+  canvas.hidden = false;
+  $("preview").dataset.drawn = "1";
+}
+
+function renderSegmentation(answer) {
+  const list = $("bars");
+  list.replaceChildren();
+  const total = answer.width * answer.height;
+  for (const cls of [...answer.classes].sort((a, b) => b.pixels - a.pixels)) {
+    const li = document.createElement("li");
+    li.className = "seg";
+    li.dataset.index = String(cls.index);
+    const name = document.createElement("div");
+    name.className = "name";
+    const label = document.createElement("span");
+    label.className = "label";
+    const swatch = document.createElement("span");
+    swatch.className = cls.index === BACKGROUND ? "swatch clear" : "swatch";
+    swatch.style.background = `rgb(${vocColour(cls.index).join(", ")})`;
+    label.append(swatch, cls.label);
+    const share = document.createElement("span");
+    share.textContent = `${(100 * cls.pixels / total).toFixed(1)} % (${cls.pixels} px)`;
+    name.append(label, share);
+    li.append(name);
+    list.append(li);
+  }
+  const n = answer.classes.length;
+  $("top").textContent = n === 1 ? "1 class" : `${n} classes`;
+  const img = $("preview");
+  if (img.complete && img.naturalWidth) drawMask(answer);
+  else img.onload = () => drawMask(answer);
+}
+
+const RENDERERS = { classify: renderClassification, detect: renderDetection, segment: renderSegmentation };
 
 function renderJSON(answer) {
   $("top").textContent = JSON.stringify(answer);
@@ -128,6 +222,7 @@ function query() {
 async function send(file) {
   $("error").hidden = true;
   $("boxes").hidden = true;
+  delete $("preview").dataset.drawn;
   $("preview").onload = null;
   $("preview").src = URL.createObjectURL(file);
   const form = new FormData();
@@ -164,7 +259,11 @@ async function loadModel() {
 }
 
 const drop = $("drop");
-$("file").addEventListener("change", (e) => e.target.files[0] && send(e.target.files[0]));
+$("file").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  e.target.value = ""; // picking the same file again (say, with other options) is a change too
+  if (file) send(file);
+});
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
