@@ -4,17 +4,12 @@ object both tasks take."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
 from ..deploy.export import ExportOutputs, export_model
-from ..deploy.options import HUB, Exported, ExportOptions
+from ..deploy.options import HUB, Exported, ExportOptions, image_folder
 from ..errors import UsageError
 from ..taskspec import Flag
 from ..models.zoo.hf_hub import load_hf_hub_model, save_pretrained
@@ -38,22 +33,10 @@ EXPORT_FLAGS = (
 )
 
 
-@contextlib.contextmanager
-def _image_folder(options: ExportOptions):
-    """The folder of real images to check (and calibrate int8) on: ``calibration``, else links to ``images``."""
-    if options.calibration or not options.images:
-        yield options.calibration
-        return
-    with tempfile.TemporaryDirectory(prefix="effnet-images-") as tmp:
-        for i, path in enumerate(options.images):
-            os.symlink(os.path.abspath(path), os.path.join(tmp, f"{i:05d}{Path(path).suffix}"))
-        yield tmp
-
-
 def export_classifier(model: nn.Module, options: ExportOptions) -> Exported:
     if options.format == HUB:
         return _export_hub(model, options)
-    with _image_folder(options) as images:
+    with image_folder(options) as images:
         r = export_model(model, options.output, options.format, options.setting("batch", "static"), options.resolution,
                          options.int8, images, options.setting("tolerance", 1e-3), outputs=LOGITS)
     real = f", real images ({r.real_images}) {r.max_abs_diff_real:.2e}" if r.real_images else ""

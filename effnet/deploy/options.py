@@ -3,8 +3,12 @@ one command (and ``effnet detect export``, its alias) exports a model of any tas
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .export import FORMATS
@@ -29,6 +33,19 @@ class ExportOptions:
     def setting(self, name: str, default: Any = None) -> Any:
         value = self.settings.get(name)
         return default if value is None else value
+
+
+@contextlib.contextmanager
+def image_folder(options: ExportOptions) -> Iterator[str | None]:
+    """The folder of real images an export is checked (and int8 calibrated) on: ``calibration``, else a temporary
+    one of links to ``images``, else None (scikit-image's photos)."""
+    if options.calibration or not options.images:
+        yield options.calibration
+        return
+    with tempfile.TemporaryDirectory(prefix="effnet-images-") as tmp:
+        for i, path in enumerate(options.images):
+            os.symlink(os.path.abspath(path), os.path.join(tmp, f"{i:05d}{Path(path).suffix}"))
+        yield tmp
 
 
 @dataclass(frozen=True)
