@@ -149,6 +149,19 @@ def test_predictor_masks_are_in_each_images_pixels(photos):
     assert sum(out[0]["pixels"]) == images[0].width * images[0].height
 
 
+def test_predictor_sees_what_evaluation_scores(segment_digits):
+    """A file's letterboxed input in the Predictor equals evaluation's, so a predicted mask is the scored one."""
+    from effnet.data.masks import SegmentationSamples
+    from effnet.segment.predictor import preprocess
+
+    model = create_model("unet_efficientnet_lite0", num_classes=11)
+    _, val = load_segmentation(segment_digits, log=lambda *a: None)
+    for i, (image, _) in enumerate(val.samples[:2]):
+        x, _ = SegmentationSamples(val, model.config.mean, model.config.std, 96, train=False)[i]
+        batch, sizes, regions = preprocess(model.config, [Image.open(image)], resolution=96)
+        assert torch.equal(batch[0], x) and sizes[0] == Image.open(image).size[::-1]
+
+
 # ------------------------------------------------------------------------------------------------ the commands
 
 def test_train_eval_predict_through_the_cli(segment_digits, tmp_path, photos):

@@ -314,10 +314,18 @@ class SegmentationSamples(torch.utils.data.Dataset):
         return x.as_subclass(torch.Tensor).contiguous(), y.as_subclass(torch.Tensor).long().contiguous()
 
     def _letterbox(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r = self.resolution
-        nh, nw = letterbox_size(image.shape[-2], image.shape[-1], r)
-        x = TF.resize(image, [nh, nw], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
-        x = TF.normalize(TF.to_dtype(x, torch.float32, scale=True), self.mean, self.std)
+        x, (nh, nw) = letterbox_image(image, self.mean, self.std, self.resolution)
         y = TF.resize(mask, [nh, nw], interpolation=v2.InterpolationMode.NEAREST_EXACT)
-        padding = [0, 0, r - nw, r - nh]
-        return TF.pad(x, padding, fill=0.0), TF.pad(y, padding, fill=IGNORE_INDEX)
+        return x, TF.pad(y, [0, 0, self.resolution - nw, self.resolution - nh], fill=IGNORE_INDEX)
+
+
+def letterbox_image(image: torch.Tensor, mean, std, resolution: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A CHW image (uint8, or float in [0, 1]) resized so its longer side is ``resolution`` (bilinear, antialiased),
+    normalised with ``mean`` / ``std`` and padded with 0 (the mean colour) at the bottom and right to a square; and
+    the resized (height, width), the region the image covers. Evaluation and :class:`effnet.segment.Predictor`
+    both letterbox with this, so a mask predicted from a file is the one its score was computed on."""
+    nh, nw = letterbox_size(image.shape[-2], image.shape[-1], resolution)
+    x = TF.resize(image, [nh, nw], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+    x = TF.normalize(TF.to_dtype(x, torch.float32, scale=True), list(mean), list(std))
+    x = TF.pad(x, [0, 0, resolution - nw, resolution - nh], fill=0.0)
+    return x.as_subclass(torch.Tensor).contiguous(), (nh, nw)

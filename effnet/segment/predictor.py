@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 from PIL import Image
 from torch import nn
 
-from ..data.masks import letterbox_size
+from ..data.masks import letterbox_image
 from ..deploy.predictors import BACKENDS, with_backend
 from ..errors import UsageError
 from ..results import label_names
@@ -26,34 +27,22 @@ SEGMENT_BACKENDS = BACKENDS  # every classifier engine runs a segmenter: its gra
 
 
 def _as_tensor(image) -> torch.Tensor:
-    """A CHW float tensor in [0, 1] from a PIL image or such a tensor."""
+    """A CHW image: uint8 from a PIL image (resized as evaluation resizes a file), or a float tensor in [0, 1]."""
     if isinstance(image, Image.Image):
-        return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+        return TF.pil_to_tensor(image.convert("RGB"))
     if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3 and image.is_floating_point():
-        return image.float()
+        return image.float().clamp(0, 1)
     raise UsageError("Predictor takes PIL images or CHW float tensors in [0, 1] with 3 channels; got "
                      f"{type(image).__name__}{tuple(image.shape) if isinstance(image, torch.Tensor) else ''}")
 
 
-def letterbox(image: torch.Tensor, config, resolution: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """``image`` (CHW, [0, 1]) resized so its long side is ``resolution`` (bilinear, antialiased), normalised with
-    the model's mean / std and padded with zeros (the mean colour) at the bottom and right to a square; and the
-    resized (height, width), the region the image covers."""
-    h, w = image.shape[-2:]
-    nh, nw = letterbox_size(h, w, resolution)
-    x = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
-    mean = torch.tensor(config.mean).view(3, 1, 1)
-    std = torch.tensor(config.std).view(3, 1, 1)
-    x = (x.clamp(0, 1) - mean) / std
-    return F.pad(x, (0, resolution - nw, 0, resolution - nh)).contiguous(), (nh, nw)
-
-
 def preprocess(config, images: Sequence, resolution: int | None = None):
-    """The letterboxed batch, each image's (height, width) and the region it covers in the batch."""
+    """The letterboxed batch (:func:`effnet.data.masks.letterbox_image`), each image's (height, width) and the
+    region it covers in the batch."""
     res = resolution or config.resolution
     xs, sizes, regions = [], [], []
     for image in map(_as_tensor, images):
-        x, region = letterbox(image, config, res)
+        x, region = letterbox_image(image, config.mean, config.std, res)
         xs.append(x)
         sizes.append(tuple(image.shape[-2:]))
         regions.append(region)
