@@ -151,6 +151,9 @@ class ModelConfig:
     bn_momentum: float = 0.01  # TF decay 0.99 == torch momentum 0.01
     depth_divisor: int = 8
     tf_padding: bool = False  # TensorFlow "SAME" padding, for weights trained in TF
+    # with tf_padding: pad as "SAME" would for inputs of this side, whatever the input (lukemelas'
+    # Conv2dStaticSamePadding, which smp's efficientnet-bX encoders build at the native resolution)
+    tf_padding_size: int | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 0.875  # eval: resize to resolution / crop_pct, center-crop resolution

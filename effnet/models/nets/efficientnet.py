@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .blocks import BLOCKS
 from .config import ModelConfig, scale
-from .layers import BATCHNORMS, BNSettings, ConvBNAct
+from .layers import BATCHNORMS, BNSettings, ConvBNAct, SamePad2d
 from .lean import set_memory_efficient
 
 # timm-compatible feature taps: the last stage at each stride 2, 4, 8, 16, 32.
@@ -101,6 +101,16 @@ class LeanTraining:
         return self
 
 
+def fix_same_padding(model: nn.Module, size: int) -> None:
+    """lukemelas' static padding (``ModelConfig.tf_padding_size``): each strided conv pads as TF "SAME" does for
+    the side it sees on a ``size`` x ``size`` input, whatever the input (the stem and the blocks register their
+    convs in the order they run)."""
+    for module in model.modules():
+        if isinstance(module, SamePad2d):
+            module.size = size
+            size = (size + module.stride - 1) // module.stride
+
+
 class EfficientNet(LeanTraining, nn.Module):
     """Stem conv3x3/s2 -> the stages of the config's table (V1: 7 MBConv stages; V2: Fused-MBConv then MBConv)
     -> head conv1x1 -> global average pool -> dropout -> linear.
@@ -149,6 +159,8 @@ class EfficientNet(LeanTraining, nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(arch.head_channels, config.num_classes) if config.num_classes > 0 else nn.Identity()
+        if config.tf_padding and config.tf_padding_size:
+            fix_same_padding(self, config.tf_padding_size)
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -71,13 +71,15 @@ class SamePad2d(nn.Module):
     input size an ONNX/TorchScript export sees a constant (static) pad, not a dynamic shape subgraph.
     """
 
-    def __init__(self, kernel_size: int, stride: int, dilation: int = 1) -> None:
+    def __init__(self, kernel_size: int, stride: int, dilation: int = 1, size: int | None = None) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+        self.size = size  # None: pad for each input's own sides; an int: as for an input of that side (static)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ph = same_pad_amount(x.shape[-2], self.kernel_size, self.stride, self.dilation)
-        pw = same_pad_amount(x.shape[-1], self.kernel_size, self.stride, self.dilation)
+        h, w = (x.shape[-2], x.shape[-1]) if self.size is None else (self.size, self.size)
+        ph = same_pad_amount(h, self.kernel_size, self.stride, self.dilation)
+        pw = same_pad_amount(w, self.kernel_size, self.stride, self.dilation)
         if ph == 0 and pw == 0:
             return x
         return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))

@@ -30,11 +30,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"wrote {args.output} ({entry.name}: sha256 checked, bn_eps {entry.bn_eps:g}, tf_padding "
               f"{entry.tf_padding}, {entry.preprocessing})")
         return 0
-    state = read_state_dict(args.src)
+    state = None if Path(args.src).is_dir() else read_state_dict(args.src)  # a folder: smp's save_pretrained
     try:
-        source = resolve_source(state, args.source)
+        source = "smp" if state is None else resolve_source(state, args.source)
     except CheckpointError as exc:
         raise CheckpointError(f"{args.src}: {exc}") from None
+    if source == "smp":
+        return _convert_smp(args, state)
     name, bn_eps = (args.model, args.bn_eps) if args.model else _architecture_of(state, source, args.src)
     # the file's own head unless --num-classes says otherwise (timm's ImageNet-21k sets have 21843 classes)
     classes = args.num_classes if args.num_classes is not None else classes_in(state, source)
@@ -45,6 +47,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output} ({model.config.name}, {n:,} params, bn_eps {model.config.bn_eps:g}, "
           f"tf_padding {model.config.tf_padding})")
+    return 0
+
+
+def _convert_smp(args: argparse.Namespace, state) -> int:
+    """An smp (segmentation_models_pytorch) Unet / FPN: its shapes, or its save_pretrained config.json, say the
+    encoder, classes, padding, eps and taps, so the classifier's flags do not apply."""
+    from .smp_import import convert_smp
+
+    given = [flag for flag, value in (("--num-classes", args.num_classes), ("--tf-padding", args.tf_padding),
+                                      ("--bn-eps", args.bn_eps)) if value not in (None, False)]
+    if given or args.source not in ("auto", "smp"):
+        raise UsageError(f"{args.src}: an smp model (--from smp) says its classes, padding and eps itself; "
+                         f"drop {' '.join(given) or '--from ' + args.source}")
+    found = convert_smp(args.src if state is None else state, args.output, model=args.model, label=args.src)
+    print(f"wrote {args.output} ({found.describe()})")
     return 0
 
 
@@ -112,8 +129,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("convert")
     p.add_argument("src")
     p.add_argument("--from", dest="source", default="auto",
-                   choices=["auto", "timm", "torchvision", "lukemelas", "effdet"],
-                   help="the file's state-dict naming (auto: read from its keys; effdet with a detector --model)")
+                   choices=["auto", "timm", "torchvision", "lukemelas", "effdet", "smp"],
+                   help="the file's state-dict naming (auto: read from its keys; effdet with a detector --model; smp: "
+                        "a segmentation_models_pytorch Unet / FPN .pth or save_pretrained folder)")
     p.add_argument("--model",
                    help="architecture, or NAME.TAG of a published file (see 'effnet weights'); without it, read "
                         "from the file's shapes where its naming says how it runs (torchvision's; timm's "

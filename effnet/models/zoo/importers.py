@@ -23,8 +23,10 @@ def detect_source(state: Mapping[str, torch.Tensor]) -> str:
     for source, recognises in _REGISTERED.items():  # importers others added
         if recognises(state):
             return source
-    if "stem.conv.weight" in state or "backbone.stem.conv.weight" in state:  # effnet's own classifier / detector
+    if any(f"{part}stem.conv.weight" in state for part in ("", "backbone.", "encoder.")):  # effnet's own networks
         return "effnet"
+    if all(any(k.startswith(part) for k in state) for part in SMP_PARTS):  # smp's Unet / FPN (its encoder: below)
+        return "smp"
     if any(k.startswith("class_net.") for k in state):  # effdet's EfficientDet (its backbone is timm's)
         return "effdet"
     if "conv_stem.weight" in state:
@@ -197,7 +199,32 @@ def from_effdet(state: Mapping[str, torch.Tensor], model: EfficientDet) -> dict[
     return out
 
 
-_IMPORTERS = {"timm": from_timm, "torchvision": _from_torchvision, "lukemelas": _from_lukemelas, "effdet": from_effdet}
+# ---------------------------------------------------------------------------------------------- smp
+
+SMP_PARTS = ("encoder.", "decoder.", "segmentation_head.")  # segmentation_models_pytorch's Unet / FPN
+
+
+def _from_smp(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """smp's Unet / FPN -> a Segmenter's names (effnet.models.zoo.smp_import builds the Segmenter that runs it).
+    The encoder is renamed by its own naming's importer (smp's efficientnet-bX are lukemelas', its timm-* timm's),
+    less the classifier head smp keeps but never runs; decoder and head are named as smp names them; smp's optional
+    classification head (aux_params) has no counterpart and is dropped."""
+    encoder = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    try:
+        source = detect_source(encoder)
+    except CheckpointError:
+        source = None
+    if source not in ("lukemelas", "timm"):
+        raise CheckpointError(f"smp encoder not imported (first key encoder.{next(iter(encoder))}); expected smp's "
+                              "efficientnet-bX, timm-efficientnet-bX or timm-tf_efficientnet_liteX")
+    out = {f"encoder.{k}": v for k, v in _IMPORTERS[source](encoder, model.encoder).items()
+           if k.startswith(("stem.", "blocks."))}
+    out.update({k: v for k, v in state.items() if not k.startswith(("encoder.", "classification_head."))})
+    return out
+
+
+_IMPORTERS = {"timm": from_timm, "torchvision": _from_torchvision, "lukemelas": _from_lukemelas, "effdet": from_effdet,
+              "smp": _from_smp}
 _REGISTERED: dict = {}  # source -> recognises(state), for the importers others add
 
 
@@ -221,8 +248,8 @@ def resolve_source(state: Mapping[str, torch.Tensor], source: str = "auto") -> s
 
 
 def translate_state_dict(state: Mapping[str, torch.Tensor], model: EfficientNet, source: str = "auto") -> dict:
-    """Rename a foreign state dict to this package's names (``source``: auto, timm, torchvision, lukemelas, or one
-    another model module registered: effdet)."""
+    """Rename a foreign state dict to this package's names (``source``: auto, timm, torchvision, lukemelas, effdet,
+    smp -- a Segmenter's -- or one registered)."""
     source = resolve_source(state, source)
     return dict(state) if source == "effnet" else _IMPORTERS[source](state, model)
 
