@@ -198,7 +198,7 @@ SLOW: dict[str, str | frozenset[str]] = {
     "test_serve_limits.py": ALL,
     "test_serve_page.py": ALL,
     "test_segment_deploy.py": frozenset({"test_every_fp32_file_gives_pytorchs_masks_on_real_photos", "test_effnet_export_takes_a_segmenter_and_refuses_in_one_line", "test_predictor_backends_give_pytorchs_masks", "test_the_executorch_program_carries_its_config", "test_int8_keeps_fp32s_class_on_most_pixels"}),
-    "test_segment.py": frozenset({"test_kill_9_then_resume_is_bit_exact", "test_train_eval_predict_through_the_cli"}),
+    "test_segment.py": frozenset({"test_kill_9_then_resume_is_bit_exact", "test_torchrun_two_processes_end_identical", "test_train_eval_predict_through_the_cli"}),
     "test_segment_data.py": frozenset({"test_segment_digits_folder_appears_whole_or_not_at_all", "test_segment_digits_command"}),
     "test_serve_segment.py": ALL,
     "test_study.py": ALL,
