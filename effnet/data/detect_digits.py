@@ -30,27 +30,34 @@ def _tile(scan: np.ndarray, size: int, rng: np.random.Generator) -> tuple[Image.
     return Image.fromarray(rgb, "RGB"), mask
 
 
-def _place(boxes: list, size: int, w: int, h: int, rng: np.random.Generator) -> tuple[int, int] | None:
-    for _ in range(30):  # non-overlapping placement, a small margin apart
+def place_tile(placed: list, size: int, w: int, h: int, rng: np.random.Generator) -> tuple[int, int] | None:
+    """A top-left corner for a ``size`` square tile in a ``w`` x ``h`` canvas that keeps 4 px from every tile in
+    ``placed`` ((x, y, width, height) each), or None after 30 tries."""
+    for _ in range(30):
         x, y = int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
         if all(x + size + 4 <= bx or bx + bw + 4 <= x or y + size + 4 <= by or by + bh + 4 <= y
-               for bx, by, bw, bh in boxes):
+               for bx, by, bw, bh in placed):
             return x, y
     return None
+
+
+def random_view(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random crop of ``photo``, 224-320 px a side (less where the photo is smaller): one image of the set."""
+    w, h = min(photo.width, int(rng.integers(224, 321))), min(photo.height, int(rng.integers(224, 321)))
+    x0, y0 = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
+    return photo.crop((x0, y0, x0 + w, y0 + h))
 
 
 def _write_split(out_dir: str, split: str, count: int, scans, targets, photos, rng, min_size, max_size) -> int:
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     images, anns = [], []
     for i in range(count):
-        photo = photos[i % len(photos)]
-        w, h = min(photo.width, int(rng.integers(224, 321))), min(photo.height, int(rng.integers(224, 321)))
-        x0, y0 = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
-        canvas = photo.crop((x0, y0, x0 + w, y0 + h))
+        canvas = random_view(photos[i % len(photos)], rng)
+        w, h = canvas.size
         boxes: list = []
         for _ in range(int(rng.integers(1, 5))):
             size = int(rng.integers(min_size, max_size + 1))
-            spot = _place(boxes, size, w, h, rng)
+            spot = place_tile(boxes, size, w, h, rng)
             if spot is None:
                 continue
             k = int(rng.integers(0, len(scans)))

@@ -21,7 +21,7 @@ from PIL import Image
 from ..errors import UsageError
 from ..files import atomic_dir
 from .bundled import MAX_COUNT, load_photos
-from .detect_digits import CLASSES
+from .detect_digits import CLASSES, place_tile, random_view
 from .folders import HINTS_FILE
 from .masks import CLASSES_FILE, mask_image
 
@@ -36,16 +36,6 @@ def _ink_alpha(scan: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(alpha), 0.0, 1.0)
 
 
-def _free_spot(tiles: list, size: int, w: int, h: int, rng: np.random.Generator) -> tuple[int, int] | None:
-    """A top-left corner for a ``size`` tile that keeps 4 px from every tile already placed, or None."""
-    for _ in range(30):
-        x, y = int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
-        if all(x + size + 4 <= tx or tx + ts + 4 <= x or y + size + 4 <= ty or ty + ts + 4 <= y
-               for tx, ty, ts in tiles):
-            return x, y
-    return None
-
-
 def _write_split(out_dir: str, split: str, count: int, scans, targets, photos, rng: np.random.Generator,
                  min_size: int, max_size: int) -> tuple[int, int, int]:
     """Write one split's images and masks. Returns (digits pasted, digit pixels, all pixels)."""
@@ -54,15 +44,14 @@ def _write_split(out_dir: str, split: str, count: int, scans, targets, photos, r
     os.makedirs(masks_dir)
     digits = ink_pixels = pixels = 0
     for i in range(count):
-        photo = photos[i % len(photos)]
-        w, h = min(photo.width, int(rng.integers(224, 321))), min(photo.height, int(rng.integers(224, 321)))
-        x0, y0 = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
-        canvas = np.asarray(photo.crop((x0, y0, x0 + w, y0 + h)), dtype=np.float32).copy()
+        view = random_view(photos[i % len(photos)], rng)
+        w, h = view.size
+        canvas = np.asarray(view, dtype=np.float32).copy()
         mask = np.zeros((h, w), np.uint8)
         tiles: list = []
         for _ in range(int(rng.integers(1, 5))):
             size = int(rng.integers(min_size, max_size + 1))
-            spot = _free_spot(tiles, size, w, h, rng)
+            spot = place_tile(tiles, size, w, h, rng)
             if spot is None:
                 continue
             k = int(rng.integers(0, len(scans)))
@@ -73,7 +62,7 @@ def _write_split(out_dir: str, split: str, count: int, scans, targets, photos, r
             region = canvas[y:y + size, x:x + size]
             region[:] = region * (1 - opacity) + (paper * (1 - alpha) + pen * alpha) * opacity
             mask[y:y + size, x:x + size][alpha[..., 0] >= INK_THRESHOLD] = int(targets[k]) + 1
-            tiles.append((x, y, size))
+            tiles.append((x, y, size, size))
             digits += 1
         Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8), "RGB").save(
             os.path.join(images_dir, f"{i:05d}.jpg"), quality=90)
