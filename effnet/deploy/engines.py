@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..taskspec import TaskSpec
+from .export import ExportOutputs
 from .predictors import ExecuTorchPredictor, OnnxPredictor, OpenVinoPredictor, with_backend
 
 
@@ -74,13 +75,16 @@ class Engines:
         return engine
 
 
-def build_engines(model: nn.Module, backend: str, calibration: str | None, copies: int, threads: int | None) -> list:
-    """``copies`` engines for ``model`` (the same module for torch; one runtime session each otherwise)."""
+def build_engines(model: nn.Module, backend: str, calibration: str | None, copies: int, threads: int | None,
+                  outputs: ExportOutputs = ExportOutputs()) -> list:
+    """``copies`` engines for ``model`` (the same module for torch; one runtime session each otherwise); an export
+    is verified as the task's ``outputs`` says."""
     try:
-        first = with_backend(model, backend, calibration, threads=threads)
+        first = with_backend(model, backend, calibration, threads=threads, outputs=outputs)
         if not isinstance(first, (OnnxPredictor, OpenVinoPredictor, ExecuTorchPredictor)):
             return [first] * copies  # a PyTorch module: shared
-        return [first] + [with_backend(model, backend, calibration, threads=threads) for _ in range(copies - 1)]
+        return [first] + [with_backend(model, backend, calibration, threads=threads, outputs=outputs)
+                          for _ in range(copies - 1)]
     except UsageError:
         raise
     except Exception as exc:  # export / quantization problems: one line, not a traceback

@@ -16,7 +16,7 @@ from ..data import check_image
 from ..errors import UsageError
 from ..files import cache_root
 from .executorch import PteRunner
-from .export import EXTENSIONS, export_model
+from .export import EXTENSIONS, ExportOutputs, export_model
 from .optimize import optimize
 from .openvino import Runner
 from .ort import ort_run, ort_session
@@ -54,18 +54,20 @@ def cache_path(model: nn.Module, kind: str, suffix: str, calibration: str | None
     return cache / f"{model.config.name}-{h.hexdigest()[:16]}-{suffix}.{ext}"
 
 
-def _cached_export(model: nn.Module, fmt: str, int8: bool, calibration: str | None, batch: str = "dynamic") -> str:
-    """``model`` exported (and verified) once in ``fmt``; later calls reuse the file."""
+def _cached_export(model: nn.Module, fmt: str, int8: bool, calibration: str | None, batch: str = "dynamic",
+                   outputs: ExportOutputs = ExportOutputs()) -> str:
+    """``model`` exported (and verified, as its task's ``outputs`` says) once in ``fmt``; later calls reuse the
+    file."""
     path = cache_path(model, fmt, "int8" if int8 else "fp32", calibration if int8 else None, EXTENSIONS[fmt])
     if not path.exists():
-        export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration)
+        export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration, outputs=outputs)
     return str(path)
 
 
 def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
-                   threads: int | None = None) -> OnnxPredictor:
+                   threads: int | None = None, outputs: ExportOutputs = ExportOutputs()) -> OnnxPredictor:
     """Export ``model`` to a cached ONNX file (keyed by weights and config) and wrap it."""
-    return OnnxPredictor(_cached_export(model, "onnx", int8, calibration), model.config, threads)
+    return OnnxPredictor(_cached_export(model, "onnx", int8, calibration, outputs=outputs), model.config, threads)
 
 
 class OpenVinoPredictor(nn.Module):
@@ -82,9 +84,11 @@ class OpenVinoPredictor(nn.Module):
 
 
 def openvino_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
-                       precision: str = "fp32", threads: int | None = None) -> OpenVinoPredictor:
+                       precision: str = "fp32", threads: int | None = None,
+                       outputs: ExportOutputs = ExportOutputs()) -> OpenVinoPredictor:
     """Export ``model`` to cached OpenVINO IR (keyed by weights, config and int8 calibration) and wrap it."""
-    return OpenVinoPredictor(_cached_export(model, "openvino", int8, calibration), model.config, precision, threads)
+    return OpenVinoPredictor(_cached_export(model, "openvino", int8, calibration, outputs=outputs), model.config,
+                             precision, threads)
 
 
 class ExecuTorchPredictor(nn.Module):
@@ -99,9 +103,11 @@ class ExecuTorchPredictor(nn.Module):
         return torch.from_numpy(self.runner(x))
 
 
-def executorch_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None) -> ExecuTorchPredictor:
+def executorch_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
+                         outputs: ExportOutputs = ExportOutputs()) -> ExecuTorchPredictor:
     """Export ``model`` to a cached ``.pte`` (batch 1; keyed by weights, config and int8 calibration) and wrap it."""
-    return ExecuTorchPredictor(_cached_export(model, "executorch", int8, calibration, batch="static"), model.config)
+    return ExecuTorchPredictor(_cached_export(model, "executorch", int8, calibration, batch="static",
+                                              outputs=outputs), model.config)
 
 
 def auto_backend(threads: int | None = None) -> str:
@@ -127,12 +133,13 @@ def _link_images(images, folder: str) -> None:
 
 
 def with_backend(model: nn.Module, backend: str, calibration: str | None = None, images: list[str] = (),
-                 threads: int | None = None) -> nn.Module:
+                 threads: int | None = None, outputs: ExportOutputs = ExportOutputs()) -> nn.Module:
     """``model`` behind a CPU inference backend: ``torch`` (optimize), ``onnx`` / ``onnx-int8`` (ONNX Runtime),
     ``openvino`` / ``openvino-bf16`` / ``openvino-int8`` (OpenVINO; bf16 arithmetic where the CPU has it, int8 by
     NNCF), ``executorch`` / ``executorch-int8`` (ExecuTorch + XNNPACK at batch 1, int8 by PT2E), or ``auto`` (the fastest fp32 backend installed). ``-int8`` calibrates on ``calibration``, else on
     ``images``. ``threads``: the ONNX Runtime / OpenVINO engine's thread count (default: every core; torch's
-    is per calling thread, ``torch.set_num_threads``)."""
+    is per calling thread, ``torch.set_num_threads``). ``outputs``: the task's output, as its export is
+    verified (:class:`~effnet.deploy.export.ExportOutputs`)."""
     if backend == "auto":
         backend = auto_backend(threads)
     if backend == "torch":
@@ -143,16 +150,18 @@ def with_backend(model: nn.Module, backend: str, calibration: str | None = None,
     if int8 and calibration is None:  # calibrate on ``images``, linked from a folder that lives for the export
         with tempfile.TemporaryDirectory(prefix="effnet-calib-") as folder:
             _link_images(images, folder)
-            return _predictor(model, backend, folder, threads)
-    return _predictor(model, backend, calibration, threads)
+            return _predictor(model, backend, folder, threads, outputs)
+    return _predictor(model, backend, calibration, threads, outputs)
 
 
-def _predictor(model: nn.Module, backend: str, calibration: str | None, threads: int | None) -> nn.Module:
-    """The exported (cached) model for an ONNX Runtime / OpenVINO ``backend``."""
+def _predictor(model: nn.Module, backend: str, calibration: str | None, threads: int | None,
+               outputs: ExportOutputs) -> nn.Module:
+    """The exported (cached) model for an ONNX Runtime / OpenVINO / ExecuTorch ``backend``."""
     int8 = backend.endswith("-int8")
     if backend.startswith("executorch"):
-        return executorch_predictor(model, int8=int8, calibration=calibration)
+        return executorch_predictor(model, int8=int8, calibration=calibration, outputs=outputs)
     if backend.startswith("openvino"):
         return openvino_predictor(model, int8=int8, calibration=calibration,
-                                  precision="bf16" if backend == "openvino-bf16" else "fp32", threads=threads)
-    return onnx_predictor(model, int8=int8, calibration=calibration, threads=threads)
+                                  precision="bf16" if backend == "openvino-bf16" else "fp32", threads=threads,
+                                  outputs=outputs)
+    return onnx_predictor(model, int8=int8, calibration=calibration, threads=threads, outputs=outputs)

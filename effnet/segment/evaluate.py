@@ -15,6 +15,7 @@ from torch import nn
 
 from ..data.masks import SegmentationSamples, SegmentationSplit
 from ..deploy.predictors import with_backend
+from .export import LOGITS
 from .metrics import confusion, scores
 
 
@@ -61,5 +62,5 @@ def evaluate_segmenter(model: nn.Module, split: SegmentationSplit, resolution: i
 
 def _engine(model: nn.Module, split: SegmentationSplit, backend: str, calibration: str | None) -> nn.Module:
     if calibration or not backend.endswith("-int8"):
-        return with_backend(model, backend, calibration)
-    return with_backend(model, backend, images=[image for image, _ in split.samples[:64]])
+        return with_backend(model, backend, calibration, outputs=LOGITS)
+    return with_backend(model, backend, images=[image for image, _ in split.samples[:64]], outputs=LOGITS)

@@ -30,9 +30,12 @@ def pixel_agreement(fp32_logits: np.ndarray, int8_logits: np.ndarray) -> dict:
             "pixel_agreement_confident": float(agree[confident].mean()) if confident.any() else None}
 
 
-LOGITS = ExportOutputs(name="logits", what="logit", agreement=pixel_agreement)  # a segmenter's exported output
+# a segmenter's exported output; its parity bound is relative: a trained one's logits over noise reach ~1e3
+LOGITS = ExportOutputs(name="logits", what="logit", agreement=pixel_agreement, relative=True)
 STATIC = "static"  # batch axis: ExecuTorch programs are batch 1, and a fixed shape is what edge runtimes want
-TOLERANCE = 1e-3  # the largest |logit diff| vs PyTorch an fp32 export may show (the classifier's default)
+# the largest |logit diff| vs PyTorch an fp32 export may show, as a fraction of the largest |logit| (measured on a
+# trained U-Net-B0: <= 1e-4 in ONNX Runtime, OpenVINO and ExecuTorch)
+TOLERANCE = 1e-3
 
 
 def export_segmenter(model: nn.Module, options: ExportOptions) -> Exported:

@@ -21,6 +21,7 @@ from torch import nn
 from ..data.masks import letterbox_image
 from ..deploy.predictors import BACKENDS, with_backend
 from ..errors import UsageError
+from .export import LOGITS
 from ..results import label_names
 
 SEGMENT_BACKENDS = BACKENDS  # every classifier engine runs a segmenter: its graph is convolutions and resizes
@@ -75,7 +76,7 @@ class Predictor:
             model.config = model.config.replace(resolution=resolution)  # exports are keyed by the config
         self.model, self.config, self.backend = model.eval(), model.config, backend
         self.class_names = label_names(self.config.class_names, self.config.num_classes)
-        self.runner = with_backend(self.model, backend, calibration, list(images), threads)
+        self.runner = with_backend(self.model, backend, calibration, list(images), threads, outputs=LOGITS)
 
     def preprocess(self, images: Sequence):
         return preprocess(self.config, images)

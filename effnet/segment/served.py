@@ -41,6 +41,7 @@ from ..deploy.engines import Engines, build_engines
 from ..errors import UsageError
 from ..results import label_names
 from ..taskspec import TaskSpec
+from .export import LOGITS
 from .predictor import masks_from_logits, preprocess
 
 # An image's mask is computed at its own size: the logits resized to it (4 bytes a class), their argmax (8 bytes)
@@ -207,7 +208,7 @@ def served_segmenter(task: TaskSpec, model: nn.Module, backend: str = "auto", ca
     if model.config.num_classes > MAX_CLASSES:
         raise UsageError(f"{model.config.name} has {model.config.num_classes} classes; a served segmenter answers "
                          f"masks of one byte a pixel, at most {MAX_CLASSES} classes")
-    engines = build_engines(model.eval(), backend, calibration, copies, threads)
+    engines = build_engines(model.eval(), backend, calibration, copies, threads, outputs=LOGITS)
     if backend == "auto":  # say which runtime "auto" picked
         backend = f"auto ({type(engines[0]).__name__})"
     return Segmenter(task, Engines(engines), name=model.config.name, backend=backend)
