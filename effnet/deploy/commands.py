@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..tasks import export, export_flags
 from .options import add_export_arguments, export_options
@@ -11,9 +10,7 @@ from .options import add_export_arguments, export_options
 
 def cmd_export(args: argparse.Namespace) -> int:
     exported = export(args.model, export_options(args), args.pretrained, args.weights, args.ema)
-    print("\n".join(exported.lines))
-    if args.json:
-        print(json.dumps(exported.report))
+    print(exported.text(args.json))
     return 0
 
 

@@ -4,6 +4,7 @@ one command (and ``effnet detect export``, its alias) exports a model of any tas
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -54,6 +55,10 @@ class Exported:
 
     lines: list[str]
     report: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, with_json: bool = False) -> str:
+        """What ``effnet export`` prints: the lines, then (``--json``) the report as one JSON line."""
+        return "\n".join([*self.lines, *([json.dumps(self.report)] if with_json else [])])
 
 
 def add_export_arguments(p, task_flags=()) -> None:

@@ -136,9 +136,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.pretrained:
         _needs_weights(args.model, args.weights)
     exported = export(args.model, export_options(args), args.pretrained, args.weights, args.ema, task=TASK.name)
-    print("\n".join(exported.lines))
-    if args.json:
-        print(json.dumps(exported.report))
+    print(exported.text(args.json))
     return 0
 
 

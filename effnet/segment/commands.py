@@ -95,9 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``effnet segment export``: ``effnet export`` for segmenters only (same flags)."""
     exported = export(args.model, export_options(args), False, args.weights, args.ema, task=TASK.name)
-    print("\n".join(exported.lines))
-    if args.json:
-        print(json.dumps(exported.report))
+    print(exported.text(args.json))
     return 0
 
 

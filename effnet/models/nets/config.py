@@ -125,8 +125,28 @@ VARIANTS: dict[str, tuple[float, float, int, float]] = {
 PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA = 1.2, 1.1, 1.15
 
 
+class SavedConfig:
+    """What every saved config (a classifier's, a detector's, a segmenter's: frozen dataclasses) does the same way:
+    ``replace`` (``dataclasses.replace``; an unknown field raises TypeError), ``to_dict`` / ``to_json``, and the
+    check of a stored dict's fields before it is read back."""
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def unknown_fields(cls, data: dict[str, Any]) -> list[str]:
+        """The keys of ``data`` that are not fields of this config, sorted."""
+        return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(SavedConfig):
     """Everything needed to rebuild a model; stored with every checkpoint.
 
     ``blocks`` is the *unscaled* stage table; ``width_mult``/``depth_mult`` are applied by :func:`scale`.
@@ -162,20 +182,9 @@ class ModelConfig:
     train_resolution: int | None = None  # the training image size, when not ``resolution`` (EfficientNetV2)
     round_limit: float = 0.9  # width rounding never goes below this fraction (V1's 10% rule; V2's base rule: 0)
 
-    def replace(self, **changes: Any) -> "ModelConfig":
-        """``dataclasses.replace``; an unknown field raises TypeError."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(ModelConfig)}
-        unknown = sorted(set(data) - known)
+        unknown = ModelConfig.unknown_fields(data)
         if unknown:
             raise UsageError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
         data = dict(data)

@@ -5,12 +5,11 @@ classifiers' table in :mod:`effnet.models.nets.config`. No torch here: ``effnet 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UnknownModelError, UsageError
-from .config import ModelConfig
+from .config import ModelConfig, SavedConfig
 from .families import classifier_config
 
 # Paper Table 1 / official hparams_config.py, as data: backbone, BiFPN width (64 * 1.35^phi, rounded by
@@ -44,7 +43,7 @@ ASPECT_RATIOS = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
+class DetectorConfig(SavedConfig):
     """Everything needed to rebuild a detector; stored with every checkpoint (JSON, ``kind`` marks it)."""
 
     name: str = "efficientdet_d0"
@@ -88,19 +87,9 @@ class DetectorConfig:
     def num_anchors(self) -> int:
         return self.num_scales * len(self.aspect_ratios)
 
-    def replace(self, **changes: Any) -> DetectorConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @staticmethod
     def from_dict(data: dict[str, Any]) -> DetectorConfig:
-        known = {f.name for f in dataclasses.fields(DetectorConfig)}
-        unknown = sorted(set(data) - known)
+        unknown = DetectorConfig.unknown_fields(data)
         if unknown:  # a classifier's config has fields a detector's lacks
             raise UsageError(f"not an EfficientDet config (unknown fields: {', '.join(unknown) or '-'})")
         data = dict(data)

@@ -13,12 +13,11 @@ must too.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UnknownModelError, UsageError
-from .config import ModelConfig, scale
+from .config import ModelConfig, SavedConfig, scale
 from .families import CLASSIFIERS, classifier_config, classifier_name
 
 DECODERS = ("unet", "fpn")
@@ -54,7 +53,7 @@ def default_taps(backbone: ModelConfig) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class SegmenterConfig:
+class SegmenterConfig(SavedConfig):
     """Everything needed to rebuild a segmenter; stored with every checkpoint (JSON, ``kind`` marks it)."""
 
     name: str = "unet_efficientnet_b0"
@@ -104,19 +103,9 @@ class SegmenterConfig:
     crop_pct = 1.0
     interpolation = "bilinear"
 
-    def replace(self, **changes: Any) -> SegmenterConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @staticmethod
     def from_dict(data: dict[str, Any]) -> SegmenterConfig:
-        known = {f.name for f in dataclasses.fields(SegmenterConfig)}
-        unknown = sorted(set(data) - known)
+        unknown = SegmenterConfig.unknown_fields(data)
         if unknown:
             raise UsageError(f"not a segmenter config (unknown fields: {', '.join(unknown)})")
         data = dict(data)
