@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..data import ImageSamples, eval_transform, scan_image_folder
-from ..deploy import with_backend
+from ..deploy.predictors import at_resolution, with_backend
 from ..errors import DataError
 from ..models.nets.config import ModelConfig
 
@@ -96,8 +96,7 @@ def model_for_backend(model: nn.Module, backend: str, data_dir: str | Path, cali
     """
     if backend == "torch":
         return model
-    if resolution and resolution != model.config.resolution:
-        model.config = model.config.replace(resolution=resolution)  # the export's static input size
+    at_resolution(model, resolution)  # the export's static input size
     if not backend.endswith("-int8") or calibration is not None:
         return with_backend(model, backend, calibration)
     with tempfile.TemporaryDirectory(prefix="effnet-calib-") as tmp:

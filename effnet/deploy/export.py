@@ -20,6 +20,7 @@ from ..errors import ExportError, ImageLoadError
 from ..files import atomic_write, new_temp
 from . import executorch as et
 from . import openvino as ovino
+from .exported import ExportInfo, model_files, write_sidecar
 from .optimize import freeze_same_padding, optimize, to_plain_ops
 from .ort import ort_run, ort_session, quantize_int8
 
@@ -125,9 +126,10 @@ def _write(deploy_model: nn.Module, example: torch.Tensor, tmp_path: str, fmt: s
     raise ExportError(f"unknown format {fmt!r} ({', '.join(FORMATS)})")
 
 
-def _files(path: str, fmt: str) -> list[str]:
-    """The files making up one model: OpenVINO IR is an .xml (graph) plus a .bin (weights) beside it."""
-    return [str(ovino.bin_path(path)), path] if fmt == "openvino" else [path]
+def _files(path: str) -> list[str]:
+    """The files making up one model in the order they are moved into place: the file referring to the other
+    (OpenVINO's .xml, beside its .bin) last."""
+    return [str(p) for p in reversed(model_files(path))]
 
 
 def _move_into_place(sources: list[str], targets: list[str]) -> None:
@@ -158,7 +160,7 @@ def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic:
         try:
             tmp_xml = os.path.join(tmp, "int8.xml")
             ovino.save_ir(quantized, tmp_xml)
-            _move_into_place(_files(tmp_xml, "openvino"), _files(report.path, "openvino"))
+            _move_into_place(_files(tmp_xml), _files(report.path))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         fp32_out = ovino.ov_run(ovino.compile_ir(fp32_path), real)
@@ -218,16 +220,17 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
             raise ExportError(f"{path}: export does not match PyTorch: max |{outputs.what} diff| {worst:.3g} > "
                               f"{bound:.3g}")
         fp32_path = _fp32_path(path, fmt) if int8 else path
-        _move_into_place(_files(tmp_path, fmt), _files(fp32_path, fmt))
+        _move_into_place(_files(tmp_path), _files(fp32_path))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     report = ExportReport(path, fmt, diff_random, diff_real, len(real_names))
+    saved = config.replace(resolution=res)  # the preprocessing, class names and input size travel with the file
+    checked = {"max_abs_diff_random": diff_random, "max_abs_diff_real": diff_real, "real_images": len(real_names)}
+    write_sidecar(fp32_path, saved, ExportInfo(fmt, "fp32", batch=batch, verified=checked))
     if int8:
         if real is None:
             raise ExportError(f"{calibration}: no readable calibration images")
         _quantize(report, fp32_path, real, batch == "dynamic", deploy_model, outputs)
-    if fmt == "executorch":  # the runtime side needs no flags: preprocessing and class names beside the program
-        text = config.replace(resolution=res).to_json()
-        atomic_write(f"{path}.json", lambda tmp: Path(tmp).write_text(text))
-        report.notes.append(f"config (preprocessing, class names) at {path}.json")
+        write_sidecar(path, saved, ExportInfo(fmt, "int8", batch=batch, verified=report.agreement))
+    report.notes.append(f"config (task, preprocessing, class names) at {path}.json")
     return report

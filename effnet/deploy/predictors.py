@@ -1,11 +1,13 @@
 """Exported models behind the model's own interface (``config`` + ``forward``), for ``predict --backend`` and
-``eval --backend``."""
+``eval --backend``; and an exported file as a model of its own (:class:`ExportedFile`: ``effnet predict --model
+m.onnx``, ``effnet.load_model("m.xml")``)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,8 +17,10 @@ from torch import nn
 from ..data import check_image
 from ..errors import UsageError
 from ..files import cache_root
+from ..models.zoo.registry import config_from_dict
 from .executorch import PteRunner
 from .export import EXTENSIONS, ExportOutputs, export_model
+from .exported import ExportInfo, read_sidecar
 from .optimize import optimize
 from .openvino import Runner
 from .ort import ort_run, ort_session
@@ -60,8 +64,17 @@ def _cached_export(model: nn.Module, fmt: str, int8: bool, calibration: str | No
     file."""
     path = cache_path(model, fmt, "int8" if int8 else "fp32", calibration if int8 else None, EXTENSIONS[fmt])
     if not path.exists():
+        first_run_notice(model.config.name, fmt + ("-int8" if int8 else ""), path.parent, int8)
         export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration, outputs=outputs)
     return str(path)
+
+
+def first_run_notice(name: str, backend: str, cache: Path, int8: bool) -> None:
+    """Say what a first run of a backend does before it does it (an int8 export of B0 takes half a minute and
+    2 GB): export, check against PyTorch, calibrate; where the result is cached for the next run."""
+    steps = "exporting it, checking it against PyTorch on real images" + (", calibrating int8" if int8 else "")
+    print(f"effnet: first run of --backend {backend} for {name}: {steps} (once: kept in {cache}, later runs "
+          "start at once)", file=sys.stderr, flush=True)
 
 
 def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,
@@ -110,6 +123,76 @@ def executorch_predictor(model: nn.Module, int8: bool = False, calibration: str 
                                               outputs=outputs), model.config)
 
 
+class ExportedFile(nn.Module):
+    """An exported file (``.onnx``, OpenVINO ``.xml``, ExecuTorch ``.pte``) as a model: the config written beside
+    it (:mod:`effnet.deploy.exported`) and ``forward`` on the engine its format names -- what
+    :func:`effnet.load_model` returns for such a file. :meth:`engine` opens one more engine (``effnet serve``: one per
+    inference thread). A detector's end-to-end or raw graph runs through :class:`effnet.detect.Predictor`."""
+
+    def __init__(self, path: str | os.PathLike, config, info: ExportInfo) -> None:
+        super().__init__()
+        self.path, self.config, self.info = str(path), config, info
+        self._default: nn.Module | None = None
+
+    def backends(self) -> tuple[str, ...]:
+        """The ``--backend`` values this file runs on: ``auto``, its own, the family's plain name for an int8 file,
+        and bf16 arithmetic for OpenVINO IR."""
+        own = self.info.backend
+        extra = ("openvino-bf16",) if self.info.format == "openvino" else ()
+        return tuple(dict.fromkeys(("auto", own, self.info.format, *extra)))
+
+    def check_backend(self, backend: str) -> None:
+        if backend not in self.backends():
+            raise UsageError(
+                f"{self.path} is an exported {self.info.describe()} file: it runs on --backend "
+                f"{' or '.join(self.backends())}, not {backend} (for another engine export again, or give the model "
+                "itself: a run folder or .safetensors)")
+
+    def engine(self, backend: str = "auto", threads: int | None = None) -> nn.Module:
+        """A new engine running this file (``backend``: one of :meth:`backends`)."""
+        self.check_backend(backend)
+        if self.info.graph != "model":
+            raise UsageError(f"{self.path}: a detector's {self.info.graph.replace('_', '-')} graph runs through "
+                             "effnet.detect.Predictor (effnet detect predict)")
+        if self.info.format == "onnx":
+            return OnnxPredictor(self.path, self.config, threads)
+        if self.info.format == "openvino":
+            return OpenVinoPredictor(self.path, self.config, "bf16" if backend == "openvino-bf16" else "fp32",
+                                     threads)
+        return ExecuTorchPredictor(self.path, self.config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._default is None:
+            self._default = self.engine()
+        return self._default(x)
+
+
+def load_exported(path: str | os.PathLike) -> ExportedFile:
+    """The exported file at ``path`` with the config beside it (``PATH.json``), ready to run; one line naming what
+    is missing (the file, the .bin of OpenVINO IR, the config) or what does not match."""
+    data, info = read_sidecar(path)
+    return ExportedFile(path, config_from_dict(data, f"{path}.json"), info).eval()
+
+
+def backend_for(model: nn.Module, backend: str | None, default: str = "torch") -> str:
+    """The backend a command runs ``model`` on: the one given, else an exported file's own engine, else
+    ``default`` (what the command runs a model on)."""
+    if backend is not None:
+        return backend
+    return model.info.backend if isinstance(model, ExportedFile) else default
+
+
+def at_resolution(model: nn.Module, resolution: int | None) -> nn.Module:
+    """``model`` set to run at ``resolution`` (its config's input size; an export is made at it). An exported file
+    was made at one size: another is one line."""
+    if resolution and resolution != model.config.resolution:
+        if isinstance(model, ExportedFile):
+            raise UsageError(f"{model.path} was exported at {model.config.resolution} px; --resolution {resolution} "
+                             "needs the model itself (a run folder or .safetensors), or export again at that size")
+        model.config = model.config.replace(resolution=resolution)
+    return model
+
+
 def auto_backend(threads: int | None = None) -> str:
     """The fastest installed backend that keeps fp32 results (bf16 and int8 change logits, so they are opt-in).
 
@@ -140,6 +223,8 @@ def with_backend(model: nn.Module, backend: str, calibration: str | None = None,
     ``images``. ``threads``: the ONNX Runtime / OpenVINO engine's thread count (default: every core; torch's
     is per calling thread, ``torch.set_num_threads``). ``outputs``: the task's output, as its export is
     verified (:class:`~effnet.deploy.export.ExportOutputs`)."""
+    if isinstance(model, ExportedFile):  # the file decides the engine: a backend must be one it runs on
+        return model.engine(backend, threads)
     if backend == "auto":
         backend = auto_backend(threads)
     if backend == "torch":

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data.coco import CocoSplit, DetectionSamples, collate_detection
+from ..deploy.predictors import at_resolution
 from .boxes import Detections
 from .pipeline import CANDIDATE_SCORE_THRESHOLD, DetectionPipeline
 from .predictor import Predictor
@@ -87,8 +88,8 @@ def evaluate_detector(model: nn.Module, split: CocoSplit, resolution: int, batch
     """
     was_training = model.training
     model.eval()
-    if backend != "torch" and resolution != model.config.resolution:
-        model.config = model.config.replace(resolution=resolution)  # the exported graph's fixed input size
+    if backend != "torch":
+        at_resolution(model, resolution)  # the exported graph's fixed input size
     detect = _detector(model, split, backend, calibration, amp, channels_last, score_threshold)
     results, seconds, images = [], 0.0, 0
     for x, targets in eval_loader(split, model.config, resolution, batch_size, workers):

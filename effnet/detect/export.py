@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deploy.exported import ExportInfo, write_sidecar
 from ..errors import ExportError, UsageError
 from ..files import atomic_write
 from .pipeline import CANDIDATE_SCORE_THRESHOLD, DetectionPipeline
@@ -105,7 +106,15 @@ def export_detector(model: nn.Module, path: str | os.PathLike, resolution: int |
                       if check_openvino else False)
         data = tmp_path.read_bytes()
     atomic_write(path, lambda p: Path(p).write_bytes(data))
-    return DetectorExportReport(str(path), not raw, len(pairs), box_diff, score_diff, same, ov_checked)
+    report = DetectorExportReport(str(path), not raw, len(pairs), box_diff, score_diff, same, ov_checked)
+    write_sidecar(path, model.config.replace(resolution=res),
+                  ExportInfo("onnx", graph="raw" if raw else "end_to_end", verified=checked(report)))
+    return report
+
+
+def checked(report: DetectorExportReport) -> dict:
+    """The parity numbers an export's config records (:class:`effnet.deploy.exported.ExportInfo`)."""
+    return {k: getattr(report, k) for k in ("images", "max_box_diff", "max_score_diff", "same_detections")}
 
 
 def _check_openvino(path: Path, feeds: list[dict], ort_outputs, expected, end_to_end: bool, tolerance: float,
@@ -146,6 +155,8 @@ def export_openvino_detector(model: nn.Module, path: str | os.PathLike, resoluti
         report = export_detector(model, Path(tmp) / "model.onnx", res, images=images)
         agreement = _write_ir(Path(tmp) / "model.onnx", path, model.config, res, int8, calibration, images)
     report.path = str(Path(path).with_suffix(".xml"))
+    write_sidecar(report.path, model.config.replace(resolution=res),
+                  ExportInfo("openvino", "int8" if int8 else "fp32", "end_to_end", verified=checked(report) | agreement))
     return report, agreement
 
 
@@ -220,3 +231,37 @@ def end_to_end_engine(model: nn.Module, backend: str, calibration: str | None = 
         _write_ir(onnx_path, path, model.config, model.config.resolution, int8, calibration)
     compiled = compile_ir(str(path), "fp32", threads)
     return EndToEndEngine(lambda feed: [v for v in compiled(feed).values()], max_detections)
+
+
+def file_engines(exported, backend: str = "auto", threads: int | None = None, max_detections: int = 100):
+    """What runs a detector's exported file (:class:`effnet.deploy.predictors.ExportedFile`, its config beside it):
+    ``(engine, runner)`` -- an :class:`EndToEndEngine` for an end-to-end graph (ONNX or OpenVINO IR), or a function
+    preprocessed batch -> (class outputs, box outputs) for a raw one (ONNX ``--raw`` or ExecuTorch), whose decoding
+    and NMS :class:`~effnet.detect.Predictor` does as for the model."""
+    exported.check_backend(backend)
+    info, path = exported.info, exported.path
+    if info.graph == "end_to_end":
+        if info.format == "onnx":
+            from ..deploy.ort import ort_session
+
+            session = ort_session(path, threads, spinning=threads is None)
+            return EndToEndEngine(lambda feed: session.run(None, feed), max_detections), None
+        from ..deploy.openvino import compile_ir
+
+        compiled = compile_ir(path, "bf16" if backend == "openvino-bf16" else "fp32", threads)
+        return EndToEndEngine(lambda feed: [v for v in compiled(feed).values()], max_detections), None
+    pipeline = DetectionPipeline.for_input(exported.config)  # for its level count: class levels, then box levels
+    if info.format == "executorch":
+        from ..deploy.executorch import PteRunner
+
+        program = PteRunner(path)
+        return None, lambda x: pipeline.split([torch.from_numpy(o) for o in program.outputs(x)])
+    from ..deploy.ort import ort_session
+
+    session = ort_session(path, threads, spinning=threads is None)
+
+    def run_raw(x: torch.Tensor):  # the raw graph is exported at batch 1
+        rows = [session.run(None, {"image": row.numpy()}) for row in x.float().contiguous().split(1)]
+        return pipeline.split([torch.from_numpy(np.concatenate(level)) for level in zip(*rows)])
+
+    return None, run_raw

@@ -19,6 +19,7 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "resolve_config": ("effnet.models.zoo.registry", "resolve_config"),
     "list_models": ("effnet.models.zoo.names", "list_models"),
     "load": ("effnet.models.zoo.registry", "load_any"),
+    "load_model": ("effnet.models.zoo.registry", "load_model"),
     "profile": ("effnet.models.paper.accounting", "profile"),
     "save": ("effnet.models.zoo.model_files", "save"),
     "load_weights": ("effnet.models.zoo.importers", "load_weights"),

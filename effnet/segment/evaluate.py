@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..data.masks import SegmentationSamples, SegmentationSplit
-from ..deploy.predictors import with_backend
+from ..deploy.predictors import at_resolution, with_backend
 from .export import LOGITS
 from .metrics import confusion, scores
 
@@ -42,9 +42,7 @@ def evaluate_segmenter(model: nn.Module, split: SegmentationSplit, resolution: i
     else on the split's own images."""
     was_training = model.training
     model.eval()
-    resolution = resolution or model.config.resolution
-    if resolution != model.config.resolution:
-        model.config = model.config.replace(resolution=resolution)  # an exported graph's fixed input size
+    resolution = at_resolution(model, resolution).config.resolution  # an exported graph's fixed input size
     runner = model if backend == "torch" else _engine(model, split, backend, calibration)
     names = model.config.class_names or tuple(f"class_{i}" for i in range(model.config.num_classes))
     matrix = torch.zeros(len(names), len(names), dtype=torch.long)

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from ..data.masks import letterbox_image
-from ..deploy.predictors import BACKENDS, with_backend
+from ..deploy.predictors import BACKENDS, at_resolution, with_backend
 from ..errors import UsageError
 from .export import LOGITS
 from ..results import label_names
@@ -73,7 +73,7 @@ class Predictor:
         if resolution not in (None, model.config.resolution):
             if resolution % 32:
                 raise UsageError(f"--resolution must be a multiple of 32 for a segmenter, got {resolution}")
-            model.config = model.config.replace(resolution=resolution)  # exports are keyed by the config
+            at_resolution(model, resolution)  # exports are keyed by the config
         self.model, self.config, self.backend = model.eval(), model.config, backend
         self.class_names = label_names(self.config.class_names, self.config.num_classes)
         self.runner = with_backend(self.model, backend, calibration, list(images), threads, outputs=LOGITS)

@@ -73,9 +73,33 @@ def stored_config(path: str | os.PathLike) -> ModelConfig | DetectorConfig:
             "effnet.load_weights(model, path) or 'effnet convert'")
     try:
         data = json.loads(meta[CONFIG_KEY])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: stored config is invalid ({exc})") from None
+    return config_from_dict(data, path)
+
+
+def config_from_dict(data: dict, source: str | os.PathLike = "config") -> ModelConfig | DetectorConfig:
+    """The config a saved dict describes (a ``.safetensors`` header, an export's ``.json``): its ``kind`` says which
+    type; one line naming ``source`` when it is not a config."""
+    try:
         return KINDS.get(data.get("kind"), ModelConfig).from_dict(data)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: stored config is invalid ({exc})") from None
+        raise CheckpointError(f"{source}: stored config is invalid ({exc})") from None
+
+
+def is_saved(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a saved model rather than a name or a config ``.json``: a run directory, a
+    ``.safetensors``, an exported file (``.onnx``, ``.xml``, ``.pte``), or any other existing file."""
+    path = Path(path)
+    return (path.is_dir() or path.suffix.lower() == ".safetensors" or _is_export(path)
+            or (path.is_file() and path.suffix != ".json"))
+
+
+def _is_export(path: Path) -> bool:
+    """Whether ``path``'s extension is one of an exported model effnet runs (``.onnx``, ``.xml``, ``.pte``)."""
+    from ...deploy.exported import LOADABLE  # deploy's package imports this module: read at call time
+
+    return path.suffix.lower() in LOADABLE
 
 
 def is_model_file(path: str | os.PathLike) -> bool:
@@ -111,16 +135,32 @@ def config_of(spec: str | os.PathLike) -> ModelConfig | DetectorConfig:
 
 
 def _file_model(path: str | os.PathLike) -> nn.Module:
+    if not _looks_like_safetensors(path):
+        raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
+                         "`effnet convert` first, or give --model NAME --weights FILE)")
     config = stored_config(path)
     model = NETWORKS[type(config)](config)
     check_and_load(model, read_state_dict(path), path)
     return model
 
 
+def _looks_like_safetensors(path: str | os.PathLike) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little-endian) and the header's ``{``: then its
+    own reader's message says what is wrong with it (a header claiming more bytes than the file has...)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(9)[8:] == b"{"
+    except OSError:
+        return False
+
+
 def load_any(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
     """Rebuild a classifier or a detector saved by :func:`effnet.save`, from the file or from a training run
-    directory (its ``model.safetensors``), without naming the architecture (``effnet.load``)."""
+    directory (its ``model.safetensors``), without naming the architecture (``effnet.load``); an exported file
+    (``.onnx``, ``.xml``, ``.pte`` with its config beside it) runs in its own engine."""
     path = Path(path)
+    if _is_export(path):
+        return load_model(path)
     if path.is_dir():
         path = run_weights(path)
     return _file_model(path).to(map_location)
@@ -140,17 +180,18 @@ def load_model(spec: str | os.PathLike, pretrained: bool | str = False, weights:
     ``weights``: an effnet file or a foreign checkpoint -- timm, torchvision, lukemelas, effdet -- to load into
     it). ``task`` (``"classify"`` / ``"detect"``) refuses a model of the other kind with one line."""
     path = Path(spec)
-    saved = path.is_dir() or path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json")
+    saved = is_saved(path)
     if saved and (weights or pretrained):
         raise UsageError(f"{spec}: a saved model or run carries its weights; --pretrained / --weights go with a name")
     if path.is_dir():
         model = _file_model(run_weights(path, ema))
+    elif _is_export(path):  # an export: the config beside it says what it is
+        from ...deploy.predictors import load_exported
+
+        model = load_exported(path)
     elif saved:
         if not path.is_file():
             raise UsageError(f"{spec}: no such file")
-        if not is_model_file(path):
-            raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
-                             "`effnet convert` first, or give --model NAME --weights FILE)")
         model = _file_model(path)
     else:
         name, tag = split_tag(spec)
@@ -226,6 +267,10 @@ def create_model(
     different from the weights' replaces the pretrained head by a new one (transfer
     learning). ``features_only`` returns the multi-scale backbone.
 
+    A saved model -- a training run directory, an effnet ``.safetensors``, an exported ``.onnx`` / ``.xml`` /
+    ``.pte`` with its config beside it -- comes back with its weights, as ``effnet predict --model`` takes it;
+    ``num_classes`` other than its own gives it a new head (transfer learning).
+
     Names are timm's too: ``"efficientnet_b0.ra_in1k"`` with ``pretrained=True`` loads that tag (without it,
     only the architecture, as in timm); ``"local-dir:DIR"`` and ``"hf-hub:ORG/NAME"`` load a Hugging Face Hub
     folder with its weights and preprocessing (timm's or :func:`effnet.save_pretrained`'s).
@@ -234,6 +279,11 @@ def create_model(
     ``drop_path_rate``, ``features_only`` or ``in_chans``; a classifier no ``pretrained_backbone``.
     """
     training = {k: v for k, v in (("drop_path_rate", drop_path_rate), ("dropout", dropout)) if v is not None}
+    if isinstance(name_or_config, (str, os.PathLike)) and is_saved(name_or_config):
+        if pretrained or pretrained_backbone:
+            raise UsageError(f"create_model: {name_or_config} carries its weights; pretrained / pretrained_backbone "
+                             "go with a name")
+        return _saved_model(name_or_config, num_classes, training, features_only, in_chans)
     if isinstance(name_or_config, str) and name_or_config.startswith(HF_HUB_PREFIXES):
         _refuse(name_or_config, "classify", pretrained_backbone=pretrained_backbone)
         return _adapted(_hf_hub_model(name_or_config, training), num_classes, in_chans, features_only)
@@ -283,16 +333,43 @@ def _refuse(model: str | os.PathLike | ModelConfig | DetectorConfig, task: str, 
                              + _NO_PUBLISHED.get((task, argument), ""))
 
 
-def _hf_hub_model(spec: str, training: dict) -> EfficientNet:
-    """The model of a Hugging Face Hub folder, rebuilt with ``training`` (dropout, drop_path_rate) when given."""
-    from .hf_hub import load_hf_hub_model
+def _saved_model(path: str | os.PathLike, num_classes: int | None, training: dict, features_only: bool,
+                 in_chans: int) -> nn.Module:
+    """A run directory's, a saved file's or an export's model (:func:`load_model`), made to fit the arguments the
+    way a named model's published weights are: a new head for ``num_classes``, ``training`` settings rebuilt in."""
+    model = load_model(path)
+    task = task_of(model)
+    if _is_export(Path(path)):  # a graph: it runs as it was exported
+        given = dict(num_classes=num_classes not in (None, model.config.num_classes), features_only=features_only,
+                     in_chans=in_chans != 3, **{k: True for k in training})
+        changed = [k for k, v in given.items() if v]
+        if changed:
+            raise UsageError(f"create_model: {path} is an exported graph and runs as exported (no {changed[0]!r}); "
+                             "give the model itself (a run folder or .safetensors) to change it")
+        return model
+    if task == CLASSIFY:
+        return _adapted(_with_training(model, training), num_classes, in_chans, features_only)
+    _refuse(model.config, task, dropout="dropout" in training, features_only=features_only, in_chans=in_chans != 3,
+            drop_path_rate=task == DETECT and "drop_path_rate" in training)
+    if num_classes is not None and num_classes != model.config.num_classes:
+        (model.reset_classes if task == DETECT else model.reset_head)(num_classes)
+    return model
 
-    model = load_hf_hub_model(spec)
+
+def _with_training(model: EfficientNet, training: dict) -> EfficientNet:
+    """``model`` rebuilt with ``training`` (dropout, drop_path_rate) when given, its weights kept."""
     if not training:
         return model
     rebuilt = EfficientNet(model.config.replace(**training))
     rebuilt.load_state_dict(model.state_dict())
     return rebuilt.eval()
+
+
+def _hf_hub_model(spec: str, training: dict) -> EfficientNet:
+    """The model of a Hugging Face Hub folder, rebuilt with ``training`` (dropout, drop_path_rate) when given."""
+    from .hf_hub import load_hf_hub_model
+
+    return _with_training(load_hf_hub_model(spec), training)
 
 
 def _adapted(model: EfficientNet, num_classes: int | None, in_chans: int, features_only: bool) -> nn.Module:
