@@ -1,10 +1,13 @@
 """`effnet detect train|eval|predict` end to end on a tiny detect-digits set (tiny resolution, few steps)."""
 
+import csv
 import json
+import re
 
 import pytest
 from PIL import Image
 
+from effnet.train.loop import rate_text
 from tests.conftest import run_cli
 
 
@@ -14,7 +17,7 @@ def tiny_run(tmp_path_factory):
     data, run = root / "dd", root / "run"
     run_cli("data", "detect-digits", str(data), "--count", "8")
     proc = run_cli("detect", "train", str(data), "--model", "efficientdet_lite0", "--pretrained-backbone",
-                   "--resolution", "64", "--epochs", "1", "--batch-size", "4", "--out", str(run), "--quiet")
+                   "--resolution", "64", "--epochs", "1", "--batch-size", "4", "--out", str(run))
     return data, run, proc
 
 
@@ -27,6 +30,16 @@ def test_train_writes_a_detector_run(tiny_run):
     assert (run / "curves.png").stat().st_size > 1000
     rows = (run / "metrics.csv").read_text().splitlines()
     assert "val_AP50" in rows[0] and "train_box_loss" in rows[0] and len(rows) == 2
+
+
+def test_train_prints_each_epochs_rate_as_metrics_csv_has_it(tiny_run):
+    _, run, proc = tiny_run
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    printed = re.findall(r"^epoch (\d+)/1: .*, (\S+) img/s, ", proc.stdout, re.MULTILINE)
+    assert [int(epoch) for epoch, _ in printed] == [int(row["epoch"]) for row in rows] == [1]
+    for (_, text), row in zip(printed, rows):
+        rate = float(row["img_per_s"])  # images trained / seconds in the training steps
+        assert rate > 0 and text == rate_text(rate) and abs(float(text) - rate) <= 0.05 * rate
 
 
 def test_eval_json_has_coco_metrics(tiny_run):
@@ -118,3 +131,19 @@ def test_effnet_export_takes_a_detector_run(tiny_run, tmp_path):
     assert "NonMaxSuppression" in set(op_types(onnx.load(str(tmp_path / "e2e.onnx")).graph))
     proc = run_cli("export", str(run), "--int8", "-o", str(tmp_path / "x.onnx"), check=False)
     assert proc.returncode == 2 and "detectors export to --format onnx" in proc.stderr
+
+
+def test_create_model_takes_a_detector_run_folder(tiny_run):
+    """The Python API takes what `effnet detect predict RUN` takes: the run's trained detector, weights and all."""
+    import torch
+
+    import effnet
+
+    _, run, _ = tiny_run
+    model, saved = effnet.create_model(str(run)).eval(), effnet.load(str(run / "model.safetensors")).eval()
+    assert type(model).__name__ == "EfficientDet" and model.config == saved.config
+    x = torch.randn(1, 3, 64, 64)
+    for a, b in zip(*(sum(m(x), []) for m in (model, saved))):
+        assert torch.equal(a, b)
+    three = effnet.create_model(str(run), num_classes=3)  # fine-tuning: a new class output layer, the rest kept
+    assert three.config.num_classes == 3 and torch.equal(three.box_net.predict.pw.weight, saved.box_net.predict.pw.weight)

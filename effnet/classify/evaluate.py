@@ -18,6 +18,7 @@ from ..data import ImageSamples, eval_transform, scan_image_folder
 from ..deploy.predictors import at_resolution, with_backend
 from ..errors import DataError
 from ..models.nets.config import ModelConfig
+from ..models.zoo.imagenet import imagenet_classes
 
 
 @dataclass
@@ -65,6 +66,25 @@ def evaluate(model: nn.Module, loader, class_names: list[str], amp: bool = False
     per_class = [dict(name=name, images=int(t), top1=100.0 * int(c) / int(t) if t else float("nan"))
                  for name, c, t in zip(class_names, correct.tolist(), total.tolist())]
     return EvalResult(100.0 * int(correct.sum()) / n, 100.0 * top5 / n, loss_sum / n, n, seconds, per_class)
+
+
+def scan_for_model(folder: str | Path, config) -> tuple[list, list[str], list]:
+    """An ImageFolder's samples labelled with the model's class indices, the model's class names, and the files
+    skipped. The folders must be among the model's classes -- its own names, ImageNet's for a 1000-class model
+    -- and may be a few of them (Imagenette's 10 of ImageNet's 1000); a model without names takes the folders in
+    sorted order, as training did."""
+    names = list(config.class_names or (imagenet_classes() if config.num_classes == 1000 else ()))
+    if not names:
+        return scan_image_folder(folder)
+    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")) \
+        if os.path.isdir(folder) else []
+    unknown = [f for f in found if f not in names]
+    if unknown:
+        raise DataError(f"{folder}: class folders {unknown[:5]} are not classes of the model (its classes: "
+                        f"{', '.join(names[:5])}, ...)")
+    samples, _, skipped = scan_image_folder(folder, found or None)
+    index = {name: i for i, name in enumerate(names)}
+    return [(path, index[found[i]]) for path, i in samples], names, skipped
 
 
 def eval_loader(samples, config: ModelConfig, resolution: int, crop_pct: float, batch_size: int, workers: int):

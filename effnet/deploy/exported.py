@@ -124,7 +124,7 @@ def read_sidecar(path: str | os.PathLike) -> tuple[dict, ExportInfo]:
     except (TypeError, KeyError) as exc:
         raise CheckpointError(f"{side}: not an effnet export config ({exc})") from None
     if info.format != fmt or info.graph not in GRAPHS:
-        raise CheckpointError(f"{side}: describes a {info.format} {info.graph} export, not {path.name}")
+        raise CheckpointError(f"{side}: describes an export in {info.format} ({info.graph} graph), not {path.name}")
     for part in model_files(path):
         if info.files.get(part.name) != _sha256(part):
             raise CheckpointError(f"{part}: does not match {side.name} (sha256 differs: the file was replaced or "
