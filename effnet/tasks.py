@@ -14,6 +14,7 @@ from torch import nn
 
 from .classify.spec import TASK as CLASSIFY
 from .deploy.options import Exported, ExportOptions
+from .deploy.predictors import ExportedFile
 from .detect.spec import TASK as DETECT
 from .segment.spec import TASK as SEGMENT
 from .errors import UsageError
@@ -74,6 +75,9 @@ def export(spec: str, options: ExportOptions, pretrained: bool = False, weights:
            ema: bool = False, task: str | None = None) -> Exported:
     """``effnet export``: the model ``spec`` names (any kind, or only ``task``'s), exported and verified by its task."""
     model = load_model(spec, pretrained=pretrained, weights=weights, ema=ema, task=task)
+    if isinstance(model, ExportedFile):
+        raise UsageError(f"{spec} is already an exported file; export the model itself (a run folder or "
+                         ".safetensors) to another format")
     owner = task_for(model)
     check_export_flags(owner, options)
     return owner.export(model, options)

@@ -2,6 +2,7 @@
 
 import json
 import tempfile
+from pathlib import Path
 
 import onnx
 import pytest
@@ -151,8 +152,8 @@ def test_backend_exports_live_in_effnet_home_and_int8_calibration_leaves_nothing
     randomize_bn(model)
     x = torch.randn(2, 3, 32, 32)
     fp32 = with_backend(model, "onnx")
-    (exported,) = (home / "onnx").iterdir()
-    assert exported.name.endswith("-fp32.onnx")
+    (exported,) = (home / "onnx").glob("*.onnx")
+    assert exported.name.endswith("-fp32.onnx") and Path(f"{exported}.json").is_file()  # its config beside it
     with torch.no_grad():
         ref = model(x)
         assert (fp32(x) - ref).abs().max() <= 1e-4

@@ -44,7 +44,9 @@ def test_lite0_fp32_and_int8_programs_run_in_executorch(lite0, photo_dir, tmp_pa
         want = lite0(real).numpy()
     got = PteRunner(tmp_path / "l0i8.pte.fp32.pte")(real)  # the kept file, read back by the runtime
     assert np.abs(got - want).max() <= 1e-4
-    saved = effnet.ModelConfig.from_json((tmp_path / "l0i8.pte.json").read_text())
+    side = json.loads((tmp_path / "l0i8.pte.json").read_text())
+    saved = effnet.ModelConfig.from_dict(side["model"])
+    assert side["effnet_export"]["precision"] == "int8" and side["effnet_export"]["engine"] == "executorch"
     assert saved.resolution == RES and saved.mean == lite0.config.mean and saved.name == "efficientnet_lite0"
 
     # measured: 1.0 of the 15 photos where fp32 is confident (ONNX Runtime's int8: 0.93), 0.84 overall (0.78);
@@ -184,7 +186,7 @@ def test_detector_int8_export_from_the_cli(detector, photos, tmp_path):
     assert "int8 (PT2E)" in proc.stdout and "decoding + NMS in Python" in proc.stdout
     assert out.is_file() and (tmp_path / "det.pte.fp32.pte").is_file()
     assert out.stat().st_size < 0.5 * (tmp_path / "det.pte.fp32.pte").stat().st_size
-    saved = json.loads((tmp_path / "det.pte.json").read_text())
+    saved = json.loads((tmp_path / "det.pte.json").read_text())["model"]
     assert saved["class_names"] == ["cat", "cup", "person"] and saved["resolution"] == 128
     bad = run_cli("export", str(path), "--format", "executorch", "--raw", "-o", str(tmp_path / "r.pte"), check=False)
     assert bad.returncode == 2 and "executorch" in bad.stderr and not (tmp_path / "r.pte").exists()

@@ -179,7 +179,7 @@ def test_every_fp32_file_gives_pytorchs_masks_on_real_photos(name, views, reques
 def test_the_executorch_program_carries_its_config(unet_exports):
     """Beside the .pte: the preprocessing and class names a phone app needs, at the exported size."""
     path, _ = unet_exports["executorch-int8"]
-    config = json.loads(Path(f"{path}.json").read_text())
+    config = json.loads(Path(f"{path}.json").read_text())["model"]
     assert config["kind"] == "segmenter" and config["resolution"] == RES and tuple(config["class_names"]) == CLASSES
 
 

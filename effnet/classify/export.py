@@ -47,7 +47,7 @@ def export_classifier(model: nn.Module, options: ExportOptions) -> Exported:
         conf = (f"; {a['top1_agreement_confident']:.1%} on the {a['confident_images']} where fp32 is confident"
                 if a["top1_agreement_confident"] is not None else "")
         lines.append(f"int8 top-1 agreement with fp32 on {r.real_images} real images: {a['top1_agreement']:.1%}{conf}")
-    return Exported(lines, r.as_dict())
+    return Exported(lines + r.notes, r.as_dict())
 
 
 @torch.inference_mode()

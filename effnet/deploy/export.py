@@ -183,7 +183,8 @@ def _scale(*outputs: torch.Tensor | None) -> float:
 
 def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", batch: str = "static",
                  resolution: int | None = None, int8: bool = False, calibration: str | None = None,
-                 tolerance: float = 1e-3, opset: int = 17, outputs: ExportOutputs = ExportOutputs()) -> ExportReport:
+                 tolerance: float = 1e-3, opset: int = 17, outputs: ExportOutputs = ExportOutputs(),
+                 stage: Callable[[str], None] = lambda what: None) -> ExportReport:
     """Export ``model`` (plain ops, eval, BN folded) and verify the file against PyTorch.
 
     Parity is checked on random inputs and on real images (``calibration`` folder, else scikit-image photos):
@@ -193,7 +194,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
     With ``int8``, ONNX Runtime static quantization (QDQ, per-channel weights) or NNCF post-training quantization
     (OpenVINO) calibrated on ``calibration`` images; the report gives the agreement with fp32 on those images that
     ``outputs`` (the task's :class:`ExportOutputs`: a classifier's top-1) measures. The graph's output is named
-    ``outputs.name``.
+    ``outputs.name``. ``stage(what)`` is called as each step starts (a progress display).
     """
     config = model.config
     res = resolution or config.resolution
@@ -210,8 +211,10 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
     tmp_dir = str(new_temp(path, directory=True))
     tmp_path = os.path.join(tmp_dir, "model.xml" if fmt == "openvino" else "model")
     try:
+        stage(f"writing {fmt}")
         run = _write(deploy_model, torch.zeros(1, config.in_chans, res, res), tmp_path, fmt, batch, opset, int8,
                      calibration, outputs.name)
+        stage("checking it against PyTorch")
         diff_random = float(np.abs(run(x_random) - ref_random.numpy()).max())
         diff_real = float(np.abs(run(real) - ref_real.numpy()).max()) if real is not None else None
         worst = max(diff_random, diff_real or 0.0)
@@ -230,6 +233,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
     if int8:
         if real is None:
             raise ExportError(f"{calibration}: no readable calibration images")
+        stage(f"calibrating int8 on {len(real)} images")
         _quantize(report, fp32_path, real, batch == "dynamic", deploy_model, outputs)
         write_sidecar(path, saved, ExportInfo(fmt, "int8", batch=batch, verified=report.agreement))
     report.notes.append(f"config (task, preprocessing, class names) at {path}.json")

@@ -65,11 +65,13 @@ def add_export_arguments(p, task_flags=()) -> None:
     """The flags of ``effnet export`` (and of its alias ``effnet detect export``), for any kind of model; each task's
     own flags (``task_flags``: :class:`effnet.taskspec.Flag`) after the shared ones."""
     p.add_argument("model", metavar="MODEL", help="model name, config .json, effnet .safetensors or run directory; "
-                                                  "a classifier or a detector")
+                                                  "a classifier, a detector or a segmenter")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=CHOICES, default="onnx",
-                   help="openvino: IR, OUTPUT.xml + OUTPUT.bin; executorch: an XNNPACK .pte at batch 1 for phones and "
-                        "edge boards, with OUTPUT.json (preprocessing, class names) beside it; hub: OUTPUT/ as a "
+                   help="every runtime format writes OUTPUT.json beside it (task, preprocessing, class names, engine, "
+                        "precision: `effnet predict --model OUTPUT` runs it); "
+                        "openvino: IR, OUTPUT.xml + OUTPUT.bin; executorch: an XNNPACK .pte at batch 1 for phones and "
+                        "edge boards; hub: OUTPUT/ as a "
                         "Hugging Face Hub folder timm loads (classifiers). Detectors: onnx and openvino end to end (NMS "
                         "inside), executorch the raw outputs (decoding + NMS by effnet's Predictor)")
     p.add_argument("--resolution", type=int, help="the graph's fixed input size (default: the model's)")

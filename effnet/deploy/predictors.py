@@ -4,6 +4,7 @@ m.onnx``, ``effnet.load_model("m.xml")``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -64,17 +65,33 @@ def _cached_export(model: nn.Module, fmt: str, int8: bool, calibration: str | No
     file."""
     path = cache_path(model, fmt, "int8" if int8 else "fp32", calibration if int8 else None, EXTENSIONS[fmt])
     if not path.exists():
-        first_run_notice(model.config.name, fmt + ("-int8" if int8 else ""), path.parent, int8)
-        export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration, outputs=outputs)
+        with first_run(model.config.name, fmt + ("-int8" if int8 else ""), path.parent, int8) as stage:
+            export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration, outputs=outputs,
+                         stage=stage)
     return str(path)
 
 
-def first_run_notice(name: str, backend: str, cache: Path, int8: bool) -> None:
+@contextlib.contextmanager
+def first_run(name: str, backend: str, cache: Path, int8: bool):
     """Say what a first run of a backend does before it does it (an int8 export of B0 takes half a minute and
-    2 GB): export, check against PyTorch, calibrate; where the result is cached for the next run."""
+    2 GB): export, check against PyTorch, calibrate; where the result is kept for the next run. On a terminal, a
+    progress bar names each step with the time spent (yields the ``stage`` callback for :func:`export_model`)."""
     steps = "exporting it, checking it against PyTorch on real images" + (", calibrating int8" if int8 else "")
     print(f"effnet: first run of --backend {backend} for {name}: {steps} (once: kept in {cache}, later runs "
           "start at once)", file=sys.stderr, flush=True)
+    from tqdm import tqdm
+
+    with tqdm(total=3 if int8 else 2, desc=backend, unit="step", file=sys.stderr, leave=False,
+              disable=not sys.stderr.isatty(), bar_format="{desc}: {n}/{total} steps, {elapsed}") as bar:
+        started: list[str] = []
+
+        def stage(what: str) -> None:
+            if started:  # the step before is done
+                bar.update(1)
+            started.append(what)
+            bar.set_description_str(f"{backend}: {what}")
+
+        yield stage
 
 
 def onnx_predictor(model: nn.Module, int8: bool = False, calibration: str | None = None,

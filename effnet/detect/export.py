@@ -211,14 +211,15 @@ def end_to_end_engine(model: nn.Module, backend: str, calibration: str | None = 
                       max_detections: int = 100) -> EndToEndEngine:
     """``model``'s end-to-end graph for ``backend`` (onnx, openvino, openvino-int8), exported and verified once
     into the cache (keyed by weights, config and calibration images), then run."""
-    from ..deploy.predictors import cache_path
+    from ..deploy.predictors import cache_path, first_run
 
     int8 = backend.endswith("-int8")
     if int8 and not calibration:
         raise UsageError(f"--backend {backend} needs --calibration DIR (real images to calibrate int8 on)")
     onnx_path = cache_path(model, "detect-onnx", "fp32", None, "onnx")
     if not onnx_path.exists():  # every backend starts from the one verified ONNX graph
-        export_detector(model, onnx_path)
+        with first_run(model.config.name, "onnx", onnx_path.parent, False):
+            export_detector(model, onnx_path)
     if backend == "onnx":
         from ..deploy.ort import ort_session
 
@@ -228,7 +229,8 @@ def end_to_end_engine(model: nn.Module, backend: str, calibration: str | None = 
 
     path = cache_path(model, "detect-openvino", "int8" if int8 else "fp32", calibration if int8 else None, "xml")
     if not path.exists():
-        _write_ir(onnx_path, path, model.config, model.config.resolution, int8, calibration)
+        with first_run(model.config.name, backend, path.parent, int8):
+            _write_ir(onnx_path, path, model.config, model.config.resolution, int8, calibration)
     compiled = compile_ir(str(path), "fp32", threads)
     return EndToEndEngine(lambda feed: [v for v in compiled(feed).values()], max_detections)
 

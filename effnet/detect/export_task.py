@@ -31,7 +31,7 @@ def export_for_task(model: nn.Module, options: ExportOptions) -> Exported:
                                                 options.calibration)
         line = (f"wrote {r.path} + .bin (OpenVINO IR{' int8 (NNCF)' if options.int8 else ''}, end to end: boxes, "
                 f"scores, classes; decoding + NMS inside); its ONNX graph checked in ONNX Runtime and OpenVINO vs "
-                f"PyTorch on {r.images} real images: max box diff {r.max_box_diff:.2e} px")
+                f"PyTorch on {r.images} real images: max box diff {r.max_box_diff:.2e} px; config at {r.path}.json")
         if agreement:
             line += (f"; int8 vs fp32: {agreement['int8_detections']} vs {agreement['fp32_detections']} detections, "
                      f"{agreement['fp32_kept_by_int8']:.0%} of fp32's found at IoU >= 0.5")
@@ -41,7 +41,8 @@ def export_for_task(model: nn.Module, options: ExportOptions) -> Exported:
     what = f"raw outputs (class/box {_levels(model)})" if raw else "end to end: boxes, scores, classes; decoding + NMS inside"
     checked = "ONNX Runtime" + (" and OpenVINO" if r.openvino_checked else "")
     line = (f"wrote {r.path} ({what}); {checked} vs PyTorch on {r.images} real images: max box diff "
-            f"{r.max_box_diff:.2e}" + ("" if raw else f" px, max score diff {r.max_score_diff:.2e}"))
+            f"{r.max_box_diff:.2e}" + ("" if raw else f" px, max score diff {r.max_score_diff:.2e}")
+            + f"; config at {r.path}.json")
     return Exported([line], dict(r.__dict__))
 
 
