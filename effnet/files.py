@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,3 +149,73 @@ def atomic_dir(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# what a name ending so is taken to mean: a file the user wants, never a folder to fill
+FILE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".json", ".jsonl",
+                           ".csv", ".txt", ".onnx", ".xml", ".pte", ".pt", ".safetensors"})
+
+
+def _what(mode: int) -> str:
+    """What a path that is not a regular file or folder is, in a user's words."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def check_output_path(path: str | os.PathLike, kind: str = "file", flag: str = "--output",
+                      holds: str | None = None) -> bool:
+    """Refuse, before any work is done, an output ``path`` that a command could not write as a ``kind``
+    (``"file"`` or ``"folder"``), with one :class:`UsageError` line; return whether it exists already.
+
+    Only asks the file system (``stat``), never opens anything: opening a named pipe blocks until another process
+    opens its other end, so a ``--resume`` on one used to hang. Refused: a folder where a file is wanted and a
+    file where a folder is, a named pipe, a device, a socket, a dangling link, a parent that is a file or cannot be
+    written in, and (``kind="folder"``) a new name ending like a file (``--out drawn.png``), which would otherwise
+    become a folder of that name; ``holds`` says what the folder is for. Missing parent folders are no error:
+    every effnet writer creates them (as ``atomic_write`` and a training run's ``--out`` always have)."""
+    if kind not in ("file", "folder"):
+        raise ValueError(f"kind must be 'file' or 'folder', not {kind!r}")
+    path = Path(path)
+    where = f"{flag} {path}".strip()  # flag "": a positional argument
+    other = "folder" if kind == "file" else "file"
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a parent that is a file is named by _check_parents
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if mode is not None:
+        if stat.S_ISDIR(mode) if kind == "folder" else stat.S_ISREG(mode):
+            return True
+        kind_of = other if (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) else None
+        raise UsageError(f"{where}: is {'a ' + kind_of if kind_of else _what(mode)}, not a {kind}")
+    if os.path.islink(path):
+        raise UsageError(f"{where}: is a link to {os.readlink(path)}, which does not exist")
+    if kind == "folder" and path.suffix.lower() in FILE_SUFFIXES:
+        instead = f"{flag} {path.with_suffix('')}".strip()
+        raise UsageError(f"{where}: names a folder{f' ({holds})' if holds else ''}, not a {path.suffix} file; give a "
+                         f"folder name, e.g. {instead}")
+    _check_parents(path, where)
+    return False
+
+
+def _check_parents(path: Path, where: str) -> None:
+    """The nearest existing folder above ``path`` is a folder this process may create entries in."""
+    parent = path.parent
+    while True:
+        try:
+            mode = os.stat(parent).st_mode
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            if parent == parent.parent:  # nothing above exists (the working folder was removed): let the write say
+                return
+            parent = parent.parent
+    if not stat.S_ISDIR(mode):
+        raise UsageError(f"{where}: {parent} is {'a file' if stat.S_ISREG(mode) else _what(mode)}, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{where}: cannot write in {parent} (permission denied)")

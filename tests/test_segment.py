@@ -219,7 +219,7 @@ def test_train_eval_predict_through_the_cli(segment_digits, tmp_path, photos):
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     proc = run_cli("segment", "predict", str(run), *more, "--output", str(a_file), check=False)
-    assert proc.returncode == 2 and "is not a folder" in proc.stderr
+    assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr
 
 
 def test_kill_9_then_resume_is_bit_exact(segment_digits, tmp_path):

@@ -14,21 +14,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import scan_image_folder
 from ..deploy import BACKENDS, with_backend
+from ..deploy.predictors import backend_for
 from ..errors import UsageError
+from ..files import check_output_path
 from ..models.paper.accounting import family_profiles, format_family
 from ..models.zoo.registry import create_model, load_model
 from ..models.zoo.model_files import run_weights
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
 from ..train.config import check_numbers
-from .evaluate import eval_loader, evaluate, model_for_backend
+from ..train.loop import rate_text
+from .evaluate import eval_loader, evaluate, model_for_backend, scan_for_model
 from .predict import ResultFile, Shard, expand_inputs, predict_files, predict_to_file, stream_predictions
 from .task import train
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.out and not args.resume:  # before the data is read or a model built
+        check_output_path(args.out, "folder", "--out", "the run's weights, metrics and checkpoints go in it")
     use_tcmalloc()  # re-executes this command under tcmalloc when installed (EFFNET_MALLOC=system: not)
     train(config_for(args), resume_dir=args.resume)
     return 0
@@ -43,26 +47,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     weights = run_weights(source, args.ema) if source.is_dir() else source
     model = load_model(str(weights), task="classify")
     config = model.config
-    names = list(config.class_names or [])
     root = Path(args.data_dir)
     folder = root / "val" if (root / "val").is_dir() else root
-    samples, classes, skipped = scan_image_folder(folder, names or None)
+    samples, classes, skipped = scan_for_model(folder, config)
     for path, reason in skipped:
         print(f"warning: skipping {path}: {reason}", file=sys.stderr)
     resolution = args.resolution or config.resolution
     crop_pct = args.crop_pct or (0.875 if resolution != config.resolution else config.crop_pct)
     loader = eval_loader(samples, config, resolution, crop_pct, args.batch_size, args.workers)
-    res = evaluate(model_for_backend(model, args.backend, root, args.calibration, resolution), loader, classes)
+    backend = backend_for(model, args.backend)
+    res = evaluate(model_for_backend(model, backend, root, args.calibration, resolution), loader, classes)
     if args.json:
-        print(json.dumps(dict(weights=str(weights), backend=args.backend, top1=res.top1, top5=res.top5, loss=res.loss,
+        print(json.dumps(dict(weights=str(weights), backend=backend, top1=res.top1, top5=res.top5, loss=res.loss,
                               images=res.images, images_per_s=res.images_per_s, skipped=len(skipped),
                               per_class=res.per_class)))
         return 0
-    print(f"{weights} ({args.backend}): {res.images} images, top-1 {res.top1:.2f}%, top-5 {res.top5:.2f}%, "
-          f"loss {res.loss:.4f}, {res.images_per_s:.1f} images/s" + (f", {len(skipped)} skipped" if skipped else ""))
+    print(f"{weights} ({backend}): {res.images} images, top-1 {res.top1:.2f}%, top-5 {res.top5:.2f}%, "
+          f"loss {res.loss:.4f}, {rate_text(res.images_per_s)} images/s"
+          + (f", {len(skipped)} skipped" if skipped else ""))
     print(f"{'class':<24} {'images':>6} {'top-1 %':>8}")
     for row in res.per_class:
-        print(f"{row['name']:<24} {row['images']:>6} {row['top1']:>8.2f}")
+        if row["images"]:  # an ImageNet model on a few of its classes (Imagenette): those classes
+            print(f"{row['name']:<24} {row['images']:>6} {row['top1']:>8.2f}")
     return 0
 
 
@@ -76,8 +82,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.resume and not args.output:
         raise UsageError("--resume continues an --output file; give --output")
     shard = Shard.parse(args.shard) if args.shard else Shard()
+    out = ResultFile(args.output, args.topk, args.resume) if args.output else None  # refused before any work
     paths = [p for p in expand_inputs(args.images) if shard.holds(p)]
-    out = ResultFile(args.output, args.topk, args.resume) if args.output else None  # refuse before loading
     try:
         model = load_model(args.model or args.weights, pretrained=args.pretrained,
                            weights=args.weights if args.model else None, task="classify")
@@ -89,8 +95,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                                                   if len(paths) >= 256 else 0)
         if out is not None:
             run = predict_to_file(model, paths, out, args.batch_size, workers)
+            rate = f"; {rate_text(run.images_per_s)} images/s" if run.predicted + run.errors else ""
             print(f"{run.predicted} images predicted, {run.errors} unreadable, {run.skipped} already in "
-                  f"{args.output}; {run.images_per_s:.1f} images/s", file=sys.stderr)
+                  f"{args.output}{rate}", file=sys.stderr)
             return 1 if run.errors else 0
         return _print_predictions(stream_predictions(model, paths, args.topk, args.batch_size, workers), args.json)
     finally:
@@ -167,7 +174,8 @@ def add_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--backend", choices=BACKENDS,
-                   default="torch", help="evaluate an exported copy (-int8: calibrated on DATA/train unless --calibration)")
+                   help="evaluate an exported copy (-int8: calibrated on DATA/train unless --calibration); unset: "
+                        "torch for a model, an exported file's own engine for an .onnx / .xml / .pte")
     p.add_argument("--calibration", help="folder of images to calibrate an -int8 backend on")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)

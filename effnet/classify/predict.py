@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import results
 from ..data import eval_transform, load_image
 from ..errors import ImageLoadError, UsageError
+from ..files import check_output_path
 from ..models.zoo.imagenet import class_names_for
 
 OUTPUT_FORMATS = (".jsonl", ".csv")
@@ -140,43 +141,55 @@ def predict_files(model: nn.Module, paths: list[str | os.PathLike], topk: int = 
 
 class ResultFile:
     """Results appended as they come to ``.jsonl`` (one object per line) or ``.csv`` (top-k columns). With
-    ``resume`` an interrupted file is continued: a line cut by a kill is dropped, the paths it holds are done."""
+    ``resume`` an interrupted file is continued: a line cut by a kill is dropped, the paths it holds are done.
+
+    Made before the model loads, it only checks and reads: a path that is not a regular file (a folder, a named
+    pipe, a device) or an existing file without ``resume`` is one :class:`UsageError`; nothing is created or
+    changed until the first :meth:`write`, so a run refused later (a bad model) leaves no empty file behind."""
 
     def __init__(self, path: str | os.PathLike, topk: int, resume: bool = False):
-        self.path, self.topk = Path(path), topk
+        self.path, self.topk, self.fh, self.csv = Path(path), topk, None, None
         self.suffix = self.path.suffix.lower()
         if self.suffix not in OUTPUT_FORMATS:
             raise UsageError(f"--output {path}: expected a .jsonl or .csv file")
-        if self.path.exists() and not resume:
+        exists = check_output_path(self.path, "file", "--output")  # stat only: a FIFO is never opened
+        if exists and not resume:
             raise UsageError(f"--output {path} exists: --resume continues it (nothing in it is overwritten)")
-        self.done = self._read_done() if self.path.exists() else set()
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self.fh = open(self.path, "a", newline="", encoding="utf-8")
-        self.csv = csv.writer(self.fh) if self.suffix == ".csv" else None
-        if self.csv and fresh:
-            self.csv.writerow(self._header())
-            self.fh.flush()
+        self.done, self._complete = self._read_done() if exists else (set(), None)
 
     def _header(self) -> list[str]:
         return ["path", *[f"{c}{i}" for i in range(1, self.topk + 1) for c in ("label", "index", "score")], "error"]
 
-    def _read_done(self) -> set[str]:
+    def _read_done(self) -> tuple[set[str], int]:
+        """The paths an interrupted file holds, and the length of its complete lines (a kill can cut the last
+        line: it is dropped when the file is opened for writing, and its image redone)."""
         data = self.path.read_bytes()
-        complete = data[:data.rfind(b"\n") + 1]  # a kill can cut the last line: drop it, it is redone
-        if len(complete) != len(data):
-            with open(self.path, "r+b") as fh:
-                fh.truncate(len(complete))
-        text = complete.decode("utf-8")
+        complete = data[:data.rfind(b"\n") + 1]
         try:
+            text = complete.decode("utf-8")
             if self.suffix == ".csv":
                 rows = list(csv.reader(io.StringIO(text)))
-                return {row[0] for row in rows[1:] if row}
-            return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+                return {row[0] for row in rows[1:] if row}, len(complete)
+            return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}, len(complete)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise UsageError(f"--resume {self.path}: not an effnet predictions file ({exc})") from None
+
+    def _open(self) -> None:
+        """Create (with missing parent folders) or continue the file; a fresh CSV gets its header."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._complete is not None and self.path.stat().st_size != self._complete:
+            with open(self.path, "r+b") as fh:
+                fh.truncate(self._complete)  # the line a kill cut
+        self.fh = open(self.path, "a", newline="", encoding="utf-8")  # at the end: tell() is the size
+        self.csv = csv.writer(self.fh) if self.suffix == ".csv" else None
+        if self.csv and self.fh.tell() == 0:
+            self.csv.writerow(self._header())
+            self.fh.flush()
 
     def write(self, rows: list[dict]) -> None:
         """Append ``rows`` and flush: what a kill leaves is every finished batch."""
+        if self.fh is None:
+            self._open()
         for r in rows:
             if self.csv is None:
                 self.fh.write(json.dumps(r) + "\n")
@@ -189,7 +202,8 @@ class ResultFile:
         self.fh.flush()
 
     def close(self) -> None:
-        self.fh.close()
+        if self.fh is not None:
+            self.fh.close()
 
 
 @dataclass(frozen=True)

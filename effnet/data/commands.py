@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from ..files import check_output_path
 from .bundled import write_digits, write_photos
 from .detect_digits import write_detect_digits
 from .segment_digits import write_segment_digits
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    check_output_path(args.out_dir, "folder", "", "the dataset's folders and files go in it")
     if args.dataset == "detect-digits":
         train = 400 if args.count is None else args.count
         c = write_detect_digits(args.out_dir, train=train, val=max(1, train // 4), seed=args.seed)

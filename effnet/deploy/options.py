@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import check_output_path
 from .export import FORMATS
 
 HUB = "hub"  # a Hugging Face Hub folder in timm's layout (effnet.save_pretrained), not a runtime graph
@@ -91,5 +92,7 @@ def add_export_arguments(p, task_flags=()) -> None:
 
 
 def export_options(args) -> ExportOptions:
+    # before any model is built: --output is a folder for a Hub export, else a file (OUTPUT.bin, .json beside it)
+    check_output_path(args.output, "folder" if args.format == HUB else "file", "--output")
     return ExportOptions(args.output, args.format, args.resolution, args.int8, args.calibration,
                          tuple(args.images or ()), {flag.dest: getattr(args, flag.dest) for flag in args.task_flags})

@@ -11,14 +11,15 @@ from pathlib import Path
 from ..cpu import bf16_native
 from ..data.coco import read_coco_split
 from ..deploy.options import add_export_arguments, export_options
+from ..deploy.predictors import ExportedFile, at_resolution, backend_for
 from ..errors import DataError, UsageError
-from ..files import atomic_write
+from ..files import atomic_write, check_output_path
 from ..models.zoo.registry import load_model
 from ..tasks import export
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
 from ..train.config import check_numbers
-from ..train.loop import train
+from ..train.loop import rate_text, train
 from .evaluate import evaluate_detector
 from .pipeline import SCORE_THRESHOLD
 from .predict import draw_detections, predict_paths
@@ -54,6 +55,8 @@ def _val_split(data_dir: str, class_names: tuple[str, ...] | None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.out and not args.resume:  # before the data is read or a model built
+        check_output_path(args.out, "folder", "--out", "the run's weights, metrics and checkpoints go in it")
     use_tcmalloc()  # re-executes this command under tcmalloc when installed (EFFNET_MALLOC=system: not)
     train(config_for(args), resume_dir=args.resume, task=DetectionTask())
     return 0
@@ -63,18 +66,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_numbers(batch_size=args.batch_size, resolution=args.resolution)
     model = load_for_inference(args.run_or_model, args.ema)
     split = _val_split(args.data_dir, model.config.class_names)
-    calibration = args.calibration or (str(Path(args.data_dir) / "train") if args.backend.endswith("-int8") else None)
+    backend = backend_for(model, args.backend)
+    calibration = args.calibration or (str(Path(args.data_dir) / "train") if backend.endswith("-int8")
+                                       and not isinstance(model, ExportedFile) else None)
     if calibration and not Path(calibration).is_dir():
         raise UsageError(f"{calibration}: no folder of images to calibrate int8 on; give --calibration DIR")
     res = evaluate_detector(model, split, args.resolution or model.config.resolution, args.batch_size,
-                            backend=args.backend, calibration=calibration)
+                            backend=backend, calibration=calibration)
     skipped = dict(skipped_annotations=len(split.skipped_annotations), skipped_images=len(split.skipped_images))
     if args.json:
-        print(json.dumps(dict(model=args.run_or_model, backend=args.backend, **res, **skipped)))
+        print(json.dumps(dict(model=args.run_or_model, backend=backend, **res, **skipped)))
         return 0
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
-    print(f"{args.run_or_model} ({args.backend}): {res['images']} images, " + ", ".join(f"{k} {fmt(res[k])}" for k in
-          ("AP", "AP50", "AP75", "APs", "APm", "APl")) + f", {res['images_per_s']:.1f} images/s"
+    print(f"{args.run_or_model} ({backend}): {res['images']} images, " + ", ".join(f"{k} {fmt(res[k])}" for k in
+          ("AP", "AP50", "AP75", "APs", "APm", "APl")) + f", {rate_text(res['images_per_s'])} images/s"
           + (f"; skipped {skipped['skipped_annotations']} annotation(s), {skipped['skipped_images']} image(s)"
              if any(skipped.values()) else ""))
     return 0
@@ -90,9 +95,7 @@ def _predict_model(args: argparse.Namespace):
         model = load_model(source, pretrained=args.pretrained, weights=args.weights, task="detect")
     else:
         model = load_for_inference(source, args.ema, args.weights)
-    if args.resolution:
-        model.config = model.config.replace(resolution=args.resolution)
-    return model, images
+    return at_resolution(model, args.resolution), images
 
 
 def _unique_png(stem: str, used: set[str]) -> str:
@@ -107,8 +110,11 @@ def _unique_png(stem: str, used: set[str]) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     check_numbers(score_threshold=args.score_threshold, resolution=args.resolution)
+    if args.out:  # a folder: one drawn PNG per image and predictions.json
+        check_output_path(args.out, "folder", "--out", "a drawn PNG per image and predictions.json go in it")
     model, images = _predict_model(args)
-    preds = predict_paths(Predictor(model, args.backend, args.score_threshold, args.calibration), images)
+    preds = predict_paths(Predictor(model, backend_for(model, args.backend), args.score_threshold, args.calibration),
+                          images)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -160,9 +166,10 @@ def add_commands(sub) -> None:
     p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
     p.add_argument("--resolution", type=int)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--backend", choices=DETECT_BACKENDS, default="torch",
+    p.add_argument("--backend", choices=DETECT_BACKENDS,
                    help="score the end-to-end exported graph (decoding + NMS inside) instead of PyTorch; "
-                        "openvino-int8: calibrated on DATA/train unless --calibration")
+                        "openvino-int8: calibrated on DATA/train unless --calibration; unset: torch for a model, an "
+                        "exported file's own engine")
     p.add_argument("--calibration", help="folder of images to calibrate openvino-int8 on (default DATA/train)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -174,8 +181,9 @@ def add_commands(sub) -> None:
     p.add_argument("--model", help="a detector name (with --pretrained: its published COCO weights) or file")
     p.add_argument("--pretrained", action="store_true",
                    help="with --model NAME: its published COCO weights (default tag; 'effnet weights efficientdet')")
-    p.add_argument("--backend", choices=["auto", *DETECT_BACKENDS], default="torch",
-                   help=f"torch, or the end-to-end exported graph: {', '.join(DETECT_BACKENDS[1:])} (auto: torch)")
+    p.add_argument("--backend", choices=["auto", *DETECT_BACKENDS],
+                   help=f"torch, or the end-to-end exported graph: {', '.join(DETECT_BACKENDS[1:])} (auto: torch); "
+                        "unset: torch for a model, an exported file's own engine")
     p.add_argument("--calibration", help="folder of images to calibrate openvino-int8 on")
     p.add_argument("--out", help="write <image>.png with boxes drawn and predictions.json here")
     p.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD)

@@ -9,9 +9,15 @@ from .options import DEFAULT_LAYER, METHODS
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from ..files import atomic_write, check_output_path
+
+    # before the photo is read or a model built (and before torch loads): the files this run will write
+    check_output_path(args.output, "file", "--output")
+    if args.heatmap:
+        check_output_path(args.heatmap, "file", "--heatmap")
+
     from ..data import load_image
     from ..errors import UsageError
-    from ..files import atomic_write
     from .cam import explain, overlay
 
     photo = load_image(args.photo)

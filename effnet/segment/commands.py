@@ -11,13 +11,15 @@ from ..classify.predict import Shard, expand_inputs
 from ..cpu import bf16_native
 from ..data.masks import load_segmentation
 from ..deploy.options import add_export_arguments, export_options
+from ..deploy.predictors import backend_for
 from ..errors import UsageError
+from ..files import check_output_path
 from ..models.zoo.registry import load_model
 from ..tasks import export
 from ..train.allocator import use_tcmalloc
 from ..train.arguments import add_train_arguments, config_for
 from ..train.config import check_numbers
-from ..train.loop import train
+from ..train.loop import rate_text, train
 from .evaluate import evaluate_segmenter
 from .predict import MaskFolder, check_output, predict_to_folder, stream_masks
 from .predictor import SEGMENT_BACKENDS, Predictor
@@ -28,6 +30,8 @@ CALIBRATION_IMAGES = 64  # images an int8 backend calibrates on when no --calibr
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.out and not args.resume:  # before the data is read or a model built
+        check_output_path(args.out, "folder", "--out", "the run's weights, metrics and checkpoints go in it")
     use_tcmalloc()  # re-executes this command under tcmalloc when installed (EFFNET_MALLOC=system: not)
     train(config_for(args), resume_dir=args.resume, task=SegmentationTask())
     return 0
@@ -44,13 +48,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if model.config.class_names and tuple(model.config.class_names) != split.class_names:
         raise UsageError(f"{args.data_dir}: its classes {list(split.class_names)[:6]} are not the model's "
                          f"{list(model.config.class_names)[:6]}")
-    res = evaluate_segmenter(model, split, args.resolution, args.batch_size, backend=args.backend,
+    backend = backend_for(model, args.backend)
+    res = evaluate_segmenter(model, split, args.resolution, args.batch_size, backend=backend,
                              calibration=args.calibration)
     if args.json:
         print(json.dumps(dict(model=args.run_or_model, **res, skipped=len(split.skipped))))
         return 0
-    print(f"{args.run_or_model} ({args.backend}): {res['images']} images, mIoU {res['mIoU']:.3f}, pixel accuracy "
-          f"{res['pixel_accuracy']:.3f}, {res['images_per_s']:.1f} images/s"
+    print(f"{args.run_or_model} ({backend}): {res['images']} images, mIoU {res['mIoU']:.3f}, pixel accuracy "
+          f"{res['pixel_accuracy']:.3f}, {rate_text(res['images_per_s'])} images/s"
           + (f"; {len(split.skipped)} sample(s) skipped" if split.skipped else ""))
     for name, iou in res["per_class_iou"].items():
         print(f"  {name:>16}  IoU {'n/a' if iou is None else f'{iou:.3f}'}")
@@ -67,7 +72,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = [p for p in expand_inputs(images) if shard.holds(p)]
     model = load_model(source, weights=args.weights, ema=args.ema, task="segment")
     try:
-        predictor = Predictor(model, args.backend, args.calibration, resolution=args.resolution,
+        predictor = Predictor(model, backend_for(model, args.backend), args.calibration, resolution=args.resolution,
                               images=paths[:CALIBRATION_IMAGES])
     except UsageError:
         raise
@@ -76,8 +81,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output:
         run = predict_to_folder(predictor, paths, MaskFolder(Path(args.output), args.overlays, args.resume),
                                 args.batch_size)
-        print(f"{run.predicted} images segmented, {run.errors} unreadable, {run.skipped} already in {args.output}; "
-              f"{run.images_per_s:.1f} images/s", file=sys.stderr)
+        rate = f"; {rate_text(run.images_per_s)} images/s" if run.predicted + run.errors else ""
+        print(f"{run.predicted} images segmented, {run.errors} unreadable, {run.skipped} already in {args.output}"
+              f"{rate}", file=sys.stderr)
         return 1 if run.errors else 0
     errors = 0
     for path, image, found in stream_masks(predictor, paths, args.batch_size):
@@ -120,9 +126,9 @@ def add_commands(sub) -> None:
     p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
     p.add_argument("--resolution", type=int, help="input size, a multiple of 32 (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--backend", choices=SEGMENT_BACKENDS, default="torch",
+    p.add_argument("--backend", choices=SEGMENT_BACKENDS,
                    help="score an exported graph instead of PyTorch; -int8 backends calibrate on DATA's val images "
-                        "unless --calibration")
+                        "unless --calibration; unset: torch for a model, an exported file's own engine")
     p.add_argument("--calibration", help="folder of images to calibrate an int8 backend on")
     p.add_argument("--json", action="store_true", help="the scores, per-class IoU and confusion matrix as JSON")
     p.set_defaults(func=cmd_eval)
@@ -134,8 +140,9 @@ def add_commands(sub) -> None:
     p.add_argument("--model", help="a segmenter: run directory, .safetensors, or a name with --weights")
     p.add_argument("--weights", help="with a segmenter name: weights to import (an smp checkpoint)")
     p.add_argument("--ema", action="store_true", help="use the run's EMA weights")
-    p.add_argument("--backend", choices=["auto", *SEGMENT_BACKENDS], default="torch",
-                   help="torch, or an exported graph (cached): " + ", ".join(SEGMENT_BACKENDS[1:]))
+    p.add_argument("--backend", choices=["auto", *SEGMENT_BACKENDS],
+                   help="torch, or an exported graph (cached): " + ", ".join(SEGMENT_BACKENDS[1:]) + "; unset: "
+                        "torch for a model, an exported file's own engine")
     p.add_argument("--calibration", help="folder of images to calibrate an int8 backend on (default: the inputs)")
     p.add_argument("--output", help="a folder: masks/NAME.png (pixel value = class index), predictions.jsonl")
     p.add_argument("--overlays", action="store_true", help="with --output: also overlays/NAME.png, the image with "

@@ -22,7 +22,7 @@ from ..classify.predict import PredictRun, ResultFile
 from ..data import load_image
 from ..data.masks import mask_image, voc_palette
 from ..errors import ImageLoadError, UsageError
-from ..files import atomic_write
+from ..files import atomic_write, check_output_path
 from .predictor import Predictor
 
 RESULTS = "predictions.jsonl"
@@ -122,15 +122,16 @@ def predict_to_folder(predictor: Predictor, paths: list[str], out: MaskFolder, b
 
 
 def check_output(path: str | os.PathLike | None, resume: bool) -> None:
-    """Refuse ``--output`` problems before a model loads."""
+    """Refuse ``--output`` problems before a model loads, asking only ``stat`` (nothing is opened or created: a
+    named pipe would block). Missing parent folders are made when the run writes."""
     if path is None:
         if resume:
             raise UsageError("--resume continues an --output folder; give --output")
         return
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--output {folder}: exists and is not a folder (a segmenter writes a folder of masks)")
-    if (folder / RESULTS).exists() and not resume:
+    if not check_output_path(folder, "folder", "--output", "masks/, overlays/ and predictions.jsonl go in it"):
+        return
+    for sub in ("masks", "overlays"):
+        check_output_path(folder / sub, "folder", "--output")
+    if check_output_path(folder / RESULTS, "file", "--output") and not resume:
         raise UsageError(f"--output {folder} holds a finished or interrupted run: --resume continues it")
-    if not folder.parent.is_dir():
-        raise UsageError(f"--output {folder}: its parent folder {folder.parent} does not exist")

@@ -105,7 +105,7 @@ def _resumed_config(args: argparse.Namespace, config_type, fields: set[str]):
 def add_train_arguments(p: argparse.ArgumentParser, task_recipes: Iterable[str] = ()) -> None:
     """The flags of ``effnet train`` after DATA_DIR (shared with ``effnet detect train``); ``task_recipes``: the
     names of the task's own recipes, offered by ``--recipe`` beside the shared ones."""
-    p.add_argument("--model", default=None, help="model name or config .json (default efficientnet_b0)")
+    p.add_argument("--model", default=TrainConfig.model, help="model name or config .json (default %(default)s)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pretrained", action="store_true", default=None)
     g.add_argument("--weights", help="start from these weights (effnet .safetensors or a foreign checkpoint)")

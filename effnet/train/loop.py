@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +38,18 @@ from .task import EpochEnd, Task, check_task
 from .recipes import (
     Recipe, bn_momentum_for_run, build_optimizer, build_scheduler, ema_decay_for_run, ema_multi_avg_fn, warmup_steps_for,
 )
+
+
+def rate_text(per_s: float) -> str:
+    """A rate (images/s) as printed at the end of every train, eval and predict command: two significant digits at
+    least -- 1234, 25.3, 0.42 -- so a model that trains below one image a second never reads "0 img/s"."""
+    if not math.isfinite(per_s):
+        return "n/a"
+    if per_s >= 100 or per_s <= 0:
+        return f"{per_s:.0f}"
+    if per_s >= 1:
+        return f"{per_s:.1f}"
+    return f"{per_s:.2g}"
 
 
 @dataclass
@@ -221,7 +234,7 @@ def _train_epoch(run: Run, epoch: int, skip: int) -> tuple[int, bool]:
         done = batch_idx + 1
         if run.is_main and not cfg.quiet:
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
-                            img_s=f"{n * run.world / (time.perf_counter() - t0):.0f}")
+                            img_s=rate_text(n * run.world / (time.perf_counter() - t0)))
         if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
             _checkpoint(run, epoch, batch_idx + 1)
         if cfg.budget_minutes is not None and time.time() - run.started > cfg.budget_minutes * 60:
@@ -277,7 +290,7 @@ def _end_of_epoch(run: Run, epoch: int, last: bool, t_epoch: float) -> dict | No
             run.tb.add_scalar(key, value, epoch + 1)
     stage = f", stage {run.stage.index + 1}/{run.stage.stages} at {run.stage.size}px" if run.stage is not None else ""
     run.log(f"epoch {epoch + 1}/{cfg.epochs}: {run.task.log_line(row, state.ema is not None)}, "
-            f"{row['img_per_s']:.0f} img/s, {row['epoch_seconds']:.1f} s{stage}")
+            f"{rate_text(row['img_per_s'])} img/s, {row['epoch_seconds']:.1f} s{stage}")
     return row
 
 

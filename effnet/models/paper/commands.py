@@ -35,7 +35,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_family(args: argparse.Namespace) -> int:
+    from ...files import check_output_path
     from . import accounting
+
+    if args.chart and args.chart != DEFAULT_CHART:  # before the family is profiled
+        check_output_path(args.chart, "file", "--chart")
 
     if args.family != V1 and (args.latency or args.peers):
         raise UsageError(f"--peers and --latency are EfficientNet's Table 2 and Table 4 (--family {V1})")

@@ -19,6 +19,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from ...files import check_output_path
+
+    check_output_path(args.output, "file", "--output")  # before anything is read or built
     from .downloads import convert_file
     from .registry import create_model
     from .importers import classes_in, load_weights, resolve_source
