@@ -96,7 +96,7 @@ def main() -> None:
         return
     db = f"sqlite:///{out / 'search.db'}"
     cmd = [*cli, "search", str(data), "--storage", db, "--study", "digits-default-grid", "--out", str(out / "result"),
-           "--budget-minutes", args.budget_minutes, "--base-resolution", args.base_resolution, "--n-jobs", args.n_jobs,
+           "--budget-minutes", args.budget_minutes, "--base-resolution", args.base_resolution, "--n-jobs", args.n_jobs, "--one-level",
            *args.extra]
     print("$", " ".join(cmd), flush=True)
     t0 = time.time()

@@ -38,7 +38,7 @@ def run_once(args, data: Path, seed: int) -> dict:
     cmd = [sys.executable, "-m", "effnet.cli", "search", str(data), "--storage", f"sqlite:///{db}",
            "--study", f"digits-verdict-seed{seed}", "--out", str(out / "result"), "--seed", str(seed),
            "--budget-minutes", str(args.minutes), "--base-resolution", str(args.base_resolution),
-           "--n-jobs", str(args.n_jobs), *(QUICK_GRID if args.quick else []),
+           "--n-jobs", str(args.n_jobs), "--one-level", *(QUICK_GRID if args.quick else []),
            *(["--min-steps", str(args.min_steps)] if args.min_steps else [])]
     print("$", " ".join(cmd), flush=True)
     uptime_before = _uptime()

@@ -26,7 +26,7 @@ from effnet.search.runner.budget import Costs, choose_plan, plan_seconds
 from tests.conftest import HANG_S, ROOT, config_file, digit_subset, run_cli
 
 FAST = ["--budget-epochs", "1", "--batch-size", "16", "--base-resolution", "32", "--tolerance", "0.5", "--threads", "1",
-        "--top", "1", "--repeats", "1"]
+        "--top", "1", "--repeats", "1", "--one-level"]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ gets a short run, the best third go on to several times more epochs. The finalis
 coefficients are re-trained with other seeds, and the verdict says whether the winner beats the paper's
 coefficients beyond the seed spread. With ``--budget-minutes`` the whole search (start-up, rungs, repeats,
 report) ends within that wall time: a clock (``runner/clock.py``) re-estimates every job's cost from the finished
-trials and starts only what can end in time; candidates it cannot pay for are cut and listed. Trials live in an
+trials and starts only what can end in time; candidates it cannot pay for are cut and listed. A budget that plans
+one fidelity level (no rung to compare, so the verdict could only keep the paper's coefficients) is refused before
+anything is trained or written, naming the smallest budget that plans two (``--one-level`` searches anyway). Trials live in an
 Optuna study in an RDB (SQLite by default, PostgreSQL for workers on several machines): a killed search
 resumes, workers never duplicate a trial.
 

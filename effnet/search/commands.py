@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ..files import atomic_write
+from ..files import atomic_write, check_output_path
 from ..models.paper.accounting import profile
 from .grid import Candidate
 from .report import collect
@@ -20,6 +20,8 @@ from .settings import PAPER, SearchSettings
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_path(args.out, "folder", "--out", "results.json, results.txt and the plots go in it")
     fields = {f.name for f in dataclasses.fields(SearchSettings)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     s = SearchSettings(**values)
@@ -45,6 +47,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    check_output_path(args.out, "folder", "--out", "a config .json per phi goes in it")
     alpha, beta, gamma = args.alpha, args.beta, args.gamma
     if args.from_search:
         try:
@@ -83,6 +86,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    check_output_path(args.out, "folder", "--out", "the study's runs and plots go in it")
     study = StudySettings(data_dir=args.data_dir, max_phi=args.max_phi, base=args.base,
                           base_resolution=args.base_resolution, epochs=args.epochs, batch_size=args.batch_size,
                           out=args.out, recipe=args.recipe, seed=args.seed)
@@ -110,6 +114,10 @@ def _add_search(sub) -> None:
     g.add_argument("--budget-minutes", type=float,
                    help="wall time for the whole search (start-up, rungs, seed repeats, report): jobs start only "
                         "if they can end in time; candidates that cannot are cut for time and listed")
+    p.add_argument("--one-level", action="store_true",
+                   help="search even when the budget plans one fidelity level: with no rung to compare the verdict "
+                        "can only keep the paper's coefficients (without it such a search is refused before it "
+                        "starts, naming the budget that plans two)")
     p.add_argument("--min-epochs", type=int, help="first rung: epochs every candidate trains (default 1)")
     p.add_argument("--min-steps", type=int,
                    help="rungs in optimizer steps: every candidate trains this many steps, the best 1/N go on to N "

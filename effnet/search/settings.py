@@ -26,6 +26,9 @@ class SearchSettings:
     tolerance: float = 0.05
     budget_epochs: float | None = None  # epochs the finalists reach (default 9); or plan it from budget_minutes
     budget_minutes: float | None = None  # the whole search, rungs and repeats
+    # a plan of one fidelity level has no rung to compare, so its verdict can only keep the paper's coefficients:
+    # refused before anything is trained or written, unless asked for (``effnet search --one-level``)
+    one_level: bool = False
     min_epochs: int = 1  # first rung of successive halving: every candidate trains this long
     min_steps: int | None = None  # rungs in optimizer steps: the first rung (and the plan's unit) is this many steps
     reduction_factor: int = 3  # the best 1/eta of each rung trains eta times longer

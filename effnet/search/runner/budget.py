@@ -90,6 +90,13 @@ def choose_plan(base: Plan, budget_s: float, costs: Costs) -> Plan:
     return dataclasses.replace(best, estimate_minutes=round(cost(best) / 60, 2), budget_minutes=budget_s / 60)
 
 
+def two_levels_seconds(base: Plan, costs: Costs) -> float:
+    """The smallest budget (seconds) for which :func:`choose_plan` plans two levels, a rung to compare with the
+    final fidelity (the verdict's rank agreement needs one): the cost of ``base`` with its final fidelity one unit
+    past the first rung. ``choose_plan`` keeps the longest fidelity that fits, and the cost grows with it."""
+    return plan_seconds(dataclasses.replace(base, max_epochs=base.min_epochs + 1), costs)
+
+
 def time_training_step(config: ModelConfig, batch_size: int, num_classes: int, repeats: int = 2) -> tuple[float, float]:
     """(seconds per training step, seconds per no-grad forward) of ``config`` at ``batch_size``, channels-last
     as the search trains, on random data: what an epoch costs in arithmetic."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from ...errors import UsageError, redact
@@ -46,6 +47,29 @@ def open_study(s: SearchSettings, create: bool = True):
                 raise UsageError(f"--storage {redact(s.storage)}: {redact(reason)}") from None
             time.sleep(0.3 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def find_study(s: SearchSettings) -> dict:
+    """The user attributes (settings, plan) of the search's study if it exists already, else {}; creating nothing
+    to find out: a SQLite file that is not there is not made (a server database without Optuna's tables gets
+    them, with Optuna's schema-version row, and no study)."""
+    if s.storage.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        try:
+            path = make_url(s.storage).database
+        except Exception:  # a malformed URL: open_study says what is wrong with it
+            return {}
+        if not path or path == ":memory:" or not Path(path).exists():
+            return {}
+    try:
+        study, storage = open_study(s, create=False)
+    except KeyError:  # no study of that name
+        return {}
+    try:
+        return dict(study.user_attrs)
+    finally:
+        storage.engine.dispose()
 
 
 # what a database server says when nobody is there or it turns us away: retrying cannot help (the schema race

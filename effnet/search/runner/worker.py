@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import os
 import threading
 import time
@@ -18,9 +19,9 @@ from ..grid import Candidate, candidate_config, measure_latency_ms, profile_of
 from ..report import write_report
 from ..settings import SearchSettings, grid_for, settings_key
 from .context import SearchContext
-from .planning import load_or_make_plan
+from .planning import check_levels, keep_plan, make_plan
 from .schedule import Job, distributions, next_jobs, paper_repeats, read_progress, repeats_left, stale_cut
-from .study import heartbeat, open_study
+from .study import find_study, heartbeat, open_study
 from .trial import RunSpec, reuse_decoded_images, train_run
 
 
@@ -274,11 +275,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def _check_settings(s: SearchSettings, study) -> None:
-    saved = study.user_attrs.get("settings")
-    if saved is None:
-        study.set_user_attr("settings", settings_key(s))
-    elif saved != settings_key(s):
+def _check_settings(s: SearchSettings, saved: dict | None) -> None:
+    """A study keeps the settings it was started with (``saved``: those it recorded, if any)."""
+    if saved is not None and saved != settings_key(s):
         diff = {k: (saved.get(k), v) for k, v in settings_key(s).items() if saved.get(k) != v}
         raise UsageError(f"study {s.study_name()!r} in {redact(s.storage)} was started with other settings {diff}; "
                          "use another --study name")
@@ -287,13 +286,18 @@ def _check_settings(s: SearchSettings, study) -> None:
 def run_search(s: SearchSettings, log=print) -> dict:
     """The whole search: plan it (once per study), then workers (this process and ``n_jobs - 1`` more here;
     more on other machines against the same storage), then the report. With ``budget_minutes`` the whole of it
-    ends by ``s.deadline`` (default: that long from now; the command line counts from the process's start)."""
+    ends by ``s.deadline`` (default: that long from now; the command line counts from the process's start).
+
+    Nothing is written before the plan is made and checked: a plan of one fidelity level is refused
+    (``planning.check_levels``) with no study created and no folder made."""
+    importlib.import_module("optuna")  # not installed: its one line now, not after the timed steps
+
     kept, dropped = grid_for(s)
     if s.budget_minutes and s.deadline is None:
         s = dataclasses.replace(s, deadline=time.time() + s.budget_minutes * 60)
     started = s.deadline - s.budget_minutes * 60 if s.budget_minutes else time.time()
-    study, _ = open_study(s)
-    _check_settings(s, study)
+    existing = find_study(s)  # a rerun (or another worker machine) follows the study's settings and plan
+    _check_settings(s, existing.get("settings"))
     grid_total = len(kept) + len(dropped)
     if s.objective == "flops":
         log(f"grid: {grid_total} candidates, {len(kept)} kept with alpha*beta^2*gamma^2 within "
@@ -303,17 +307,24 @@ def run_search(s: SearchSettings, log=print) -> dict:
     threads = s.threads or max(1, (os.cpu_count() or 2) // max(1, s.n_jobs))
     saved_threads = torch.get_num_threads()
     pool = None
-    if s.n_jobs > 1:  # started before planning: their imports overlap it (they wait for the plan)
+    if s.n_jobs > 1:  # started before planning: their imports overlap it (they get their jobs once it is kept)
         import multiprocessing as mp
 
         settings = dataclasses.asdict(dataclasses.replace(s, threads=threads))
         spawn = mp.get_context("spawn")
         ready_count = spawn.Value("i", 0)
         pool = spawn.Pool(s.n_jobs - 1, initializer=_init_worker, initargs=(ready_count,))
-        others = pool.starmap_async(_worker_process, [(settings, i) for i in range(1, s.n_jobs)])
     try:
-        load_or_make_plan(s, study, threads, log)
+        planned = make_plan(s, existing.get("plan"), threads, log)
+        check_levels(s, planned)
+        study, _ = open_study(s)  # (the first write of this search)
+        recorded = study.user_attrs.get("settings")
+        _check_settings(s, recorded)  # (another process may have started the study since)
+        if recorded is None:
+            study.set_user_attr("settings", settings_key(s))
+        keep_plan(s, study, planned, log)
         if pool is not None:
+            others = pool.starmap_async(_worker_process, [(settings, i) for i in range(1, s.n_jobs)])
             _wait_for_workers(ready_count, s.n_jobs - 1, others)
             if others.ready():  # a worker failed before it was ready: its error, not a silent wait
                 others.get()
