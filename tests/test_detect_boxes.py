@@ -85,3 +85,46 @@ def test_postprocess_recovers_a_confident_box():
     assert (det.scores > 0.5).sum() == 1  # NMS merged the duplicates
     flat_cls, flat_box = flatten_outputs([torch.zeros(1, 27, 2, 2)], [torch.zeros(1, 36, 2, 2)], 3)
     assert flat_cls.shape == (1, 36, 3) and flat_box.shape == (1, 36, 4)
+
+
+def test_boxes_the_clip_squeezes_to_a_line_are_dropped_before_output_and_drawing(tmp_path):
+    """A landscape photo is letterboxed with padding below it; anchors there decode to boxes that the clip to the
+    photo squeezes onto its bottom edge (zero height: ``effnet detect predict`` drew such a line). An untrained
+    detector at threshold 0 scores them as it scores everything else, so they were real candidates."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+    from torchvision.ops import clip_boxes_to_image
+
+    from effnet.detect import Predictor
+    from effnet.detect.boxes import has_area
+    from effnet.detect.pipeline import DetectionPipeline
+    from effnet.detect.predict import draw_detections, predict_paths
+
+    model = effnet.create_model("efficientdet_lite0", num_classes=3).eval()
+    path = tmp_path / "strip.png"
+    Image.fromarray(np.asarray(skimage.data.astronaut())[100:300]).save(path)  # 512 x 200
+    predictor = Predictor(model, score_threshold=0.0, max_detections=300, resolution=128)
+    x, scales, valid = predictor.preprocess([Image.open(path).convert("RGB")])
+    with torch.no_grad():
+        class_out, box_out = model(x)
+
+    # the candidates as decoded and clipped (torchvision's clip): many are lines on the photo's bottom edge
+    cls, box = flatten_outputs(class_out, box_out, 3)
+    anchors = anchors_for(model.config, 128, 128)
+    idx = cls[0].reshape(-1).topk(5000).indices // 3
+    clipped = clip_boxes_to_image(decode(box[0, idx], anchors[idx]), valid[0])
+    lines = clipped[~has_area(clipped)]
+    assert len(lines) > 100 and torch.allclose(lines[:, 1], torch.tensor(valid[0][0]))
+
+    pipeline = DetectionPipeline.for_input(predictor.config, score_threshold=0.0, max_detections=300)
+    (eager,) = pipeline(class_out, box_out, clip_sizes=valid)
+    assert len(eager.boxes) == 300 and has_area(eager.boxes).all()  # their slots went to boxes with an area
+    # the exported graphs' form (its order among tied scores, an untrained head's, is its own)
+    boxes, _, _ = pipeline.graph(class_out, box_out, torch.tensor(valid[0]))
+    assert len(boxes) == 300 and has_area(boxes).all()
+
+    (pred,) = predict_paths(predictor, [path])  # `effnet detect predict`'s JSON, then its drawing
+    drawn = torch.tensor([d["box"] for d in pred["detections"]])
+    assert len(drawn) == 300 and (drawn[:, 2] > drawn[:, 0]).all() and (drawn[:, 3] > drawn[:, 1]).all()
+    assert float(drawn[:, 3].max()) <= 200 and draw_detections(path, pred).size == (512, 200)

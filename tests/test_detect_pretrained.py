@@ -12,6 +12,7 @@ from PIL import Image
 
 import effnet
 from effnet.detect import Predictor
+from effnet.detect.boxes import has_area
 from effnet.models.zoo import downloads
 from effnet.models.zoo.detector_weights import COCO_CLASSES, DetectorWeights, detector_entries
 from effnet.models.zoo.classifier_weights import find_weights, list_weights, register_weights, unregister_weights
@@ -90,12 +91,17 @@ def test_downloaded_detector_gives_effdets_boxes(case, server, home, test_entry,
     with torch.no_grad():  # effdet's img_info: its scale (input -> image) and each image's (width, height)
         want = bench(x, dict(img_scale=torch.tensor([1 / s for s in scales]),
                              img_size=torch.tensor([[im.width, im.height] for im in images], dtype=torch.float32)))
-    for got, w in zip(found, want):
-        assert len(got["boxes"]) == len(w) == 100
+    lines = 0  # effdet keeps boxes the clip squeezed to a line (all outside the photo); effnet drops them before
+    for got, w in zip(found, want):  # NMS, where they suppress nothing: its first boxes are effdet's less those
+        lines += int((~has_area(w[:, :4])).sum())
+        w = w[has_area(w[:, :4])]
+        assert len(got["boxes"]) == 100 and len(w) >= 20 and has_area(got["boxes"]).all()
+        got = {k: v[: len(w)] for k, v in got.items()}
         assert (got["labels"] + 1 == w[:, 5].long()).all()  # effdet numbers classes from 1 (COCO ids)
         assert float((got["scores"] - w[:, 4]).abs().max()) <= 1e-5
         assert float((got["boxes"] - w[:, :4]).abs().max()) <= 1e-3
         assert got["names"] == [COCO_CLASSES[i] for i in got["labels"].tolist()]
+    assert lines > 0  # the case is real: random weights at threshold 0 score boxes in the letterbox padding
     chelsea = found[0]["boxes"]
     assert float(chelsea[:, 2].max()) <= images[0].width and float(chelsea[:, 3].max()) <= images[0].height
 

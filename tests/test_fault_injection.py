@@ -231,7 +231,7 @@ def test_export_killed_while_verifying_and_between_fp32_and_int8(tiny_classifier
     _onnx_matches_torch(fp32, tiny_classifier, 1e-3)
     _onnx_matches_torch(target, tiny_classifier, 0.5)  # int8: loads and stays near
     assert hashlib.sha256(target.read_bytes()).hexdigest() != finished
-    assert sorted(p.name for p in out.iterdir()) == ["m.onnx", "m.onnx.fp32.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["m.onnx", "m.onnx.fp32.onnx", "m.onnx.fp32.onnx.json", "m.onnx.json"]
 
 
 # ------------------------------------------------------------------------------------------- a weights download

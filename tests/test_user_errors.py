@@ -67,6 +67,40 @@ def unix_socket(name):
     return make
 
 
+def exported(name, changed_after=False):
+    """A file with the config `effnet export` writes beside it (its sha256 included); ``changed_after``: the file
+    replaced once the config was written. The bytes are no graph: every refusal here comes before an engine opens it."""
+    def make(tmp):
+        from effnet.deploy.exported import ExportInfo, format_of, write_sidecar
+        from effnet.models.nets.config import ModelConfig
+
+        path = tmp / name
+        path.write_bytes(b"a graph, as far as the config can tell")
+        write_sidecar(path, ModelConfig(name="tiny", width_mult=0.25, resolution=32), ExportInfo(format_of(path)))
+        if changed_after:
+            path.write_bytes(b"another graph")
+    return make
+
+
+def huge_tensor_header(name):
+    """A genuine effnet .safetensors whose header claims a 1 TB tensor."""
+    def make(tmp):
+        import json
+        import struct
+
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(2)}, tmp / name, metadata={"effnet_config": '{"name": "tiny"}'})
+        raw = (tmp / name).read_bytes()
+        n = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8:8 + n])
+        header["w"].update(shape=[1 << 38], data_offsets=[0, 1 << 40])
+        text = json.dumps(header).encode()
+        (tmp / name).write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    return make
+
+
 def both(*setups):
     def make(tmp):
         for setup in setups:
@@ -153,6 +187,24 @@ ROWS = [
     pytest.param(("segment", "train", "{tmp}/no-data", "--out", "{tmp}/run.json"), nothing,
                  "--out {tmp}/run.json: names a folder (the run's weights, metrics and checkpoints go in it), not a "
                  ".json file", id="segment-train-out-file-name"),
+    # exported files as models: the config beside them, and what it allows
+    pytest.param(("predict", "--model", "{tmp}/bare.onnx", "{photo}"), text("bare.onnx"),
+                 "{tmp}/bare.onnx: no bare.onnx.json beside it (the config `effnet export` writes", id="export-no-config"),
+    pytest.param(("serve", "--model", "{tmp}/bare.pte"), text("bare.pte"),
+                 "{tmp}/bare.pte: no bare.pte.json beside it", id="serve-export-no-config"),
+    pytest.param(("detect", "predict", "{tmp}/d.xml", "{photo}"), text("d.xml"),
+                 "{tmp}/d.bin: no such file (OpenVINO IR is the .xml and the .bin beside it)", id="export-ir-no-bin"),
+    pytest.param(("predict", "--model", "{tmp}/m.onnx", "{photo}"), exported("m.onnx", changed_after=True),
+                 "{tmp}/m.onnx: does not match m.onnx.json (sha256 differs", id="export-replaced-after"),
+    pytest.param(("predict", "--model", "{tmp}/m.onnx", "--backend", "openvino", "{photo}"), exported("m.onnx"),
+                 "runs on --backend auto or onnx, not openvino", id="export-other-backend"),
+    pytest.param(("segment", "predict", "{tmp}/m.onnx", "{photo}"), exported("m.onnx"),
+                 "{tmp}/m.onnx: a classifier, not a segmenter", id="export-other-task"),
+    pytest.param(("export", "{tmp}/m.onnx", "-o", "{tmp}/m.xml", "--format", "openvino"), exported("m.onnx"),
+                 "{tmp}/m.onnx is already an exported file", id="export-an-export"),
+    pytest.param(("predict", "--model", "{tmp}/big.safetensors", "{photo}"), huge_tensor_header("big.safetensors"),
+                 "{tmp}/big.safetensors: not a readable safetensors file (Error while deserializing header",
+                 id="model-header-claims-1tb"),
     # effnet data DATASET OUT_DIR
     pytest.param(("data", "digits", "{tmp}/digits"), text("digits"),
                  "{tmp}/digits: is a file, not a folder", id="data-out-file"),

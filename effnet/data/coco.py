@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..errors import DataError
 from .folders import check_image
-from .images import load_image
+from .images import Contiguous, load_image
 
 BOX_TOLERANCE = 1.0  # pixels a box may poke out of its image (rounding in annotation tools)
 MAX_SIDE = 1 << 16  # largest image side a record may declare (PNG and JPEG stop at 65,535 / 65,500)
@@ -200,7 +200,9 @@ def letterbox(image: torch.Tensor, size: int, fill: list[float]) -> tuple[torch.
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     image = TF.resize(image, [nh, nw], antialias=True)
-    return TF.pad(image, [0, 0, size - nw, size - nh], fill=fill), scale
+    # C-contiguous whatever the layout in: an image at its size needs no padding, and a view of a PIL image's pixels
+    # (TF.to_image: channels-last strides) would come back as it is (effnet.data.images.Contiguous says why not)
+    return TF.pad(image, [0, 0, size - nw, size - nh], fill=fill).contiguous(), scale
 
 
 def detection_train_transform(mean, std, size: int, hflip: float = 0.5, scale_range=(0.5, 1.5)) -> v2.Compose:
@@ -212,7 +214,8 @@ def detection_train_transform(mean, std, size: int, hflip: float = 0.5, scale_ra
         ops.append(v2.RandomHorizontalFlip(hflip))
     ops += [v2.ScaleJitter((size, size), scale_range=tuple(scale_range), antialias=True),
             v2.RandomCrop(size, pad_if_needed=True, fill=fill), v2.ClampBoundingBoxes(),
-            v2.SanitizeBoundingBoxes(min_size=2), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+            v2.SanitizeBoundingBoxes(min_size=2), Contiguous(), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std)]
     return v2.Compose(ops)
 
 

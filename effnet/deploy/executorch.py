@@ -124,7 +124,12 @@ def _conv_relu6_quantizer(config):
 
 
 class PteRunner:
-    """A ``.pte`` file in ExecuTorch's runtime: ``runner(x)`` → outputs as numpy, image by image (batch-1 program)."""
+    """A ``.pte`` file in ExecuTorch's runtime: ``runner(x)`` → outputs as numpy, image by image (batch-1 program).
+
+    The runtime reads an input tensor's memory as dense row-major float32 whatever its strides say, so a strided
+    or channels-last view (what ``ToImage`` + resize give before :class:`effnet.data.images.Contiguous`) runs as
+    scrambled pixels, without an error: the batch is handed over as a C-contiguous float32 copy (none is made for
+    a tensor that already is one)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         runtime = require_executorch().get()
@@ -135,5 +140,6 @@ class PteRunner:
 
     def outputs(self, x: torch.Tensor) -> list[np.ndarray]:
         """Every output of the program (a detector's ten raw levels), each concatenated over the batch."""
-        rows = [[t.numpy() for t in self.method.execute([row])] for row in x.float().contiguous().split(1)]
+        x = x.detach().to("cpu", torch.float32).contiguous()  # as the runtime reads it (the class docstring)
+        rows = [[t.numpy() for t in self.method.execute([row])] for row in x.split(1)]
         return [np.concatenate(per_output) for per_output in zip(*rows)]

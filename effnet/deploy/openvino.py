@@ -75,13 +75,21 @@ def cpu_config(precision: str, threads: int | None, streams: int | None = None) 
     return config
 
 
+def _dense(x: torch.Tensor) -> np.ndarray:
+    """``x`` as the array handed to OpenVINO: C-contiguous float32 whatever its layout or float dtype (no copy when
+    it already is one). OpenVINO copies a strided array itself today; that is not left to it (ExecuTorch does
+    not, :class:`effnet.deploy.executorch.PteRunner`)."""
+    return x.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
 def ov_run(compiled, x: torch.Tensor) -> np.ndarray:
-    """Run a batch; a model with a fixed batch of 1 runs the images one by one."""
-    x = x.float().contiguous()
+    """Run a batch (any layout or float dtype: :func:`_dense`); a model with a fixed batch of 1 runs the images
+    one by one."""
+    x = _dense(x)
     fixed = compiled.input(0).get_partial_shape()[0]
     if fixed.is_static and fixed.get_length() != x.shape[0]:
-        return np.concatenate([compiled(x[i:i + 1].numpy())[0] for i in range(x.shape[0])])
-    return compiled(x.numpy())[0]
+        return np.concatenate([compiled(x[i:i + 1])[0] for i in range(x.shape[0])])
+    return compiled(x)[0]
 
 
 class Runner:
@@ -128,7 +136,7 @@ class Runner:
             raise ValueError("an empty batch")
         if self.fixed_batch:
             return ov_run(self.compiled(None), x)
-        x = x.float().contiguous().numpy()
+        x = _dense(x)
         chunks = -(-x.shape[0] // self.chunk)
         if chunks < max(self.threads, 2):  # fewer chunks than streams (or one stream): one call, all threads
             return self.compiled(x.shape[0])(x)[0]
@@ -172,7 +180,7 @@ def quantize_int8(ov_model, batch: torch.Tensor | list[dict], ignored_types: tup
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     nncf.set_log_level(logging.ERROR)  # per-node INFO lines and progress bars: not a user's business
-    items = batch if isinstance(batch, list) else [batch[i:i + 1].numpy() for i in range(batch.shape[0])]
+    items = batch if isinstance(batch, list) else [_dense(batch[i:i + 1]) for i in range(batch.shape[0])]
     scope = nncf.IgnoredScope(types=list(ignored_types), validate=False) if ignored_types else None
     kwargs = {"ignored_scope": scope} if scope else {}
     # 7-bit weights in every layer (NNCF's default: the first only): on x86 CPUs without VNNI, OpenVINO's int8

@@ -23,11 +23,21 @@ def ort_session(path: str, threads: int | None = None, spinning: bool = True):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
+def _dense(x: torch.Tensor) -> np.ndarray:
+    """``x`` as the array handed to ONNX Runtime: C-contiguous float32 whatever its layout or float dtype (no copy
+    when it already is one). ONNX Runtime copies a strided array itself today and refuses float64; neither is left
+    to it (ExecuTorch reads strided memory as dense, :class:`effnet.deploy.executorch.PteRunner`)."""
+    return x.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
 def ort_run(session, x: torch.Tensor, batch_dynamic: bool) -> np.ndarray:
+    """The session's first output for the batch ``x`` (any layout: :func:`_dense`), image by image where the
+    graph's batch is fixed."""
     name = session.get_inputs()[0].name
+    x = _dense(x)
     if batch_dynamic or x.shape[0] == 1:
-        return session.run(None, {name: x.numpy()})[0]
-    return np.concatenate([session.run(None, {name: x[i:i + 1].numpy()})[0] for i in range(x.shape[0])])
+        return session.run(None, {name: x})[0]
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(x.shape[0])])
 
 
 def quantize_int8(fp32_path: str, out_path: str, batch: torch.Tensor) -> None:
@@ -44,7 +54,7 @@ def quantize_int8(fp32_path: str, out_path: str, batch: torch.Tensor) -> None:
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter([{"input": batch[i:i + 1].numpy()} for i in range(batch.shape[0])])
+            self.items = iter([{"input": _dense(batch[i:i + 1])} for i in range(batch.shape[0])])
 
         def get_next(self):
             return next(self.items, None)

@@ -101,6 +101,14 @@ def label_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torc
     return matched, codes
 
 
+def has_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Which boxes (..., 4) xyxy enclose any area: a positive width and height. Clipping squeezes a box that lies
+    wholly outside the image (past an edge, or in the letterbox padding below or right of it) to a line on the
+    edge, which is no detection and draws as a stray line; every path that turns raw outputs into boxes drops
+    those (:func:`postprocess`, :meth:`effnet.detect.pipeline.DetectionPipeline.graph`, the predictor's)."""
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+
+
 @dataclass
 class Detections:
     """One image's detections: boxes (K, 4) xyxy in original-image pixels, scores (K,), labels (K,)."""
@@ -116,7 +124,9 @@ def postprocess(cls: torch.Tensor, box: torch.Tensor, anchors: torch.Tensor, ima
                 clip_sizes: list[tuple[float, float]] | None = None) -> list[Detections]:
     """Official post-processing: top-k (anchor, class) pairs by score, decode, clip (to the input, or to each
     image's own (height, width) in input pixels: ``clip_sizes``, as effdet), per-class NMS (torchvision
-    ``batched_nms``), keep the best ``max_detections``; boxes divided by each image's resize ``scale``."""
+    ``batched_nms``), keep the best ``max_detections``; boxes divided by each image's resize ``scale``. Unlike
+    effdet, boxes the clip left without area (:func:`has_area`) are dropped before NMS: a box of no area
+    suppresses nothing (IoU 0), so the boxes kept are effdet's less those, and their slots go to the next best."""
     n, total, num_classes = cls.shape
     k = min(max_candidates, total * num_classes)
     scores_all, idx = cls.float().reshape(n, -1).topk(k, dim=1)
@@ -126,7 +136,7 @@ def postprocess(cls: torch.Tensor, box: torch.Tensor, anchors: torch.Tensor, ima
         boxes = clip_boxes_to_image(decode(box[i, anchor_idx].float(), anchors[anchor_idx]),
                                     clip_sizes[i] if clip_sizes is not None else image_size)
         scores = scores_all[i].sigmoid()
-        keep = scores > score_threshold
+        keep = (scores > score_threshold) & has_area(boxes)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = batched_nms(boxes, scores, labels, iou_threshold)[:max_detections]
         scale = scales[i] if scales is not None else 1.0

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from ..deploy import executorch as et
+from ..deploy.exported import ExportInfo, write_sidecar
 from ..deploy.optimize import optimize
 from ..errors import ExportError, UsageError
 from ..files import atomic_write, new_temp
 from ..models.nets.bifpn import HeadNet, NearestUp2x, Resample
-from .export import DetectorExportReport, RawDetector
+from .export import DetectorExportReport, RawDetector, checked
 from .pipeline import CANDIDATE_SCORE_THRESHOLD as SCORE_THRESHOLD  # the verification's, as the end-to-end graphs'
 from .pipeline import DetectionPipeline
 from .verify import box_agreement, calibration_batch, match_detections, real_pairs
@@ -94,9 +95,12 @@ def export_executorch_detector(model: nn.Module, path: str | os.PathLike, resolu
         program = et.lower(deploy, calib[:1], calib, keep_float=output_convs(deploy))
         atomic_write(path, lambda t: Path(t).write_bytes(program))
         agreement = _int8_agreement(pipeline, et.PteRunner(fp32_path), et.PteRunner(path), pairs)
-    text = config.to_json()  # the runtime side needs no flags: input size, mean/std and class names
-    atomic_write(f"{path}.json", lambda t: Path(t).write_text(text))
     report = DetectorExportReport(path, False, len(pairs), box_diff, score_diff, True, False)
+    # the runtime side needs no flags: input size, mean/std and class names beside each program
+    verified = checked(report) | {"max_output_diff": out_diff}
+    write_sidecar(fp32_path, config.replace(resolution=res), ExportInfo("executorch", graph="raw", verified=verified))
+    if int8:
+        write_sidecar(path, config.replace(resolution=res), ExportInfo("executorch", "int8", "raw", verified=agreement))
     return report, dict(agreement, max_output_diff=out_diff)
 
 
@@ -122,13 +126,14 @@ def _verify(model: nn.Module, runner: et.PteRunner, pairs, pipeline: DetectionPi
 def executorch_runner(model: nn.Module, int8: bool, calibration: str | None):
     """``model``'s raw-output program, exported and verified once into the cache (keyed by weights, config and
     calibration images), as a function: preprocessed batch -> (class outputs, box outputs) like the model's."""
-    from ..deploy.predictors import cache_path
+    from ..deploy.predictors import cache_path, first_run
 
     if int8 and not calibration:
         raise UsageError("--backend executorch-int8 needs --calibration DIR (real images to calibrate int8 on)")
     path = cache_path(model, "detect-executorch", "int8" if int8 else "fp32", calibration if int8 else None, "pte")
     if not path.exists():
-        export_executorch_detector(model, path, int8=int8, calibration=calibration)
+        with first_run(model.config.name, "executorch" + ("-int8" if int8 else ""), path.parent, int8):
+            export_executorch_detector(model, path, int8=int8, calibration=calibration)
     runner = et.PteRunner(path)
     pipeline = DetectionPipeline.for_input(model.config)  # for its level count: class levels, then box levels
 

@@ -199,7 +199,7 @@ class EndToEndEngine:
     def __call__(self, x: torch.Tensor, valid: torch.Tensor, score_threshold: float) -> list[tuple]:
         out = []
         for image, hw in zip(x, valid):
-            feed = {"image": image[None].numpy(), "image_hw": hw.numpy()}
+            feed = {"image": image[None].detach().float().contiguous().numpy(), "image_hw": hw.numpy()}
             boxes, scores, labels = (torch.from_numpy(np.asarray(t)) for t in self.run(feed))
             keep = scores > score_threshold
             out.append((boxes[keep][: self.max_detections].float(), scores[keep][: self.max_detections].float(),

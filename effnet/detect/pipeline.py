@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import nms
 
-from .boxes import Detections, anchors_for, decode, flatten_outputs, postprocess
+from .boxes import Detections, anchors_for, decode, flatten_outputs, has_area, postprocess
 
 # The default for boxes shown to a person (``effnet detect predict``, ``POST /detect``, the protocol, the page):
 # below it, an image of a few objects comes back with dozens of weak duplicates.
@@ -99,7 +99,7 @@ class DetectionPipeline:
         boxes = decode(box[0][anchor_idx], anchors[anchor_idx]).clamp(min=0)
         boxes = torch.minimum(boxes, image_hw.flip(0).repeat(2))  # x <= width, y <= height
         scores = logits.sigmoid()
-        keep = scores > self.score_threshold
+        keep = (scores > self.score_threshold) & has_area(boxes)  # as postprocess: no box squeezed to a line
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         # per-class NMS in one call, torchvision's coordinate trick written out: classes are moved apart by more
         # than the input size. torchvision's batched_nms exports it inside an If ("no boxes"), whose branches

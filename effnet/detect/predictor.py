@@ -25,9 +25,11 @@ from torch import nn
 
 from ..data.coco import detection_eval_image
 from ..deploy.optimize import optimize
+from ..deploy.predictors import ExportedFile
 from ..errors import UsageError
 from ..results import label_names
 from .pipeline import CANDIDATE_SCORE_THRESHOLD as DEFAULT_SCORE_THRESHOLD  # below it, NMS only spends time
+from .boxes import has_area
 from .pipeline import DetectionPipeline
 
 DETECT_BACKENDS = ("torch", "onnx", "openvino", "openvino-int8", "executorch", "executorch-int8")
@@ -71,8 +73,11 @@ class Predictor:
     def __init__(self, model: nn.Module, backend: str = "torch", score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                  calibration: str | None = None, threads: int | None = None, max_detections: int = 100,
                  fold_batchnorm: bool = False, resolution: int | None = None) -> None:
-        backend = "torch" if backend == "auto" else backend  # exported graphs are opt-in: torch is exact
-        if backend not in DETECT_BACKENDS:
+        if isinstance(model, ExportedFile):  # an exported file: it decides the engine
+            backend = model.info.backend if backend == "auto" else backend
+        else:
+            backend = "torch" if backend == "auto" else backend  # exported graphs are opt-in: torch is exact
+        if backend not in DETECT_BACKENDS and not isinstance(model, ExportedFile):
             raise UsageError(f"unknown detector backend {backend!r} ({', '.join(DETECT_BACKENDS)})")
         if resolution not in (None, model.config.resolution) and backend != "torch":
             raise UsageError(f"--backend {backend} runs the graph exported at the model's input size; set "
@@ -83,7 +88,12 @@ class Predictor:
         self.pipeline = DetectionPipeline.for_input(self.config, score_threshold=score_threshold,
                                                     max_detections=max_detections)
         self.engine, self.runner = None, self.model
-        if backend == "torch" and fold_batchnorm:
+        if isinstance(model, ExportedFile):
+            from .export import file_engines
+
+            self.engine, runner = file_engines(model, backend, threads, max_detections)
+            self.runner = runner or self.runner
+        elif backend == "torch" and fold_batchnorm:
             folded = optimize(self.model)
             self.runner = lambda x: folded(x.contiguous(memory_format=torch.channels_last))
         elif backend.startswith("executorch"):
@@ -106,7 +116,9 @@ class Predictor:
         threshold = self.score_threshold if score_threshold is None else score_threshold
         if self.engine is not None:
             found = self.engine(x, torch.tensor(valid, dtype=torch.float32), threshold)
-            return [(b / s, sc, lab) for (b, sc, lab), s in zip(found, scales)]
+            # the graph drops boxes without area itself; one exported before it did (a cache an earlier effnet
+            # left) would still return them
+            return [(b[k] / s, sc[k], lab[k]) for (b, sc, lab), s in zip(found, scales) for k in [has_area(b)]]
         # sized by the batch: a caller may letterbox to another size (torch only; exported graphs are fixed)
         pipeline = replace(self.pipeline, height=x.shape[-2], width=x.shape[-1], score_threshold=threshold)
         return [(d.boxes, d.scores, d.labels) for d in pipeline(*self.runner(x), scales, valid)]
