@@ -178,11 +178,13 @@ def config_file(folder: Path, name: str, **fields) -> Path:
 ALL = "*"
 SLOW: dict[str, str | frozenset[str]] = {
     "test_cli.py": frozenset({"test_convert_then_predict_with_weights", "test_family_table_and_chart", "test_info_prints_table_1_view", "test_predict_any_image_mode_and_bad_files"}),
+    "test_cli_outputs.py": frozenset({"test_predict_output_makes_its_folders_and_resumes_a_cut_file"}),
     "test_deploy.py": frozenset({"test_int8_export_agrees_with_fp32_on_real_photos"}),
     "test_detect_backends.py": ALL,
     "test_detect_cli.py": frozenset({"test_effnet_export_takes_a_detector_run", "test_eval_scores_the_int8_graph_calibrated_on_train"}),
     "test_detect_model.py": frozenset({"test_end_to_end_onnx_export_matches_pytorch"}),
     "test_executorch.py": ALL,
+    "test_exported_models.py": ALL,
     "test_family.py": frozenset({"test_family_peers_cli_prints_table_2_and_draws_figures_1_and_5", "test_latency_protocol_times_a_pair_in_both_engines"}),
     "test_fault_injection.py": frozenset({"test_detect_train_killed_twice_resumes_bit_exact", "test_export_killed_while_verifying_and_between_fp32_and_int8"}),
     "test_hub.py": frozenset({"test_an_architecture_timm_cannot_build_is_refused_before_writing", "test_hf_hub_names_download_through_huggingface_hub_then_work_offline"}),
@@ -201,6 +203,7 @@ SLOW: dict[str, str | frozenset[str]] = {
     "test_segment.py": frozenset({"test_kill_9_then_resume_is_bit_exact", "test_torchrun_two_processes_end_identical", "test_train_eval_predict_through_the_cli"}),
     "test_segment_data.py": frozenset({"test_segment_digits_folder_appears_whole_or_not_at_all", "test_segment_digits_command"}),
     "test_serve_segment.py": ALL,
+    "test_transform_layout.py": ALL,
     "test_study.py": ALL,
     "test_v2_cli.py": ALL,
     "test_v2_deploy.py": frozenset({"test_executorch_fp32_and_int8_programs", "test_explain_a_v2_on_a_photo_it_knows", "test_onnx_int8_export_agrees_with_fp32_on_real_photos", "test_openvino_fp32_and_int8_exports"}),
