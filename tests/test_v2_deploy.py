@@ -241,7 +241,7 @@ def test_executorch_fp32_and_int8_programs(trained, photo_dir, tmp_path):
         want = model(real).numpy()
     assert np.abs(PteRunner(tmp_path / "v2.pte.fp32.pte")(real) - want).max() <= 1e-4
     assert np.abs(PteRunner(tmp_path / "v2.pte")(real) - want).max() > 1e-3  # really quantized
-    saved = effnet.ModelConfig.from_json((tmp_path / "v2.pte.json").read_text())
+    saved = effnet.ModelConfig.from_dict(json.loads((tmp_path / "v2.pte.json").read_text())["model"])
     assert saved.blocks == model.config.blocks and saved.class_names == model.config.class_names
 
 
