@@ -37,6 +37,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from effnet import create_model, load_weights
 from effnet.data import dataset_hints
+from effnet.cpu import machine
 from effnet.data.coco import DetectionSamples, collate_detection, load_coco
 from effnet.data.detect_digits import write_detect_digits
 from effnet.detect.evaluate import evaluate_detector
@@ -240,7 +241,7 @@ def main() -> None:
               f"{r['train_wall_s']:13.0f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = args.tag or ("quick" if args.quick else "full")
-    record = dict(args=vars(args), load_average_start=load_start, load_average_end=os.getloadavg(), rows=rows)
+    record = dict(machine=machine(), args=vars(args), load_average_start=load_start, load_average_end=os.getloadavg(), rows=rows)
     (RESULTS / f"bench_detect_{tag}.json").write_text(json.dumps(record, indent=1))
     if model_for_picture is not None:
         name = "detect_predictions.png" if tag == "full" else f"detect_predictions_{tag}.png"

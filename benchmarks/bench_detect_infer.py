@@ -36,6 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from effnet.cpu import machine  # noqa: E402
 
 MODELS = {"lite0": ("efficientdet_lite0", "tf_efficientdet_lite0", 320), "d0": ("efficientdet_d0", "tf_efficientdet_d0", 512)}
 ENGINES = ("effdet DetBenchPredict", "effnet torch (eager)", "effnet torch (folded, CL)", "effnet onnxruntime",
@@ -199,6 +200,7 @@ def main() -> None:
                 print(f"{row['model']:<19} {row['resolution']:4d}px b{batch:<2} {name:<27} {ips:8.2f} img/s "
                       f"{ips / base:5.2f}x effdet  peak RSS {rss:7.1f} MiB  load {load:.1f}", flush=True)
     results["load_average_end"] = os.getloadavg()
+    results["machine"] = machine()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.json}")

@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from effnet.cpu import machine  # noqa: E402
 FILE_MIB: dict[str, float] = {}  # engine -> size of the file it runs
 
 
@@ -353,7 +354,7 @@ def main() -> None:
               f"{ratio('timm CL + bf16'):>14} {rss:>12} {size:>8}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(model=args.model, resolution=resolution, threads=args.threads, reps=args.reps,
+    out.write_text(json.dumps(dict(machine=machine(), model=args.model, resolution=resolution, threads=args.threads, reps=args.reps,
                                    omp_passive=args.passive, load_average=load,
                                    results=results),
                               indent=1))

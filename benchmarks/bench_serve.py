@@ -44,6 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from effnet.cpu import machine  # noqa: E402
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "immunohistochemistry", "colorwheel")
 BOUNDARY = "effnet-bench-boundary-5e1c"
 
@@ -410,7 +411,7 @@ def main() -> int:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(
-        model=args.model, backend=backend, clients=args.clients, requests_per_client=args.requests_per_client,
+        machine=machine(), model=args.model, backend=backend, clients=args.clients, requests_per_client=args.requests_per_client,
         rounds=args.rounds, max_wait_ms=args.max_wait_ms, cpus=os.cpu_count(), load_average=load,
         engine_threads=threads,
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

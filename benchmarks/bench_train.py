@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from effnet.cpu import machine  # noqa: E402
 from effnet.train.allocator import tcmalloc_library  # noqa: E402
 
 CONFIGS = {
@@ -136,7 +137,8 @@ def main() -> None:
               f"{rel('timm eager', 'peak_rss_mib'):>10}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(model=args.model, batch=args.batch, rows=rows, raw=runs), indent=1))
+    out.write_text(json.dumps(dict(machine=machine(), model=args.model, batch=args.batch, rows=rows, raw=runs),
+                              indent=1))
     print(f"wrote {out}")
 
 

@@ -29,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from effnet.cpu import machine
 from effnet.data.coco import load_coco
 from effnet.data.detect_digits import write_detect_digits
 from effnet.detect.evaluate import evaluate_detector
@@ -94,7 +95,7 @@ def main() -> None:
     if et_loss is not None:
         print(f"ExecuTorch int8 loses {et_loss:.2f} AP points vs its fp32 program")
     train_args = json.loads((run / "args.json").read_text()) if (run / "args.json").exists() else None
-    record = dict(run=str(run), data=str(data), train_args=train_args, resolution=model.config.resolution,
+    record = dict(machine=machine(), run=str(run), data=str(data), train_args=train_args, resolution=model.config.resolution,
                   val_images=len(val.images), load_average_start=load_start, load_average_end=os.getloadavg(),
                   threads=torch.get_num_threads(), rows=rows, int8_loss_ap_points=loss,
                   goal_met=loss <= GOAL_AP_POINTS, executorch_int8_loss_ap_points=et_loss)

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from effnet.cpu import machine  # noqa: E402
 
 
 def epoch_cost(data: Path, out: Path, trials: int = 3, epochs: int = 3) -> dict:
@@ -106,7 +108,7 @@ def main() -> None:
     scale = subprocess.run([*cli, "scale", "--from-search", "digits-default-grid", "--storage", db, "--phi", "0..7",
                             "--out", str(out / "family")], check=True, capture_output=True, text=True)
     print(scale.stdout)
-    summary = dict(wall_seconds=wall, kept=report["grid_kept"], dropped=report["grid_dropped"],
+    summary = dict(machine=machine(), wall_seconds=wall, kept=report["grid_kept"], dropped=report["grid_dropped"],
                    completed=report["completed"], pruned=report["pruned"], plan=report["plan"],
                    verdict=report["verdict"], chosen=report["chosen"], command=cmd)
     (out / "search_digits.json").write_text(json.dumps(summary, indent=1))

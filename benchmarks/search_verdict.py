@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from effnet.cpu import machine  # noqa: E402
 QUICK_GRID = ["--alpha", "1.0,1.2", "--beta", "1.0,1.1,1.2", "--gamma", "1.0,1.15", "--tolerance", "0.5"]
 
 
@@ -135,7 +137,7 @@ def main() -> None:
     print(f"verdicts agree: {ok}; every run within its {args.minutes:g} min budget: {in_budget} ({walls} min)")
     verdict = overall(runs)
     print(f"overall: {verdict}")
-    summary = dict(quick=args.quick, minutes=args.minutes, min_steps=args.min_steps, runs=runs, agree=ok,
+    summary = dict(machine=machine(), quick=args.quick, minutes=args.minutes, min_steps=args.min_steps, runs=runs, agree=ok,
                    within_budget=in_budget, verdict=verdict)
     name = f"search_verdict{'_quick' if args.quick else ''}{'_' + args.tag if args.tag else ''}.json"
     for path in (Path(args.out) / name, ROOT / "benchmarks" / "results" / name):

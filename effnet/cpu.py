@@ -36,3 +36,15 @@ def cpu_flags() -> frozenset[str]:
 def bf16_native() -> bool:
     """Whether this CPU runs bfloat16 natively (AVX512-BF16 / AMX): then bf16 autocast trains ~1.3x faster."""
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+# the flags that decide engines, int8 schemes and bf16 (what a reader of a number needs to know of its machine)
+DECIDING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict:
+    """This machine as every benchmark records it beside its numbers: CPU model, cores, the deciding flags, load."""
+    import os
+
+    return dict(cpu=cpu_name(), cores=os.cpu_count(), flags=sorted(set(DECIDING_FLAGS) & cpu_flags()),
+                load=os.getloadavg() if hasattr(os, "getloadavg") else None)
