@@ -5,6 +5,7 @@ case it is for; :class:`PteRunner` runs larger batches image by image."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -16,6 +17,9 @@ from ..extras import install_hint
 
 
 def require_executorch():
+    # torchao (imported by ExecuTorch) registers an Enum with torch's pytree, which logs a deprecation warning to
+    # every user of a .pte; it is the library's business, not the user's
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     try:
         from executorch.runtime import Runtime
     except ImportError:
