@@ -28,17 +28,23 @@ def _photos() -> list[Image.Image]:
                                                                                               "astronaut")]
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory):
+def decisive_detector(resolution: int) -> torch.nn.Module:
     """A Lite0 with TF "SAME" padding (as the published weights: odd pyramid sizes need it exported right), varied
-    BatchNorm statistics and decisive class scores, saved as an effnet file."""
+    BatchNorm statistics and decisive class scores for three classes: boxes on real photos worth comparing."""
     torch.manual_seed(0)
     model = effnet.create_model("efficientdet_lite0", num_classes=3, tf_padding=True).eval()
     randomize_bn(model)
     with torch.no_grad():
         model.class_net.predict.pw.bias.fill_(-4.0)
         model.class_net.predict.pw.weight.mul_(3)
-    model.config = model.config.replace(resolution=160, class_names=("cat", "cup", "person"))  # P5 5x5: odd
+    model.config = model.config.replace(resolution=resolution, class_names=("cat", "cup", "person"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """:func:`decisive_detector` at 160 px (P5 5x5: odd), saved as an effnet file."""
+    model = decisive_detector(160)
     path = tmp_path_factory.mktemp("det") / "det.safetensors"
     effnet.save(model, path)
     return model, path

@@ -18,7 +18,8 @@ from effnet.deploy.options import ExportOptions
 from effnet.deploy.predictors import ExportedFile
 from effnet.errors import UsageError
 from effnet.tasks import export
-from tests.conftest import config_file, digit_subset, randomize_bn, run_cli
+from tests.conftest import config_file, digit_subset, run_cli
+from tests.test_detect_backends import decisive_detector
 from tests.test_serve import post_image, running_server
 
 pytest.importorskip("onnxruntime")
@@ -138,16 +139,9 @@ def test_a_file_without_its_config_or_with_another_is_one_line(exports, tmp_path
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    """A Lite0 detector with TF padding, varied BatchNorm statistics and decisive class scores (as
-    tests/test_detect_backends.py), saved, and exported end to end (ONNX, OpenVINO IR), raw (ONNX) and as an
-    ExecuTorch program."""
-    torch.manual_seed(0)
-    model = effnet.create_model("efficientdet_lite0", num_classes=3, tf_padding=True).eval()
-    randomize_bn(model)
-    with torch.no_grad():
-        model.class_net.predict.pw.bias.fill_(-4.0)
-        model.class_net.predict.pw.weight.mul_(3)
-    model.config = model.config.replace(resolution=128, class_names=("cat", "cup", "person"))
+    """tests/test_detect_backends.py's detector with decisive scores at 128 px, saved, and exported end to end (ONNX,
+    OpenVINO IR), raw (ONNX) and as an ExecuTorch program."""
+    model = decisive_detector(128)
     folder = tmp_path_factory.mktemp("det")
     saved = folder / "det.safetensors"
     effnet.save(model, saved)
