@@ -205,6 +205,12 @@ ROWS = [
     pytest.param(("predict", "--model", "{tmp}/big.safetensors", "{photo}"), huge_tensor_header("big.safetensors"),
                  "{tmp}/big.safetensors: not a readable safetensors file (Error while deserializing header",
                  id="model-header-claims-1tb"),
+    # sizes bounded before anything is built
+    pytest.param(("info", "{tmp}/wide.json"), text("wide.json", '{"name": "wide", "width_mult": 1e9}'),
+                 "wide: at least", id="info-width-mult-1e9"),
+    pytest.param(("predict", "--model", "{tmp}/head.json", "{photo}"),
+                 text("head.json", '{"name": "head", "head_channels": 1000000000}'),
+                 "over the limit of 4e+09 (--max-params)", id="predict-head-channels-1e9"),
     # effnet data DATASET OUT_DIR
     pytest.param(("data", "digits", "{tmp}/digits"), text("digits"),
                  "{tmp}/digits: is a file, not a folder", id="data-out-file"),

@@ -18,10 +18,12 @@ V1 = FAMILY_CHOICES[0]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from ..nets.size import check_size
     from ..zoo.registry import resolve_config
     from .accounting import format_profile, profile
 
     config = resolve_config(args.model)
+    check_size(config, resolution=args.resolution)  # measured at the resolution asked for, before it is counted
     p = profile(config, resolution=args.resolution)
     if args.json:
         print(json.dumps({"name": p.name, "resolution": p.resolution, "params": p.params, "macs": p.macs,

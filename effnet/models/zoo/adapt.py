@@ -9,10 +9,16 @@ import torch
 from torch import nn
 
 from ..nets.efficientnet import EfficientNet, EfficientNetFeatures
+from ..nets.size import size_checked
 
 
 def adapted(model: EfficientNet, num_classes: int | None, in_chans: int, features_only: bool) -> nn.Module:
-    """A model with weights made to fit: ``in_chans`` inputs, a new head for ``num_classes``, or its backbone."""
+    """A model with weights made to fit: ``in_chans`` inputs, a new head for ``num_classes``, or its backbone. The
+    stem and head about to be built are size-checked first (:func:`effnet.models.nets.size.size_checked`)."""
+    grown = {k: v for k, v in (("in_chans", None if in_chans == 3 else in_chans), ("num_classes", num_classes))
+             if v is not None and v != getattr(model.config, k)}
+    if grown:
+        size_checked(model.config.replace(**grown))
     if in_chans != 3:
         adapt_input_conv(model, in_chans)
     if num_classes is not None and num_classes != model.config.num_classes:

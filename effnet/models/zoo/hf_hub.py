@@ -219,9 +219,10 @@ def load_hf_hub_model(spec: str) -> nn.Module:
     """The model in a Hub folder: ``local-dir:DIR`` or ``hf-hub:ORG/NAME[@REVISION]``, written by timm or by
     :func:`save_pretrained`, with the folder's preprocessing in its config."""
     from ..nets.efficientnet import EfficientNet
+    from ..nets.size import size_checked
 
     config_path, weights_path = _files(spec)
-    model = EfficientNet(_parse_config(config_path))
+    model = EfficientNet(size_checked(_parse_config(config_path)))  # a folder's config.json is data a user gave
     state = read_state_dict(weights_path)
     check_and_load(model, translate_state_dict(state, model, "timm"), weights_path)
     return model.eval()

@@ -24,6 +24,7 @@ from ..nets.efficientnet import EfficientNet
 from ..nets.families import CLASSIFIERS, TF_PREFIX, classifier_config, classifier_name
 from ..nets.segmenter import Segmenter, SegmentationEncoder
 from ..nets.segmenter_config import SegmenterConfig, is_segmenter_name, segmenter_config
+from ..nets.size import size_checked
 from .classifier_weights import default_tag
 from .downloads import load_pretrained, load_pretrained_detector
 from .importers import load_weights
@@ -90,7 +91,7 @@ def file_model(path: str | os.PathLike) -> nn.Module:
     if not looks_like_safetensors(path):
         raise UsageError(f"{path}: not an effnet .safetensors model (convert foreign weights with "
                          "`effnet convert` first, or give --model NAME --weights FILE)")
-    config = stored_config(path)
+    config = size_checked(stored_config(path))
     model = NETWORKS[type(config)](config)
     check_and_load(model, read_state_dict(path), path)
     return model
@@ -181,7 +182,6 @@ def _named_model(spec: str | os.PathLike, pretrained: bool | str, weights: str |
     return create_model(spec, pretrained=pretrained)
 
 
-
 def require_task(thing, task: str, label: str | os.PathLike | None = None) -> None:
     """One error line unless ``thing`` (a model, config, name, file or run) is for ``task``."""
     found = task_of(thing)
@@ -260,14 +260,22 @@ def create_model(
         return create_segmenter(name_or_config, 21 if num_classes is None else num_classes, pretrained_backbone,
                                 tf_padding, drop_path_rate=drop_path_rate)
     _refuse(name_or_config, "classify", pretrained_backbone=pretrained_backbone)
-    config = resolve_config(name_or_config)
-    if pretrained:
-        model = load_pretrained(config.name, None if pretrained is True else str(pretrained), **training)
-        return adapted(model, num_classes, in_chans, features_only)
+    return _classifier(resolve_config(name_or_config), pretrained, tf_padding, training, num_classes, in_chans,
+                       features_only)
+
+
+def _classifier(config: ModelConfig, pretrained: bool | str, tf_padding: bool, training: dict,
+                num_classes: int | None, in_chans: int, features_only: bool) -> nn.Module:
+    """A classifier of ``config`` as :func:`create_model`'s arguments ask: its published weights adapted to them,
+    or new. Its size is checked before either: adapting the weights builds the ``num_classes`` head asked for."""
     changes = {"tf_padding": tf_padding or config.tf_padding, **training,
                **({"num_classes": num_classes} if num_classes is not None else {}),
                **({"in_chans": in_chans} if in_chans != 3 else {})}
-    model = EfficientNet(config.replace(**changes))
+    config = size_checked(config.replace(**changes))
+    if pretrained:
+        model = load_pretrained(config.name, None if pretrained is True else str(pretrained), **training)
+        return adapted(model, num_classes, in_chans, features_only)
+    model = EfficientNet(config)
     return features_of(model) if features_only else model
 
 
@@ -312,6 +320,8 @@ def _saved_model(path: str | os.PathLike, num_classes: int | None, training: dic
             raise UsageError(f"create_model: {path} is an exported graph and runs as exported (no {changed[0]!r}); "
                              "give the model itself (a run folder or .safetensors) to change it")
         return model
+    if num_classes not in (None, model.config.num_classes):  # a new head: its size is checked before it is built
+        size_checked(model.config.replace(num_classes=num_classes))
     if task == CLASSIFY:
         return adapted(with_training(model, training), num_classes, in_chans, features_only)
     _refuse(model.config, task, dropout="dropout" in training, features_only=features_only, in_chans=in_chans != 3,
@@ -340,6 +350,7 @@ def create_detector(name_or_config: str | DetectorConfig, num_classes: int = 90,
     if pretrained:
         if isinstance(name_or_config, DetectorConfig):
             raise UsageError("pretrained=True takes a detector name (its published weights decide the config)")
+        size_checked(detector_config(name_or_config, num_classes))
         model = load_pretrained_detector(name_or_config, None if pretrained is True else str(pretrained))
         if num_classes != model.config.num_classes or class_names is not None:
             model.reset_classes(num_classes, class_names)
@@ -348,6 +359,7 @@ def create_detector(name_or_config: str | DetectorConfig, num_classes: int = 90,
         config = name_or_config.replace(num_classes=num_classes, class_names=class_names)
     else:
         config = detector_config(name_or_config, num_classes, tf_padding).replace(class_names=class_names)
+    size_checked(config)
     backbone = None
     if pretrained_backbone:
         bb = config.backbone
@@ -372,7 +384,7 @@ def create_segmenter(name_or_config: str | SegmenterConfig, num_classes: int = 2
     backbone = config.backbone.replace(tf_padding=tf_padding or config.backbone.tf_padding)
     if drop_path_rate is not None:
         backbone = backbone.replace(drop_path_rate=drop_path_rate)
-    config = config.replace(backbone=backbone)
+    config = size_checked(config.replace(backbone=backbone))
     if not pretrained_backbone:
         return Segmenter(config)
     features = create_model(backbone.name, pretrained=True, features_only=True,
