@@ -86,7 +86,8 @@ def write_sidecar(path: str | os.PathLike, config, info: ExportInfo) -> Path:
     the model's files. Written after the model: a reader checks the hashes, so an old config never passes for a new
     file's."""
     hashes = {p.name: _sha256(p) for p in model_files(path)}
-    data = {SIDECAR_KEY: asdict(info) | {"files": hashes, "engine": info.engine}, "model": config.to_dict()}
+    # ``to_json``: what every task's config offers (a plug-in task's too), as a saved model's header carries it
+    data = {SIDECAR_KEY: asdict(info) | {"files": hashes, "engine": info.engine}, "model": json.loads(config.to_json())}
     text = json.dumps(data, indent=1, default=float)
     target = sidecar_path(path)
     atomic_write(target, lambda tmp: Path(tmp).write_text(text))
