@@ -185,6 +185,7 @@ SLOW: dict[str, str | frozenset[str]] = {
     "test_detect_model.py": frozenset({"test_end_to_end_onnx_export_matches_pytorch"}),
     "test_executorch.py": ALL,
     "test_exported_models.py": ALL,
+    "test_int8_scheme.py": frozenset({"test_each_cpu_kinds_file_is_recorded_and_runs_on_the_other_path"}),
     "test_family.py": frozenset({"test_family_peers_cli_prints_table_2_and_draws_figures_1_and_5", "test_latency_protocol_times_a_pair_in_both_engines"}),
     "test_fault_injection.py": frozenset({"test_detect_train_killed_twice_resumes_bit_exact", "test_export_killed_while_verifying_and_between_fp32_and_int8"}),
     "test_hub.py": frozenset({"test_an_architecture_timm_cannot_build_is_refused_before_writing", "test_hf_hub_names_download_through_huggingface_hub_then_work_offline"}),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cpu import Int8Scheme, int8_scheme
 from ..data import eval_transform, load_image
 from ..errors import ExportError, ImageLoadError
 from ..files import atomic_write, new_temp
@@ -147,7 +148,7 @@ def _fp32_path(path: str, fmt: str) -> str:
 
 
 def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool, deploy_model: nn.Module,
-              outputs: ExportOutputs) -> None:
+              outputs: ExportOutputs, scheme: Int8Scheme) -> None:
     """int8 next to the verified fp32 file; its agreement with fp32 on the real images (the task's measure, and
     the largest difference) into ``report``."""
     if report.format == "executorch":  # PT2E quantizes the graph before lowering, calibrated on the real images
@@ -155,7 +156,7 @@ def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic:
         fp32_out, int8_out = et.PteRunner(fp32_path)(real), et.PteRunner(report.path)(real)
     elif report.format == "openvino":
         # NNCF on the verified IR; the calibration images are the ones already decoded for the parity check
-        quantized = ovino.quantize_int8(ovino.require_openvino().Core().read_model(fp32_path), real)
+        quantized = ovino.quantize_int8(ovino.require_openvino().Core().read_model(fp32_path), real, scheme=scheme)
         tmp = new_temp(report.path, directory=True)
         try:
             tmp_xml = os.path.join(tmp, "int8.xml")
@@ -166,7 +167,7 @@ def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic:
         fp32_out = ovino.ov_run(ovino.compile_ir(fp32_path), real)
         int8_out = ovino.ov_run(ovino.compile_ir(report.path), real)
     else:
-        quantize_int8(fp32_path, report.path, real)
+        quantize_int8(fp32_path, report.path, real, scheme)
         fp32_out = ort_run(ort_session(fp32_path), real, dynamic)
         int8_out = ort_run(ort_session(report.path), real, dynamic)
     report.int8 = True
@@ -234,7 +235,11 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
         if real is None:
             raise ExportError(f"{calibration}: no readable calibration images")
         stage(f"calibrating int8 on {len(real)} images")
-        _quantize(report, fp32_path, real, batch == "dynamic", deploy_model, outputs)
-        write_sidecar(path, saved, ExportInfo(fmt, "int8", batch=batch, verified=report.agreement))
+        scheme = int8_scheme()  # by the features of the CPU this runs on (XNNPACK's quantizer has one scheme)
+        _quantize(report, fp32_path, real, batch == "dynamic", deploy_model, outputs, scheme)
+        write_sidecar(path, saved, ExportInfo(fmt, "int8", batch=batch, verified=report.agreement,
+                                              int8_scheme=None if fmt == "executorch" else scheme.name))
+        if fmt != "executorch":
+            report.notes.append(f"int8 scheme {scheme.name} for this CPU ({scheme.reason})")
     report.notes.append(f"config (task, preprocessing, class names) at {path}.json")
     return report

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cpu import DECIDING_FLAGS, cpu_flags, cpu_name
 from ..errors import CheckpointError, UsageError
 from ..files import atomic_write
 
@@ -43,6 +44,9 @@ class ExportInfo:
     batch: str = "static"  # "dynamic": any batch size; "static": the exported batch (1)
     verified: dict[str, Any] = field(default_factory=dict)  # the parity numbers of the export's own check
     files: dict[str, str] = field(default_factory=dict)
+    # how int8 weights were stored, chosen by the features of the CPU it was made on (effnet.cpu.int8_scheme)
+    int8_scheme: str | None = None
+    made_on: dict[str, Any] = field(default_factory=dict)  # that CPU: model name and the flags choices follow
 
     @property
     def engine(self) -> str:
@@ -86,8 +90,10 @@ def write_sidecar(path: str | os.PathLike, config, info: ExportInfo) -> Path:
     the model's files. Written after the model: a reader checks the hashes, so an old config never passes for a new
     file's."""
     hashes = {p.name: _sha256(p) for p in model_files(path)}
+    made_on = {"cpu": cpu_name(), "flags": sorted(set(DECIDING_FLAGS) & cpu_flags())}
     # ``to_json``: what every task's config offers (a plug-in task's too), as a saved model's header carries it
-    data = {SIDECAR_KEY: asdict(info) | {"files": hashes, "engine": info.engine}, "model": json.loads(config.to_json())}
+    data = {SIDECAR_KEY: asdict(info) | {"files": hashes, "engine": info.engine, "made_on": made_on},
+            "model": json.loads(config.to_json())}
     text = json.dumps(data, indent=1, default=float)
     target = sidecar_path(path)
     atomic_write(target, lambda tmp: Path(tmp).write_text(text))

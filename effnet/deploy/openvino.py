@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cpu import Int8Scheme, int8_scheme
 from ..errors import ExportError
 from ..extras import install_hint
 
@@ -168,12 +169,15 @@ class Runner:
         return self._queues[batch]
 
 
-def quantize_int8(ov_model, batch: torch.Tensor | list[dict], ignored_types: tuple[str, ...] = ()):
+def quantize_int8(ov_model, batch: torch.Tensor | list[dict], ignored_types: tuple[str, ...] = (),
+                  scheme: Int8Scheme | None = None):
     """NNCF post-training quantization (int8 weights and activations, the CNN defaults: symmetric, per-channel
     weights, fast bias correction) calibrated on ``batch`` (N, C, H, W) of preprocessed real images, or on a list of
     input dicts (input name -> array) for a model with several inputs (the end-to-end detector).
 
     ``ignored_types`` keeps those OpenVINO op types (e.g. ``("MatMul",)`` for the classifier) in float.
+    ``scheme`` (default: the one for the CPU this runs on, :func:`effnet.cpu.int8_scheme`): 7-bit weights in every
+    layer without VNNI/AMX, NNCF's full 8-bit weights with them.
     """
     require_openvino()
     import nncf
@@ -183,11 +187,12 @@ def quantize_int8(ov_model, batch: torch.Tensor | list[dict], ignored_types: tup
     items = batch if isinstance(batch, list) else [_dense(batch[i:i + 1]) for i in range(batch.shape[0])]
     scope = nncf.IgnoredScope(types=list(ignored_types), validate=False) if ignored_types else None
     kwargs = {"ignored_scope": scope} if scope else {}
-    # 7-bit weights in every layer (NNCF's default: the first only): on x86 CPUs without VNNI, OpenVINO's int8
-    # convolutions add pairs of u8 x s8 products into saturating 16-bit sums. Measured on such a CPU (AVX2 only;
-    # pretrained Lite0, 48 photo views): top-1 agreement with fp32 where fp32 is confident 0.74 with the default,
-    # 1.0 with this (23 photos; 0.77 overall).
-    kwargs["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
+    # 7-bit weights in every layer where the CPU lacks VNNI: there OpenVINO's int8 convolutions add pairs of
+    # u8 x s8 products into saturating 16-bit sums. Measured on such a CPU (AVX2 only; pretrained Lite0, 48 photo
+    # views): top-1 agreement with fp32 where fp32 is confident 0.74 with NNCF's default (the first layer only),
+    # 1.0 with this (23 photos; 0.77 overall). With VNNI/AMX nothing saturates: full 8-bit weights everywhere.
+    fix = OverflowFix.ENABLE if (scheme or int8_scheme()).openvino_seven_bit else OverflowFix.DISABLE
+    kwargs["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=fix)
     # NNCF draws rich progress bars on the console whatever its log level: keep them off a CLI's output
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return nncf.quantize(ov_model, nncf.Dataset(items), subset_size=len(items), **kwargs)

@@ -8,6 +8,7 @@ import tempfile
 import numpy as np
 import torch
 
+from ..cpu import Int8Scheme, int8_scheme
 from ..files import atomic_write
 
 
@@ -40,15 +41,13 @@ def ort_run(session, x: torch.Tensor, batch_dynamic: bool) -> np.ndarray:
     return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(x.shape[0])])
 
 
-def quantize_int8(fp32_path: str, out_path: str, batch: torch.Tensor) -> None:
-    """ONNX Runtime static quantization: QDQ, per-channel uint8 weights, uint8 activations, calibrated on ``batch``
-    (N, C, H, W) of preprocessed real images.
-
-    uint8 weights (U8U8), not int8 (U8S8): on x86 CPUs without VNNI, ONNX Runtime runs U8S8 with VPMADDUBSW, which
-    adds pairs of products into saturating 16-bit sums (its quantization guide recommends U8U8 or 7-bit weights
-    there). Measured on such a CPU (AVX2 only; pretrained Lite0, 48 photo views; top-1 agreement with fp32 where
-    fp32 is confident / overall): U8S8 0.70 / -, U8S8 with 7-bit weights (reduce_range) 0.87 / -, U8U8 0.96 / 0.83.
-    A file is not tied to the CPU it was exported on, so U8U8 everywhere (its speed on VNNI CPUs: not measured)."""
+def quantize_int8(fp32_path: str, out_path: str, batch: torch.Tensor, scheme: Int8Scheme | None = None) -> None:
+    """ONNX Runtime static quantization: QDQ, per-channel weights, uint8 activations, calibrated on ``batch``
+    (N, C, H, W) of preprocessed real images. ``scheme`` (default: the one for the CPU this runs on,
+    :func:`effnet.cpu.int8_scheme`) decides the weights: int8 (U8S8, ONNX Runtime's default and its fast path) with
+    VNNI or AMX, uint8 (U8U8) without, where U8S8's 16-bit sums saturate (top-1 agreement with fp32 where fp32 is
+    confident, pretrained Lite0, AVX2-only CPU: U8S8 0.70, U8S8 with 7-bit weights 0.87, U8U8 0.96). The file runs
+    anywhere; the scheme is recorded in its config (``effnet.deploy.exported.ExportInfo``)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -61,6 +60,8 @@ def quantize_int8(fp32_path: str, out_path: str, batch: torch.Tensor) -> None:
 
     import onnx
 
+    scheme = scheme or int8_scheme()
+    weights = QuantType.QInt8 if scheme.onnx_signed_weights else QuantType.QUInt8
     with tempfile.TemporaryDirectory() as tmp:
         prep = os.path.join(tmp, "prep.onnx")
         quant_pre_process(fp32_path, prep, skip_symbolic_shape=True)
@@ -71,4 +72,4 @@ def quantize_int8(fp32_path: str, out_path: str, batch: torch.Tensor) -> None:
         exclude = convs[:1] + [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
         atomic_write(out_path, lambda t: quantize_static(prep, t, Reader(), quant_format=QuantFormat.QDQ,
                                                          per_channel=True, activation_type=QuantType.QUInt8,
-                                                         weight_type=QuantType.QUInt8, nodes_to_exclude=exclude))
+                                                         weight_type=weights, nodes_to_exclude=exclude))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cpu import int8_scheme
 from ..data import check_image
 from ..errors import UsageError
 from ..files import cache_root
@@ -64,7 +65,9 @@ def _cached_export(model: nn.Module, fmt: str, int8: bool, calibration: str | No
                    outputs: ExportOutputs = ExportOutputs()) -> str:
     """``model`` exported (and verified, as its task's ``outputs`` says) once in ``fmt``; later calls reuse the
     file."""
-    path = cache_path(model, fmt, "int8" if int8 else "fp32", calibration if int8 else None, EXTENSIONS[fmt])
+    # an int8 file is made for this CPU's int8 units (effnet.cpu.int8_scheme): keyed by its scheme too
+    precision = f"int8-{int8_scheme().name}" if int8 and fmt != "executorch" else "int8" if int8 else "fp32"
+    path = cache_path(model, fmt, precision, calibration if int8 else None, EXTENSIONS[fmt])
     if not path.exists():
         with first_run(model.config.name, fmt + ("-int8" if int8 else ""), path.parent, int8) as stage:
             export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration, outputs=outputs,
@@ -190,6 +193,11 @@ def load_exported(path: str | os.PathLike, make_config: Callable[[dict, str], An
     it into its config type: the resolver's), ready to run; one line naming what is missing (the file, the .bin of
     OpenVINO IR, the config) or what does not match."""
     data, info = read_sidecar(path)
+    here = int8_scheme()
+    if info.int8_scheme not in (None, here.name):  # it runs; say what it was made for
+        print(f"effnet: note: {path} was quantized with the {info.int8_scheme} int8 scheme for "
+              f"{info.made_on.get('cpu', 'another CPU')}; this CPU's is {here.name} ({here.reason}): export again "
+              "here for its own", file=sys.stderr)
     return ExportedFile(path, make_config(data, f"{path}.json"), info).eval()
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cpu import int8_scheme
 from ..deploy.exported import ExportInfo, write_sidecar
 from ..errors import ExportError, UsageError
 from ..files import atomic_write
@@ -156,7 +157,8 @@ def export_openvino_detector(model: nn.Module, path: str | os.PathLike, resoluti
         agreement = _write_ir(Path(tmp) / "model.onnx", path, model.config, res, int8, calibration, images)
     report.path = str(Path(path).with_suffix(".xml"))
     write_sidecar(report.path, model.config.replace(resolution=res),
-                  ExportInfo("openvino", "int8" if int8 else "fp32", "end_to_end", verified=checked(report) | agreement))
+                  ExportInfo("openvino", "int8" if int8 else "fp32", "end_to_end", verified=checked(report) | agreement,
+                             int8_scheme=int8_scheme().name if int8 else None))
     return report, agreement
 
 
@@ -227,7 +229,8 @@ def end_to_end_engine(model: nn.Module, backend: str, calibration: str | None = 
         return EndToEndEngine(lambda feed: session.run(None, feed), max_detections)
     from ..deploy.openvino import compile_ir
 
-    path = cache_path(model, "detect-openvino", "int8" if int8 else "fp32", calibration if int8 else None, "xml")
+    precision = f"int8-{int8_scheme().name}" if int8 else "fp32"  # made for this CPU's int8 units
+    path = cache_path(model, "detect-openvino", precision, calibration if int8 else None, "xml")
     if not path.exists():
         with first_run(model.config.name, backend, path.parent, int8):
             _write_ir(onnx_path, path, model.config, model.config.resolution, int8, calibration)
