@@ -27,7 +27,7 @@ from effnet.deploy import openvino as ovino
 from effnet.deploy.export import EXTENSIONS, real_batch
 from effnet.deploy.options import ExportOptions
 from effnet.deploy.ort import ort_run, ort_session
-from effnet.deploy.predictors import cache_path
+from effnet.deploy.predictors import cache_path, precision_key
 from effnet.errors import UsageError
 from effnet.files import cache_root
 from effnet.models.zoo.registry import create_model
@@ -129,7 +129,7 @@ def unet_exports(unet, calibration, tmp_path_factory) -> dict[str, tuple[str, ob
         path = str(out / f"unet.{EXTENSIONS[fmt]}")
         exports[fmt] = path, export_segmenter(unet, ExportOptions(path, fmt))
     for fmt in ("onnx", "openvino", "executorch"):
-        path = str(cache_path(unet, fmt, "int8", calibration, EXTENSIONS[fmt]))
+        path = str(cache_path(unet, fmt, precision_key(fmt, True), calibration, EXTENSIONS[fmt]))
         exports[f"{fmt}-int8"] = path, export_segmenter(unet, ExportOptions(path, fmt, int8=True,
                                                                              calibration=calibration))
     int8_pte = exports["executorch-int8"][0]

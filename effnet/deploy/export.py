@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cpu import Int8Scheme, int8_scheme
+from ..cpu import int8_scheme
 from ..data import eval_transform, load_image
 from ..errors import ExportError, ImageLoadError
 from ..files import atomic_write, new_temp
@@ -54,6 +54,7 @@ class ExportReport:
     max_abs_diff_real: float | None
     real_images: int
     int8: bool = False
+    int8_scheme: str | None = None  # effnet.cpu.int8_scheme's name for ONNX Runtime / OpenVINO int8
     agreement: dict = field(default_factory=dict)  # int8 vs fp32 on the real images (the task's measure)
     notes: list[str] = field(default_factory=list)
 
@@ -148,9 +149,13 @@ def _fp32_path(path: str, fmt: str) -> str:
 
 
 def _quantize(report: ExportReport, fp32_path: str, real: torch.Tensor, dynamic: bool, deploy_model: nn.Module,
-              outputs: ExportOutputs, scheme: Int8Scheme) -> None:
+              outputs: ExportOutputs) -> None:
     """int8 next to the verified fp32 file; its agreement with fp32 on the real images (the task's measure, and
     the largest difference) into ``report``."""
+    scheme = int8_scheme()  # by the features of the CPU this runs on (XNNPACK's quantizer has one scheme)
+    if report.format != "executorch":
+        report.int8_scheme = scheme.name
+        report.notes.append(f"int8 scheme {scheme.name} for this CPU ({scheme.reason})")
     if report.format == "executorch":  # PT2E quantizes the graph before lowering, calibrated on the real images
         atomic_write(report.path, lambda tmp: Path(tmp).write_bytes(et.lower(deploy_model, real[:1], real)))
         fp32_out, int8_out = et.PteRunner(fp32_path)(real), et.PteRunner(report.path)(real)
@@ -235,11 +240,8 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx", b
         if real is None:
             raise ExportError(f"{calibration}: no readable calibration images")
         stage(f"calibrating int8 on {len(real)} images")
-        scheme = int8_scheme()  # by the features of the CPU this runs on (XNNPACK's quantizer has one scheme)
-        _quantize(report, fp32_path, real, batch == "dynamic", deploy_model, outputs, scheme)
+        _quantize(report, fp32_path, real, batch == "dynamic", deploy_model, outputs)
         write_sidecar(path, saved, ExportInfo(fmt, "int8", batch=batch, verified=report.agreement,
-                                              int8_scheme=None if fmt == "executorch" else scheme.name))
-        if fmt != "executorch":
-            report.notes.append(f"int8 scheme {scheme.name} for this CPU ({scheme.reason})")
+                                              int8_scheme=report.int8_scheme))
     report.notes.append(f"config (task, preprocessing, class names) at {path}.json")
     return report

@@ -65,14 +65,20 @@ def _cached_export(model: nn.Module, fmt: str, int8: bool, calibration: str | No
                    outputs: ExportOutputs = ExportOutputs()) -> str:
     """``model`` exported (and verified, as its task's ``outputs`` says) once in ``fmt``; later calls reuse the
     file."""
-    # an int8 file is made for this CPU's int8 units (effnet.cpu.int8_scheme): keyed by its scheme too
-    precision = f"int8-{int8_scheme().name}" if int8 and fmt != "executorch" else "int8" if int8 else "fp32"
-    path = cache_path(model, fmt, precision, calibration if int8 else None, EXTENSIONS[fmt])
+    path = cache_path(model, fmt, precision_key(fmt, int8), calibration if int8 else None, EXTENSIONS[fmt])
     if not path.exists():
         with first_run(model.config.name, fmt + ("-int8" if int8 else ""), path.parent, int8) as stage:
             export_model(model, path, fmt, batch=batch, int8=int8, calibration=calibration, outputs=outputs,
                          stage=stage)
     return str(path)
+
+
+def precision_key(fmt: str, int8: bool) -> str:
+    """How a cached export's name says its precision: an int8 file is made for this CPU's int8 units
+    (:func:`effnet.cpu.int8_scheme`; ExecuTorch's XNNPACK quantizer has one scheme), so it is keyed by its scheme."""
+    if not int8:
+        return "fp32"
+    return "int8" if fmt == "executorch" else f"int8-{int8_scheme().name}"
 
 
 @contextlib.contextmanager

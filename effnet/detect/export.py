@@ -213,7 +213,7 @@ def end_to_end_engine(model: nn.Module, backend: str, calibration: str | None = 
                       max_detections: int = 100) -> EndToEndEngine:
     """``model``'s end-to-end graph for ``backend`` (onnx, openvino, openvino-int8), exported and verified once
     into the cache (keyed by weights, config and calibration images), then run."""
-    from ..deploy.predictors import cache_path, first_run
+    from ..deploy.predictors import cache_path, first_run, precision_key
 
     int8 = backend.endswith("-int8")
     if int8 and not calibration:
@@ -229,8 +229,7 @@ def end_to_end_engine(model: nn.Module, backend: str, calibration: str | None = 
         return EndToEndEngine(lambda feed: session.run(None, feed), max_detections)
     from ..deploy.openvino import compile_ir
 
-    precision = f"int8-{int8_scheme().name}" if int8 else "fp32"  # made for this CPU's int8 units
-    path = cache_path(model, "detect-openvino", precision, calibration if int8 else None, "xml")
+    path = cache_path(model, "detect-openvino", precision_key("openvino", int8), calibration if int8 else None, "xml")
     if not path.exists():
         with first_run(model.config.name, backend, path.parent, int8):
             _write_ir(onnx_path, path, model.config, model.config.resolution, int8, calibration)
