@@ -52,9 +52,14 @@ def bf16_native() -> bool:
 DECIDING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
+def deciding_flags() -> list[str]:
+    """Those of :data:`DECIDING_FLAGS` this CPU has (or ``$EFFNET_CPU_FLAGS`` names), sorted."""
+    return sorted(set(DECIDING_FLAGS) & cpu_flags())
+
+
 def machine() -> dict:
     """This machine as every benchmark records it beside its numbers: CPU model, cores, the deciding flags, load."""
-    return dict(cpu=cpu_name(), cores=os.cpu_count(), flags=sorted(set(DECIDING_FLAGS) & cpu_flags()),
+    return dict(cpu=cpu_name(), cores=os.cpu_count(), flags=deciding_flags(),
                 load=os.getloadavg() if hasattr(os, "getloadavg") else None)
 
 

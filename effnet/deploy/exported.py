@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cpu import DECIDING_FLAGS, cpu_flags, cpu_name
+from ..cpu import cpu_name, deciding_flags
 from ..errors import CheckpointError, UsageError
 from ..files import atomic_write
 
@@ -90,7 +90,7 @@ def write_sidecar(path: str | os.PathLike, config, info: ExportInfo) -> Path:
     the model's files. Written after the model: a reader checks the hashes, so an old config never passes for a new
     file's."""
     hashes = {p.name: _sha256(p) for p in model_files(path)}
-    made_on = {"cpu": cpu_name(), "flags": sorted(set(DECIDING_FLAGS) & cpu_flags())}
+    made_on = {"cpu": cpu_name(), "flags": deciding_flags()}
     # ``to_json``: what every task's config offers (a plug-in task's too), as a saved model's header carries it
     data = {SIDECAR_KEY: asdict(info) | {"files": hashes, "engine": info.engine, "made_on": made_on},
             "model": json.loads(config.to_json())}
