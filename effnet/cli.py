@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("effnet.deploy.commands", "export a classifier (ONNX / OpenVINO IR / TorchScript / ExecuTorch, "
                                          "optional int8; or a Hub folder) or a detector (ONNX with NMS inside), "
                                          "verified against PyTorch"),
+    "cpu": ("effnet.deploy.commands", "this CPU's model and features, and what each --backend runs as on it "
+                                      "(engine, precision, threads, int8 scheme) and why"),
     "detect": ("effnet.detect.commands", "object detection with EfficientDet: train, eval (COCO mAP), predict, export"),
     "segment": ("effnet.segment.commands", "semantic segmentation, U-Net / FPN on EfficientNet encoders: train, eval "
                                            "(mIoU), predict (mask PNGs, overlays), export"),

@@ -48,6 +48,31 @@ def bf16_native() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def physical_cores() -> int:
+    """The physical cores this process may run on: the CPUs of its affinity (a container's or ``taskset``'s limit),
+    hyperthread siblings counted once -- two siblings share one core's vector units, so engines run one thread per
+    physical core (OpenVINO's and ONNX Runtime's own default). From /proc/cpuinfo's (physical id, core id) pairs;
+    elsewhere the affinity's count."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+    cores, cpu, package = set(), None, "0"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    package = value
+                elif key == "core id" and cpu in allowed:
+                    cores.add((package, value))
+    except (OSError, ValueError):
+        pass
+    return len(cores) or len(allowed)
+
+
 # the flags that decide engines, int8 schemes and bf16 (what a reader of a number needs to know of its machine)
 DECIDING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 

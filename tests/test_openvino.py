@@ -14,6 +14,7 @@ pytest.importorskip("nncf")
 
 from effnet.deploy import OpenVinoPredictor, auto_backend, export_model, with_backend  # noqa: E402
 from effnet.deploy.openvino import compile_ir, cpu_has_bf16, ov_run  # noqa: E402
+from effnet.cpu import FLAGS_ENV  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,9 @@ def test_openvino_int8_export_agrees_with_fp32_on_real_photos(tmp_path, photo_di
     assert (tmp_path / "l0_int8.bin").stat().st_size < 0.35 * (tmp_path / "l0_int8.fp32.bin").stat().st_size
 
 
-def test_fp32_is_fp32_and_bf16_is_reported_apart(photos):
-    """OpenVINO computes in bf16 by default where the CPU has it: the fp32 backend must ask for f32."""
+def test_fp32_is_fp32_and_bf16_is_reported_apart(photos, monkeypatch, capfd):
+    """OpenVINO computes in bf16 by default where the CPU has it: the fp32 backend must ask for f32. On a CPU
+    without native bf16 (features faked) ``openvino-bf16`` runs f32 and says so."""
     model = effnet.create_model("efficientnet_lite0", pretrained=True).eval()
     fp32 = with_backend(model, "openvino")
     bf16 = with_backend(model, "openvino-bf16")
@@ -93,6 +95,12 @@ def test_fp32_is_fp32_and_bf16_is_reported_apart(photos):
     assert (bf16(x).argmax(1) == ref.argmax(1)).all()
     if cpu_has_bf16():  # bf16 really ran: logits move by more than fp32 rounding
         assert (bf16(x) - ref).abs().max() > 1e-3
+    monkeypatch.setenv(FLAGS_ENV, "avx2 fma")  # an AVX2-only CPU: emulated bf16 would be slower than f32
+    capfd.readouterr()
+    plain = with_backend(model, "openvino-bf16")
+    assert "no native bf16" in capfd.readouterr().err
+    assert plain.runner.compiled(2, streamed=True).get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    assert (plain(x) - ref).abs().max() <= 1e-4
 
 
 def test_predict_openvino_backends_and_auto(photos):

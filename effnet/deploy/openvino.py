@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cpu import Int8Scheme, int8_scheme
+from ..cpu import Int8Scheme, int8_scheme, physical_cores
 from ..errors import ExportError
 from ..extras import install_hint
+from .choice import CHUNK, computed_precision
 
 # OpenVINO's CPU plugin runs in bf16 by default on CPUs that have it (AVX512-BF16 / AMX): "fp32" must be
 # asked for explicitly, or an "fp32" model silently computes in bf16 (logits off by ~0.1).
@@ -100,11 +101,11 @@ class Runner:
     for a dynamic batch runs 1.11x at batch 1 and 0.94x at batch 16; compiled for the exact static shape 1.22x
     and 0.97x; batch 16 cut into chunks of 2 that run on one stream per core (one thread each) 1.20x -- a
     B0 activation at batch 2 stays in a core's cache, and the two cores never wait for each other inside a
-    layer. Chunks of 1: 1.16x, of 4: 1.08x, of 8: 1.00x. So batch 1 gets a latency-compiled static model and
-    larger batches the chunked one. An int8 model (NNCF's FakeQuantize ops) gains from larger chunks (its int8
-    matrix products fill up): chunks of 4 run 2.11x, of 2 1.97x, of 1 1.80x. Hand-written: OpenVINO compiles
-    one shape per model and leaves the splitting of a batch across streams to the caller (``AsyncInferQueue``
-    does the scheduling). An IR exported for a fixed batch runs as exported, image by image.
+    layer. So batch 1 gets a latency-compiled static model and larger batches the chunked one; the chunk size
+    per precision, the thread count and whether bf16 is native are this CPU's choices
+    (:mod:`effnet.deploy.choice`). Hand-written: OpenVINO compiles one shape per model and leaves the splitting
+    of a batch across streams to the caller (``AsyncInferQueue`` does the scheduling). An IR exported for a
+    fixed batch runs as exported, image by image.
     """
 
     def __init__(self, model, precision: str = "fp32", threads: int | None = None, chunk: int | None = None) -> None:
@@ -112,9 +113,10 @@ class Runner:
         self.core = require_openvino().Core()
         self.model = self.core.read_model(str(model)) if isinstance(model, (str, os.PathLike)) else model
         self.fixed_batch = self.model.input(0).get_partial_shape()[0].is_static
-        self.precision, self.threads = precision, threads or torch.get_num_threads()
+        # by this CPU's features (effnet.deploy.choice): bf16 where native, one thread per physical core
+        self.precision, self.threads = computed_precision(precision), threads or physical_cores()
         int8 = any(op.get_type_name() == "FakeQuantize" for op in self.model.get_ops())
-        self.chunk = chunk or (4 if int8 else 2)
+        self.chunk = chunk or CHUNK["int8" if int8 else self.precision]
         self._compiled: dict[tuple[int, bool], object] = {}
         self._queues: dict[int, object] = {}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import os
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from ..cpu import int8_scheme
 from ..data import check_image
 from ..errors import UsageError
 from ..files import cache_root
+from .choice import BACKENDS, auto_backend, computed_precision
 from .executorch import PteRunner
 from .export import EXTENSIONS, ExportOutputs, export_model
 from .exported import ExportInfo, read_sidecar
@@ -28,8 +28,6 @@ from .optimize import optimize
 from .openvino import Runner
 from .ort import ort_run, ort_session
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "executorch",
-            "executorch-int8")
 
 
 class OnnxPredictor(nn.Module):
@@ -117,6 +115,9 @@ class OpenVinoPredictor(nn.Module):
     def __init__(self, xml_path: str, config, precision: str = "fp32", threads: int | None = None) -> None:
         super().__init__()
         self.config = config
+        if computed_precision(precision) != precision:  # a choice by this CPU's features (effnet.deploy.choice)
+            print(f"effnet: note: this CPU has no native bf16 (avx512_bf16 / amx_bf16): emulated bf16 runs slower "
+                  f"than f32, so {Path(xml_path).name} runs in f32", file=sys.stderr)
         self.runner = Runner(xml_path, precision, threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,22 +225,6 @@ def at_resolution(model: nn.Module, resolution: int | None) -> nn.Module:
                              "needs the model itself (a run folder or .safetensors), or export again at that size")
         model.config = model.config.replace(resolution=resolution)
     return model
-
-
-def auto_backend(threads: int | None = None) -> str:
-    """The fastest installed backend that keeps fp32 results (bf16 and int8 change logits, so they are opt-in).
-
-    Measured (benchmarks/results/bench_infer_ort_ov.json, B0 224 px, 2 threads, one interleaved run, x ONNX
-    Runtime on a timm export, batch 1 / 16): OpenVINO fp32 through :class:`~effnet.deploy.openvino.Runner`
-    1.23x / 1.20x, ONNX Runtime fp32 0.95x / 1.01x -- so OpenVINO first when an engine has the cores to itself.
-    With a fixed ``threads`` per engine (``effnet serve``: one engine per core, sharing them) ONNX Runtime
-    served more (Lite0: 136 vs 107 requests/s, benchmarks/bench_serve.py), so there ONNX Runtime comes first.
-    """
-    order = (("openvino", "openvino"), ("onnx", "onnxruntime"))
-    for backend, module in order if threads is None else order[::-1]:
-        if importlib.util.find_spec(module):
-            return backend
-    return "torch"
 
 
 def _link_images(images, folder: str) -> None:
