@@ -8,6 +8,7 @@ Rows marked ``+ tcmalloc`` run the child under tcmalloc (``LD_PRELOAD``), as ``e
 when Debian's libtcmalloc-minimal4 is installed; timm's model gets the same row for a like-for-like ratio.
 
     python benchmarks/bench_train.py [--model efficientnet_b0] [--batch 16] [--steps 5] [--rounds 2]
+    python benchmarks/bench_train.py --goals   # the configurations issue 35's training goal compares, and its table
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ CONFIGS = {
     "effnet CL + bf16 + mem-eff + ckpt + tcmalloc": dict(lib="effnet", cl=True, bf16=True, memeff=True, ckpt=True,
                                                          malloc="tcmalloc"),
 }
+
+# the training goal (benchmarks/goals.py): timm's channels-last + bf16 beside effnet's leanest configurations, each
+# under the default allocator and under tcmalloc (what `effnet train` preloads), compared like for like
+GOAL_CONFIGS = ("timm CL + bf16", "timm CL + bf16 + tcmalloc", "effnet CL + bf16", "effnet CL + bf16 + tcmalloc",
+                "effnet CL + bf16 + mem-eff + ckpt", "effnet CL + bf16 + mem-eff + ckpt + tcmalloc",
+                "effnet CL + bf16 + mem-eff + ckpt 3 stages + tcmalloc")
 
 CHILD = r"""
 import json, sys, time, torch
@@ -99,8 +106,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--json", default="bench-out/bench_train.json")
+    ap.add_argument("--goals", action="store_true", help="only the goal's configurations, and the goal table")
     args = ap.parse_args()
-    names = [n for n in args.configs.split(",") if n in CONFIGS]
+    names = list(GOAL_CONFIGS) if args.goals else [n for n in args.configs.split(",") if n in CONFIGS]
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for _ in range(args.rounds):
         for name in names:
@@ -135,10 +143,14 @@ def main() -> None:
         print(f"{r['config']:<28} {r['img_per_s']:>7.2f} {r['peak_rss_mib']:>12.0f} {rel('timm CL + bf16', 'img_per_s'):>20} "
               f"{rel('timm CL + bf16', 'peak_rss_mib'):>18} {rel('timm eager', 'img_per_s'):>12} "
               f"{rel('timm eager', 'peak_rss_mib'):>10}")
+    from benchmarks.goals import table, training_goals
+
+    goals = training_goals(rows)
+    print(table(goals, machine()))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(machine=machine(), model=args.model, batch=args.batch, rows=rows, raw=runs),
-                              indent=1))
+    out.write_text(json.dumps(dict(machine=machine(), model=args.model, batch=args.batch, rows=rows, raw=runs,
+                                   goals=[g.row() for g in goals]), indent=1))
     print(f"wrote {out}")
 
 

@@ -8,7 +8,6 @@ on the shapes, not the values.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...cpu import cpu_name
 from .peers import LATENCY_PAIRS, TABLE4, LatencyClaim
 
 RUNS = 20  # section 5.2: "average latency over 20 runs"; the median of 20 here, robust to a busy shared machine
@@ -33,17 +33,6 @@ class PairTiming:
     @property
     def speedup(self) -> float:
         return self.peer_ms / self.effnet_ms
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _models(claim: LatencyClaim) -> list[tuple[nn.Module, int]]:
