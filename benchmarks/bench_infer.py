@@ -7,6 +7,8 @@ so that the shared machine's noise hits all alike, and reports medians, ratios a
 
     python benchmarks/bench_infer.py [--model efficientnet_b0] [--batches 1,16] [--reps 10] [--json out.json]
     python benchmarks/bench_infer.py --quick --profile   # ORT + OpenVINO engines only, 3 reps, per-op profile
+    python benchmarks/bench_infer.py --roofline          # each layer's time against its own bound (roofline.py)
+    python benchmarks/bench_infer.py --goals             # the engines issue 35's goals name, and the goal table
 
 Peak RSS is measured per engine in a child process (a process's peak only grows), running the same calls.
 """
@@ -285,6 +287,22 @@ def _print_profile(label: str, per, top: int) -> None:
     print(f"profile {label}: {total:.0f} ms/call: {rows}")
 
 
+def goal_rows(args, workdir: Path, resolution: int, results: list[dict]) -> list[dict]:
+    """The goal table (benchmarks/goals.py) after the timed run: the int8 matrix roof measured now, the model's GOP per
+    image, and the low-precision engines' top-1 agreement with fp32 on real photos."""
+    import effnet
+    from benchmarks.goals import gops_per_image, inference_goals, low_precision_agreement, table
+    from benchmarks.roofline import measure_roofs
+
+    roofs = measure_roofs(args.threads)
+    print(f"int8 matrix roof: {roofs.matrix['int8']:.0f} GOP/s ({roofs.sources['int8']})")
+    agreement = low_precision_agreement(workdir, args.threads)
+    goals = inference_goals(results, roofs.matrix["int8"],
+                            gops_per_image(effnet.create_model(args.model), resolution), agreement)
+    print(table(goals, machine()))
+    return [g.row() for g in goals] + [dict(agreement=agreement, int8_roof=roofs.sources["int8"])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="efficientnet_b0")
@@ -297,15 +315,30 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 repetitions, no eager PyTorch engines (minutes, not tens)")
     ap.add_argument("--engines", help="comma-separated substrings: only engines whose name contains one")
     ap.add_argument("--profile", action="store_true", help="also print time per op type (OpenVINO, ONNX Runtime)")
+    ap.add_argument("--goals", action="store_true", help="only the engines the speed goals compare (benchmarks/goals.py), "
+                    "the int8 matrix roof, low-precision agreement on photos, and the goal table")
+    ap.add_argument("--roofline", action="store_true", help="instead: this machine's roofs, and each layer's time in "
+                    "OpenVINO, ONNX Runtime and torch against its own bound (benchmarks/roofline.py)")
+    ap.add_argument("--roofline-json", help="default: benchmarks/results/roofline_<model>.json")
+    ap.add_argument("--roofline-png", help="default: the JSON's path with .png")
+    ap.add_argument("--roofline-workdir", help="exports are read from (and written to when missing) this folder")
     args = ap.parse_args()
     if args.quick:
         args.reps = min(args.reps, 3)
     torch.set_num_threads(args.threads)
+    if args.roofline:
+        from benchmarks.roofline import main as roofline
+
+        return roofline(args)
     import effnet
 
     resolution = effnet.create_model(args.model).config.resolution
     workdir = Path(tempfile.mkdtemp(prefix="effnet-bench-"))
     engines = build_engines(args.model, resolution, workdir)
+    if args.goals:
+        from benchmarks.goals import ENGINES
+
+        args.engines = ",".join(ENGINES)
     keep = args.engines.split(",") if args.engines else None
     slow = ("eager", "timm CL + bf16", "effnet bf16 (folded", "compiled")  # PyTorch: measured last round
     engines = {n: f for n, f in engines.items() if (keep is None or any(k in n for k in keep))
@@ -352,12 +385,16 @@ def main() -> None:
         print(f"{r['engine']:<30} {r['batch']:>5} {r['img_per_s']:>8.1f} {ratio(ref_name):>10} "
               f"{ratio('timm openvino int8'):>14} {ratio('timm eager'):>7} "
               f"{ratio('timm CL + bf16'):>14} {rss:>12} {size:>8}")
+    from effnet.deploy.choice import choose, describe
+
+    picks = {b: describe(choose(b)) for b in ("auto", "openvino-bf16", "openvino-int8", "onnx-int8")}
+    print("effnet's choices on this CPU: " + "; ".join(picks.values()))
+    goals = goal_rows(args, workdir, resolution, results) if args.goals else []
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(machine=machine(), model=args.model, resolution=resolution, threads=args.threads, reps=args.reps,
-                                   omp_passive=args.passive, load_average=load,
-                                   results=results),
-                              indent=1))
+    out.write_text(json.dumps(dict(machine=machine(), model=args.model, resolution=resolution, threads=args.threads,
+                                   reps=args.reps, omp_passive=args.passive, load_average=load, choices=picks,
+                                   results=results, goals=goals), indent=1))
     print(f"wrote {out}")
 
 
