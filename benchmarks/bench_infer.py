@@ -89,11 +89,7 @@ def build_engines(model_name: str, resolution: int, workdir: Path, only: str | N
     if want("effnet onnxruntime int8"):
         path = workdir / "effnet_int8.onnx"
         if not path.exists():
-            from effnet.data.bundled import write_photos
-
-            photos = workdir / "photos"
-            write_photos(photos, count=64)
-            export_model(ours, path, batch="dynamic", int8=True, calibration=str(photos))
+            export_model(ours, path, batch="dynamic", int8=True, calibration=str(calibration_photos(workdir)))
         s8 = _ort_session(str(path), spinning=False)
         engines["effnet onnxruntime int8"] = lambda x: _ort_run(s8, x, True)
         FILE_MIB["effnet onnxruntime int8"] = path.stat().st_size / 2**20

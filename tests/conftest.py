@@ -213,8 +213,14 @@ SLOW: dict[str, str | frozenset[str]] = {
 }
 
 
+# `make test` hands whole files to its two workers in collection order (pytest-xdist --dist loadfile): the longest
+# files go first, so that the last file to start is a short one and neither worker runs alone at the end
+HEAVY_FIRST = ("test_train.py", "test_executorch.py", "test_segment_deploy.py", "test_exported_models.py",
+               "test_detect_backends.py", "test_v2_deploy.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark each collected test ``slow`` (listed in SLOW) or ``quick`` (every other one)."""
+    """Mark each collected test ``slow`` (listed in SLOW) or ``quick`` (every other one); the heaviest files first."""
     modules = {item.path.name: item.module for item in items}
     for name, listed in SLOW.items():
         if not (Path(__file__).parent / name).is_file():
@@ -227,3 +233,5 @@ def pytest_collection_modifyitems(config, items):
         listed = SLOW.get(item.path.name, frozenset())
         slow = listed == ALL or getattr(item, "originalname", item.name) in listed
         item.add_marker(pytest.mark.slow if slow else pytest.mark.quick)
+    heavy = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: heavy.get(item.path.name, len(heavy)))  # stable: each file's order is kept

@@ -2,6 +2,7 @@
 and checked against PyTorch on real photos; the CLI's --format executorch and --backend executorch."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,44 +30,50 @@ def lite0():
     return effnet.create_model("efficientnet_lite0", pretrained=True).eval()
 
 
-def test_lite0_fp32_and_int8_programs_run_in_executorch(lite0, photo_dir, tmp_path):
-    from effnet.classify.export import LOGITS
-    from effnet.deploy import export_model
+@pytest.fixture(scope="module")
+def lite0_int8(photo_dir, tmp_path_factory) -> tuple[Path, dict, str]:
+    """Pretrained Lite0 as an int8 program, by ``effnet export --format executorch --int8``: (path, the --json
+    report, stdout). The command writes and verifies the fp32 program first (kept at NAME.fp32.pte, with its own
+    config), then quantizes it: the module's one export of Lite0 (lowering is its slow step) serves the checks of
+    both programs and of the command."""
+    out = tmp_path_factory.mktemp("lite0") / "l0i8.pte"
+    proc = run_cli("export", "efficientnet_lite0", "--pretrained", "--format", "executorch", "--int8", "--calibration",
+                   str(photo_dir), "--resolution", str(RES), "--tolerance", "1e-4", "-o", str(out), "--json")
+    return out, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout
+
+
+def test_lite0_fp32_and_int8_programs_run_in_executorch(lite0, lite0_int8, photo_dir):
     from effnet.deploy.executorch import PteRunner
     from effnet.deploy.export import real_batch
 
-    # one int8 export: it writes and verifies the fp32 program first (kept at NAME.fp32.pte), then quantizes
-    int8 = export_model(lite0, tmp_path / "l0i8.pte", "executorch", resolution=RES, int8=True,
-                        calibration=str(photo_dir), tolerance=1e-4, outputs=LOGITS)
-    assert int8.real_images == 32 and int8.max_abs_diff_real <= 1e-4  # the fp32 program vs PyTorch
+    path, report, _ = lite0_int8
+    assert report["real_images"] == 32 and report["max_abs_diff_real"] <= 1e-4  # the fp32 program vs PyTorch
     real, _ = real_batch(lite0.config.replace(resolution=RES), str(photo_dir))
     with torch.no_grad():
         want = lite0(real).numpy()
-    got = PteRunner(tmp_path / "l0i8.pte.fp32.pte")(real)  # the kept file, read back by the runtime
+    fp32 = Path(f"{path}.fp32.pte")
+    got = PteRunner(fp32)(real)  # the kept file, read back by the runtime
     assert np.abs(got - want).max() <= 1e-4
-    side = json.loads((tmp_path / "l0i8.pte.json").read_text())
-    saved = effnet.ModelConfig.from_dict(side["model"])
-    assert side["effnet_export"]["precision"] == "int8" and side["effnet_export"]["engine"] == "executorch"
-    assert saved.resolution == RES and saved.mean == lite0.config.mean and saved.name == "efficientnet_lite0"
+    for file, precision in ((path, "int8"), (fp32, "fp32")):
+        side = json.loads(Path(f"{file}.json").read_text())
+        saved = effnet.ModelConfig.from_dict(side["model"])
+        assert side["effnet_export"]["precision"] == precision and side["effnet_export"]["engine"] == "executorch"
+        assert saved.resolution == RES and saved.mean == lite0.config.mean and saved.name == "efficientnet_lite0"
 
     # measured: 1.0 of the 15 photos where fp32 is confident (ONNX Runtime's int8: 0.93), 0.84 overall (0.78);
-    # 0.87 and 0.56 before conv -> ReLU6 was quantized as one op
-    agreement = int8.agreement  # the classifier's measure (LOGITS): top-1 agreement with fp32
-    assert int8.int8 and agreement["top1_agreement_confident"] >= 0.93 and agreement["top1_agreement"] >= 0.75, int8
-    q = PteRunner(tmp_path / "l0i8.pte")(real)
+    # 0.87 and 0.56 before conv -> ReLU6 was quantized as one op (the classifier's measure: top-1 agreement with fp32)
+    assert report["int8"] and report["top1_agreement_confident"] >= 0.93 and report["top1_agreement"] >= 0.75, report
+    q = PteRunner(path)(real)
     assert np.abs(q - want).max() > 1e-3  # really quantized
-    assert (q.argmax(1) == want.argmax(1)).mean() == pytest.approx(agreement["top1_agreement"])
-    assert (tmp_path / "l0i8.pte").stat().st_size < 0.4 * (tmp_path / "l0i8.pte.fp32.pte").stat().st_size
+    assert (q.argmax(1) == want.argmax(1)).mean() == pytest.approx(report["top1_agreement"])
+    assert path.stat().st_size < 0.4 * fp32.stat().st_size
 
 
-def test_cli_export_and_predict_with_executorch(photos, tmp_path):
-    out = tmp_path / "lite0.pte"
-    proc = run_cli("export", "efficientnet_lite0", "--pretrained", "--format", "executorch", "-o", str(out),
-                   "--resolution", str(RES), "--json")
-    report = json.loads(proc.stdout.splitlines()[-1])
-    assert report["format"] == "executorch" and report["max_abs_diff_real"] < 1e-4 and out.is_file()
-    assert (tmp_path / "lite0.pte.json").is_file()
-    for backend in ("executorch", "torch"):
+def test_cli_export_and_predict_with_executorch(lite0_int8, photos, tmp_path):
+    path, report, stdout = lite0_int8
+    assert report["format"] == "executorch" and report["max_abs_diff_real"] < 1e-4 and path.is_file()
+    assert Path(f"{path}.json").is_file() and stdout.startswith(f"wrote {path} (executorch, int8); parity vs PyTorch")
+    for backend in ("executorch", "torch"):  # the first exports its own program into the cache
         pred = json.loads(run_cli("predict", "--model", "efficientnet_lite0", "--pretrained", "--backend", backend,
                                   "--json", str(photos["coffee"])).stdout)
         assert pred[0]["predictions"][0]["label"] == "espresso", (backend, pred)
