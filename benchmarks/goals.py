@@ -92,25 +92,29 @@ def inference_goals(results: list[dict], int8_roof_gops: float | None, gops_per_
 
 
 def training_goals(rows: list[dict]) -> list[Goal]:
-    """The training goal from ``bench_train``'s rows: the fastest effnet configuration within 0.6x the memory of
-    timm channels-last + bf16 under the same allocator, and its speed ratio."""
+    """The training goal from ``bench_train``'s rows: against timm channels-last + bf16 as its users run it (glibc's
+    malloc), the fastest effnet configuration within 0.6x its peak memory (``effnet train`` preloads tcmalloc by
+    itself); and that configuration against timm under the same allocator (like for like)."""
     by = {r["config"]: r for r in rows}
-    found = []
-    for r in rows:
-        if not r["config"].startswith("effnet"):
-            continue
-        ref = by.get("timm CL + bf16 + tcmalloc" if "tcmalloc" in r["config"] else "timm CL + bf16")
-        if ref:
-            found.append((r["img_per_s"] / ref["img_per_s"], r["peak_rss_mib"] / ref["peak_rss_mib"], r["config"]))
+    ref = by.get("timm CL + bf16")
+    if ref is None:
+        return [Goal("training x timm CL + bf16 within 0.6x its memory", 1.5, None, "timm CL + bf16 not measured")]
+    found = [(r["img_per_s"] / ref["img_per_s"], r["peak_rss_mib"] / ref["peak_rss_mib"], r["config"])
+             for r in rows if r["config"].startswith("effnet")]
     fits = [f for f in found if f[1] <= 0.6]
-    if not fits:
-        return [Goal("training x timm CL + bf16 within 0.6x its memory", 1.5, None, "no configuration within 0.6x")]
-    speed, memory, config = max(fits)
+    speed, memory, config = max(fits) if fits else min(found, key=lambda f: f[1])
+    goals = [Goal("training x timm CL + bf16 within 0.6x its memory", 1.5, speed if fits else None,
+                  f"{config} (memory {memory:.2f}x)" if fits else
+                  f"no configuration within 0.6x; leanest {config}: {speed:.2f}x at {memory:.2f}x memory")]
+    same = by.get("timm CL + bf16 + tcmalloc" if "tcmalloc" in config else "timm CL + bf16")
+    if same:
+        goals.append(Goal("  the same, like for like (timm under the same allocator)", 1.5,
+                          by[config]["img_per_s"] / same["img_per_s"],
+                          f"memory {by[config]['peak_rss_mib'] / same['peak_rss_mib']:.2f}x of {same['config']}"))
     fastest = max(found)
-    return [Goal("training x timm CL + bf16 within 0.6x its memory", 1.5, speed, f"{config} (memory {memory:.2f}x)"),
-            Goal("training peak memory x timm CL + bf16 (that configuration)", 0.6, memory, config, at_most=True),
-            Goal("training x timm CL + bf16, any memory", 1.5, fastest[0],
-                 f"{fastest[2]} (memory {fastest[1]:.2f}x)")]
+    goals.append(Goal("training x timm CL + bf16, any memory", 1.5, fastest[0],
+                      f"{fastest[2]} (memory {fastest[1]:.2f}x)"))
+    return goals
 
 
 def gops_per_image(model: torch.nn.Module, resolution: int) -> float:
