@@ -283,7 +283,7 @@ def _print_profile(label: str, per, top: int) -> None:
     print(f"profile {label}: {total:.0f} ms/call: {rows}")
 
 
-def goal_rows(args, workdir: Path, resolution: int, results: list[dict]) -> list[dict]:
+def goal_rows(args, workdir: Path, resolution: int, results: list[dict]) -> dict:
     """The goal table (benchmarks/goals.py) after the timed run: the int8 matrix roof measured now, the model's GOP per
     image, and the low-precision engines' top-1 agreement with fp32 on real photos."""
     import effnet
@@ -296,7 +296,8 @@ def goal_rows(args, workdir: Path, resolution: int, results: list[dict]) -> list
     goals = inference_goals(results, roofs.matrix["int8"],
                             gops_per_image(effnet.create_model(args.model), resolution), agreement)
     print(table(goals, machine()))
-    return [g.row() for g in goals] + [dict(agreement=agreement, int8_roof=roofs.sources["int8"])]
+    return dict(goals=[g.row() for g in goals], agreement=agreement, int8_roof_gops=roofs.matrix["int8"],
+                int8_roof_source=roofs.sources["int8"])
 
 
 def main() -> None:
@@ -385,12 +386,12 @@ def main() -> None:
 
     picks = {b: describe(choose(b)) for b in ("auto", "openvino-bf16", "openvino-int8", "onnx-int8")}
     print("effnet's choices on this CPU: " + "; ".join(picks.values()))
-    goals = goal_rows(args, workdir, resolution, results) if args.goals else []
+    goals = goal_rows(args, workdir, resolution, results) if args.goals else {}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(machine=machine(), model=args.model, resolution=resolution, threads=args.threads,
                                    reps=args.reps, omp_passive=args.passive, load_average=load, choices=picks,
-                                   results=results, goals=goals), indent=1))
+                                   results=results, **goals), indent=1))
     print(f"wrote {out}")
 
 

@@ -49,8 +49,9 @@ CONFIGS = {
 # the training goal (benchmarks/goals.py): timm's channels-last + bf16 beside effnet's leanest configurations, each
 # under the default allocator and under tcmalloc (what `effnet train` preloads), compared like for like
 GOAL_CONFIGS = ("timm CL + bf16", "timm CL + bf16 + tcmalloc", "effnet CL + bf16", "effnet CL + bf16 + tcmalloc",
-                "effnet CL + bf16 + mem-eff + ckpt", "effnet CL + bf16 + mem-eff + ckpt + tcmalloc",
-                "effnet CL + bf16 + mem-eff + ckpt 3 stages + tcmalloc")
+                "effnet CL + bf16 + mem-eff + tcmalloc", "effnet CL + bf16 + mem-eff + ckpt",
+                "effnet CL + bf16 + mem-eff + ckpt + tcmalloc",
+                *(f"effnet CL + bf16 + mem-eff + ckpt {k} stages + tcmalloc" for k in (2, 3, 4, 5)))
 
 CHILD = r"""
 import json, sys, time, torch

@@ -68,8 +68,8 @@ def physical_cores() -> int:
                     package = value
                 elif key == "core id" and cpu in allowed:
                     cores.add((package, value))
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError):  # unreadable or unexpected: the affinity's count, never a partial one
+        return len(allowed)
     return len(cores) or len(allowed)
 
 

@@ -140,6 +140,21 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
+def photo_statistics(detector: torch.nn.Module, images: list) -> torch.nn.Module:
+    """A random detector's BatchNorm statistics measured on real ``images`` (one "precise BN" pass), and box codes of a
+    trained model's size (std ~0.2, not ~2): its detections then depend on the photo, as a trained model's do,
+    instead of fading to the head's biases -- an exported graph that ignored its input would not pass. In eval mode."""
+    from effnet.detect.predictor import preprocess
+
+    for bn in (m for m in detector.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.reset_running_stats()
+        bn.momentum = None  # the plain average over the pass
+    with torch.no_grad():
+        detector.train()(preprocess(detector.config, images)[0])
+        detector.box_net.predict.pw.weight.mul_(0.1)
+    return detector.eval()
+
+
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory) -> Path:
     """scikit-learn's digits (real scans) written by the real `effnet data digits` command."""

@@ -3,10 +3,17 @@ where it is native, OpenVINO's f32 asked for explicitly where its plugin would t
 core; ``effnet cpu`` says so, line by line, in a real subprocess."""
 
 import os
+import subprocess
+import sys
+
+import pytest
 
 from effnet.cpu import FLAGS_ENV, physical_cores
 from effnet.deploy.choice import BACKENDS, CHUNK, choose
-from tests.conftest import run_cli
+from tests.conftest import HANG_S, ROOT, run_cli
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
 
 AVX2, VNNI_BF16, AMX = "avx2 fma", "avx2 avx512f avx512_vnni avx512_bf16", "avx2 avx512f avx512_vnni amx_tile amx_int8 amx_bf16"
 
@@ -21,13 +28,19 @@ def test_choices_follow_the_faked_features(monkeypatch):
         monkeypatch.setenv(FLAGS_ENV, flags)
         assert choose("openvino-bf16").precision == "bf16" and choose("onnx-int8").int8_scheme == "u8s8"
         assert any("f32 asked" in r for r in choose("openvino").reasons)
-    assert choose("openvino", threads=1).threads == 1 and choose("onnx").threads == physical_cores()
-    assert choose("auto", threads=1).backend in ("onnx", "openvino", "torch")
+    assert choose("openvino", threads=1).threads == 1 and choose("onnx").threads is None  # ORT's own default
+    # OpenVINO when an engine has the cores to itself, ONNX Runtime when engines share them (a fixed thread count)
+    assert choose("auto").backend == "openvino" and choose("auto", threads=1).backend == "onnx"
 
 
 def test_physical_cores_follow_the_affinity():
-    cores = physical_cores()
-    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    """A process held to one CPU (``taskset``'s, a container's limit) gets one OpenVINO thread."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from effnet.cpu import physical_cores; from effnet.deploy.choice import choose; "
+            "print(physical_cores(), choose('openvino').threads)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S, cwd=ROOT)
+    assert out.stdout.split() == ["1", "1"], out.stderr
+    assert 1 <= physical_cores() <= len(os.sched_getaffinity(0))
 
 
 def test_effnet_cpu_names_every_backend_and_its_reasons(monkeypatch):

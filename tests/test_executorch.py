@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import effnet
-from tests.conftest import run_cli
+from tests.conftest import photo_statistics, run_cli
 
 pytest.importorskip("executorch.runtime", reason="ExecuTorch is not installed (pip install 'effnet[edge]')")
 
@@ -122,11 +122,9 @@ def _photos():
 def _tiny_detector(levels: int, images):
     """The first registered detector with ``levels`` pyramid levels, shrunk to seconds of lowering (quarter-width,
     quarter-depth backbone, 32-wide BiFPN, one cell and head layer; 2^max_level px: every level an exact 2x of the
-    next, so XNNPACK runs the upsampling). Random weights, with BatchNorm statistics measured on ``images`` (one
-    "precise BN" pass): with them the detections depend on the photo, as a trained model's do, instead of fading
-    to the head's biases (a program that ignored its input would pass)."""
+    next, so XNNPACK runs the upsampling). Random weights with BatchNorm statistics measured on ``images``
+    (:func:`tests.conftest.photo_statistics`)."""
     from effnet.detect.pipeline import level_count
-    from effnet.detect.predictor import preprocess
     from effnet.models.nets.detector_config import DETECTOR_VARIANTS, detector_config
 
     name = next(n for n in DETECTOR_VARIANTS if level_count(detector_config(n)) == levels)
@@ -135,14 +133,7 @@ def _tiny_detector(levels: int, images):
                             class_names=("cat", "cup", "person"),
                             backbone=config.backbone.replace(width_mult=0.25, depth_mult=0.25, drop_path_rate=0.0))
     torch.manual_seed(levels)
-    model = effnet.create_model(config, num_classes=3)
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.reset_running_stats()
-        bn.momentum = None  # the plain average over the pass
-    with torch.no_grad():
-        model.train()(preprocess(model.config, images)[0])
-        model.box_net.predict.pw.weight.mul_(0.1)  # box codes of a trained model's size (std ~0.2, not ~2)
-    return model.eval()
+    return photo_statistics(effnet.create_model(config, num_classes=3), images)
 
 
 @pytest.mark.parametrize("levels", _level_counts())

@@ -18,7 +18,7 @@ from effnet.deploy.options import ExportOptions
 from effnet.deploy.predictors import ExportedFile
 from effnet.errors import UsageError
 from effnet.tasks import export
-from tests.conftest import config_file, digit_subset, run_cli
+from tests.conftest import config_file, digit_subset, photo_statistics, run_cli
 from tests.test_serve import post_image, running_server
 
 pytest.importorskip("onnxruntime")
@@ -139,24 +139,17 @@ def test_a_file_without_its_config_or_with_another_is_one_line(exports, tmp_path
 def small_detector(images: list) -> torch.nn.Module:
     """A Lite0 detector with TF "SAME" padding (as the published weights; the exports freeze it), cut to seconds of
     lowering: one BiFPN cell and head layer, quarter-depth backbone, 128 px. Random weights with BatchNorm
-    statistics measured on ``images`` (one "precise BN" pass), so that each photo gets detections of its own (a
-    graph that ignored its input would not pass), and class scores decisive enough for a few boxes per photo."""
-    from effnet.detect.predictor import preprocess
-
+    statistics measured on ``images`` (:func:`tests.conftest.photo_statistics`: each photo gets detections of its
+    own), and class scores decisive enough for a few boxes per photo."""
     torch.manual_seed(0)
     config = effnet.create_model("efficientdet_lite0", num_classes=3, tf_padding=True).config
     config = config.replace(fpn_repeats=1, head_repeats=1, resolution=128, class_names=("cat", "cup", "person"),
                             backbone=config.backbone.replace(depth_mult=0.25, drop_path_rate=0.0))
-    model = effnet.create_model(config, num_classes=3)
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.reset_running_stats()
-        bn.momentum = None  # the plain average over the pass
+    model = photo_statistics(effnet.create_model(config, num_classes=3), images)
     with torch.no_grad():
-        model.train()(preprocess(model.config, images)[0])
-        model.box_net.predict.pw.weight.mul_(0.1)  # box codes of a trained model's size
         model.class_net.predict.pw.weight.mul_(1.5)
         model.class_net.predict.pw.bias.fill_(-4.0)
-    return model.eval()
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Fault injection (issue 23): real commands killed with SIGKILL at moments the test chooses by watching what they
 write (a checkpoint at a given position, a temporary file appearing, a byte count a loopback server reports) --
 never by sleeping on a clock. Each rerun completes, no partial file is ever loaded, finished results are kept.
-The killed commands are the CLI's ``main`` in forked children of this process (no start-up to wait for); the
-reruns that must complete are real ``effnet`` subprocesses.
+The killed commands are the CLI's ``main`` in forked children of this process (no start-up to wait for), or, for one
+that trains, an ``effnet`` subprocess; the reruns that must complete are real ``effnet`` subprocesses.
 
 ``effnet train`` and ``effnet search`` have their kill tests beside their other tests (``test_train.py``,
 ``test_search.py``), ``effnet predict --output`` in ``test_predict_folder.py``."""
@@ -70,6 +70,14 @@ class _Child:
     def communicate(self):
         self.process.join()
         return "", ""
+
+
+def _spawned(*args: str) -> subprocess.Popen:
+    """``effnet ARGS`` as a process of its own, for a command that trains: a forked child cannot run autograd once
+    this process has (torch refuses, its autograd threads do not survive a fork), and which test files ran in this
+    pytest worker before is pytest-xdist's choice."""
+    return subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], cwd=ROOT, env=ENV, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _kill_when(proc: subprocess.Popen, moment, timeout: float = HANG_S):
@@ -152,11 +160,11 @@ def test_detect_train_killed_twice_resumes_bit_exact(detect_world, tmp_path):
     ckpt = killed / "checkpoint.pt"
 
     # 1: in the first epoch, while checkpoint.pt is being replaced -- the rename has not happened yet
-    _kill_when(_Child(*args, "--out", str(killed)), lambda: ckpt.exists() and _temp_files(killed, "checkpoint.pt"))
+    _kill_when(_spawned(*args, "--out", str(killed)), lambda: ckpt.exists() and _temp_files(killed, "checkpoint.pt"))
     first = _checkpoint_at(ckpt)()
     assert first[0] == 0 and not (killed / "model.safetensors").exists()
     # 2: after a checkpoint in the middle of the second epoch (4 batches an epoch)
-    _kill_when(_Child("detect", "train", "--resume", str(killed), "--quiet"),
+    _kill_when(_spawned("detect", "train", "--resume", str(killed), "--quiet"),
                lambda: (pos := _checkpoint_at(ckpt)()) and pos[0] == 1 and pos[1] >= 1)
     second = _checkpoint_at(ckpt)()
     assert second[0] == 1 and 0 < second[1] < 4 and not (killed / "model.safetensors").exists(), second

@@ -4,10 +4,10 @@ chunk size. Decided when the program runs, from the features of *this* CPU (:mod
 fakes another's) and the engines installed -- never from the machine a number was measured on -- and recorded in
 every export's config (``NAME.json``: ``made_on.choice``), so a file says what it was made and checked for.
 
-One home for these decisions: :mod:`effnet.deploy.predictors` and :class:`effnet.deploy.openvino.Runner` ask
-:func:`choose`; ``benchmarks/bench_infer.py`` prints the choice beside its numbers. The measurements each rule
-rests on are in the README's table "CPU features -> what effnet picks".
-"""
+One home for these decisions: :class:`effnet.deploy.openvino.Runner` takes its chunk size, precision and thread
+count from here, :mod:`effnet.deploy.predictors` its backend list, ``auto`` and the bf16 note; :func:`choose` puts
+them together for ``effnet cpu``, the export configs and ``benchmarks/bench_infer.py``. The measurements each rule
+rests on are in the README's table "What effnet picks on your CPU"."""
 
 from __future__ import annotations
 
@@ -39,13 +39,13 @@ CHUNK = {"fp32": 2, "bf16": 2, "int8": 4}
 @dataclass(frozen=True)
 class EngineChoice:
     """What runs a model here: ``backend`` (a ``--backend`` name), the ``precision`` it computes in, its
-    ``threads`` (default: this process's physical cores, :func:`effnet.cpu.physical_cores`), OpenVINO's
+    ``threads`` (OpenVINO's default: this process's physical cores, :func:`effnet.cpu.physical_cores`), OpenVINO's
     ``streams`` for a batch (one per thread) and ``chunk`` (images per stream call), this CPU's ``int8_scheme``
     (what an ``-int8`` backend quantizes with), the deciding ``flags``, and one line per rule applied."""
 
     backend: str
     precision: str
-    threads: int
+    threads: int | None  # None: the engine's own default (ONNX Runtime and PyTorch: one per physical core too)
     streams: int
     chunk: int
     int8_scheme: str
@@ -66,6 +66,10 @@ def auto_backend(threads: int | None = None) -> str:
     return "torch"
 
 
+# why a bf16 request computes in f32 on a CPU without native bf16 (OpenVINO's docs: emulated bf16 is slower)
+NO_NATIVE_BF16 = "no native bf16 (avx512_bf16 / amx_bf16): emulated bf16 is slower than f32, so f32 runs"
+
+
 def computed_precision(precision: str) -> str:
     """The precision an engine asked for ``precision`` computes in here: bf16 only where the CPU has it natively
     (emulated bf16 runs slower than f32, OpenVINO's docs), else f32."""
@@ -82,27 +86,30 @@ def choose(backend: str = "auto", threads: int | None = None) -> EngineChoice:
     precision = "int8" if backend.endswith("-int8") else "bf16" if backend.endswith("-bf16") else "fp32"
     if computed_precision(precision) != precision:
         precision = computed_precision(precision)
-        reasons.append("no native bf16 (avx512_bf16 / amx_bf16): emulated bf16 is slower than f32, so f32 runs")
+        reasons.append(NO_NATIVE_BF16)
     scheme = int8_scheme()
     if precision == "int8" and not backend.startswith("executorch"):  # XNNPACK's quantizer has one scheme
         reasons.append(f"int8 scheme {scheme.name}: {scheme.reason}")
     if precision == "fp32" and backend.startswith("openvino") and bf16_native():
         reasons.append("f32 asked of OpenVINO explicitly: its CPU plugin would compute in bf16 on this CPU")
-    threads = threads or physical_cores()
-    return EngineChoice(backend, precision, threads, streams=threads, chunk=CHUNK[precision],
+    if backend.startswith("openvino"):  # effnet sets OpenVINO's threads; the other engines keep their own default
+        threads = threads or physical_cores()
+    return EngineChoice(backend, precision, threads, streams=threads or 1, chunk=CHUNK[precision],
                         int8_scheme=scheme.name, flags=tuple(deciding_flags()), reasons=tuple(reasons))
 
 
 def describe(choice: EngineChoice) -> str:
     """One line: what a backend runs as here (``effnet cpu``, ``bench_infer.py``)."""
     streams = f", {choice.streams} streams x chunks of {choice.chunk}" if choice.backend.startswith("openvino") else ""
-    return f"{choice.backend}: {choice.precision}, {choice.threads} threads{streams}"
+    threads = f"{choice.threads} threads" if choice.threads else "the engine's default threads"
+    return f"{choice.backend}: {choice.precision}, {threads}{streams}"
 
 
 def cpu_report() -> str:
     """``effnet cpu``: this CPU, its deciding flags, and what each backend (and ``auto``) runs as here, with why."""
     lines = [f"{cpu_name()}: {physical_cores()} physical cores, flags {' '.join(deciding_flags()) or '(none)'}"
-             + (f" (from ${FLAGS_ENV})" if os.environ.get(FLAGS_ENV) is not None else "")]
+             + (f" (from ${FLAGS_ENV})" if os.environ.get(FLAGS_ENV) is not None else ""),
+             "  (auto as classifiers and segmenters take it: a detector's auto is torch, an exported file runs on its own engine)"]
     for backend in ("auto", *BACKENDS):
         choice = choose(backend)
         lines.append(f"  {backend:<16} {describe(choice)}" + "".join(f"\n  {'':<16}   - {r}" for r in choice.reasons))

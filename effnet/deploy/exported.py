@@ -22,7 +22,7 @@ from typing import Any
 from ..cpu import cpu_name, deciding_flags
 from ..errors import CheckpointError, UsageError
 from ..files import atomic_write
-from .choice import choose
+from .choice import BACKENDS, choose
 
 # an export's file extension -> its format, and the runtime effnet runs that format on
 FORMAT_OF_SUFFIX = {".onnx": "onnx", ".xml": "openvino", ".pte": "executorch", ".pt": "torchscript"}
@@ -92,7 +92,9 @@ def write_sidecar(path: str | os.PathLike, config, info: ExportInfo) -> Path:
     file's."""
     hashes = {p.name: _sha256(p) for p in model_files(path)}
     # the CPU it was made and checked on, and what effnet picks to run it there (re-decided wherever it runs)
-    made_on = {"cpu": cpu_name(), "flags": deciding_flags(), "choice": choose(info.backend).to_dict()}
+    made_on = {"cpu": cpu_name(), "flags": deciding_flags()}
+    if info.backend in BACKENDS:  # TorchScript is written for other programs: effnet runs the model, not the file
+        made_on["choice"] = choose(info.backend).to_dict()
     # ``to_json``: what every task's config offers (a plug-in task's too), as a saved model's header carries it
     data = {SIDECAR_KEY: asdict(info) | {"files": hashes, "engine": info.engine, "made_on": made_on},
             "model": json.loads(config.to_json())}

@@ -20,7 +20,7 @@ from ..cpu import int8_scheme
 from ..data import check_image
 from ..errors import UsageError
 from ..files import cache_root
-from .choice import BACKENDS, auto_backend, computed_precision
+from .choice import BACKENDS, NO_NATIVE_BF16, auto_backend, computed_precision
 from .executorch import PteRunner
 from .export import EXTENSIONS, ExportOutputs, export_model
 from .exported import ExportInfo, read_sidecar
@@ -116,8 +116,7 @@ class OpenVinoPredictor(nn.Module):
         super().__init__()
         self.config = config
         if computed_precision(precision) != precision:  # a choice by this CPU's features (effnet.deploy.choice)
-            print(f"effnet: note: this CPU has no native bf16 (avx512_bf16 / amx_bf16): emulated bf16 runs slower "
-                  f"than f32, so {Path(xml_path).name} runs in f32", file=sys.stderr)
+            print(f"effnet: note: {Path(xml_path).name}: {NO_NATIVE_BF16}", file=sys.stderr)
         self.runner = Runner(xml_path, precision, threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
