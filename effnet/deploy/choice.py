@@ -32,7 +32,9 @@ AUTO_ORDER = (("openvino", "openvino"), ("onnx", "onnxruntime"))
 
 # OpenVINO Runner: images per stream call for a batch (B0 224 px, 2 cores, x ONNX Runtime on a timm export):
 # fp32 chunks of 2 1.20x, 1 1.16x, 4 1.08x, 8 1.00x -- a B0 activation at batch 2 stays in a core's cache;
-# int8 (FakeQuantize) gains from larger chunks, its int8 matrix products fill up: 4 2.11x, 2 1.97x, 1 1.80x.
+# int8 (FakeQuantize) gains from larger chunks, its int8 matrix products fill up: 4 2.11x, 2 1.97x, 1 1.80x
+# (machine not recorded). Re-tried on an AVX-512 VNNI + BF16 EPYC: fp32 again fastest in 2s; bf16 and int8 within
+# a few percent from 2 to 16.
 CHUNK = {"fp32": 2, "bf16": 2, "int8": 4}
 
 
@@ -109,7 +111,8 @@ def cpu_report() -> str:
     """``effnet cpu``: this CPU, its deciding flags, and what each backend (and ``auto``) runs as here, with why."""
     lines = [f"{cpu_name()}: {physical_cores()} physical cores, flags {' '.join(deciding_flags()) or '(none)'}"
              + (f" (from ${FLAGS_ENV})" if os.environ.get(FLAGS_ENV) is not None else ""),
-             "  (auto as classifiers and segmenters take it: a detector's auto is torch, an exported file runs on its own engine)"]
+             "  (auto as classifiers and segmenters take it: a detector's auto is torch, an exported file runs on "
+             "its own engine)"]
     for backend in ("auto", *BACKENDS):
         choice = choose(backend)
         lines.append(f"  {backend:<16} {describe(choice)}" + "".join(f"\n  {'':<16}   - {r}" for r in choice.reasons))
