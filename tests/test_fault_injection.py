@@ -43,9 +43,14 @@ def _cli_in_child(args: list[str]) -> None:
     """The CLI, in a forked child of this test process (torch already imported: no start-up to wait for), with
     what the test set up here (a registry row) inherited. One thread: OpenMP's pool does not survive a fork, and
     the arithmetic is then that of ``_in_process`` and the spawned commands."""
+    from tqdm import tqdm
+
     from effnet.cli import main
 
     torch.set_num_threads(1)
+    # tqdm's write lock is a multiprocessing semaphore that a fork shares: an earlier child killed inside a progress
+    # bar's update dies holding it, and every later child would wait on it forever. A lock of this child's own.
+    tqdm.set_lock(threading.RLock())
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
