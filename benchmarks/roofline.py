@@ -15,6 +15,9 @@ What is measured, now, on the machine the command runs on (nothing comes from a 
   and all are recorded. Where a layer in an engine ran faster than every product measured (a conv kernel can
   block better than a square GEMM, and noise on a shared machine slows the products), the roof is raised to
   that layer's rate and the output says so: a roof some kernel beats is no limit.
+- The activation roof: SiLU elements per second, torch's vectorized ``silu`` (an exp and a reciprocal per element,
+  as oneDNN's fused post-op computes it) on buffers that stay in a core's cache, fastest call. Every engine here
+  computes the SiLU in float, int8 included (after the int32 sums are dequantized): this roof holds for all.
 - Each layer's time per engine, from the engine's own profiler, the median over repetitions: OpenVINO's
   performance counters (PERF_COUNT) on effnet's IR in fp32, bf16 and int8 (NNCF), compiled for the batch on one
   latency stream (not bench_infer's Runner, which cuts a batch into chunks across streams); ONNX Runtime's
@@ -29,16 +32,22 @@ of the MBConv block: the stem conv; per block the 1x1 expansion, the depthwise c
 pool + classifier. Activations after a conv belong to the conv's layer.
 
 - FLOPs: convolutions and the classifier's matrix product by ``torch.utils.flop_counter.FlopCounterMode`` (2 per
-  multiply-add, grouped by module; biases not counted); elementwise work counted here at one FLOP per element per
-  op -- the activation after a conv, the SE's pooling (one add per input element) and gate multiply (one per
-  element) and the activation and sigmoid on its squeezed vector, the residual add, the final pooling. SiLU and
-  sigmoid take several instructions per element: counting one keeps the bound low.
+  multiply-add, grouped by module; biases not counted); cheap elementwise work counted here at one FLOP per
+  element per op -- a ReLU6, the SE's pooling (one add per input element) and gate multiply (one per element), the
+  residual add, the final pooling.
+- SiLU and sigmoid elements ("transcendentals"): the SiLU after a conv, the SE's SiLU and sigmoid on its squeezed
+  vectors. Each takes about one cycle per element on a core (an exp, a reciprocal), not one FLOP: B0's 6.2 M SiLU
+  elements per image take 3.5x as long as its depthwise convs' arithmetic (AMD EPYC, the JSON's machine), and a
+  FLOP count hides them.
 - Bytes moved: the layer's input and output activations (and the residual's input) once each, plus its weights,
   all at the engine's precision (fp32 4 B, bf16 2 B, int8 1 B). An engine moves at least this: an int8 layer's
   int32 biases, a float output, the SE's second read of its input (pool, then gate) are not counted.
 
 Why the bound is honest -- no kernel running this layer at a time over the batch beats it:
-bound = max(FLOPs / compute peak, bytes / bandwidth at the layer's working set), and both terms are optimistic.
+bound = max(compute, bytes / bandwidth at the layer's working set), and both terms are optimistic, with
+compute = FLOPs / the matrix roof + transcendentals / the activation roof. The two add up on a CPU without AMX: the
+matrix work and the SiLU issue on the same vector units. With AMX the matrix work runs on the tiles beside them, and
+the larger of the two counts.
 The compute peak of *every* layer, depthwise and elementwise included, is the matrix roof of its precision: on a
 CPU without AMX a GEMM runs on the same AVX-512 FMA / VNNI / BF16 dot-product units a depthwise kernel can use, and
 nothing issues them faster than a large GEMM does. (A roof measured with an elementwise op such as addcmul would be
@@ -48,12 +57,17 @@ JSON says so.) The bandwidth is the copy curve's at the layer's working set (the
 largest measured size not above it, the curve first made non-increasing so that noise never lowers a rate.
 The schedule is the engines': one layer at a time over the whole batch. A depth-first or chunked schedule keeps the
 working sets in cache and lowers the bound (the batch-1 rows show by how much).
+
+The activation term is checked against the engines: each OpenVINO engine runs effnet's IR and its ReLU6 twin (the
+same network with every SiLU a ReLU6, exported and quantized the same way) interleaved; the difference is what the
+SiLUs cost there, printed beside SiLU elements / the activation roof.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
 import itertools
 import json
 import os
@@ -86,6 +100,9 @@ class Roofs:
     dispatch_us: float  # torch's per-call cost subtracted from each copy
     notes: tuple[str, ...] = ()
     copy_curves: dict | None = None  # thread count -> the copy curve measured on that many threads
+    activation: float = float("inf")  # SiLU elements per second (G/s) on the run's threads, in cache
+    activation_source: str = ""
+    shared_units: bool = True  # the matrix work and the activations issue on the same vector units (no AMX)
 
     @property
     def dram(self) -> float:
@@ -132,6 +149,31 @@ def measure_bandwidth(threads: int, sizes=COPY_SIZES) -> tuple[dict[int, tuple],
     finally:
         torch.set_num_threads(threads)
     return curves, dispatch * 1e6
+
+
+ACTIVATION_SIZES = (2**14, 2**16, 2**18)  # SiLU buffers (float32 elements): 64 KiB ... 1 MiB, each in a core's cache
+
+
+def measure_activation(threads: int, sizes=ACTIVATION_SIZES) -> tuple[float, str]:
+    """SiLU's rate in G elements/s: torch's vectorized ``silu`` (exp and a reciprocal per element, as oneDNN's
+    post-op computes it) into a preallocated output, in cache, on one thread times ``threads`` and on ``threads``
+    (the better: the roof is the best the machine does), fastest call less torch's dispatch cost."""
+    tiny_src, tiny_dst = torch.ones(16), torch.empty(16)
+    dispatch = best_call_s(lambda: torch.ops.aten.silu.out(tiny_src, out=tiny_dst))
+    found = {}
+    try:
+        for count in dict.fromkeys((threads, 1)):
+            torch.set_num_threads(count)
+            for n in sizes:
+                x, out = torch.randn(n), torch.empty(n)
+                per_call = best_call_s(lambda: torch.ops.aten.silu.out(x, out=out), budget_s=0.03)
+                rate = n / max(per_call - dispatch, per_call / 2) / 1e9 * (threads if count == 1 else 1)
+                found[f"torch silu {n} elements on {count} thread{'s' if count > 1 else ''}"
+                      + (f" x {threads}" if count == 1 and threads > 1 else "")] = rate
+    finally:
+        torch.set_num_threads(threads)
+    best = max(found, key=found.get)
+    return found[best], best
 
 
 def torch_mm_gflops(dtype: torch.dtype, n: int) -> float:
@@ -210,10 +252,14 @@ def measure_roofs(threads: int) -> Roofs:
     matrix = {p: max(rates.values()) for p, rates in found.items()}
     sources = {p: max(rates, key=rates.get) for p, rates in found.items()}
     notes = ()
-    if {"amx_tile", "amx_bf16", "amx_int8"} & cpu_flags():
+    amx = bool({"amx_tile", "amx_bf16", "amx_int8"} & cpu_flags())
+    if amx:
         notes = ("AMX: the bf16/int8 matrix roofs come from the tiles, which depthwise convs cannot use: their "
-                 "compute bound is loose here",)
-    return Roofs(bandwidth, matrix, sources, found, dispatch_us, notes, copy_curves)
+                 "compute bound is loose here; the tiles run beside the vector units, so a layer's matrix and "
+                 "activation work overlap in the bound",)
+    activation, activation_source = measure_activation(threads)
+    return Roofs(bandwidth, matrix, sources, found, dispatch_us, notes, copy_curves, activation, activation_source,
+                 shared_units=not amx)
 
 
 # ----------------------------------------------------------------------------------------------- per-layer work
@@ -226,6 +272,7 @@ class Layer:
     flops: float  # per image
     activations: int  # elements read + written per image
     weights: int  # parameters
+    transcendentals: int = 0  # elements per image through a SiLU or a sigmoid (an exp and a reciprocal each)
 
     def flops_at(self, batch: int) -> float:
         return self.flops * batch
@@ -267,13 +314,30 @@ def layer_roots(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _elementwise_flops(module: nn.Module, n_in: int, n_out: int) -> int:
-    """One FLOP per element per elementwise op (module docstring): the SE's pool adds and gate multiplies plus the
-    activation and sigmoid on its squeezed vector; a conv layer's activation."""
+    """One FLOP per element per cheap elementwise op (module docstring): the SE's pool adds and gate multiplies;
+    a conv layer's ReLU6 (a SiLU or sigmoid is counted by :func:`_transcendentals` instead)."""
     from effnet.models.nets.layers import SqueezeExcite
 
     if isinstance(module, SqueezeExcite):
-        return 2 * n_in + module.reduce.out_channels + module.expand.out_channels
-    return n_out if not isinstance(getattr(module, "act", nn.Identity()), nn.Identity) else 0
+        return 2 * n_in + (0 if _is_silu(module.act) else module.reduce.out_channels)
+    act = getattr(module, "act", nn.Identity())
+    return n_out if not isinstance(act, nn.Identity) and not _is_silu(act) else 0
+
+
+def _is_silu(module: nn.Module) -> bool:
+    from effnet.models.nets.lean import MemoryEfficientSiLU
+
+    return isinstance(module, (nn.SiLU, MemoryEfficientSiLU))
+
+
+def _transcendentals(module: nn.Module, n_out: int) -> int:
+    """Elements through a SiLU or a sigmoid: a conv layer's SiLU output; the SE's SiLU on its reduced vector and
+    the sigmoid on its expanded one."""
+    from effnet.models.nets.layers import SqueezeExcite
+
+    if isinstance(module, SqueezeExcite):
+        return (module.reduce.out_channels if _is_silu(module.act) else 0) + module.expand.out_channels
+    return n_out if _is_silu(getattr(module, "act", nn.Identity())) else 0
 
 
 def _trace_batch1(model: nn.Module, paths: list[str], resolution: int) -> tuple[dict, dict]:
@@ -317,7 +381,8 @@ def count_layers(model: nn.Module, name: str | None = None) -> Network:
         add = n_out if block else 0  # the residual add: one more input read, one add per element
         layers.append(Layer(path, _layer_kind(path, module), (path, block) if block else (path,),
                             flops.get(path, 0) + _elementwise_flops(module, n_in, n_out) + add,
-                            n_in + n_out + add, sum(p.numel() for p in module.parameters())))
+                            n_in + n_out + add, sum(p.numel() for p in module.parameters()),
+                            _transcendentals(module, n_out)))
     if tail == ["pool", "classifier"]:  # the final pooling (one add per element) + the classifier's product
         pooled, logits = sizes["pool"][0], sizes["classifier"][1]
         layers.append(Layer("classifier", "stem/head", ("pool", "classifier"), pooled + flops.get("classifier", 0),
@@ -502,6 +567,100 @@ def torch_profile(model: nn.Module, network: Network, batch: int, threads: int, 
     return Profile(_self_times(medians), {n: "module" for n in medians}, medians["forward"])
 
 
+# ------------------------------------------------------------------------- what the SiLU costs in OpenVINO
+
+def silu_elements(model: nn.Module) -> int:
+    """Elements per image through the model's SiLUs (a hook on each; one image at the model's resolution)."""
+    seen = [0]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.__setitem__(0, seen[0] + out.numel()))
+             for m in model.modules() if _is_silu(m)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, model.config.in_chans, model.config.resolution, model.config.resolution))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen[0]
+
+
+def relu6_twin_files(model: nn.Module, workdir: Path) -> dict[str, Path]:
+    """The same network with every SiLU a ReLU6 (the Lite models' activation, a clamp OpenVINO fuses into the
+    conv for next to nothing), exported as effnet exports the real one: fp32 IR and NNCF int8 IR, both calibrated
+    on the same photos. Not a model to run (random weights, another activation): a counterfactual for timing."""
+    import effnet
+    from benchmarks.bench_infer import calibration_photos
+    from effnet.deploy import export_model
+
+    twin = effnet.create_model(model.config.replace(activation="relu6")).eval()
+    files = {"fp32": workdir / "effnet_ov_relu6.xml", "int8": workdir / "effnet_ov_relu6_int8.xml"}
+    for precision, path in files.items():
+        if not path.exists():
+            print(f"exporting the ReLU6 twin ({precision}) ...", flush=True)
+            export_model(twin, path, "openvino", batch="dynamic", int8=precision == "int8",
+                         calibration=str(calibration_photos(workdir)) if precision == "int8" else None)
+    return files
+
+
+def _latency_call(xml: Path, precision: str, batch: int, threads: int):
+    """One OpenVINO call on ``xml`` compiled as :func:`openvino_profile` compiles it, without the counters."""
+    import openvino as ov
+
+    from effnet.deploy import openvino as ovino
+
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    shape = model.input(0).get_partial_shape()
+    shape[0] = batch
+    model.reshape({model.input(0): shape})
+    request = core.compile_model(model, "CPU", ovino.cpu_config("bf16" if precision == "bf16" else "fp32", threads)
+                                 ).create_infer_request()
+    x = np.random.default_rng(0).standard_normal([batch, *list(shape.to_shape())[1:]], dtype=np.float32)
+    request.infer({0: x})
+    return lambda: request.infer({0: x})
+
+
+def activation_check(model: nn.Module, engines: list[Engine], roofs: Roofs, batches: list[int], threads: int,
+                     reps: int, workdir: Path) -> list[dict]:
+    """Each OpenVINO engine's whole-network time on effnet's IR and on its ReLU6 twin, interleaved (median of
+    ``reps``): the difference is what the SiLUs cost in that engine, set beside the activation roof's prediction
+    (SiLU elements / the activation rate). The check that the bound's activation term is real."""
+    twin = relu6_twin_files(model, workdir)
+    per_image = silu_elements(model)
+    calls = {}
+    for batch in batches:
+        for engine in (e for e in engines if e.runtime == "openvino"):
+            twin_file = twin["int8" if engine.precision == "int8" else "fp32"]
+            calls[engine.label, batch] = (_latency_call(workdir / engine.file, engine.precision, batch, threads),
+                                          _latency_call(twin_file, engine.precision, batch, threads))
+    times = collections.defaultdict(lambda: ([], []))
+    for _ in range(reps):
+        for key, pair in calls.items():
+            for i, call in enumerate(pair):
+                t = time.perf_counter()
+                call()
+                times[key][i].append((time.perf_counter() - t) * 1e6)
+    rows = []
+    for (engine, batch), (silu, relu6) in times.items():
+        silu_us, relu6_us = statistics.median(silu), statistics.median(relu6)
+        predicted = per_image * batch / roofs.activation / 1e3
+        cost = silu_us - relu6_us
+        rows.append(dict(engine=engine, batch=batch, silu_us=silu_us, relu6_us=relu6_us, silu_cost_us=cost,
+                         share=cost / silu_us, silu_elements=per_image * batch, predicted_us=predicted,
+                         measured_over_predicted=cost / predicted))
+    return rows
+
+
+def print_activation_check(rows: list[dict]) -> None:
+    print("\nwhat the SiLUs cost (effnet's IR against its ReLU6 twin, interleaved) beside the activation roof's "
+          "prediction:")
+    print(f"  {'engine':<16} {'batch':>5} {'SiLU ms':>8} {'ReLU6 ms':>9} {'SiLU cost ms':>12} {'share':>6} "
+          f"{'predicted ms':>12} {'meas/pred':>9}")
+    for r in rows:
+        print(f"  {r['engine']:<16} {r['batch']:>5} {r['silu_us'] / 1e3:>8.2f} {r['relu6_us'] / 1e3:>9.2f} "
+              f"{r['silu_cost_us'] / 1e3:>12.2f} {r['share']:>6.0%} {r['predicted_us'] / 1e3:>12.2f} "
+              f"{r['measured_over_predicted']:>9.2f}")
+
+
 # ------------------------------------------------------------------------------------------ layers against bounds
 
 @dataclass(frozen=True)
@@ -552,9 +711,14 @@ class Run:
 
 
 def bound_us(layer: Layer, roofs: Roofs, precision: str, batch: int) -> float:
-    """max(FLOPs / the precision's matrix roof, bytes / bandwidth at the layer's working set), in µs."""
+    """max(compute, bytes / bandwidth at the layer's working set), in µs. compute = FLOPs / the precision's matrix
+    roof and SiLU/sigmoid elements / the activation roof, added where both issue on the same vector units (no
+    AMX), the larger of the two where the matrix work runs on AMX tiles beside them."""
     nbytes = layer.bytes_at(batch, precision)
-    return max(layer.flops_at(batch) / roofs.matrix[precision], nbytes / roofs.bandwidth_at(nbytes)) / 1e3
+    matrix_s = layer.flops_at(batch) / roofs.matrix[precision] / 1e9
+    activation_s = layer.transcendentals * batch / roofs.activation / 1e9
+    compute_s = matrix_s + activation_s if roofs.shared_units else max(matrix_s, activation_s)
+    return max(compute_s, nbytes / roofs.bandwidth_at(nbytes) / 1e9) * 1e6
 
 
 def compare(engine: Engine, batch: int, profile: Profile, network: Network, roofs: Roofs) -> Run:
@@ -589,8 +753,7 @@ def raised(roofs: Roofs, runs: list[Run]) -> Roofs:
         if rate > roofs.matrix[precision]:
             notes.append(f"{precision} roof raised from {roofs.matrix[precision]:.0f} to {rate:.0f}: "
                          f"{sources[precision]} beat every matrix product measured")
-    return Roofs(roofs.bandwidth, matrix, sources, roofs.products, roofs.dispatch_us, tuple(notes),
-                 roofs.copy_curves)
+    return dataclasses.replace(roofs, matrix=matrix, sources=sources, notes=tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------------- the report
@@ -604,6 +767,8 @@ def print_roofs(roofs: Roofs) -> None:
         products = ", ".join(f"{k} {v:.0f}" for k, v in roofs.products[precision].items())
         print(f"matrix roof {precision}: {gflops:.0f} G{'OP' if precision == 'int8' else 'FLOP'}/s "
               f"({roofs.sources[precision]}; measured: {products})")
+    print(f"activation roof: {roofs.activation:.2f} G SiLU elements/s ({roofs.activation_source}); added to the "
+          f"matrix work in each layer's compute bound" + ("" if roofs.shared_units else " only where larger (AMX)"))
     for note in roofs.notes:
         print(f"note: {note}")
 
@@ -628,7 +793,7 @@ def print_run(run: Run, top: int = 15) -> None:
     print(f"  by kind, bound / measured: {kinds}")
 
 
-def report_json(runs: list[Run], network: Network, roofs: Roofs, settings: dict) -> dict:
+def report_json(runs: list[Run], network: Network, roofs: Roofs, settings: dict, activation: list[dict]) -> dict:
     from effnet.cpu import machine
 
     def run_dict(run: Run) -> dict:
@@ -644,9 +809,11 @@ def report_json(runs: list[Run], network: Network, roofs: Roofs, settings: dict)
                            matrix_products_gflops=roofs.products,
                            copy_by_threads={n: [dict(working_set_bytes=s, gb_per_s=g) for s, g in curve]
                                             for n, curve in (roofs.copy_curves or {}).items()},
-                           dispatch_us=roofs.dispatch_us, notes=list(roofs.notes)),
+                           dispatch_us=roofs.dispatch_us, notes=list(roofs.notes),
+                           activation_gelems_per_s=roofs.activation, activation_source=roofs.activation_source,
+                           matrix_and_activation_share_units=roofs.shared_units),
                 layers=[asdict(layer) for layer in network.layers], runs=[run_dict(r) for r in runs],
-                method=__doc__)
+                activation_check=activation, method=__doc__)
 
 
 KIND_COLOURS = dict(zip(KINDS, ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:gray")))
@@ -770,8 +937,9 @@ def main(args) -> None:
     print(f"{args.model} @ {network.resolution} px, {args.threads} threads, {len(network.layers)} layers; "
           f"roofs measured in {time.perf_counter() - t:.1f} s")
     print_roofs(roofs)
+    batches = [int(b) for b in args.batches.split(",")]
     profiles = [(engine, batch, profile_engine(engine, model, network, batch, args.threads, args.reps, workdir))
-                for batch in [int(b) for b in args.batches.split(",")] for engine in engines]
+                for batch in batches for engine in engines]
     measured = roofs
     roofs = raised(measured, [compare(e, b, p, network, measured) for e, b, p in profiles])
     for note in roofs.notes[len(measured.notes):]:
@@ -787,12 +955,14 @@ def main(args) -> None:
               f"rerun on quiet cores): {'; '.join(beaten[:5])}")
     fractions = ", ".join(f"{r.engine} b{r.batch} {r.fraction:.2f}" for r in runs)
     print(f"\nwhole-network fraction (sum of bounds / measured): {fractions}")
+    activation = activation_check(model, engines, roofs, batches, args.threads, args.reps, workdir)
+    print_activation_check(activation)
     suffix = args.model.replace("/", "_")
     out_json = Path(args.roofline_json or ROOT / "benchmarks" / "results" / f"roofline_{suffix}.json")
     out_png = Path(args.roofline_png or out_json.with_suffix(".png"))
     settings = dict(threads=args.threads, reps=args.reps, batches=args.batches, workdir=str(workdir),
                     load_at_start=load_at_start, faster_than_bound=beaten)
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(report_json(runs, network, roofs, settings), indent=1))
+    out_json.write_text(json.dumps(report_json(runs, network, roofs, settings, activation), indent=1))
     plot(runs, roofs, network, args.threads, out_png)
     print(f"wrote {out_json} and {out_png}")

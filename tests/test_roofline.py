@@ -4,6 +4,8 @@ exports (ONNX Runtime's profiler, OpenVINO's ops, torch.profiler ranges)."""
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 import torch
 
@@ -35,23 +37,35 @@ def test_layers_are_the_mbconv_leaf_ops_in_order(tiny):
 
 
 def test_stem_depthwise_and_se_counted_as_by_hand(tiny):
-    """FLOPs of a conv = 2 x multiply-adds, + 1 per output element for its SiLU; bytes = (input + output) x batch +
-    weights (with the folded BatchNorm's bias), at the precision's size."""
+    """FLOPs of a conv = 2 x multiply-adds, its SiLU one transcendental per output element; bytes = (input + output)
+    x batch + weights (with the folded BatchNorm's bias), at the precision's size."""
     model, net = tiny
     layer = {layer.name: layer for layer in net.layers}
     c = model.stem.conv.out_channels  # 3x3 stride 2: 32 px -> 16 px
     stem = layer["stem"]
-    assert stem.flops == 2 * 16 * 16 * c * 3 * 9 + 16 * 16 * c
+    assert stem.flops == 2 * 16 * 16 * c * 3 * 9 and stem.transcendentals == 16 * 16 * c
     assert stem.bytes_at(4, "fp32") == ((3 * 32 * 32 + c * 16 * 16) * 4 + (c * 27 + c)) * 4
     assert stem.bytes_at(4, "int8") == (3 * 32 * 32 + c * 16 * 16) * 4 + (c * 27 + c)
     dw = layer["blocks.0.0.dw"]
-    assert dw.flops == 2 * 16 * 16 * c * 9 + 16 * 16 * c and dw.activations == 2 * c * 16 * 16
+    assert dw.flops == 2 * 16 * 16 * c * 9 and dw.activations == 2 * c * 16 * 16
+    assert dw.transcendentals == 16 * 16 * c
     se, reduced = layer["blocks.0.0.se"], model.blocks[0][0].se.reduce.out_channels
     pixels = c * 16 * 16
     convs = 2 * (c * reduced) * 2  # reduce and expand on the pooled vector
-    assert se.flops == convs + 2 * pixels + reduced + c  # pool adds, gate multiplies; SiLU and sigmoid on vectors
+    assert se.flops == convs + 2 * pixels  # pool adds, gate multiplies
+    assert se.transcendentals == reduced + c  # SiLU on the reduced vector, sigmoid on the expanded one
     assert se.weights == 2 * c * reduced + reduced + c and se.activations == 2 * pixels
     assert layer["classifier"].flops == 2 * model.classifier.in_features * 3 + model.classifier.in_features * 1
+
+
+def test_silu_elements_are_the_layers_transcendentals_less_the_se_sigmoids(tiny):
+    """Two ways to the same count: hooks on every SiLU module, and the layer table (less each SE's sigmoid)."""
+    model, net = tiny
+    sigmoids = sum(m.expand.out_channels for m in model.modules() if type(m).__name__ == "SqueezeExcite")
+    assert roofline.silu_elements(model) == sum(layer.transcendentals for layer in net.layers) - sigmoids
+    relu6 = roofline.count_layers(effnet.create_model(model.config.replace(activation="relu6")))
+    assert sum(layer.transcendentals for layer in relu6.layers) == sigmoids  # a ReLU6 counts as a FLOP instead
+    assert sum(layer.flops for layer in relu6.layers) > sum(layer.flops for layer in net.layers)
 
 
 def test_residual_add_belongs_to_the_projection(tiny):
@@ -78,6 +92,45 @@ def test_bound_reads_the_bandwidth_curve_at_the_working_set():
     # 256 MiB at DRAM's 10 GB/s (27 ms) against 2.6 ms of FLOPs; in int8 a quarter of the bytes
     assert roofline.bound_us(layer, r, "fp32", 256) == pytest.approx(256 * mib / 10.0 / 1e3)
     assert roofline.bound_us(layer, r, "int8", 256) == pytest.approx(64 * mib / 10.0 / 1e3)
+
+
+def test_activation_term_adds_to_the_matrix_work_without_amx_and_overlaps_with_it():
+    layer = roofline.Layer("x", "conv 1x1", ("x",), flops=2e6, activations=0, weights=0, transcendentals=10**6)
+    shared = roofline.Roofs(((2**20, 80.0),), dict.fromkeys(roofline.ELEMENT_BYTES, 100.0), {}, {}, 0.0,
+                            activation=2.0)
+    # 2 MFLOP at 100 GFLOP/s = 20 µs; 1 M SiLU elements at 2 G/s = 500 µs; memory: none
+    assert roofline.bound_us(layer, shared, "fp32", 1) == pytest.approx(520.0)
+    amx = roofline.dataclasses.replace(shared, shared_units=False)
+    assert roofline.bound_us(layer, amx, "fp32", 1) == pytest.approx(500.0)
+    assert roofline.bound_us(layer, roofs(), "fp32", 1) == pytest.approx(20.0)  # no activation roof measured
+
+
+def test_relu6_twin_differs_only_in_its_activations(tiny, tmp_path):
+    """The counterfactual the activation term is checked against: the same convolutions, no SiLU left; its
+    timing row names the SiLU elements of the real network."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    from effnet.deploy import export_model
+
+    model, _ = tiny
+    export_model(model, tmp_path / "effnet_ov.xml", "openvino", batch="dynamic")
+    twin = roofline.relu6_twin_files(model, tmp_path)
+
+    def ops(xml):
+        return collections.Counter(op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops())
+
+    real, relu6, relu6_int8 = ops(tmp_path / "effnet_ov.xml"), ops(twin["fp32"]), ops(twin["int8"])
+    assert real["Swish"] > 0 and relu6["Swish"] == relu6_int8["Swish"] == 0 and relu6["Clamp"] == real["Swish"]
+    for kind in ("Convolution", "GroupConvolution", "Sigmoid", "MatMul"):
+        assert relu6[kind] == real[kind] == relu6_int8[kind], kind
+    assert relu6_int8["FakeQuantize"] > 0
+    fp32 = next(e for e in roofline.ENGINES if e.label == "openvino fp32")
+    shared = roofline.Roofs(((2**20, 80.0),), dict.fromkeys(roofline.ELEMENT_BYTES, 100.0), {}, {}, 0.0,
+                            activation=2.0)
+    [row] = roofline.activation_check(model, [fp32], shared, [1], 1, 2, tmp_path)
+    assert row["silu_elements"] == roofline.silu_elements(model) and row["silu_us"] > 0 and row["relu6_us"] > 0
+    assert row["predicted_us"] == pytest.approx(row["silu_elements"] / 2.0 / 1e3)
 
 
 def test_onnxruntime_and_torch_profiles_map_to_layers(tiny, tmp_path):
