@@ -158,6 +158,41 @@ def test_depthwise_conv_bf16_training_gradients_are_float32_exact(stride):
     assert torch.allclose(x.grad, xb.grad, rtol=1e-2, atol=1e-2)  # the input gradient is rounded to bf16
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_se_pool_gradient_is_torchs_broadcast_in_the_inputs_layout(dtype, monkeypatch):
+    """global_pool (the SE's squeeze in training): torch's adaptive_avg_pool2d values and gradients, but the
+    gradient comes back as a broadcast view, so the SE input's two gradients (gate and pool) add in its
+    channels-last layout; the SE's input gradient equals plain autograd's bit for bit."""
+    import torch.nn.functional as F
+
+    from effnet.models.nets.layers import SqueezeExcite
+    from effnet.models.nets.lean import global_pool
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 24, 9, 7).to(dtype).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for pool in (global_pool, lambda t: F.adaptive_avg_pool2d(t, 1)):
+        xi = x.clone().requires_grad_()
+        y = pool(xi)
+        assert torch.equal(y, F.adaptive_avg_pool2d(x, 1))
+        (g,) = torch.autograd.grad(y, xi, torch.randn(3, 24, 1, 1, generator=torch.Generator().manual_seed(1))
+                                   .to(dtype))
+        grads.append(g)
+    assert torch.equal(grads[0], grads[1]) and grads[0].stride()[2:] == (0, 0)  # a view, nothing written
+    from effnet.models.nets import layers
+
+    se = SqueezeExcite(24, 6).to(dtype)
+    outs = []
+    for plain in (False, True):
+        if plain:  # torch's own pool: its gradient is written in NCHW order
+            monkeypatch.setattr(layers, "global_pool", lambda t: F.adaptive_avg_pool2d(t, 1))
+        xi = x.clone().requires_grad_()
+        se(xi).backward(torch.ones_like(x))
+        outs.append(xi.grad)
+    assert torch.equal(outs[0], outs[1])
+    assert outs[0].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_lean_bf16_training_stores_less_and_keeps_the_gradients(monkeypatch):
     """The lean recipe of benchmarks/bench_train.py (channels_last, bf16 autocast, memory-efficient layers with
     every expansion fused into its depthwise conv, checkpointing of the first 3 stages' blocks): gradients agree

@@ -21,6 +21,7 @@ from .lean import (
     batchnorm_act,
     depthwise_fp32_backward,
     gate_memory_efficient,
+    global_pool,
 )
 
 # every BatchNorm layer (torch's common base class, _BatchNorm, is private)
@@ -173,8 +174,9 @@ class SqueezeExcite(nn.Module, HasLeanPath):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # adaptive_avg_pool2d, not mean(): it exports as ONNX GlobalAveragePool, which ONNX Runtime keeps in
-        # its blocked NCHWc layout (ReduceMean forces layout conversions: ~25% slower B0, measured)
-        s = F.adaptive_avg_pool2d(x, 1)
+        # its blocked NCHWc layout (ReduceMean forces layout conversions: ~25% slower B0, measured); in training
+        # its gradient comes back broadcast, in x's layout (global_pool)
+        s = global_pool(x)
         s = self.expand(self.act(self.reduce(s)))
         if self.memory_efficient and torch.is_grad_enabled():
             return gate_memory_efficient(x, s)

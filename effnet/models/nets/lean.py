@@ -96,6 +96,32 @@ def gate_memory_efficient(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return _GateFn.apply(x, s)
 
 
+class _GlobalPoolFn(torch.autograd.Function):
+    """``adaptive_avg_pool2d(x, 1)`` whose backward hands back ``grad / (H*W)`` *broadcast* over H x W, a view.
+
+    torch's own backward writes the full-size gradient in NCHW order whatever ``x``'s layout; in the SE, ``x`` also
+    gets the gate's gradient in channels-last order, and autograd adds the two element by element across layouts:
+    12x the time of a same-layout add (bf16, 16 x 144 x 56 x 56: 17.9 against 1.5 ms, AMD EPYC), 7% of a B0
+    training step. The values are torch's (one division per pooled gradient, in its dtype)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return F.adaptive_avg_pool2d(x, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return (grad / (ctx.shape[-1] * ctx.shape[-2])).expand(ctx.shape)
+
+
+def global_pool(x: torch.Tensor) -> torch.Tensor:
+    """The SE's squeeze: ``adaptive_avg_pool2d(x, 1)``, with a broadcast backward where gradients are recorded
+    (never while tracing: an exported graph keeps torch's op, ONNX's GlobalAveragePool)."""
+    if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+        return _GlobalPoolFn.apply(x)
+    return F.adaptive_avg_pool2d(x, 1)
+
+
 # --- BatchNorm + activation -----------------------------------------------------------------------------------
 
 class _BatchNormActFn(torch.autograd.Function):
