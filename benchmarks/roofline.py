@@ -17,7 +17,8 @@ What is measured, now, on the machine the command runs on (nothing comes from a 
   that layer's rate and the output says so: a roof some kernel beats is no limit.
 - The activation roof: SiLU elements per second, torch's vectorized ``silu`` (an exp and a reciprocal per element,
   as oneDNN's fused post-op computes it) on buffers that stay in a core's cache, fastest call. Every engine here
-  computes the SiLU in float, int8 included (after the int32 sums are dequantized): this roof holds for all.
+  computes the SiLU in float, int8 included (after the int32 sums are dequantized). Where a layer implies a faster
+  SiLU (its time less its matrix work at the matrix roof), the roof is raised to it, as the matrix roofs are.
 - Each layer's time per engine, from the engine's own profiler, the median over repetitions: OpenVINO's
   performance counters (PERF_COUNT) on effnet's IR in fp32, bf16 and int8 (NNCF), compiled for the batch on one
   latency stream (not bench_infer's Runner, which cuts a batch into chunks across streams); ONNX Runtime's
@@ -36,9 +37,8 @@ pool + classifier. Activations after a conv belong to the conv's layer.
   element per op -- a ReLU6, the SE's pooling (one add per input element) and gate multiply (one per element), the
   residual add, the final pooling.
 - SiLU and sigmoid elements ("transcendentals"): the SiLU after a conv, the SE's SiLU and sigmoid on its squeezed
-  vectors. Each takes about one cycle per element on a core (an exp, a reciprocal), not one FLOP: B0's 6.2 M SiLU
-  elements per image take 3.5x as long as its depthwise convs' arithmetic (AMD EPYC, the JSON's machine), and a
-  FLOP count hides them.
+  vectors. Each takes about one cycle per element on a core (an exp, a reciprocal), not one FLOP: in B0 they take
+  longer than all its depthwise convs' arithmetic, and a FLOP count hides them.
 - Bytes moved: the layer's input and output activations (and the residual's input) once each, plus its weights,
   all at the engine's precision (fp32 4 B, bf16 2 B, int8 1 B). An engine moves at least this: an int8 layer's
   int32 biases, a float output, the SE's second read of its input (pool, then gate) are not counted.
@@ -100,7 +100,7 @@ class Roofs:
     dispatch_us: float  # torch's per-call cost subtracted from each copy
     notes: tuple[str, ...] = ()
     copy_curves: dict | None = None  # thread count -> the copy curve measured on that many threads
-    activation: float = float("inf")  # SiLU elements per second (G/s) on the run's threads, in cache
+    activation: float | None = None  # SiLU elements per second (G/s) on the run's threads, in cache; None: no term
     activation_source: str = ""
     shared_units: bool = True  # the matrix work and the activations issue on the same vector units (no AMX)
 
@@ -316,28 +316,22 @@ def layer_roots(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _elementwise_flops(module: nn.Module, n_in: int, n_out: int) -> int:
     """One FLOP per element per cheap elementwise op (module docstring): the SE's pool adds and gate multiplies;
     a conv layer's ReLU6 (a SiLU or sigmoid is counted by :func:`_transcendentals` instead)."""
-    from effnet.models.nets.layers import SqueezeExcite
+    from effnet.models.nets.layers import SqueezeExcite, is_silu
 
     if isinstance(module, SqueezeExcite):
-        return 2 * n_in + (0 if _is_silu(module.act) else module.reduce.out_channels)
+        return 2 * n_in + (0 if is_silu(module.act) else module.reduce.out_channels)
     act = getattr(module, "act", nn.Identity())
-    return n_out if not isinstance(act, nn.Identity) and not _is_silu(act) else 0
-
-
-def _is_silu(module: nn.Module) -> bool:
-    from effnet.models.nets.lean import MemoryEfficientSiLU
-
-    return isinstance(module, (nn.SiLU, MemoryEfficientSiLU))
+    return n_out if not isinstance(act, nn.Identity) and not is_silu(act) else 0
 
 
 def _transcendentals(module: nn.Module, n_out: int) -> int:
     """Elements through a SiLU or a sigmoid: a conv layer's SiLU output; the SE's SiLU on its reduced vector and
     the sigmoid on its expanded one."""
-    from effnet.models.nets.layers import SqueezeExcite
+    from effnet.models.nets.layers import SqueezeExcite, is_silu
 
     if isinstance(module, SqueezeExcite):
-        return (module.reduce.out_channels if _is_silu(module.act) else 0) + module.expand.out_channels
-    return n_out if _is_silu(getattr(module, "act", nn.Identity())) else 0
+        return (module.reduce.out_channels if is_silu(module.act) else 0) + module.expand.out_channels
+    return n_out if is_silu(getattr(module, "act", nn.Identity())) else 0
 
 
 def _trace_batch1(model: nn.Module, paths: list[str], resolution: int) -> tuple[dict, dict]:
@@ -571,9 +565,11 @@ def torch_profile(model: nn.Module, network: Network, batch: int, threads: int, 
 
 def silu_elements(model: nn.Module) -> int:
     """Elements per image through the model's SiLUs (a hook on each; one image at the model's resolution)."""
+    from effnet.models.nets.layers import is_silu
+
     seen = [0]
     hooks = [m.register_forward_hook(lambda _m, _i, out: seen.__setitem__(0, seen[0] + out.numel()))
-             for m in model.modules() if _is_silu(m)]
+             for m in model.modules() if is_silu(m)]
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, model.config.in_chans, model.config.resolution, model.config.resolution))
@@ -583,7 +579,7 @@ def silu_elements(model: nn.Module) -> int:
     return seen[0]
 
 
-def relu6_twin_files(model: nn.Module, workdir: Path) -> dict[str, Path]:
+def relu6_twin_files(model: nn.Module, workdir: Path, precisions=("fp32", "int8")) -> dict[str, Path]:
     """The same network with every SiLU a ReLU6 (the Lite models' activation, a clamp OpenVINO fuses into the
     conv for next to nothing), exported as effnet exports the real one: fp32 IR and NNCF int8 IR, both calibrated
     on the same photos. Not a model to run (random weights, another activation): a counterfactual for timing."""
@@ -592,7 +588,7 @@ def relu6_twin_files(model: nn.Module, workdir: Path) -> dict[str, Path]:
     from effnet.deploy import export_model
 
     twin = effnet.create_model(model.config.replace(activation="relu6")).eval()
-    files = {"fp32": workdir / "effnet_ov_relu6.xml", "int8": workdir / "effnet_ov_relu6_int8.xml"}
+    files = {p: workdir / f"effnet_ov_relu6{'_int8' if p == 'int8' else ''}.xml" for p in precisions}
     for precision, path in files.items():
         if not path.exists():
             print(f"exporting the ReLU6 twin ({precision}) ...", flush=True)
@@ -619,17 +615,23 @@ def _latency_call(xml: Path, precision: str, batch: int, threads: int):
     return lambda: request.infer({0: x})
 
 
+def _twin_precision(engine: Engine) -> str:
+    """The twin IR an engine runs: int8's own, else the fp32 IR (bf16 is a compile hint on it)."""
+    return "int8" if engine.precision == "int8" else "fp32"
+
+
 def activation_check(model: nn.Module, engines: list[Engine], roofs: Roofs, batches: list[int], threads: int,
                      reps: int, workdir: Path) -> list[dict]:
     """Each OpenVINO engine's whole-network time on effnet's IR and on its ReLU6 twin, interleaved (median of
     ``reps``): the difference is what the SiLUs cost in that engine, set beside the activation roof's prediction
     (SiLU elements / the activation rate). The check that the bound's activation term is real."""
-    twin = relu6_twin_files(model, workdir)
+    ov_engines = [e for e in engines if e.runtime == "openvino"]
+    twin = relu6_twin_files(model, workdir, {_twin_precision(e) for e in ov_engines})
     per_image = silu_elements(model)
     calls = {}
     for batch in batches:
-        for engine in (e for e in engines if e.runtime == "openvino"):
-            twin_file = twin["int8" if engine.precision == "int8" else "fp32"]
+        for engine in ov_engines:
+            twin_file = twin[_twin_precision(engine)]
             calls[engine.label, batch] = (_latency_call(workdir / engine.file, engine.precision, batch, threads),
                                           _latency_call(twin_file, engine.precision, batch, threads))
     times = collections.defaultdict(lambda: ([], []))
@@ -669,6 +671,7 @@ class Row:
     kind: str
     flops: float
     bytes: float
+    transcendentals: float
     bound_us: float
     measured_us: float
 
@@ -716,7 +719,7 @@ def bound_us(layer: Layer, roofs: Roofs, precision: str, batch: int) -> float:
     AMX), the larger of the two where the matrix work runs on AMX tiles beside them."""
     nbytes = layer.bytes_at(batch, precision)
     matrix_s = layer.flops_at(batch) / roofs.matrix[precision] / 1e9
-    activation_s = layer.transcendentals * batch / roofs.activation / 1e9
+    activation_s = layer.transcendentals * batch / roofs.activation / 1e9 if roofs.activation else 0.0
     compute_s = matrix_s + activation_s if roofs.shared_units else max(matrix_s, activation_s)
     return max(compute_s, nbytes / roofs.bandwidth_at(nbytes) / 1e9) * 1e6
 
@@ -732,6 +735,7 @@ def compare(engine: Engine, batch: int, profile: Profile, network: Network, roof
         else:
             per_layer[layer] += us
     rows = tuple(Row(layer.name, layer.kind, layer.flops_at(batch), layer.bytes_at(batch, engine.precision),
+                     layer.transcendentals * batch,
                      bound_us(layer, roofs, engine.precision, batch), per_layer[layer.name])
                  for layer in network.layers)
     other.sort(key=lambda o: -o[2])
@@ -740,8 +744,10 @@ def compare(engine: Engine, batch: int, profile: Profile, network: Network, roof
 
 
 def raised(roofs: Roofs, runs: list[Run]) -> Roofs:
-    """The roofs, each matrix roof raised to the fastest rate a layer reached in an engine where one did: a
-    roof some kernel beats is no limit (noise on a shared machine can slow every matrix product measured)."""
+    """The roofs raised to what a layer reached in an engine, where one did better: a roof some kernel beats is
+    no limit (noise on a shared machine can slow every product measured; an engine's SiLU may beat torch's).
+    First each matrix roof, to the layer's FLOPs / its time; then the activation roof, to the SiLU rate a layer
+    implies once its matrix work is taken out at the raised roof (all its time, with AMX's separate units)."""
     matrix, sources, notes = dict(roofs.matrix), dict(roofs.sources), list(roofs.notes)
     for run in runs:
         for row in run.rows:
@@ -753,7 +759,18 @@ def raised(roofs: Roofs, runs: list[Run]) -> Roofs:
         if rate > roofs.matrix[precision]:
             notes.append(f"{precision} roof raised from {roofs.matrix[precision]:.0f} to {rate:.0f}: "
                          f"{sources[precision]} beat every matrix product measured")
-    return dataclasses.replace(roofs, matrix=matrix, sources=sources, notes=tuple(notes))
+    activation, activation_source = roofs.activation, roofs.activation_source
+    for run in runs:
+        for row in run.rows:
+            left_us = row.measured_us - (row.flops / matrix[run.precision] / 1e3 if roofs.shared_units else 0.0)
+            rate = row.transcendentals / left_us / 1e3 if row.transcendentals and left_us > 0 else 0.0
+            if activation and rate > activation:
+                activation, activation_source = rate, f"{run.engine} {row.layer} at batch {run.batch}"
+    if activation != roofs.activation:
+        notes.append(f"activation roof raised from {roofs.activation:.2f} to {activation:.2f} G/s: "
+                     f"{activation_source} computed its SiLU faster than torch's")
+    return dataclasses.replace(roofs, matrix=matrix, sources=sources, notes=tuple(notes), activation=activation,
+                               activation_source=activation_source)
 
 
 # ---------------------------------------------------------------------------------------------------- the report
@@ -947,7 +964,7 @@ def main(args) -> None:
     runs = [compare(e, b, p, network, roofs) for e, b, p in profiles]
     for run in runs:
         print_run(run)
-    # after the raise only the memory term can be beaten: then the copy curve was measured low (a disturbed run)
+    # after the raises only the memory term can be beaten: then the copy curve was measured low (a disturbed run)
     beaten = [f"{run.engine} batch {run.batch} {r.layer} {r.measured_us:.0f} < {r.bound_us:.0f} µs" for run in runs
               for r in run.rows if 0 < r.measured_us < r.bound_us]
     if beaten:

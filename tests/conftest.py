@@ -208,6 +208,7 @@ SLOW: dict[str, str | frozenset[str]] = {
     "test_openvino.py": ALL,
     "test_packaging.py": ALL,
     "test_predict_folder.py": ALL,
+    "test_roofline.py": frozenset({"test_relu6_twin_differs_only_in_its_activations"}),
     "test_progressive.py": frozenset({"test_kill_9_in_the_middle_of_a_stage_then_resume_is_bit_exact", "test_progressive_fine_tune_logs_each_epochs_stage"}),
     "test_search.py": ALL,
     "test_search_budget.py": ALL,

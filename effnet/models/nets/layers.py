@@ -149,7 +149,7 @@ class ConvBNAct(nn.Sequential, HasLeanPath):
         act = getattr(self, "act", None)
         if isinstance(act, nn.ReLU6):
             return "relu6"
-        return "silu" if isinstance(act, (nn.SiLU, MemoryEfficientSiLU)) else None
+        return "silu" if is_silu(act) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.lean():
@@ -157,6 +157,11 @@ class ConvBNAct(nn.Sequential, HasLeanPath):
         if "pad" in self._modules:
             x = self.pad(x)
         return batchnorm_act(self.conv(x), self.bn, self.act_name())
+
+
+def is_silu(module: nn.Module | None) -> bool:
+    """Whether ``module`` is a SiLU (swish), plain or memory-efficient."""
+    return isinstance(module, (nn.SiLU, MemoryEfficientSiLU))
 
 
 class SqueezeExcite(nn.Module, HasLeanPath):

@@ -104,15 +104,16 @@ class _GlobalPoolFn(torch.autograd.Function):
     12x the time of a same-layout add (bf16, 16 x 144 x 56 x 56: 17.9 against 1.5 ms, AMD EPYC). The gradient's
     values are torch's (one division per pooled gradient, in its dtype).
 
-    Forward in bf16/fp16: ``avg_pool2d`` over the whole H x W, torch's kernel for pooling windows, which sums a
-    channels-last tensor in place; ``adaptive_avg_pool2d`` (a ``mean``) first copies it to float32 (same shape:
-    0.35 against 7.2 ms; the same bf16 values on B0's SE inputs). In float32 the two are as fast, and torch's op
-    stays."""
+    Forward of a channels-last bf16 tensor on the CPU: ``avg_pool2d`` over the whole H x W, torch's kernel for
+    pooling windows, which sums it in place; ``adaptive_avg_pool2d`` (a ``mean``) first copies it to float32 (same
+    shape: 0.35 against 7.2 ms; B0's SE inputs gave the same bf16 values, another summation order may differ by one
+    rounding). Elsewhere (float32, NCHW, fp16, other devices) ``avg_pool2d`` was not faster or not measured: torch's
+    op stays."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.shape = x.shape
-        if x.dtype in (torch.bfloat16, torch.float16):
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
             return F.avg_pool2d(x, x.shape[-2:])
         return F.adaptive_avg_pool2d(x, 1)
 
