@@ -457,9 +457,10 @@ def _medians(times: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def openvino_profile(xml: Path, precision: str, batch: int, threads: int, reps: int) -> Profile:
-    """OpenVINO's per-node performance counters: the IR compiled for a static ``batch`` on one latency stream
-    (``effnet.deploy.openvino.cpu_config``; an int8 IR runs with the fp32 hint, as effnet's Runner runs it)."""
+def openvino_request(xml: Path, precision: str, batch: int, threads: int, counters: bool = False):
+    """(infer request, input): the IR compiled for a static ``batch`` on one latency stream
+    (``effnet.deploy.openvino.cpu_config``; an int8 IR runs with the fp32 hint, as effnet's Runner runs it), one
+    warm-up call done (weights repacked, memory allocated); ``counters``: OpenVINO's per-node PERF_COUNT on."""
     import openvino as ov
 
     from effnet.deploy import openvino as ovino
@@ -469,11 +470,16 @@ def openvino_profile(xml: Path, precision: str, batch: int, threads: int, reps: 
     shape = model.input(0).get_partial_shape()
     shape[0] = batch
     model.reshape({model.input(0): shape})
-    hint = "bf16" if precision == "bf16" else "fp32"
-    request = core.compile_model(model, "CPU", {**ovino.cpu_config(hint, threads), "PERF_COUNT": True}
-                                 ).create_infer_request()
+    config = {**ovino.cpu_config("bf16" if precision == "bf16" else "fp32", threads), "PERF_COUNT": counters}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
     x = np.random.default_rng(0).standard_normal([batch, *list(shape.to_shape())[1:]], dtype=np.float32)
-    request.infer({0: x})  # warm-up: weights repacked, memory allocated
+    request.infer({0: x})
+    return request, x
+
+
+def openvino_profile(xml: Path, precision: str, batch: int, threads: int, reps: int) -> Profile:
+    """OpenVINO's per-node performance counters on :func:`openvino_request`'s compiled IR."""
+    request, x = openvino_request(xml, precision, batch, threads, counters=True)
     times, types, walls = collections.defaultdict(list), {}, []
     for _ in range(reps):
         t = time.perf_counter()
@@ -599,19 +605,7 @@ def relu6_twin_files(model: nn.Module, workdir: Path, precisions=("fp32", "int8"
 
 def _latency_call(xml: Path, precision: str, batch: int, threads: int):
     """One OpenVINO call on ``xml`` compiled as :func:`openvino_profile` compiles it, without the counters."""
-    import openvino as ov
-
-    from effnet.deploy import openvino as ovino
-
-    core = ov.Core()
-    model = core.read_model(str(xml))
-    shape = model.input(0).get_partial_shape()
-    shape[0] = batch
-    model.reshape({model.input(0): shape})
-    request = core.compile_model(model, "CPU", ovino.cpu_config("bf16" if precision == "bf16" else "fp32", threads)
-                                 ).create_infer_request()
-    x = np.random.default_rng(0).standard_normal([batch, *list(shape.to_shape())[1:]], dtype=np.float32)
-    request.infer({0: x})
+    request, x = openvino_request(xml, precision, batch, threads)
     return lambda: request.infer({0: x})
 
 
