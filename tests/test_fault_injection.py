@@ -87,17 +87,24 @@ def _spawned(*args: str) -> subprocess.Popen:
 
 def _kill_when(proc: subprocess.Popen, moment, timeout: float = HANG_S):
     """SIGKILL ``proc`` as soon as ``moment()`` returns something truthy (polled every few milliseconds); return
-    that value. The command must not finish first: the moment is one it passes through."""
+    that value. The command must not finish first: the moment is one it passes through.
+
+    Once ``moment()`` says yes, ``proc`` is stopped (SIGSTOP) and asked again: what is returned is what the
+    command has done when it is killed. On busy cores it could otherwise run on past a short moment between the
+    look and the kill."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        seen = moment()
-        if seen:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return seen
         if proc.poll() is not None:
             out, err = proc.communicate()
             raise AssertionError(f"the command ended (rc {proc.returncode}) before the moment came:\n{err[-2000:]}")
+        if moment():
+            os.kill(proc.pid, signal.SIGSTOP)
+            seen = moment()
+            if seen:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                return seen
+            os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
@@ -130,15 +137,24 @@ def detect_world(tmp_path_factory):
 
 
 def _checkpoint_at(path: Path):
-    """A moment: the checkpoint on disk, once it reads whole, as (epoch, batch in epoch)."""
+    """A moment: the checkpoint on disk, once it reads whole, as (epoch, batch in epoch). Read again only when
+    the file changed (another inode or time): the command stands still while a moment looks."""
+    seen: dict = {}
+
     def moment():
-        if not path.is_file():
-            return None
         try:
-            state = torch.load(path, weights_only=True)
-        except Exception:  # being replaced right now
+            stat = path.stat()
+        except FileNotFoundError:
             return None
-        return state["epoch"], state["batch_in_epoch"]
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if key not in seen:
+            try:
+                state = torch.load(path, weights_only=True)
+            except Exception:  # being replaced right now
+                return None
+            seen.clear()
+            seen[key] = state["epoch"], state["batch_in_epoch"]
+        return seen[key]
     return moment
 
 
@@ -169,8 +185,9 @@ def test_detect_train_killed_twice_resumes_bit_exact(detect_world, tmp_path):
     first = _checkpoint_at(ckpt)()
     assert first[0] == 0 and not (killed / "model.safetensors").exists()
     # 2: after a checkpoint in the middle of the second epoch (4 batches an epoch)
+    at = _checkpoint_at(ckpt)
     _kill_when(_spawned("detect", "train", "--resume", str(killed), "--quiet"),
-               lambda: (pos := _checkpoint_at(ckpt)()) and pos[0] == 1 and pos[1] >= 1)
+               lambda: (pos := at()) and pos[0] == 1 and 1 <= pos[1] < 4)
     second = _checkpoint_at(ckpt)()
     assert second[0] == 1 and 0 < second[1] < 4 and not (killed / "model.safetensors").exists(), second
 
