@@ -292,11 +292,27 @@ def postgres_url():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _held_until_both_wait(postgres_url: str, procs: list[subprocess.Popen]) -> None:
+    """Hold Optuna's ``trials`` table locked until both workers wait on it, then let them go together. Started
+    side by side on busy cores, one worker could otherwise finish the whole grid while the other still imports."""
+    import psycopg
+
+    optuna.storages.RDBStorage(postgres_url)  # Optuna's tables, so that there is one to lock
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE")
+        deadline = time.monotonic() + HANG_S
+        while conn.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted").fetchone()[0] < 2:
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "a worker never came"
+            time.sleep(0.05)
+        conn.rollback()
+
+
 def test_two_workers_share_a_postgres_study(data, base_cfg, tmp_path, postgres_url):
     args = ["search", str(data), "--base", str(base_cfg), "--alpha", "1.0,1.2", "--beta", "1.0,1.1", "--gamma", "1.15",
             "--storage", postgres_url, "--study", "pg", "--out", str(tmp_path / "out"), *FAST]
     procs = [subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    _held_until_both_wait(postgres_url, procs)
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-4000:] for _, err in outs]
     trials = _trials(postgres_url, "pg")
