@@ -92,7 +92,7 @@ def detector(tmp_path_factory):
     torch.manual_seed(0)
     config = detector_config("efficientdet_lite0", 3)
     config = config.replace(fpn_repeats=1, head_repeats=1, resolution=128,
-                            backbone=config.backbone.replace(depth_mult=0.5))
+                            backbone=config.backbone.replace(depth_mult=0.25))
     model = effnet.create_model(config, num_classes=3).eval()
     model.config = model.config.replace(class_names=("cat", "cup", "person"))
     randomize_bn(model)
