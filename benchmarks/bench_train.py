@@ -184,7 +184,10 @@ def in_turns(names: list[str], model: str, batch: int, steps: int) -> dict[str, 
             for proc in procs:
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
-                for name, seconds in json.loads(proc.stdout.readline()).items():
+                answer = proc.stdout.readline()
+                if not answer:
+                    raise RuntimeError(f"a --turns child failed (exit {proc.wait()}); its stderr is above")
+                for name, seconds in json.loads(answer).items():
                     times[name].append(seconds)
     finally:
         for proc in procs:
