@@ -22,6 +22,7 @@ than alone (measured on B0), each step finding the caches and the allocator's fr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -176,22 +177,31 @@ def in_turns(names: list[str], model: str, batch: int, steps: int) -> dict[str, 
         procs.append(subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       text=True, cwd=ROOT, env=child_env(CONFIGS[members[0]])))
     times: dict[str, list[float]] = {n: [] for group in groups.values() for n in group}
+
+    def failed(proc) -> RuntimeError:
+        proc.kill()
+        return RuntimeError(f"a --turns child failed (exit {proc.wait()}); its stderr is above")
+
     try:
         for proc in procs:
             if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"a --turns child failed (exit {proc.wait()}); its stderr is above")
+                raise failed(proc)
         for _ in range(steps):
             for proc in procs:
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
+                try:
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
+                except BrokenPipeError:
+                    raise failed(proc) from None
                 answer = proc.stdout.readline()
                 if not answer:
-                    raise RuntimeError(f"a --turns child failed (exit {proc.wait()}); its stderr is above")
+                    raise failed(proc)
                 for name, seconds in json.loads(answer).items():
                     times[name].append(seconds)
     finally:
         for proc in procs:
-            proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
             proc.wait()
     return times
 

@@ -84,7 +84,7 @@ def test_cli_export_and_predict_with_executorch(lite0_int8, photos, tmp_path):
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    """A small Lite0 detector (one BiFPN cell and head layer, half-depth backbone, 128 px: every pyramid level an
+    """A small Lite0 detector (one BiFPN cell and head layer, quarter-depth backbone, 128 px: every pyramid level an
     exact 2x of the next) with varied BatchNorm statistics and decisive class scores, saved as an effnet file."""
     from effnet.models.nets.detector_config import detector_config
     from tests.conftest import randomize_bn

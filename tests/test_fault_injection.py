@@ -99,7 +99,12 @@ def _kill_when(proc: subprocess.Popen, moment, timeout: float = HANG_S):
             raise AssertionError(f"the command ended (rc {proc.returncode}) before the moment came:\n{err[-2000:]}")
         if moment():
             os.kill(proc.pid, signal.SIGSTOP)
-            seen = moment()
+            try:
+                _wait_stopped(proc.pid)
+                seen = moment()
+            except BaseException:
+                os.kill(proc.pid, signal.SIGKILL)  # never left stopped
+                raise
             if seen:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.communicate()
@@ -109,6 +114,15 @@ def _kill_when(proc: subprocess.Popen, moment, timeout: float = HANG_S):
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     raise AssertionError("the moment never came")
+
+
+def _wait_stopped(pid: int) -> None:
+    """Until SIGSTOP has taken effect (state T in /proc, or Z once it ended): the signal is delivered when the
+    process next leaves the kernel, not when ``kill`` returns."""
+    deadline = time.monotonic() + HANG_S
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "tTZ":
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.0005)
 
 
 def _temp_files(folder: Path, name: str) -> list[Path]:

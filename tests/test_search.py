@@ -293,17 +293,27 @@ def postgres_url():
 
 
 def _held_until_both_wait(postgres_url: str, procs: list[subprocess.Popen]) -> None:
-    """Hold Optuna's ``trials`` table locked until both workers wait on it, then let them go together. Started
-    side by side on busy cores, one worker could otherwise finish the whole grid while the other still imports."""
+    """Lock Optuna's ``trials`` table as soon as a worker has created it, until both workers wait on it, then let
+    them go together. Started side by side on busy cores, one worker could otherwise finish the whole grid while
+    the other still imports. (The workers still race to create the tables: ``open_study``'s retry is exercised.)"""
     import psycopg
 
-    optuna.storages.RDBStorage(postgres_url)  # Optuna's tables, so that there is one to lock
+    deadline = time.monotonic() + HANG_S
+
+    def waiting(sql: str) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as probe:
+            while not probe.execute(sql).fetchone()[0]:
+                if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                    for p in procs:
+                        p.kill()
+                    raise AssertionError(f"the workers never got to: {sql}\n"
+                                         + "\n".join(p.communicate()[1][-2000:] for p in procs))
+                time.sleep(0.02)
+
+    waiting("SELECT to_regclass('trials') IS NOT NULL")
     with psycopg.connect(postgres_url) as conn:
         conn.execute("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE")
-        deadline = time.monotonic() + HANG_S
-        while conn.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted").fetchone()[0] < 2:
-            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "a worker never came"
-            time.sleep(0.05)
+        waiting("SELECT count(DISTINCT pid) >= 2 FROM pg_locks WHERE NOT granted")
         conn.rollback()
 
 

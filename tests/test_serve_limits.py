@@ -54,8 +54,8 @@ def limited(tiny64, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def crowded(tiny64, tmp_path_factory):
-    """The same admission limits as ``limited`` with the default timeouts: 300 uploads from one client process
-    on two busy cores can take over a second to get their heads out, and this server's subject is admission, not
+    """The same admission limits as ``limited`` with 60 s timeouts: 300 uploads from one client process on two
+    busy cores can take over a second to get their heads out, and this server's subject is admission, not
     timeouts (``limited``'s)."""
     with running_server(tmp_path_factory.mktemp("crowded"), "--model", str(tiny64), "--backend", "torch",
                         "--max-batch", "4", "--max-queue", "8", "--max-concurrency", "32", "--body-timeout", "60",
