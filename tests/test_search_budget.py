@@ -144,3 +144,22 @@ def test_the_two_level_budget_is_where_the_planner_starts_planning_two_levels():
         need = two_levels_seconds(base, costs)
         assert len(choose_plan(base, need, costs).levels()) >= 2
         assert choose_plan(base, need - 1, costs).levels() == [base.min_epochs]
+
+
+def test_the_clock_calibrates_on_finished_trials_only():
+    """A trial another worker is still writing (here a copy, its twin's attributes half recorded: train_seconds
+    without wall_seconds) does not count -- it once ended a two-worker search with "error: wall_seconds"."""
+    from effnet.search.runner.clock import Clock
+
+    clock = Clock(epoch_s={"m": 2.0})
+    finished = optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=50.0, params={"candidate": "a"},
+        distributions={"candidate": optuna.distributions.CategoricalDistribution(["a", "b"])},
+        user_attrs={"train_seconds": 8.0, "wall_seconds": 11.0, "epochs_trained": 2})
+    half = optuna.trial.create_trial(
+        state=TrialState.RUNNING, params={"candidate": "b"},
+        distributions={"candidate": optuna.distributions.CategoricalDistribution(["a", "b"])},
+        user_attrs={"train_seconds": 8.0, "epochs_trained": 2})
+    clock.calibrate([finished, half], {"a": "m", "b": "m"})
+    assert clock.measured == 1 and clock.factor == pytest.approx(2.0)  # 8 s for 2 epochs predicted at 2 s each
+    assert clock.overhead_s == pytest.approx(3.0 * 1.1 + 0.2)

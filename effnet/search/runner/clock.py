@@ -76,7 +76,10 @@ class Clock:
         ratios, overheads = [], []
         for t in trials:
             a = t.user_attrs
-            if "train_seconds" not in a or "same_model_as" in a or not a.get("epochs_trained"):
+            # finished only: a worker sets a trial's attributes one at a time (a copy's in the storage's order),
+            # and another worker may read it in between -- train_seconds there, wall_seconds not yet
+            if not t.state.is_finished() or "train_seconds" not in a or "same_model_as" in a \
+                    or not a.get("epochs_trained"):
                 continue
             predicted = self.epoch_s.get(same.get(t.params.get("candidate"), ""))
             if predicted:
