@@ -85,19 +85,22 @@ def _spawned(*args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _kill_when(proc: subprocess.Popen, moment, timeout: float = HANG_S):
+def _kill_when(proc: subprocess.Popen, moment, timeout: float = HANG_S, look=None):
     """SIGKILL ``proc`` as soon as ``moment()`` returns something truthy (polled every few milliseconds); return
     that value. The command must not finish first: the moment is one it passes through.
 
-    Once ``moment()`` says yes, ``proc`` is stopped (SIGSTOP) and asked again: what is returned is what the
-    command has done when it is killed. On busy cores it could otherwise run on past a short moment between the
-    look and the kill."""
+    Each time ``look()`` (by default ``moment`` itself) says yes, ``proc`` is stopped (SIGSTOP) and ``moment()``
+    asked: what is returned is what the command has done when it is killed. On busy cores it could otherwise run on
+    past a short moment between the look and the kill. A moment that is slow to ask (reading a checkpoint) gets a
+    cheap ``look`` (has the file changed?): the command stands still while it is read, and cannot run past a
+    window of a few steps while this process is busy reading."""
+    look = look or moment
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out, err = proc.communicate()
             raise AssertionError(f"the command ended (rc {proc.returncode}) before the moment came:\n{err[-2000:]}")
-        if moment():
+        if look():
             os.kill(proc.pid, signal.SIGSTOP)
             try:
                 _wait_stopped(proc.pid)
@@ -172,6 +175,22 @@ def _checkpoint_at(path: Path):
     return moment
 
 
+def _changes(path: Path):
+    """A look for `_kill_when`: true each time ``path`` is replaced or rewritten since the last look (another inode,
+    time or size), from one ``stat`` -- cheap enough to ask every few milliseconds."""
+    last = [None]
+
+    def look():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return False
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        changed, last[0] = key != last[0], key
+        return changed
+    return look
+
+
 def _in_process(*args: str) -> None:
     """A command in this process (no start-up), on one thread as the spawned ones: the same arithmetic."""
     from effnet.cli import main
@@ -201,7 +220,7 @@ def test_detect_train_killed_twice_resumes_bit_exact(detect_world, tmp_path):
     # 2: after a checkpoint in the middle of the second epoch (4 batches an epoch)
     at = _checkpoint_at(ckpt)
     _kill_when(_spawned("detect", "train", "--resume", str(killed), "--quiet"),
-               lambda: (pos := at()) and pos[0] == 1 and 1 <= pos[1] < 4)
+               lambda: (pos := at()) and pos[0] == 1 and 1 <= pos[1] < 4, look=_changes(ckpt))
     second = _checkpoint_at(ckpt)()
     assert second[0] == 1 and 0 < second[1] < 4 and not (killed / "model.safetensors").exists(), second
 
