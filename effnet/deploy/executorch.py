@@ -37,14 +37,36 @@ def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Ten
     from executorch.exir import to_edge_transform_and_lower
 
     with torch.no_grad():
-        program = torch.export.export(deploy_model, (example,))
         if calibration is not None:
-            program = torch.export.export(_quantized(program.module(), calibration, keep_float), (example,))
+            deploy_model = _quantized(deploy_model, example, calibration, keep_float)
+        program = torch.export.export(deploy_model, (example,))
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     return lowered.to_executorch().buffer
 
 
-def _quantized(module: nn.Module, calibration: torch.Tensor, keep_float: tuple[str, ...] = ()) -> nn.Module:
+# Calibration images per call of the observed graph, at 224 x 224 (fewer at larger sizes, as many pixels a call).
+# HistogramObserver's work is per call: one image at a time, Lite0 on 256 digits at 64 px calibrated in 8.2 s, 32
+# at a time in 1.9 s; the quantized graph's top-1 agreed with fp32's on 99.7% of 360 held-out digits both ways.
+CALIBRATION_PIXELS = 32 * 224 * 224
+
+
+def _observed_graph(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, int]:
+    """The graph PT2E observes, and how many calibration images it takes a call: exported with a free batch
+    dimension, so that calibration runs in chunks; a model whose graph fixes its batch, one image a call."""
+    height, width = example.shape[-2:]
+    chunk = max(1, CALIBRATION_PIXELS // (height * width))
+    if chunk > 1:
+        try:
+            batch = torch.export.Dim("batch", min=1)
+            two = example.expand(2, *example.shape[1:]).contiguous()
+            return torch.export.export(model, (two,), dynamic_shapes=({0: batch},)).module(), chunk
+        except Exception as error:  # noqa: BLE001 -- torch.export's refusals have no public common type
+            logging.getLogger(__name__).debug("calibrating one image a call: %s", error)
+    return torch.export.export(model, (example,)).module(), 1
+
+
+def _quantized(model: nn.Module, example: torch.Tensor, calibration: torch.Tensor,
+               keep_float: tuple[str, ...] = ()) -> nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -55,10 +77,11 @@ def _quantized(module: nn.Module, calibration: torch.Tensor, keep_float: tuple[s
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = ComposableQuantizer([_float_quantizer(keep_float), _conv_relu6_quantizer(config),
                                      XNNPACKQuantizer().set_global(config)])
-    prepared = prepare_pt2e(module, quantizer)
-    for x in calibration.split(1):  # the program's batch is 1
+    graph, chunk = _observed_graph(model, example)
+    prepared = prepare_pt2e(graph, quantizer)
+    for x in calibration.split(chunk):
         prepared(x)
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepared)  # exported again by the caller, at the program's batch of 1
 
 
 def _float_quantizer(names: tuple[str, ...]):
