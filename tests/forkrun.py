@@ -29,7 +29,9 @@ import traceback
 
 # imported once by the server; effnet itself is imported in each child, so its import-time settings are fresh
 PRELOAD = ("numpy", "PIL.Image", "torch", "torchvision", "torchvision.transforms.v2", "safetensors.torch",
-           "onnx", "onnxruntime", "openvino", "sklearn.datasets", "timm", "optuna", "matplotlib.pyplot")
+           "onnx", "onnxruntime", "openvino", "sklearn.datasets", "timm", "optuna", "matplotlib.pyplot",
+           # ~2 s a command that runs or writes a .pte (its runtime imports the exporter, exir)
+           "executorch.runtime", "executorch.backends.xnnpack.partition.xnnpack_partitioner")
 # variables read when those libraries load: a request whose values differ runs as a plain subprocess
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "TORCH", "PYTORCH", "LD_", "PYTHON", "CUDA", "OV_",
                    "ORT_", "MPLBACKEND")
