@@ -163,3 +163,20 @@ def test_the_clock_calibrates_on_finished_trials_only():
     clock.calibrate([finished, half], {"a": "m", "b": "m"})
     assert clock.measured == 1 and clock.factor == pytest.approx(2.0)  # 8 s for 2 epochs predicted at 2 s each
     assert clock.overhead_s == pytest.approx(3.0 * 1.1 + 0.2)
+
+
+def test_the_reports_reserve_grows_with_the_slowdown_up_to_a_third_of_the_budget():
+    """The reserve after the last job is the planned report time scaled by the measured slowdown, but never more
+    than a third of the budget (or the planned time, if that is more): a tiny model's first epochs, 3.35x the timed
+    steps' prediction, once reserved more than a 36 s budget for a report that took 3 s, and cut every job."""
+    from effnet.search.runner.clock import Clock
+
+    def reserve(budget_s: float, factor: float, report_s: float = 12.0) -> float:
+        clock = Clock(deadline=1000.0 + budget_s, start=1000.0, report_s=report_s, factor=factor)
+        return clock.deadline - clock.end()
+
+    assert reserve(36, 3.35) == pytest.approx(12.0)  # a third of 36 s is 12 s: the planned time, unscaled
+    assert reserve(36, 3.35, report_s=16.0) == pytest.approx(16.0)  # the planned time is never cut
+    assert reserve(600, 3.0) == pytest.approx(36.0)  # a long search under load still grows its reserve
+    assert reserve(600, 30.0) == pytest.approx(200.0)  # ... up to a third
+    assert reserve(600, 0.5) == pytest.approx(12.0)  # and never shrinks it below the planned time
