@@ -81,28 +81,86 @@ def run_cli(*args: str, check: bool = True, timeout: float = HANG_S) -> subproce
     return proc
 
 
-def kill_in_second_epoch(args: list[str], out: Path) -> dict | None:
-    """Run ``effnet ARGS --out OUT``, kill -9 it at its first checkpoint inside the second epoch, return that
-    checkpoint's state (None if none came within the hang guard)."""
+def kill_when(proc, moment, timeout: float = HANG_S, look=None):
+    """SIGKILL ``proc`` as soon as ``moment()`` returns something truthy (polled every few milliseconds); return
+    that value. The command must not finish first: the moment is one it passes through.
+
+    Each time ``look()`` (by default ``moment`` itself) says yes, ``proc`` is stopped (SIGSTOP) and ``moment()``
+    asked: what is returned is what the command has done when it is killed. On busy cores it could otherwise run on
+    past a short moment between the look and the kill. A moment that is slow to ask (reading a checkpoint) gets a
+    cheap ``look`` (:func:`file_changes`): the command stands still while it is read, and cannot run past a window
+    of a few steps while this process is busy reading."""
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt, state = out / "checkpoint.pt", None
-    deadline = time.time() + HANG_S
-    while time.time() < deadline:
-        if ckpt.exists():
+    look = look or moment
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"the command ended (rc {proc.returncode}) before the moment came:\n"
+                                 f"{(err or '')[-2000:]}")
+        if look():
+            os.kill(proc.pid, signal.SIGSTOP)
             try:
-                state = torch.load(ckpt, weights_only=True)
-            except Exception:  # being replaced right now
-                state = None
-            if state and state["epoch"] == 1 and state["batch_in_epoch"] > 0:
-                break
-        time.sleep(0.02)
+                wait_stopped(proc.pid)
+                seen = moment()
+            except BaseException:
+                os.kill(proc.pid, signal.SIGKILL)  # never left stopped
+                raise
+            if seen:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                return seen
+            os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return state
+    proc.communicate()
+    raise AssertionError("the moment never came")
+
+
+def wait_stopped(pid: int) -> None:
+    """Until SIGSTOP has taken effect (state T in /proc, or Z once it ended): the signal is delivered when the
+    process next leaves the kernel, not when ``kill`` returns."""
+    import time
+
+    deadline = time.monotonic() + HANG_S
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "tTZ":
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.0005)
+
+
+def file_changes(path: Path):
+    """A look for :func:`kill_when`: true each time ``path`` is replaced or rewritten since the last look (another
+    inode, time or size), from one ``stat`` -- cheap enough to ask every few milliseconds."""
+    last = [None]
+
+    def look():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return False
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        changed, last[0] = key != last[0], key
+        return changed
+    return look
+
+
+def kill_in_second_epoch(args: list[str], out: Path) -> dict:
+    """Run ``effnet ARGS --out OUT``, kill -9 it at its first checkpoint inside the second epoch (read while the
+    command stands still, at each change of the file), and return that checkpoint's state."""
+    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args, "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt = out / "checkpoint.pt"
+
+    def second_epoch():
+        try:
+            state = torch.load(ckpt, weights_only=True)
+        except Exception:  # not there yet, or being replaced right now
+            return None
+        return state if state["epoch"] == 1 and state["batch_in_epoch"] > 0 else None
+
+    return kill_when(proc, second_epoch, look=file_changes(ckpt))
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,9 @@ import http.server
 import json
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 import effnet
-from tests.conftest import HANG_S, ROOT
+from tests.conftest import ROOT, file_changes, kill_when
 from tests.test_pretrained_download import entry_for, home, served_torchvision_b0  # noqa: F401  (test-only registry rows, cache folder)
 
 # one thread per command: two cores shared by many processes, where OpenMP's spinning threads slow a tiny model
@@ -58,7 +56,7 @@ def _cli_in_child(args: list[str]) -> None:
 
 
 class _Child:
-    """``effnet ARGS`` in a forked child, shaped as `_kill_when` expects of a process."""
+    """``effnet ARGS`` in a forked child, shaped as `kill_when` expects of a process."""
 
     def __init__(self, *args: str):
         self.process = multiprocessing.get_context("fork").Process(target=_cli_in_child, args=(list(args),))
@@ -83,49 +81,6 @@ def _spawned(*args: str) -> subprocess.Popen:
     pytest worker before is pytest-xdist's choice."""
     return subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], cwd=ROOT, env=ENV, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _kill_when(proc: subprocess.Popen, moment, timeout: float = HANG_S, look=None):
-    """SIGKILL ``proc`` as soon as ``moment()`` returns something truthy (polled every few milliseconds); return
-    that value. The command must not finish first: the moment is one it passes through.
-
-    Each time ``look()`` (by default ``moment`` itself) says yes, ``proc`` is stopped (SIGSTOP) and ``moment()``
-    asked: what is returned is what the command has done when it is killed. On busy cores it could otherwise run on
-    past a short moment between the look and the kill. A moment that is slow to ask (reading a checkpoint) gets a
-    cheap ``look`` (has the file changed?): the command stands still while it is read, and cannot run past a
-    window of a few steps while this process is busy reading."""
-    look = look or moment
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"the command ended (rc {proc.returncode}) before the moment came:\n{err[-2000:]}")
-        if look():
-            os.kill(proc.pid, signal.SIGSTOP)
-            try:
-                _wait_stopped(proc.pid)
-                seen = moment()
-            except BaseException:
-                os.kill(proc.pid, signal.SIGKILL)  # never left stopped
-                raise
-            if seen:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.communicate()
-                return seen
-            os.kill(proc.pid, signal.SIGCONT)
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    raise AssertionError("the moment never came")
-
-
-def _wait_stopped(pid: int) -> None:
-    """Until SIGSTOP has taken effect (state T in /proc, or Z once it ended): the signal is delivered when the
-    process next leaves the kernel, not when ``kill`` returns."""
-    deadline = time.monotonic() + HANG_S
-    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "tTZ":
-        assert time.monotonic() < deadline, f"process {pid} did not stop"
-        time.sleep(0.0005)
 
 
 def _temp_files(folder: Path, name: str) -> list[Path]:
@@ -175,22 +130,6 @@ def _checkpoint_at(path: Path):
     return moment
 
 
-def _changes(path: Path):
-    """A look for `_kill_when`: true each time ``path`` is replaced or rewritten since the last look (another inode,
-    time or size), from one ``stat`` -- cheap enough to ask every few milliseconds."""
-    last = [None]
-
-    def look():
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return False
-        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        changed, last[0] = key != last[0], key
-        return changed
-    return look
-
-
 def _in_process(*args: str) -> None:
     """A command in this process (no start-up), on one thread as the spawned ones: the same arithmetic."""
     from effnet.cli import main
@@ -214,13 +153,13 @@ def test_detect_train_killed_twice_resumes_bit_exact(detect_world, tmp_path):
     ckpt = killed / "checkpoint.pt"
 
     # 1: in the first epoch, while checkpoint.pt is being replaced -- the rename has not happened yet
-    _kill_when(_spawned(*args, "--out", str(killed)), lambda: ckpt.exists() and _temp_files(killed, "checkpoint.pt"))
+    kill_when(_spawned(*args, "--out", str(killed)), lambda: ckpt.exists() and _temp_files(killed, "checkpoint.pt"))
     first = _checkpoint_at(ckpt)()
     assert first[0] == 0 and not (killed / "model.safetensors").exists()
     # 2: after a checkpoint in the middle of the second epoch (4 batches an epoch)
     at = _checkpoint_at(ckpt)
-    _kill_when(_spawned("detect", "train", "--resume", str(killed), "--quiet"),
-               lambda: (pos := at()) and pos[0] == 1 and 1 <= pos[1] < 4, look=_changes(ckpt))
+    kill_when(_spawned("detect", "train", "--resume", str(killed), "--quiet"),
+               lambda: (pos := at()) and pos[0] == 1 and 1 <= pos[1] < 4, look=file_changes(ckpt))
     second = _checkpoint_at(ckpt)()
     assert second[0] == 1 and 0 < second[1] < 4 and not (killed / "model.safetensors").exists(), second
 
@@ -276,7 +215,7 @@ def test_export_killed_while_verifying_and_between_fp32_and_int8(tiny_classifier
     finished = hashlib.sha256(target.read_bytes()).hexdigest()
 
     # 1: a re-export, killed while its graph sits in the temporary folder beside the target, being verified
-    _kill_when(_Child("export", str(tiny_classifier), "-o", str(target)),
+    kill_when(_Child("export", str(tiny_classifier), "-o", str(target)),
                lambda: [d for d in _temp_files(out, target.name) if (d / "model").is_file()])
     assert hashlib.sha256(target.read_bytes()).hexdigest() == finished  # never half-replaced
     _onnx_matches_torch(target, tiny_classifier, 1e-3)
@@ -284,7 +223,7 @@ def test_export_killed_while_verifying_and_between_fp32_and_int8(tiny_classifier
     # 2: int8, killed once the verified fp32 file is in place and before the int8 file is
     int8 = ["export", str(tiny_classifier), "-o", str(target), "--int8", "--calibration", str(calibration)]
     fp32 = out / "m.onnx.fp32.onnx"
-    _kill_when(_Child(*int8), fp32.is_file)
+    kill_when(_Child(*int8), fp32.is_file)
     _onnx_matches_torch(fp32, tiny_classifier, 1e-3)  # whole and verified
     assert hashlib.sha256(target.read_bytes()).hexdigest() == finished
 
@@ -385,7 +324,7 @@ def test_weights_download_killed_at_chosen_byte_counts_then_completes(gated, hom
     ]
     for stop_at, moment in moments:
         gated.gate(stop_at)
-        _kill_when(_Child("weights", "download", entry.name, "--quiet"), moment)
+        kill_when(_Child("weights", "download", entry.name, "--quiet"), moment)
         gated.release.set()
         if stop_at is not None:
             assert gated.sent == stop_at
