@@ -130,18 +130,24 @@ def wait_stopped(pid: int) -> None:
         time.sleep(0.0005)
 
 
+def file_key(path: Path) -> tuple | None:
+    """(inode, modification time, size) of ``path``, None while it is missing: what changes when the file is
+    replaced or rewritten, from one ``stat`` -- cheap enough to ask every few milliseconds."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def file_changes(path: Path):
-    """A look for :func:`kill_when`: true each time ``path`` is replaced or rewritten since the last look (another
-    inode, time or size), from one ``stat`` -- cheap enough to ask every few milliseconds."""
+    """A look for :func:`kill_when`: true each time ``path`` is there and replaced or rewritten since the last
+    look (:func:`file_key`)."""
     last = [None]
 
     def look():
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return False
-        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        changed, last[0] = key != last[0], key
+        key = file_key(path)
+        changed, last[0] = key is not None and key != last[0], key
         return changed
     return look
 

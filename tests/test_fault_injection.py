@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 import effnet
-from tests.conftest import ROOT, file_changes, kill_when
+from tests.conftest import ROOT, file_changes, file_key, kill_when
 from tests.test_pretrained_download import entry_for, home, served_torchvision_b0  # noqa: F401  (test-only registry rows, cache folder)
 
 # one thread per command: two cores shared by many processes, where OpenMP's spinning threads slow a tiny model
@@ -114,11 +114,9 @@ def _checkpoint_at(path: Path):
     seen: dict = {}
 
     def moment():
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
+        key = file_key(path)
+        if key is None:
             return None
-        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if key not in seen:
             try:
                 state = torch.load(path, weights_only=True)
