@@ -168,7 +168,8 @@ def test_the_clock_calibrates_on_finished_trials_only():
 def test_the_reports_reserve_grows_with_the_slowdown_up_to_a_third_of_the_budget():
     """The reserve after the last job is the planned report time scaled by the measured slowdown, but never more
     than a third of the budget (or the planned time, if that is more): a tiny model's first epochs, 3.35x the timed
-    steps' prediction, once reserved more than a 36 s budget for a report that took 3 s, and cut every job."""
+    steps' prediction, once reserved more than a 36 s budget for a report written in half a second, and cut
+    every job."""
     from effnet.search.runner.clock import Clock
 
     def reserve(budget_s: float, factor: float, report_s: float = 12.0) -> float:

@@ -37,7 +37,8 @@ RESERVE_SHARE = 0.35  # of a budget kept for the finalists' seed repeats beyond 
 # the most of a budget the report's reserve grows to with ``Clock.factor`` (never below the planned reserve). The
 # factor is training's measured / predicted time, which is also how far the timed steps miss a small model's
 # epochs: a search of tiny models under a 36 s budget measured 3.35x on its first trial (0.64 s for an epoch
-# predicted at 0.19 s), reserved 3.35 x 12 s for a report that took ~3 s, and cut everything else at 3 s in
+# predicted at 0.19 s), reserved over 3.35 x 12 s for a report written in half a second, and cut every job 3 s after
+# its start
 REPORT_SHARE = 1 / 3
 
 
