@@ -156,7 +156,7 @@ def kill_in_second_epoch(args: list[str], out: Path) -> dict:
     """Run ``effnet ARGS --out OUT``, kill -9 it at its first checkpoint inside the second epoch (read while the
     command stands still, at each change of the file), and return that checkpoint's state."""
     proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # a pipe read at the end could fill
     ckpt = out / "checkpoint.pt"
 
     def second_epoch():
