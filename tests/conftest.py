@@ -95,28 +95,25 @@ def kill_when(proc, moment, timeout: float = HANG_S, look=None):
 
     look = look or moment
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            raise AssertionError(f"the command ended (rc {proc.returncode}) before the moment came:\n"
-                                 f"{(err or '')[-2000:]}")
-        if look():
-            os.kill(proc.pid, signal.SIGSTOP)
-            try:
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                raise AssertionError(f"the command ended (rc {proc.returncode}) before the moment came:\n"
+                                     f"{(err or '')[-2000:]}")
+            if look():
+                os.kill(proc.pid, signal.SIGSTOP)
                 wait_stopped(proc.pid)
                 seen = moment()
-            except BaseException:
-                os.kill(proc.pid, signal.SIGKILL)  # never left stopped
-                raise
-            if seen:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.communicate()
-                return seen
-            os.kill(proc.pid, signal.SIGCONT)
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    raise AssertionError("the moment never came")
+                if seen:
+                    return seen  # killed below, where it stands
+                os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.002)
+        raise AssertionError("the moment never came")
+    finally:  # whatever happened here (the moment, a failed look, an interrupt): no command left running or stopped
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
 
 
 def wait_stopped(pid: int) -> None:
