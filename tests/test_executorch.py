@@ -188,3 +188,34 @@ def test_detector_int8_export_from_the_cli(detector, photos, tmp_path):
     assert saved["class_names"] == ["cat", "cup", "person"] and saved["resolution"] == 128
     bad = run_cli("export", str(path), "--format", "executorch", "--raw", "-o", str(tmp_path / "r.pte"), check=False)
     assert bad.returncode == 2 and "executorch" in bad.stderr and not (tmp_path / "r.pte").exists()
+
+
+class _FixedBatch(torch.nn.Module):
+    """A graph with a batch of its own (a constant of batch 2 added: the input's must be 1 or 2), which torch.export
+    refuses a free batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x) + torch.ones(2, 1, 1, 1)
+
+
+def test_int8_calibration_runs_in_chunks_through_a_free_batch_graph():
+    """PT2E observes a copy of the graph with a free batch: many images a call (as many pixels as 32 at 224 px), the
+    same outputs as the model on a batch it was not exported at; one image, or a graph that fixes its batch, one
+    image a call."""
+    from effnet.deploy.executorch import calibration_graph
+
+    model = effnet.create_model(effnet.ModelConfig(name="tiny", width_mult=0.25, depth_mult=0.25, num_classes=3))
+    model.eval()
+    x = torch.randn(5, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        graph, chunk = calibration_graph(model, x[:1], 256)
+        assert chunk == 256 and torch.allclose(graph(x), model(x), atol=1e-5)  # 256 <= 32 x 224^2 / 56^2 a call
+        assert calibration_graph(model, x[:1], 5000)[1] == 32 * 224 * 224 // (56 * 56)
+        assert calibration_graph(model, torch.zeros(1, 3, 1300, 1300), 8)[1] == 1  # past 32 x 224^2 pixels
+        assert calibration_graph(model, x[:1], 1)[1] == 1
+        graph, chunk = calibration_graph(_FixedBatch().eval(), x[:1], 256)
+        assert chunk == 1 and graph(x[:1]).shape == (2, 4, 54, 54)

@@ -50,16 +50,18 @@ def lower(deploy_model: nn.Module, example: torch.Tensor, calibration: torch.Ten
 CALIBRATION_PIXELS = 32 * 224 * 224
 
 
-def _observed_graph(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, int]:
-    """The graph PT2E observes, and how many calibration images it takes a call: exported with a free batch
-    dimension, so that calibration runs in chunks; a model whose graph fixes its batch, one image a call."""
+def calibration_graph(model: nn.Module, example: torch.Tensor, images: int) -> tuple[nn.Module, int]:
+    """The graph PT2E observes for ``images`` calibration images, and how many it takes a call (at least): exported
+    with a free batch dimension, so that calibration runs in chunks. Never one image through that graph: torch.export
+    assumes a free dimension is 2 or more, and a branch on it would take the wrong side. A model whose graph fixes
+    its batch, or a single image, goes one image a call."""
     height, width = example.shape[-2:]
     chunk = max(1, CALIBRATION_PIXELS // (height * width))
-    if chunk > 1:
+    if chunk > 1 and images > 1:
         try:
             batch = torch.export.Dim("batch", min=1)
             two = example.expand(2, *example.shape[1:]).contiguous()
-            return torch.export.export(model, (two,), dynamic_shapes=({0: batch},)).module(), chunk
+            return torch.export.export(model, (two,), dynamic_shapes=({0: batch},)).module(), min(chunk, images)
         except Exception as error:  # noqa: BLE001 -- torch.export's refusals have no public common type
             logging.getLogger(__name__).debug("calibrating one image a call: %s", error)
     return torch.export.export(model, (example,)).module(), 1
@@ -77,9 +79,9 @@ def _quantized(model: nn.Module, example: torch.Tensor, calibration: torch.Tenso
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = ComposableQuantizer([_float_quantizer(keep_float), _conv_relu6_quantizer(config),
                                      XNNPACKQuantizer().set_global(config)])
-    graph, chunk = _observed_graph(model, example)
+    graph, chunk = calibration_graph(model, example, len(calibration))
     prepared = prepare_pt2e(graph, quantizer)
-    for x in calibration.split(chunk):
+    for x in calibration.tensor_split(len(calibration) // chunk):  # chunk to 2 x chunk - 1 images: none alone
         prepared(x)
     return convert_pt2e(prepared)  # exported again by the caller, at the program's batch of 1
 
