@@ -38,7 +38,8 @@ RESERVE_SHARE = 0.35  # of a budget kept for the finalists' seed repeats beyond 
 # factor is training's measured / predicted time, which is also how far the timed steps miss a small model's
 # epochs: a search of tiny models under a 36 s budget measured 3.35x on its first trial (0.64 s for an epoch
 # predicted at 0.19 s), reserved over 3.35 x 12 s for a report written in half a second, and cut every job 3 s after
-# its start
+# its start. The trade: a budget of a minute or two on a badly loaded machine may end a few seconds late (load 10:
+# a 33 s report against a reserve of twice the 12.6 s start-up) where it used to reserve everything and train nothing
 REPORT_SHARE = 1 / 3
 
 
