@@ -157,13 +157,18 @@ def kill_in_second_epoch(args: list[str], out: Path) -> dict:
     ckpt = out / "checkpoint.pt"
 
     def second_epoch():
-        try:
-            state = torch.load(ckpt, weights_only=True)
-        except Exception:  # not there yet, or being replaced right now
-            return None
-        return state if state["epoch"] == 1 and state["batch_in_epoch"] > 0 else None
+        state = read_checkpoint(ckpt)
+        return state if state and state["epoch"] == 1 and state["batch_in_epoch"] > 0 else None
 
     return kill_when(proc, second_epoch, look=file_changes(ckpt))
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    """A training checkpoint's state, None while it is missing or cannot be read whole."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:  # not there yet, or being replaced right now
+        return None
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 import effnet
-from tests.conftest import ROOT, file_changes, file_key, kill_when
+from tests.conftest import ROOT, file_changes, kill_when, read_checkpoint
 from tests.test_pretrained_download import entry_for, home, served_torchvision_b0  # noqa: F401  (test-only registry rows, cache folder)
 
 # one thread per command: two cores shared by many processes, where OpenMP's spinning threads slow a tiny model
@@ -109,22 +109,10 @@ def detect_world(tmp_path_factory):
 
 
 def _checkpoint_at(path: Path):
-    """A moment: the checkpoint on disk, once it reads whole, as (epoch, batch in epoch). Read again only when
-    the file changed (another inode or time): the command stands still while a moment looks."""
-    seen: dict = {}
-
+    """A moment: the checkpoint on disk, once it reads whole, as (epoch, batch in epoch)."""
     def moment():
-        key = file_key(path)
-        if key is None:
-            return None
-        if key not in seen:
-            try:
-                state = torch.load(path, weights_only=True)
-            except Exception:  # being replaced right now
-                return None
-            seen.clear()
-            seen[key] = state["epoch"], state["batch_in_epoch"]
-        return seen[key]
+        state = read_checkpoint(path)
+        return state and (state["epoch"], state["batch_in_epoch"])
     return moment
 
 
@@ -157,7 +145,7 @@ def test_detect_train_killed_twice_resumes_bit_exact(detect_world, tmp_path):
     # 2: after a checkpoint in the middle of the second epoch (4 batches an epoch)
     at = _checkpoint_at(ckpt)
     kill_when(_spawned("detect", "train", "--resume", str(killed), "--quiet"),
-               lambda: (pos := at()) and pos[0] == 1 and 1 <= pos[1] < 4, look=file_changes(ckpt))
+              lambda: (pos := at()) and pos[0] == 1 and 1 <= pos[1] < 4, look=file_changes(ckpt))
     second = _checkpoint_at(ckpt)()
     assert second[0] == 1 and 0 < second[1] < 4 and not (killed / "model.safetensors").exists(), second
 
@@ -214,7 +202,7 @@ def test_export_killed_while_verifying_and_between_fp32_and_int8(tiny_classifier
 
     # 1: a re-export, killed while its graph sits in the temporary folder beside the target, being verified
     kill_when(_Child("export", str(tiny_classifier), "-o", str(target)),
-               lambda: [d for d in _temp_files(out, target.name) if (d / "model").is_file()])
+              lambda: [d for d in _temp_files(out, target.name) if (d / "model").is_file()])
     assert hashlib.sha256(target.read_bytes()).hexdigest() == finished  # never half-replaced
     _onnx_matches_torch(target, tiny_classifier, 1e-3)
 
