@@ -284,20 +284,27 @@ def _print_profile(label: str, per, top: int) -> None:
 
 
 def goal_rows(args, workdir: Path, resolution: int, results: list[dict]) -> dict:
-    """The goal table (benchmarks/goals.py) after the timed run: the int8 matrix roof measured now, the model's GOP per
-    image, and the low-precision engines' top-1 agreement with fp32 on real photos."""
+    """The goal table (benchmarks/goals.py) after the timed run: this machine's roofs measured now, the int8 one and
+    the network's bound per image at each precision and batch (how much of it each target needs), the model's GOP
+    per image, and the low-precision engines' top-1 agreement with fp32 on real photos."""
     import effnet
     from benchmarks.goals import gops_per_image, inference_goals, low_precision_agreement, table
-    from benchmarks.roofline import measure_roofs
+    from benchmarks.roofline import count_layers, measure_roofs, network_bound_us
 
     roofs = measure_roofs(args.threads)
     print(f"int8 matrix roof: {roofs.matrix['int8']:.0f} GOP/s ({roofs.sources['int8']})")
+    model = effnet.create_model(args.model)
+    network = count_layers(model)
+    bounds = {(p, b): network_bound_us(network, roofs, p, b) for p in roofs.matrix
+              for b in {r["batch"] for r in results}}
+    print("the network's bound per image: " + ", ".join(f"{p} b{b} {us / 1e3:.2f} ms" for (p, b), us in bounds.items()))
     agreement = low_precision_agreement(workdir, args.threads)
-    goals = inference_goals(results, roofs.matrix["int8"],
-                            gops_per_image(effnet.create_model(args.model), resolution), agreement)
+    goals = inference_goals(results, roofs.matrix["int8"], gops_per_image(model, resolution), agreement, bounds)
     print(table(goals, machine()))
     return dict(goals=[g.row() for g in goals], agreement=agreement, int8_roof_gops=roofs.matrix["int8"],
-                int8_roof_source=roofs.sources["int8"])
+                int8_roof_source=roofs.sources["int8"], roofs=dict(matrix=roofs.matrix, sources=roofs.sources,
+                activation_gelems_per_s=roofs.activation, dram_gb_per_s=roofs.dram),
+                bound_us_per_image={f"{p} b{b}": us for (p, b), us in bounds.items()})
 
 
 def main() -> None:

@@ -12,6 +12,11 @@ The top-1 drop needs ImageNet's validation set, which is not here: the accuracy 
 64 real photo views (scikit-image's photos, crops and flips unseen in calibration) of the pretrained Lite0 (the
 only ImageNet weights installed here) where fp32 is confident (top-1 probability >= 0.5), the overall agreement
 beside it -- a proxy that can show a broken scheme, not a 0.5-point drop.
+
+Each speed goal also says how near the machine's limit its target is: the fraction of B0's bound (its layers' bounds
+summed, ``roofline.network_bound_us``, against the roofs measured in the same run) that the target needs, beside the
+fraction the best engine reaches. A target that needs more of the bound than any engine reaches on any layer mix
+is a kernel project, not a configuration.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Goal:
     at_most: bool = False  # a ceiling (memory) rather than a floor
     proxy: bool = False  # measures a stand-in for the goal (no verdict): top-1 agreement on photos, not ImageNet
     missed: bool = False  # nothing qualified to be measured: not met
+    of_bound: tuple[float, float] | None = None  # fractions of the network's bound: (target needs, measured reaches)
 
     @property
     def met(self) -> bool | None:
@@ -48,18 +54,21 @@ class Goal:
         return self.measured <= self.target if self.at_most else self.measured >= self.target
 
     def row(self) -> dict:
-        return dict(goal=self.name, target=self.target, measured=self.measured, detail=self.detail, met=self.met)
+        needs, reaches = self.of_bound or (None, None)
+        return dict(goal=self.name, target=self.target, measured=self.measured, detail=self.detail, met=self.met,
+                    bound_needs=needs, bound_reaches=reaches)
 
 
 def table(goals: list[Goal], machine: dict) -> str:
     """The goals as printed: one line each, and the machine they were measured on."""
     lines = [f"goals on {machine['cpu']} ({machine['cores']} cores; {' '.join(machine['flags'])})",
-             f"{'goal':<52} {'target':>8} {'measured':>9}  met    by"]
+             f"{'goal':<52} {'target':>8} {'measured':>9}  met    {'of bound: needs, reaches':<25} by"]
     for g in goals:
         measured = "-" if g.measured is None else f"{g.measured:.2f}"
         met = "proxy" if g.proxy else {True: "yes", False: "no", None: "-"}[g.met]
+        bound = f"{g.of_bound[0]:.2f}, {g.of_bound[1]:.2f}" if g.of_bound else "-"
         lines.append(f"{g.name:<52} {('<= ' if g.at_most else '>= ') + format(g.target, 'g'):>8} {measured:>9}  "
-                     f"{met:<6} {g.detail}")
+                     f"{met:<6} {bound:<25} {g.detail}")
     return "\n".join(lines)
 
 
@@ -69,12 +78,23 @@ def _fastest(results: list[dict], batch: int, names: tuple[str, ...]) -> str | N
     return max(found, key=speed.get) if found else None
 
 
-def _best(results: list[dict], batch: int, names: tuple[str, ...], ref: str) -> tuple[float | None, str]:
+def precision_of(engine: str) -> str:
+    """The precision an engine computes in, from its name ("effnet openvino int8" -> "int8")."""
+    return next((p for p in ("int8", "bf16") if p in engine), "fp32")
+
+
+def _versus(results: list[dict], batch: int, names: tuple[str, ...], ref: str, goal: str, target: float,
+            bounds: dict[tuple[str, int], float] | None) -> Goal:
+    """The fastest of ``names`` against ``ref`` at ``batch``; with ``bounds`` ((precision, batch) -> µs per image),
+    the fractions of the best engine's bound that the target needs and that it reaches."""
     speed = {r["engine"]: r["img_per_s"] for r in results if r["batch"] == batch}
     best = _fastest(results, batch, names)
     if ref not in speed or best is None:
-        return None, "not measured"
-    return speed[best] / speed[ref], f"{best} ({speed[best]:.0f} vs {speed[ref]:.0f} img/s)"
+        return Goal(goal, target, None, "not measured")
+    bound_s = (bounds or {}).get((precision_of(best), batch))
+    of_bound = (bound_s / 1e6 * speed[ref] * target, bound_s / 1e6 * speed[best]) if bound_s else None
+    return Goal(goal, target, speed[best] / speed[ref], f"{best} ({speed[best]:.0f} vs {speed[ref]:.0f} img/s)",
+                of_bound=of_bound)
 
 
 # a bench_infer engine -> the --backend whose accuracy low_precision_agreement measures
@@ -83,10 +103,11 @@ BACKEND_OF = {"effnet openvino int8": "openvino-int8", "effnet openvino bf16": "
 
 
 def inference_goals(results: list[dict], int8_roof_gops: float | None, gops_per_image: float,
-                    agreement: dict | None) -> list[Goal]:
-    """The inference goals from ``bench_infer``'s result rows (engine, batch, img_per_s)."""
-    goals = [Goal("batch 16 fp32 x ORT-timm", 1.6, *_best(results, 16, FP32, REFERENCE)),
-             Goal("batch 16 low precision x OpenVINO int8 on timm", 1.3, *_best(results, 16, LOW, TIMM_INT8))]
+                    agreement: dict | None, bounds: dict[tuple[str, int], float] | None = None) -> list[Goal]:
+    """The inference goals from ``bench_infer``'s result rows (engine, batch, img_per_s); ``bounds``: the network's
+    bound per image (µs) by (precision, batch), from the roofs measured in the same run."""
+    goals = [_versus(results, 16, FP32, REFERENCE, "batch 16 fp32 x ORT-timm", 1.6, bounds),
+             _versus(results, 16, LOW, TIMM_INT8, "batch 16 low precision x OpenVINO int8 on timm", 1.3, bounds)]
     speed = {r["engine"]: r["img_per_s"] for r in results if r["batch"] == 16}
     int8 = [n for n in INT8 if n in speed]
     if int8 and int8_roof_gops:
@@ -101,8 +122,8 @@ def inference_goals(results: list[dict], int8_roof_gops: float | None, gops_per_
         goals.append(Goal("  its top-1 kept where fp32 is confident (photos)", 1.0, a["confident"],
                           f"{engine}: {a['n_confident']} confident of {a['n']} photo views; all views "
                           f"{a['overall']:.3f} (ambiguous crops flip either way)", proxy=True))
-    goals += [Goal("batch 1 fp32 x ORT-timm", 1.5, *_best(results, 1, FP32, REFERENCE)),
-              Goal("batch 1 int8 x ORT-timm", 2.2, *_best(results, 1, INT8, REFERENCE))]
+    goals += [_versus(results, 1, FP32, REFERENCE, "batch 1 fp32 x ORT-timm", 1.5, bounds),
+              _versus(results, 1, INT8, REFERENCE, "batch 1 int8 x ORT-timm", 2.2, bounds)]
     return goals
 
 

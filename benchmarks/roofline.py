@@ -718,6 +718,11 @@ def bound_us(layer: Layer, roofs: Roofs, precision: str, batch: int) -> float:
     return max(compute_s, nbytes / roofs.bandwidth_at(nbytes) / 1e9) * 1e6
 
 
+def network_bound_us(network: Network, roofs: Roofs, precision: str, batch: int) -> float:
+    """The whole network's bound per image (µs): its layers' bounds summed, one layer at a time over ``batch``."""
+    return sum(bound_us(layer, roofs, precision, batch) for layer in network.layers) / batch
+
+
 def compare(engine: Engine, batch: int, profile: Profile, network: Network, roofs: Roofs) -> Run:
     """Each layer's measured time (its engine nodes summed) beside its bound; the rest as "other"."""
     index = {path: layer.name for layer in network.layers for path in layer.modules}

@@ -106,6 +106,16 @@ def test_activation_term_adds_to_the_matrix_work_without_amx_and_overlaps_with_i
     assert roofline.bound_us(layer, roofs(), "fp32", 1) == pytest.approx(20.0)  # no activation roof measured
 
 
+def test_network_bound_sums_its_layers_and_a_batch_out_of_cache_costs_more_per_image(tiny):
+    _, net = tiny
+    kib = 2**10
+    r = roofs(matrix=1e4, bandwidth=((kib, 50.0), (128 * kib, 5.0)))  # compute negligible: the bytes decide
+    one, many = (roofline.network_bound_us(net, r, "fp32", b) for b in (1, 16))
+    assert one == pytest.approx(sum(roofline.bound_us(layer, r, "fp32", 1) for layer in net.layers))
+    assert many > one  # 16 images' working sets no longer fit the fast level: more µs per image
+    assert roofline.network_bound_us(net, r, "int8", 16) < many  # a quarter of the bytes
+
+
 def test_a_layer_with_a_faster_silu_raises_the_activation_roof_until_no_layer_beats_its_bound():
     """As with the matrix roofs: a layer whose time, less its matrix work, implies a faster SiLU than torch's
     raises the activation roof to that rate; after the raises only a memory term could still be beaten."""
