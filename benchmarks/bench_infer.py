@@ -8,7 +8,7 @@ so that the shared machine's noise hits all alike, and reports medians, ratios a
     python benchmarks/bench_infer.py [--model efficientnet_b0] [--batches 1,16] [--reps 10] [--json out.json]
     python benchmarks/bench_infer.py --quick --profile   # ORT + OpenVINO engines only, 3 reps, per-op profile
     python benchmarks/bench_infer.py --roofline          # each layer's time against its own bound (roofline.py)
-    python benchmarks/bench_infer.py --goals             # the engines issue 35's goals name, and the goal table
+    python benchmarks/bench_infer.py --goals             # the engines issue 35's goals name, the goal table (with the bound each needs)
 
 Peak RSS is measured per engine in a child process (a process's peak only grows), running the same calls.
 """
@@ -284,27 +284,36 @@ def _print_profile(label: str, per, top: int) -> None:
 
 
 def goal_rows(args, workdir: Path, resolution: int, results: list[dict]) -> dict:
-    """The goal table (benchmarks/goals.py) after the timed run: this machine's roofs measured now, the int8 one and
-    the network's bound per image at each precision and batch (how much of it each target needs), the model's GOP
-    per image, and the low-precision engines' top-1 agreement with fp32 on real photos."""
+    """The goal table (benchmarks/goals.py) after the timed run: this machine's roofs measured now (the int8 matrix
+    roof), raised where a layer of effnet's OpenVINO or ONNX Runtime engines beat them (their per-layer profiles, as
+    ``--roofline`` does, 5 calls each); the network's bound per image at each precision and batch against those
+    (how much of it each target needs); the model's GOP per image; and the low-precision engines' top-1 agreement
+    with fp32 on real photos."""
     import effnet
+    from benchmarks import roofline
     from benchmarks.goals import gops_per_image, inference_goals, low_precision_agreement, table
-    from benchmarks.roofline import count_layers, measure_roofs, network_bound_us
 
-    roofs = measure_roofs(args.threads)
+    measured = roofline.measure_roofs(args.threads)
+    model = effnet.create_model(args.model).eval()
+    network = roofline.count_layers(model)
+    batches = sorted({r["batch"] for r in results})
+    engines = roofline.chosen_engines("openvino,onnxruntime")
+    roofline.build_files(args.model, resolution, workdir, engines)
+    roofs, runs = roofline.profiled_runs(engines, model, network, batches, args.threads, 5, workdir, measured)
+    for note in roofs.notes[len(measured.notes):]:
+        print(f"note: {note}")
     print(f"int8 matrix roof: {roofs.matrix['int8']:.0f} GOP/s ({roofs.sources['int8']})")
-    model = effnet.create_model(args.model)
-    network = count_layers(model)
-    bounds = {(p, b): network_bound_us(network, roofs, p, b) for p in roofs.matrix
-              for b in {r["batch"] for r in results}}
+    bounds = {(p, b): roofline.network_bound_us(network, roofs, p, b) for p in roofs.matrix for b in batches}
     print("the network's bound per image: " + ", ".join(f"{p} b{b} {us / 1e3:.2f} ms" for (p, b), us in bounds.items()))
+    print("whole-network fraction, profiled: " + ", ".join(f"{r.engine} b{r.batch} {r.fraction:.2f}" for r in runs))
     agreement = low_precision_agreement(workdir, args.threads)
     goals = inference_goals(results, roofs.matrix["int8"], gops_per_image(model, resolution), agreement, bounds)
     print(table(goals, machine()))
     return dict(goals=[g.row() for g in goals], agreement=agreement, int8_roof_gops=roofs.matrix["int8"],
                 int8_roof_source=roofs.sources["int8"], roofs=dict(matrix=roofs.matrix, sources=roofs.sources,
-                activation_gelems_per_s=roofs.activation, dram_gb_per_s=roofs.dram),
-                bound_us_per_image={f"{p} b{b}": us for (p, b), us in bounds.items()})
+                activation_gelems_per_s=roofs.activation, dram_gb_per_s=roofs.dram, notes=roofs.notes),
+                bound_us_per_image={f"{p} b{b}": us for (p, b), us in bounds.items()},
+                profiled_fraction={f"{r.engine} b{r.batch}": r.fraction for r in runs})
 
 
 def main() -> None:

@@ -938,6 +938,16 @@ def profile_engine(engine: Engine, model: nn.Module, network: Network, batch: in
     return torch_profile(model, network, batch, threads, reps)
 
 
+def profiled_runs(engines: list[Engine], model: nn.Module, network: Network, batches: list[int], threads: int,
+                  reps: int, workdir: Path, roofs: Roofs) -> tuple[Roofs, list[Run]]:
+    """Each engine profiled at each batch; the roofs raised to what its layers reached (:func:`raised`), and each
+    run against the raised roofs."""
+    profiles = [(engine, batch, profile_engine(engine, model, network, batch, threads, reps, workdir))
+                for batch in batches for engine in engines]
+    roofs = raised(roofs, [compare(e, b, p, network, roofs) for e, b, p in profiles])
+    return roofs, [compare(e, b, p, network, roofs) for e, b, p in profiles]
+
+
 def main(args) -> None:
     """``bench_infer.py --roofline``: args.model, batches, threads, reps, engines, roofline_json / _png / _workdir."""
     import effnet
@@ -954,13 +964,10 @@ def main(args) -> None:
           f"roofs measured in {time.perf_counter() - t:.1f} s")
     print_roofs(roofs)
     batches = [int(b) for b in args.batches.split(",")]
-    profiles = [(engine, batch, profile_engine(engine, model, network, batch, args.threads, args.reps, workdir))
-                for batch in batches for engine in engines]
     measured = roofs
-    roofs = raised(measured, [compare(e, b, p, network, measured) for e, b, p in profiles])
+    roofs, runs = profiled_runs(engines, model, network, batches, args.threads, args.reps, workdir, measured)
     for note in roofs.notes[len(measured.notes):]:
         print(f"note: {note}")
-    runs = [compare(e, b, p, network, roofs) for e, b, p in profiles]
     for run in runs:
         print_run(run)
     # after the raises only the memory term can be beaten: then the copy curve was measured low (a disturbed run)
