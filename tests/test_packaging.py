@@ -127,6 +127,19 @@ def test_help_version_and_list_do_not_import_torch():
     assert list(sub.choices) == list(COMMANDS)
 
 
+def test_building_a_model_loads_no_exporter():
+    """``create_model`` asks ``effnet.deploy`` only whether a path is an export: the exporters (and torchvision,
+    which brings ``torch._dynamo`` along) load when something exports, not with every model built."""
+    code = ("import sys, effnet; effnet.create_model('efficientnet_b0'); import effnet.deploy as d\n"
+            "print(sorted(m for m in ('torchvision', 'effnet.deploy.export', 'effnet.deploy.predictors', "
+            "'effnet.deploy.ort') if m in sys.modules)); print(d.optimize.__module__, d.export_model.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    loaded, names = proc.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]"
+    assert names == "effnet.deploy.optimize export_model"  # the lazy names still resolve, the function not its module
+
+
 @pytest.mark.parametrize("blocked,argv,extra", [
     ("sklearn", ("data", "digits", "{tmp}/d"), "data"),
     ("optuna", ("search", "{tmp}/nodata"), "search"),

@@ -1,14 +1,27 @@
 """Deployment: inference copies (``optimize``), verified ONNX / OpenVINO IR / TorchScript / ExecuTorch export, int8
-with ONNX Runtime, NNCF or PT2E, and exported models as predictors."""
+with ONNX Runtime, NNCF or PT2E, and exported models as predictors.
 
-from .choice import EngineChoice, auto_backend, choose
-from .export import FORMATS, ExportReport, export_model
+The names below are imported on first use (PEP 562, :mod:`effnet.lazy`): a light submodule -- ``choice``,
+``exported`` (what ``create_model`` asks of a path) -- loads without the exporters, whose imports (torchvision,
+and through it ``torch._dynamo``: ~2 s and ~200 MiB) only a program that exports or runs an export pays.
+"""
+
+from __future__ import annotations
+
+from ..lazy import lazy_exports
+# imported now, not lazily: the function ``optimize`` shares its name with its module, which would otherwise take the
+# package attribute the first time any module imports ``.optimize`` (torch and effnet's own layers only: light)
 from .optimize import compile_for_inference, fold_batchnorm, freeze_same_padding, optimize, to_plain_ops
-from .ort import ort_run, ort_session, quantize_int8
-from .predictors import (BACKENDS, ExecuTorchPredictor, OnnxPredictor, OpenVinoPredictor,
-                         executorch_predictor, onnx_predictor, openvino_predictor, with_backend)
 
-__all__ = ["FORMATS", "ExportReport", "export_model", "compile_for_inference", "fold_batchnorm", "freeze_same_padding",
-           "optimize", "to_plain_ops", "ort_run", "ort_session", "quantize_int8", "OnnxPredictor", "onnx_predictor",
-           "with_backend", "BACKENDS", "OpenVinoPredictor", "auto_backend", "openvino_predictor",
-           "ExecuTorchPredictor", "executorch_predictor", "EngineChoice", "choose"]
+_EXPORTS = {
+    **{name: (".choice", name) for name in ("EngineChoice", "auto_backend", "choose")},
+    **{name: (".export", name) for name in ("FORMATS", "ExportReport", "export_model")},
+    **{name: (".ort", name) for name in ("ort_run", "ort_session", "quantize_int8")},
+    **{name: (".predictors", name) for name in ("BACKENDS", "ExecuTorchPredictor", "OnnxPredictor",
+                                                 "OpenVinoPredictor", "executorch_predictor", "onnx_predictor",
+                                                 "openvino_predictor", "with_backend")},
+}
+
+__all__ = ["compile_for_inference", "fold_batchnorm", "freeze_same_padding", "optimize", "to_plain_ops", *_EXPORTS]
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
