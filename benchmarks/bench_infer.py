@@ -8,7 +8,7 @@ so that the shared machine's noise hits all alike, and reports medians, ratios a
     python benchmarks/bench_infer.py [--model efficientnet_b0] [--batches 1,16] [--reps 10] [--json out.json]
     python benchmarks/bench_infer.py --quick --profile   # ORT + OpenVINO engines only, 3 reps, per-op profile
     python benchmarks/bench_infer.py --roofline          # each layer's time against its own bound (roofline.py)
-    python benchmarks/bench_infer.py --goals             # the engines issue 35's goals name, the goal table (with the bound each needs)
+    python benchmarks/bench_infer.py --goals             # issue 35's engines, goal table, bound each goal needs
 
 Peak RSS is measured per engine in a child process (a process's peak only grows), running the same calls.
 """
@@ -293,17 +293,15 @@ def goal_rows(args, workdir: Path, resolution: int, results: list[dict]) -> dict
     from benchmarks import roofline
     from benchmarks.goals import gops_per_image, inference_goals, low_precision_agreement, table
 
-    measured = roofline.measure_roofs(args.threads)
     model = effnet.create_model(args.model).eval()
     network = roofline.count_layers(model)
     batches = sorted({r["batch"] for r in results})
     engines = roofline.chosen_engines("openvino,onnxruntime")
     roofline.build_files(args.model, resolution, workdir, engines)
-    roofs, runs = roofline.profiled_runs(engines, model, network, batches, args.threads, 5, workdir, measured)
-    for note in roofs.notes[len(measured.notes):]:
-        print(f"note: {note}")
+    roofs, runs = roofline.profiled_runs(engines, model, network, batches, args.threads, 5, workdir,
+                                         roofline.measure_roofs(args.threads))
     print(f"int8 matrix roof: {roofs.matrix['int8']:.0f} GOP/s ({roofs.sources['int8']})")
-    bounds = {(p, b): roofline.network_bound_us(network, roofs, p, b) for p in roofs.matrix for b in batches}
+    bounds = roofline.network_bounds(network, roofs, batches)
     print("the network's bound per image: " + ", ".join(f"{p} b{b} {us / 1e3:.2f} ms" for (p, b), us in bounds.items()))
     print("whole-network fraction, profiled: " + ", ".join(f"{r.engine} b{r.batch} {r.fraction:.2f}" for r in runs))
     agreement = low_precision_agreement(workdir, args.threads)

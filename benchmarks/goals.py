@@ -79,7 +79,9 @@ def _fastest(results: list[dict], batch: int, names: tuple[str, ...]) -> str | N
 
 
 def precision_of(engine: str) -> str:
-    """The precision an engine computes in, from its name ("effnet openvino int8" -> "int8")."""
+    """The precision an engine is held to, from its name ("effnet openvino int8" -> "int8"). OpenVINO's bf16 runs
+    f32 on a CPU without native bf16 (``effnet.deploy.choice``): its bf16 bound there is torch's emulated product's,
+    which matters only if that engine were the fastest low-precision one."""
     return next((p for p in ("int8", "bf16") if p in engine), "fp32")
 
 
@@ -91,8 +93,8 @@ def _versus(results: list[dict], batch: int, names: tuple[str, ...], ref: str, g
     best = _fastest(results, batch, names)
     if ref not in speed or best is None:
         return Goal(goal, target, None, "not measured")
-    bound_s = (bounds or {}).get((precision_of(best), batch))
-    of_bound = (bound_s / 1e6 * speed[ref] * target, bound_s / 1e6 * speed[best]) if bound_s else None
+    bound_us = (bounds or {}).get((precision_of(best), batch))
+    of_bound = (bound_us / 1e6 * speed[ref] * target, bound_us / 1e6 * speed[best]) if bound_us else None
     return Goal(goal, target, speed[best] / speed[ref], f"{best} ({speed[best]:.0f} vs {speed[ref]:.0f} img/s)",
                 of_bound=of_bound)
 

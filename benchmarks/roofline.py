@@ -940,12 +940,19 @@ def profile_engine(engine: Engine, model: nn.Module, network: Network, batch: in
 
 def profiled_runs(engines: list[Engine], model: nn.Module, network: Network, batches: list[int], threads: int,
                   reps: int, workdir: Path, roofs: Roofs) -> tuple[Roofs, list[Run]]:
-    """Each engine profiled at each batch; the roofs raised to what its layers reached (:func:`raised`), and each
-    run against the raised roofs."""
+    """Each engine profiled at each batch; the roofs raised to what its layers reached (:func:`raised`, each raise
+    printed), and each run against the raised roofs."""
     profiles = [(engine, batch, profile_engine(engine, model, network, batch, threads, reps, workdir))
                 for batch in batches for engine in engines]
-    roofs = raised(roofs, [compare(e, b, p, network, roofs) for e, b, p in profiles])
-    return roofs, [compare(e, b, p, network, roofs) for e, b, p in profiles]
+    up = raised(roofs, [compare(e, b, p, network, roofs) for e, b, p in profiles])
+    for note in up.notes[len(roofs.notes):]:
+        print(f"note: {note}")
+    return up, [compare(e, b, p, network, up) for e, b, p in profiles]
+
+
+def network_bounds(network: Network, roofs: Roofs, batches: list[int]) -> dict[tuple[str, int], float]:
+    """(precision, batch) -> the network's bound per image (µs) at every precision with a matrix roof."""
+    return {(p, b): network_bound_us(network, roofs, p, b) for p in roofs.matrix for b in batches}
 
 
 def main(args) -> None:
@@ -964,10 +971,7 @@ def main(args) -> None:
           f"roofs measured in {time.perf_counter() - t:.1f} s")
     print_roofs(roofs)
     batches = [int(b) for b in args.batches.split(",")]
-    measured = roofs
-    roofs, runs = profiled_runs(engines, model, network, batches, args.threads, args.reps, workdir, measured)
-    for note in roofs.notes[len(measured.notes):]:
-        print(f"note: {note}")
+    roofs, runs = profiled_runs(engines, model, network, batches, args.threads, args.reps, workdir, roofs)
     for run in runs:
         print_run(run)
     # after the raises only the memory term can be beaten: then the copy curve was measured low (a disturbed run)

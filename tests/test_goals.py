@@ -50,6 +50,10 @@ def test_without_bounds_or_without_the_reference_the_verdicts_stand_alone():
     assert missing["batch 16 fp32 x ORT-timm"].measured is None
     assert missing["batch 16 fp32 x ORT-timm"].detail == "not measured"
     assert missing["batch 16 fp32 x ORT-timm"].of_bound is None
+    no_bf16 = {k: v for k, v in BOUNDS.items() if k[0] != "bf16"}  # the fastest engine's precision has no bound
+    low = by_name(goals.inference_goals(RESULTS, None, 0.8, None, no_bf16))["batch 16 low precision x OpenVINO int8 "
+                                                                            "on timm"]
+    assert low.of_bound is None and low.measured == pytest.approx(1.2)
 
 
 def test_an_engines_precision_comes_from_its_name():

@@ -112,6 +112,7 @@ def test_network_bound_sums_its_layers_and_a_batch_out_of_cache_costs_more_per_i
     r = roofs(matrix=1e4, bandwidth=((kib, 50.0), (128 * kib, 5.0)))  # compute negligible: the bytes decide
     one, many = (roofline.network_bound_us(net, r, "fp32", b) for b in (1, 16))
     assert one == pytest.approx(sum(roofline.bound_us(layer, r, "fp32", 1) for layer in net.layers))
+    assert many == pytest.approx(sum(roofline.bound_us(layer, r, "fp32", 16) for layer in net.layers) / 16)
     assert many > one  # 16 images' working sets no longer fit the fast level: more µs per image
     assert roofline.network_bound_us(net, r, "int8", 16) < many  # a quarter of the bytes
 
